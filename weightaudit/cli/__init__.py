@@ -1,0 +1,103 @@
+"""The click command group. Commands live in their own modules; heavy imports happen inside them.
+
+Exit codes (never renumbered): 0 passed, 1 findings at or above --fail-on, 2 usage or configuration error,
+3 audit incomplete or internal error. ``main`` and the group map every exception onto them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+
+import click
+
+from weightaudit import __version__
+from weightaudit.errors import ExitCode, WeightauditError
+
+# command name -> (module, attribute). One line per command.
+_COMMANDS = {
+    "inspect": ("weightaudit.cli.inspect", "inspect_command"),
+    "audit": ("weightaudit.cli.audit", "audit_command"),
+    "rules": ("weightaudit.cli.rules", "rules_group"),
+}
+_OPTIONAL_COMMANDS = {
+    "scorecard": ("weightaudit.cli.scorecard", "scorecard_command"),
+}
+
+EPILOG = """\b
+Exit codes:
+  0  audit complete, nothing at or above --fail-on
+  1  findings at or above --fail-on
+  2  usage or configuration error
+  3  audit incomplete (a file could not be read or verified) or internal error
+"""
+
+
+def _debug() -> bool:
+    return os.environ.get("WEIGHTAUDIT_DEBUG") == "1"
+
+
+class WeightauditGroup(click.Group):
+    """Loads commands lazily (fast --help) and maps exceptions onto the exit-code contract."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = list(_COMMANDS)
+        names += [n for n, (mod, _) in _OPTIONAL_COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = _COMMANDS.get(cmd_name) or _OPTIONAL_COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module, attr = spec
+        if importlib.util.find_spec(module) is None:
+            return None
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except WeightauditError as exc:
+            if _debug():
+                traceback.print_exc()
+            click.echo(f"weightaudit: error: {exc}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except Exception as exc:  # noqa: BLE001 - the contract: one line and exit 3, never a traceback
+            if _debug():
+                traceback.print_exc()
+            click.echo(f"weightaudit: internal error: {type(exc).__name__}: {exc} "
+                       "(set WEIGHTAUDIT_DEBUG=1 for details)", err=True)
+            ctx.exit(int(ExitCode.INCOMPLETE))
+
+
+@click.group(cls=WeightauditGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="weightaudit")
+def cli() -> None:
+    """Audit open model-weight releases without executing anything from them.
+
+    \b
+    weightaudit inspect model.safetensors       what is inside
+    weightaudit audit RELEASE --format sarif    everything, for CI
+    weightaudit scorecard RELEASE               how open the release is
+    weightaudit rules explain WA106             what a rule means
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import importlib.util  # noqa: F401 - used by the group
+
+    try:
+        cli.main(prog_name="weightaudit")
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last resort: still honour the contract
+        if _debug():
+            traceback.print_exc()
+        sys.stderr.write(f"weightaudit: internal error: {type(exc).__name__}: {exc}\n")
+        sys.exit(int(ExitCode.INCOMPLETE))

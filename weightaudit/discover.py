@@ -1,0 +1,219 @@
+"""Discovery: the paths a user gives become a ``Release``.
+
+Weight files are found by content (each loader's ``sniff``), never by extension alone. Shard maps
+(``*.index.json``) and side files (config, model card, licences, code, data cards) are collected for the rules
+and the openness scorecard. Git LFS pointers are reported as not downloaded; symlinks that leave the release
+are not followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from weightaudit import formats
+from weightaudit.errors import UsageError
+from weightaudit.formats.base import read_probe
+from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardIndex, WeightFileRef
+from weightaudit.rules import integrity as R
+
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "node_modules"})
+WEIGHT_SUFFIXES = frozenset({
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".keras", ".pkl", ".pickle", ".joblib",
+    ".npy", ".npz", ".pb", ".gguf", ".onnx", ".tflite", ".msgpack", ".model", ".tar", ".mar", ".nemo",
+    ".distcp", ".dill", ".index",
+})
+# (kind, pattern on the lower-case file name). First match wins.
+SIDE_FILE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("config", re.compile(r"^config\.json$")),
+    ("audit_policy", re.compile(r"^\.?weightaudit\.ya?ml$")),
+    ("model_card", re.compile(r"^(readme|model_card|modelcard)(\.md|\.markdown|\.txt)?$")),
+    ("license", re.compile(r"^(licen[cs]e|copying)([._-].*)?$")),
+    ("notice", re.compile(r"^notice([._-].*)?$")),
+    ("policy", re.compile(r"^(use_policy|acceptable[_-]use[_-]policy|responsible_use)([._-].*)?$")),
+    ("data_card", re.compile(r"^(data_?card|datasheet|dataset_card)([._-].*)?$")),
+    ("code", re.compile(r".*\.(py|sh|ipynb|yaml|yml|toml|cfg)$")),
+)
+# Recognised formats we do not read yet: (magic prefix, name).
+UNSUPPORTED_MAGIC = ((b"GGUF", "GGUF"), (b"PYTORCH1", "PyTorch preview archive"))
+
+
+@dataclass
+class _Walk:
+    root: Path
+    weights: list[WeightFileRef] = field(default_factory=list)
+    indexes: list[ShardIndex] = field(default_factory=list)
+    side: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[LoadedFile] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix() if path != self.root else path.name
+
+    def problem(self, rel: str, size: int, rule, message: str, status: FileStatus, fmt: str = "unknown") -> None:
+        finding = rule.finding(rel, message)
+        self.problems.append(LoadedFile(rel, fmt, size, findings=(finding,), status=status, reason=message,
+                                        verified=False))
+
+
+def discover(paths: Sequence[str]) -> Release:
+    """Turn file or folder paths into one Release (root = their common folder). Raises UsageError when a
+    path does not exist."""
+    if not paths:
+        raise UsageError("no path given")
+    resolved = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists() and not path.is_symlink():
+            raise UsageError(f"{given}: no such file or directory")
+        resolved.append(path.absolute())
+    root = _common_root(resolved)
+    walk = _Walk(root)
+    for path in resolved:
+        if path.is_dir():
+            _walk_dir(walk, path)
+        else:
+            _visit_file(walk, path)
+    return Release(
+        target=" ".join(paths), root=str(root),
+        weight_files=tuple(sorted(_dedupe(walk.weights), key=lambda w: w.rel)),
+        shard_indexes=tuple(sorted(walk.indexes, key=lambda i: i.rel)),
+        side_files={k: tuple(sorted(set(v))) for k, v in sorted(walk.side.items())},
+        problems=tuple(sorted(walk.problems, key=lambda p: p.path)),
+        findings=tuple(sorted(walk.findings, key=Finding.sort_key)),
+    )
+
+
+def _dedupe(refs: Iterable[WeightFileRef]) -> list[WeightFileRef]:
+    return list({ref.rel: ref for ref in refs}.values())
+
+
+def _common_root(paths: list[Path]) -> Path:
+    folders = [p if p.is_dir() else p.parent for p in paths]
+    return Path(os.path.commonpath([str(f) for f in folders]))
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def _walk_dir(walk: _Walk, folder: Path) -> None:
+    if folder != walk.root and _claim_folder(walk, folder):
+        return
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        walk.problem(walk.rel(folder), 0, R.UNREADABLE, f"cannot list folder: {exc.strerror}", FileStatus.ERROR)
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink() and not _inside(walk.root, path):
+            walk.findings.append(R.SYMLINK_OUTSIDE.finding(
+                walk.rel(path), f"symbolic link to {os.readlink(path)} leaves the release; not followed"))
+            continue
+        if entry.is_dir():
+            if entry.name not in SKIP_DIRS:
+                _walk_dir(walk, path)
+        elif entry.is_file():
+            _visit_file(walk, path)
+
+
+def _claim_folder(walk: _Walk, folder: Path) -> bool:
+    """A folder a loader reads as a whole (TensorFlow SavedModel)."""
+    probe = read_probe(folder)
+    loader = formats.sniff(probe)
+    if loader is None:
+        return False
+    walk.weights.append(WeightFileRef(str(folder), walk.rel(folder), loader.name, _folder_size(folder)))
+    return True
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _visit_file(walk: _Walk, path: Path) -> None:
+    rel = walk.rel(path)
+    if path.is_symlink() and not _inside(walk.root, path):
+        walk.findings.append(R.SYMLINK_OUTSIDE.finding(rel, "symbolic link leaves the release; not followed"))
+        return
+    try:
+        probe = read_probe(path)
+    except OSError as exc:
+        walk.problem(rel, 0, R.UNREADABLE, f"cannot read file: {exc.strerror or exc}", FileStatus.ERROR)
+        return
+    if probe.head.startswith(LFS_MAGIC) and probe.size < 1024:
+        walk.problem(rel, probe.size, R.LFS_POINTER, "not downloaded (Git LFS pointer)", FileStatus.SKIPPED)
+        return
+    loader = formats.sniff(probe)
+    if loader is not None:
+        walk.weights.append(WeightFileRef(str(path), rel, loader.name, probe.size))
+        return
+    if path.name.lower().endswith(".index.json"):
+        _read_index(walk, path, rel)
+        return
+    for magic, name in UNSUPPORTED_MAGIC:
+        if probe.head.startswith(magic):
+            walk.problem(rel, probe.size, R.UNSUPPORTED, f"{name} file: format not supported yet, not verified",
+                         FileStatus.SKIPPED, fmt=name.lower())
+            return
+    if probe.suffix == ".onnx":
+        walk.problem(rel, probe.size, R.UNSUPPORTED, "ONNX file: format not supported yet, not verified",
+                     FileStatus.SKIPPED, fmt="onnx")
+        return
+    if probe.suffix in WEIGHT_SUFFIXES:
+        what = "empty file" if probe.size == 0 else f"content matches no supported weight format ({_describe(probe.head)})"
+        walk.problem(rel, probe.size, R.NOT_A_MODEL, f"{probe.suffix} file, but {what}", FileStatus.ERROR)
+        return
+    walk.side.setdefault(_side_kind(path.name), []).append(rel)
+
+
+def _describe(head: bytes) -> str:
+    sample = head[:16]
+    if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
+        return f"starts with text {sample.decode('ascii', 'replace')!r}"
+    return f"starts with bytes {sample[:8].hex(' ')}"
+
+
+def _side_kind(name: str) -> str:
+    lower = name.lower()
+    for kind, pattern in SIDE_FILE_KINDS:
+        if pattern.match(lower):
+            return kind
+    return "other"
+
+
+def _read_index(walk: _Walk, path: Path, rel: str) -> None:
+    try:
+        if path.stat().st_size > 200_000_000:
+            raise ValueError("index file larger than 200 MB")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise ValueError("no 'weight_map' object of tensor name -> shard file name")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("'metadata' is not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        walk.findings.append(R.INDEX_INVALID.finding(rel, f"invalid shard index: {message}"))
+        walk.side.setdefault("other", []).append(rel)
+        return
+    walk.indexes.append(ShardIndex(rel, dict(weight_map), dict(metadata)))

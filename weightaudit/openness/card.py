@@ -1,0 +1,156 @@
+"""Model card parsing (README.md): YAML front matter with the line of each top-level field, markdown sections
+with their topic, and the links in the text with their line numbers. Pure text in, records out; no network.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+PLACEHOLDER = "[more information needed]"
+
+# Section topic -> words that, found in a heading, give the section that topic (first hit wins, in order).
+SECTION_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("environmental", ("environmental impact", "carbon", "compute infrastructure", "hardware", "compute")),
+    ("preprocessing", ("preprocessing", "pre-processing", "data processing", "filtering", "deduplication")),
+    ("training-data", ("training data", "pretraining data", "pre-training data", "dataset", "data")),
+    ("training-procedure", ("training procedure", "training details", "hyperparameters", "training")),
+    ("evaluation", ("evaluation", "results", "benchmark", "performance")),
+    ("limitations", ("limitation", "bias", "risks", "out-of-scope")),
+    ("uses", ("how to get started", "how to use", "usage", "quickstart", "intended use", "uses", "inference")),
+    ("samples", ("example output", "sample output", "samples", "examples")),
+    ("citation", ("citation", "bibtex")),
+)
+
+_URL = re.compile(r"https?://[^\s)\]>\"'`<|]+")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_FIELD = re.compile(r"^([A-Za-z0-9_\-]+)\s*:")
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    level: int
+    line: int
+    topic: str | None
+    text: str
+
+    @property
+    def substantive(self) -> bool:
+        """Has real content: not empty and not the template's "[More Information Needed]"."""
+        body = re.sub(r"\s+", " ", self.text).strip()
+        return len(body) >= 40 and PLACEHOLDER not in body.lower()[:60]
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    line: int
+    context: str          # the line the link is on, lower-cased
+    section: str | None   # title of the enclosing section
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    path: str
+    front_matter: Mapping[str, Any]
+    field_lines: Mapping[str, int]
+    sections: tuple[Section, ...]
+    links: tuple[Link, ...]
+    body: str
+    front_matter_error: str | None = None
+    lines: tuple[str, ...] = field(default=(), repr=False)
+
+    def field_source(self, name: str) -> str:
+        line = self.field_lines.get(name)
+        return f"{self.path}:{line} {name}" if line else f"{self.path} {name}"
+
+    def sections_about(self, topic: str) -> tuple[Section, ...]:
+        return tuple(s for s in self.sections if s.topic == topic)
+
+    def find_line(self, pattern: str) -> int | None:
+        """1-based line of the first match of a case-insensitive regex in the card, or None."""
+        rx = re.compile(pattern, re.IGNORECASE)
+        for number, line in enumerate(self.lines, 1):
+            if rx.search(line):
+                return number
+        return None
+
+
+def _split_front_matter(lines: list[str]) -> tuple[int, int] | None:
+    """(first, last) 0-based line indexes of the YAML between the two ``---`` fences, or None."""
+    if not lines or lines[0].strip() != "---":
+        return None
+    for index in range(1, len(lines)):
+        if lines[index].strip() in ("---", "..."):
+            return 1, index
+    return None
+
+
+def _topic(title: str) -> str | None:
+    lowered = title.lower()
+    for topic, words in SECTION_TOPICS:
+        if any(word in lowered for word in words):
+            return topic
+    return None
+
+
+def _sections(lines: list[str], start: int) -> tuple[Section, ...]:
+    heads: list[tuple[int, int, str]] = []
+    in_fence = False
+    for index in range(start, len(lines)):
+        if lines[index].lstrip().startswith("```"):
+            in_fence = not in_fence
+            continue
+        match = None if in_fence else _HEADING.match(lines[index])
+        if match:
+            heads.append((index, len(match.group(1)), match.group(2).strip()))
+    sections = []
+    for position, (index, level, title) in enumerate(heads):
+        end = len(lines)
+        for later_index, later_level, _ in heads[position + 1:]:
+            if later_level <= level:
+                end = later_index
+                break
+        text = "\n".join(lines[index + 1:end])
+        sections.append(Section(title, level, index + 1, _topic(title), text))
+    return tuple(sections)
+
+
+def _links(lines: list[str], start: int, sections: tuple[Section, ...]) -> tuple[Link, ...]:
+    links = []
+    for index in range(start, len(lines)):
+        enclosing = [s.title for s in sections if s.line <= index + 1]
+        for match in _URL.finditer(lines[index]):
+            url = match.group(0).rstrip(".,;:")
+            links.append(Link(url, index + 1, lines[index].lower(), enclosing[-1] if enclosing else None))
+    return tuple(links)
+
+
+def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
+    """Parse a model card. A broken front matter is kept as an error string, never raised."""
+    lines = text.splitlines()
+    fences = _split_front_matter(lines)
+    front: Mapping[str, Any] = {}
+    field_lines: dict[str, int] = {}
+    error = None
+    body_start = 0
+    if fences is not None:
+        first, last = fences
+        body_start = last + 1
+        try:
+            loaded = yaml.safe_load("\n".join(lines[first:last]))
+            front = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError as exc:
+            error = f"front matter is not valid YAML: {str(exc).splitlines()[0]}"
+        for index in range(first, last):
+            match = _FIELD.match(lines[index])
+            if match:
+                field_lines.setdefault(match.group(1), index + 1)
+    sections = _sections(lines, body_start)
+    links = _links(lines, 0, sections)
+    body = "\n".join(lines[body_start:])
+    return ModelCard(path, front, field_lines, sections, links, body, error, tuple(lines))

@@ -1,0 +1,165 @@
+"""The one place that runs discover -> load -> statistics -> rules -> report. Every command calls ``run``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from weightaudit import formats
+from weightaudit.discover import discover
+from weightaudit.formats.base import LoadOptions
+from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats
+from weightaudit.policy import Policy
+from weightaudit.report import Report
+from weightaudit.rules import AuditContext, Rule, all_rules
+from weightaudit.rules import integrity as R
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What shapes a run. ``rule_prefixes`` limits release-level rules (inspect leaves out WA5xx)."""
+
+    command: str = "inspect"
+    stats: bool = False
+    policy: Policy = field(default_factory=Policy)
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    baseline: frozenset[str] = frozenset()
+    rule_prefixes: tuple[str, ...] = ("WA1", "WA2", "WA3", "WA4", "WA5")
+    load: LoadOptions = field(default_factory=LoadOptions)
+    workers: int | None = None
+    on_phase: ProgressFn | None = None
+    on_bytes: Callable[[int], None] | None = None
+    today: dt.date = field(default_factory=dt.date.today)
+
+
+def run(paths: Sequence[str], options: RunOptions) -> Report:
+    release = discover(paths)
+    _phase(options, f"found {len(release.weight_files)} weight file(s) in {release.root}")
+    loaded = tuple(load_file(Path(ref.path), ref.rel, ref.format, options.load) for ref in release.weight_files)
+    files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
+    stats: Mapping[tuple[str, str], TensorStats] = {}
+    if options.stats:
+        stats = _compute_stats(Path(release.root), loaded, options)
+    context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release))
+    raw = list(release.findings) + [f for lf in files for f in lf.findings] + list(_run_rules(context, options))
+    kept, suppressed, notes = apply_policy(raw, options)
+    return Report(
+        command=options.command, release=release, files=files,
+        findings=tuple(sorted(_dedupe(kept), key=Finding.sort_key)),
+        stats=stats, suppressed=tuple(sorted(_dedupe(suppressed), key=Finding.sort_key)),
+        fail_on=None if options.policy.fail_never else options.policy.fail_on, notes=tuple(notes),
+    )
+
+
+def _phase(options: RunOptions, message: str) -> None:
+    if options.on_phase is not None:
+        options.on_phase(message)
+
+
+def load_file(path: Path, rel: str, fmt: str, options: LoadOptions) -> LoadedFile:
+    """Run one loader; an unexpected exception becomes an unverified file, never a crash of the audit."""
+    try:
+        return formats.get_loader(fmt).load(path, rel, options)
+    except OSError as exc:
+        message = f"cannot read file: {exc.strerror or exc}"
+        return LoadedFile(rel, fmt, 0, findings=(R.UNREADABLE.finding(rel, message),),
+                          status=FileStatus.ERROR, reason=message, verified=False)
+    except Exception as exc:  # noqa: BLE001 - a loader bug must not stop the other files
+        if os.environ.get("WEIGHTAUDIT_DEBUG") == "1":
+            traceback.print_exc()
+        message = f"internal error while reading ({type(exc).__name__}: {exc})"
+        return LoadedFile(rel, fmt, 0, findings=(R.INTERNAL_ERROR.finding(rel, message),),
+                          status=FileStatus.ERROR, reason=message, verified=False)
+
+
+def _compute_stats(root: Path, loaded: tuple[LoadedFile, ...], options: RunOptions) -> Mapping[tuple[str, str], TensorStats]:
+    from weightaudit import stats as stats_module  # numpy-heavy: imported only when statistics are asked for
+
+    total = sum(t.nbytes or 0 for f in loaded for t in f.tensors)
+    _phase(options, f"computing statistics over {total / 1e9:.2f} GB")
+    return stats_module.compute_stats(root, loaded, workers=options.workers, on_progress=options.on_bytes)
+
+
+def _read_config(release: Release) -> Mapping[str, Any] | None:
+    for rel in release.side("config"):
+        if "/" not in rel:
+            try:
+                data = json.loads((Path(release.root) / rel).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _selected(rule: Rule, options: RunOptions) -> bool:
+    def matches(patterns: Iterable[str]) -> bool:
+        return any(rule.id.startswith(p.upper().rstrip("X")) for p in patterns)
+
+    if options.select and not matches(options.select):
+        return False
+    return not matches(options.ignore)
+
+
+def _run_rules(context: AuditContext, options: RunOptions) -> Iterable[Finding]:
+    for rule in all_rules():
+        if rule.check is None or not rule.id.startswith(options.rule_prefixes):
+            continue
+        if rule.needs_stats and not context.stats:
+            continue
+        policy = options.policy.rule(rule.id)
+        if not policy.enabled or not _selected(rule, options):
+            continue
+        config = {**rule.thresholds, **policy.thresholds}
+        try:
+            yield from rule.check(context, config)
+        except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the others
+            if os.environ.get("WEIGHTAUDIT_DEBUG") == "1":
+                traceback.print_exc()
+            yield R.INTERNAL_ERROR.finding(".", f"rule {rule.id} failed: {type(exc).__name__}: {exc}")
+
+
+def apply_policy(findings: list[Finding], options: RunOptions) -> tuple[list[Finding], list[Finding], list[str]]:
+    """Apply select/ignore, per-rule enable/severity, ignore entries and the baseline.
+
+    Returns (kept, suppressed, notes). Suppressed findings stay visible in the report as such.
+    """
+    from weightaudit.rules import get_rule
+
+    kept: list[Finding] = []
+    suppressed: list[Finding] = []
+    notes: list[str] = []
+    for entry in options.policy.ignore:
+        if entry.expired(options.today):
+            notes.append(f"ignore entry for {entry.rule} on {entry.path} expired on {entry.expires}; it no longer applies")
+    active_ignores = [e for e in options.policy.ignore if not e.expired(options.today)]
+    for finding in findings:
+        policy = options.policy.rule(finding.rule_id)
+        try:
+            rule = get_rule(finding.rule_id)
+        except KeyError:
+            rule = None
+        if rule is not None and (not policy.enabled or not _selected(rule, options)):
+            continue
+        if policy.severity is not None:
+            finding = replace(finding, severity=policy.severity)
+        if any(e.matches(finding) for e in active_ignores) or finding.fingerprint in options.baseline:
+            suppressed.append(finding)
+        else:
+            kept.append(finding)
+    return kept, suppressed, notes
+
+
+def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    return list(dict.fromkeys(findings))
+
+
+def highest(findings: Iterable[Finding]) -> Severity | None:
+    return max((f.severity for f in findings), default=None)

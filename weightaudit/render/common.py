@@ -1,0 +1,103 @@
+"""Helpers shared by the human renderers: units, grouping repeated layers, sparklines."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from weightaudit.model import TensorInfo, TensorStats
+
+_INDEX = re.compile(r"(?<=[./])\d+(?=[./]|$)|^\d+(?=[./])")
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def human_count(n: int) -> str:
+    """22713728 -> '22.7M' (decimal units, as model sizes are quoted)."""
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int) -> str:
+    """90868224 -> '90.9 MB' (decimal units)."""
+    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _ranges(values: list[int]) -> str:
+    values = sorted(set(values))
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{{{values[0]}..{values[-1]}}}"
+    return "{" + ",".join(str(v) for v in values) + "}"
+
+
+@dataclass(frozen=True)
+class TensorGroup:
+    """Tensors that differ only in their layer numbers, with the same dtype, shape and role."""
+
+    label: str
+    dtype: str
+    shape: tuple[int, ...]
+    count: int
+    parameter_count: int
+    members: tuple[TensorInfo, ...]
+
+
+def group_tensors(tensors: Sequence[TensorInfo]) -> list[TensorGroup]:
+    """``model.layers.{0..23}.mlp.up_proj.weight  BF16 [5632, 2048] x 24``; order of first appearance."""
+    buckets: dict[tuple, list[TensorInfo]] = defaultdict(list)
+    for tensor in sorted(tensors, key=lambda t: _natural_key(t.name)):
+        pattern = _INDEX.sub("#", tensor.name)
+        buckets[(pattern, tensor.dtype, tensor.shape, tensor.role)].append(tensor)
+    groups = []
+    for (pattern, dtype, shape, _role), members in buckets.items():
+        groups.append(TensorGroup(_label(pattern, members), dtype, shape, len(members),
+                                  sum(m.parameter_count for m in members), tuple(members)))
+    return sorted(groups, key=lambda g: (_natural_key(g.label), g.dtype, g.shape))
+
+
+def _label(pattern: str, members: list[TensorInfo]) -> str:
+    if len(members) == 1:
+        return members[0].name
+    columns: list[list[int]] = []
+    for member in members:
+        for i, match in enumerate(_INDEX.findall(member.name)):
+            if i == len(columns):
+                columns.append([])
+            columns[i].append(int(match))
+    parts = pattern.split("#")
+    out = parts[0]
+    for i, rest in enumerate(parts[1:]):
+        values = sorted(set(columns[i])) if i < len(columns) else []
+        out += (str(values[0]) if len(values) == 1 else _ranges(values)) + rest
+    return out
+
+
+def _natural_key(name: str) -> list:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
+
+
+def sparkline(stats: TensorStats | None) -> str:
+    if stats is None or not stats.histogram or max(stats.histogram) == 0:
+        return ""
+    top = max(stats.histogram)
+    return "".join(SPARK[min(len(SPARK) - 1, (v * (len(SPARK) - 1) + top - 1) // top)] if v else " "
+                   for v in stats.histogram)
+
+
+def fmt_float(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    return f"{value:.4g}"

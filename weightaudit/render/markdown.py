@@ -1,0 +1,81 @@
+"""Markdown output for CI step summaries and PR comments (GitHub-flavoured tables)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from weightaudit.render.common import group_tensors, human_bytes, human_count, shape_text
+from weightaudit.report import Report, summary
+
+if TYPE_CHECKING:
+    from weightaudit.render import RenderOptions
+
+MAX_GROUP_ROWS = 200
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(report: Report, options: "RenderOptions") -> str:
+    lines = [f"# weightaudit {report.command}: `{_cell(report.target)}`", ""]
+    lines += _summary(report)
+    if report.tensors:
+        lines += _tensors(report, options)
+    lines += _findings(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _summary(report: Report) -> list[str]:
+    s = summary(report)
+    verdict = ""
+    if report.fail_on is not None:
+        failing = len(report.failing())
+        verdict = (f"**FAIL** — {failing} finding(s) at or above `{report.fail_on.label}`" if failing
+                   else f"**PASS** — nothing at or above `{report.fail_on.label}`")
+    rows = [
+        ("Formats", ", ".join(s["formats"]) or "-"),
+        ("Files", s["files"]),
+        ("Tensors", f"{s['tensor_count']:,}"),
+        ("Parameters", f"{human_count(s['parameter_count'])} ({s['parameter_count']:,})"),
+        ("Optimizer state", f"{s['optimizer_parameter_count']:,}"),
+        ("Bytes", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,})"),
+        ("DTypes", ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items()) or "-"),
+        ("Verified", "yes" if s["verified"] else "**no** — some files could not be fully checked"),
+        ("Findings", ", ".join(f"{k} {v}" for k, v in s["findings_by_severity"].items() if v) or "none"),
+    ]
+    out = ([verdict, ""] if verdict else []) + ["| | |", "|---|---|"]
+    out += [f"| {k} | {_cell(v)} |" for k, v in rows]
+    unverified = [f for f in report.files if not f.verified]
+    if unverified:
+        out += ["", "**Not verified:**", ""] + [f"- `{_cell(f.path)}`: {_cell(f.reason or f.status.value)}"
+                                                for f in unverified]
+    return out + [""]
+
+
+def _tensors(report: Report, options: "RenderOptions") -> list[str]:
+    out = ["## Tensors", "", "| Tensor | DType | Shape | Params | Count |", "|---|---|---|---:|---:|"]
+    groups = group_tensors(report.tensors) if not options.all_tensors else None
+    if groups is None:
+        rows = [(t.name, t.dtype, t.shape, t.parameter_count, 1) for t in report.tensors]
+    else:
+        rows = [(g.label, g.dtype, g.shape, g.parameter_count, g.count) for g in groups]
+    for name, dtype, shape, params, count in rows[:MAX_GROUP_ROWS]:
+        out.append(f"| `{_cell(name)}` | {dtype} | {shape_text(shape)} | {params:,} | {count if count > 1 else ''} |")
+    if len(rows) > MAX_GROUP_ROWS:
+        out.append(f"| … {len(rows) - MAX_GROUP_ROWS} more rows | | | | |")
+    return out + [""]
+
+
+def _findings(report: Report) -> list[str]:
+    if not report.findings:
+        out = ["## Findings", "", "No findings."]
+    else:
+        out = ["## Findings", "", "| Severity | Rule | Path | Tensor | Message |", "|---|---|---|---|---|"]
+        for f in report.findings:
+            out.append(f"| {f.severity.label} | {f.rule_id} | `{_cell(f.path)}` | "
+                       f"{'`' + _cell(f.tensor) + '`' if f.tensor else ''} | {_cell(f.message)} |")
+    if report.suppressed:
+        out += ["", f"{len(report.suppressed)} finding(s) suppressed by policy or baseline."]
+    out += [f"", *[f"> note: {_cell(n)}" for n in report.notes]] if report.notes else []
+    return out + [""]

@@ -1,0 +1,163 @@
+"""The report every command produces, and its JSON form (schema_version 1, schemas/report.v1.schema.json).
+
+Ordering is deterministic: files and tensors by path then name, findings by path, rule, tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from weightaudit import __version__
+from weightaudit.errors import ExitCode
+from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Role, Severity, TensorInfo, TensorStats
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Report:
+    command: str
+    release: Release
+    files: tuple[LoadedFile, ...]
+    findings: tuple[Finding, ...]
+    stats: Mapping[tuple[str, str], TensorStats] = field(default_factory=dict)
+    suppressed: tuple[Finding, ...] = ()
+    fail_on: Severity | None = None
+    scorecard: Mapping[str, Any] | None = None
+    notes: tuple[str, ...] = ()     # e.g. expired ignore entries, policy source
+
+    @property
+    def target(self) -> str:
+        return self.release.target
+
+    @property
+    def tensors(self) -> list[TensorInfo]:
+        return sorted((t for f in self.files for t in f.tensors), key=lambda t: (t.file, t.name))
+
+    @property
+    def weight_files(self) -> list[LoadedFile]:
+        return [f for f in self.files if f.format != "unknown" or f.tensors]
+
+    @property
+    def verified(self) -> bool:
+        """True only when every file was fully checked and there was at least one weight file."""
+        return bool(self.files) and all(f.verified for f in self.files)
+
+    def failing(self) -> list[Finding]:
+        if self.fail_on is None:
+            return []
+        return [f for f in self.findings if f.severity >= self.fail_on]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.failing():
+            return ExitCode.FINDINGS
+        if not self.verified:
+            return ExitCode.INCOMPLETE
+        return ExitCode.OK
+
+
+def parameter_count_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for tensor in tensors:
+        counts[tensor.dtype] += tensor.parameter_count
+    return dict(sorted(counts.items()))
+
+
+def total_bytes(tensors: list[TensorInfo]) -> int:
+    return sum(t.nbytes or 0 for t in tensors)
+
+
+def summary(report: Report) -> dict[str, Any]:
+    tensors = report.tensors
+    by_severity = Counter(f.severity.label for f in report.findings)
+    return {
+        "files": len(report.files),
+        "formats": sorted({f.format for f in report.files if f.status is FileStatus.OK}),
+        "tensor_count": len(tensors),
+        "parameter_count": sum(t.parameter_count for t in tensors),
+        "parameter_count_by_dtype": parameter_count_by_dtype(tensors),
+        "optimizer_parameter_count": sum(t.parameter_count for t in tensors if t.role is Role.OPTIMIZER),
+        "total_bytes": total_bytes(tensors),
+        "findings_by_severity": {s.label: by_severity.get(s.label, 0) for s in reversed(Severity)},
+        "suppressed_findings": len(report.suppressed),
+        "verified": report.verified,
+    }
+
+
+def _finite(value: float | None) -> float | str | None:
+    """JSON has no NaN/Infinity: encode them as strings so the output stays strict JSON."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def stats_dict(stats: TensorStats) -> dict[str, Any]:
+    return {
+        "count": stats.count, "min": _finite(stats.min), "max": _finite(stats.max), "mean": _finite(stats.mean),
+        "std": _finite(stats.std), "zeros": stats.zeros, "nan": stats.nan, "inf": stats.inf,
+        "pos_inf": stats.pos_inf, "neg_inf": stats.neg_inf, "fp16_overflow": stats.fp16_overflow,
+        "max_abs": _finite(stats.max_abs), "max_abs_index": stats.max_abs_index,
+        "fingerprint": stats.fingerprint, "histogram": list(stats.histogram),
+    }
+
+
+def tensor_dict(tensor: TensorInfo, stats: TensorStats | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": tensor.name, "file": tensor.file, "dtype": tensor.dtype, "shape": list(tensor.shape),
+        "parameter_count": tensor.parameter_count,
+        "data_offsets": list(tensor.data_offsets) if tensor.data_offsets else None,
+        "role": tensor.role.value,
+    }
+    if tensor.storage is not None:
+        out["storage"] = tensor.storage
+    if tensor.strides is not None:
+        out["strides"] = list(tensor.strides)
+    if stats is not None:
+        out["stats"] = stats_dict(stats)
+    return out
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule_id": finding.rule_id, "severity": finding.severity.label, "path": finding.path,
+        "tensor": finding.tensor, "message": finding.message, "where": finding.where,
+        "fingerprint": finding.fingerprint,
+    }
+
+
+def file_dict(loaded: LoadedFile) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "path": loaded.path, "format": loaded.format, "size_bytes": loaded.size_bytes,
+        "tensor_count": len(loaded.tensors), "parameter_count": loaded.parameter_count,
+        "status": loaded.status.value, "reason": loaded.reason, "verified": loaded.verified,
+    }
+    metadata = loaded.facts.get("metadata") if loaded.facts else None
+    if metadata:
+        out["metadata"] = dict(metadata)
+    return out
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    """The JSON report. Keys per DESIGN.md; additions are backwards compatible."""
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "weightaudit", "version": __version__},
+        "command": report.command,
+        "target": report.target,
+        "summary": summary(report),
+        "files": [file_dict(f) for f in report.files],
+        "tensors": [tensor_dict(t, report.stats.get(t.key)) for t in report.tensors],
+        "findings": [finding_dict(f) for f in report.findings],
+        "suppressed": [finding_dict(f) for f in report.suppressed],
+        "side_files": {k: list(v) for k, v in report.release.side_files.items()},
+        "notes": list(report.notes),
+    }
+    if report.fail_on is not None:
+        out["fail_on"] = report.fail_on.label
+    if report.scorecard is not None:
+        out["scorecard"] = report.scorecard
+    return out

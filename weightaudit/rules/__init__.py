@@ -1,0 +1,59 @@
+"""The rule registry. Adding a rule module = one import line in ``_load_rule_modules``.
+
+ID ranges (never reused or renumbered): WA1xx integrity, WA2xx size and shape, WA3xx numerics,
+WA4xx code-execution risk, WA5xx openness.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from weightaudit.rules.base import AuditContext, Rule
+
+__all__ = ["AuditContext", "Rule", "register", "get_rule", "all_rules", "is_rule_id"]
+
+_RULES: dict[str, Rule] = {}
+_ID_PATTERN = re.compile(r"^WA[1-9]\d\d$")
+
+# One line per rule module.
+_RULE_MODULES = (
+    "weightaudit.rules.integrity",
+    "weightaudit.rules.keras_tf_rules",
+)
+_loaded = False
+
+
+def register(rule: Rule) -> Rule:
+    """Add a rule to the registry; IDs are unique and follow ``WA<range><nn>``."""
+    if not _ID_PATTERN.match(rule.id):
+        raise ValueError(f"rule ID {rule.id!r} does not match WAnnn")
+    if rule.id in _RULES and _RULES[rule.id] is not rule:
+        raise ValueError(f"rule ID {rule.id} registered twice")
+    _RULES[rule.id] = rule
+    return rule
+
+
+def _load_rule_modules() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in _RULE_MODULES:
+            importlib.import_module(name)
+
+
+def all_rules() -> list[Rule]:
+    """Every registered rule, sorted by ID."""
+    _load_rule_modules()
+    return [_RULES[k] for k in sorted(_RULES)]
+
+
+def get_rule(rule_id: str) -> Rule:
+    """The rule with this ID; KeyError when there is none."""
+    _load_rule_modules()
+    return _RULES[rule_id.upper()]
+
+
+def is_rule_id(text: str) -> bool:
+    _load_rule_modules()
+    return text.upper() in _RULES
