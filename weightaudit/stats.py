@@ -35,6 +35,7 @@ Work runs on a thread pool: numpy releases the GIL in every reduction used here.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import mmap
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 512 * 1024          # decode + reduce unit; multiple of 8 and of every item size
 PIECE_BYTES = 64 * 1024 * 1024    # contiguous tensors larger than this are split across workers
 FP16_MAX = 65504.0
+FLOAT32_SAFE_MAGNITUDE = 1e18     # above this a float32 block's moments are computed in float64
 HISTOGRAM_BINS = 16
 HISTOGRAM_EXACT_LIMIT = 65536     # tensors with more elements get a sampled histogram
 HISTOGRAM_STRIDE = 64
@@ -121,11 +123,13 @@ class _SmallFloat:
         out = scratch.get(np.uint32, codes.size)
         np.left_shift(codes, 32 - self.bits, out=out, dtype=np.uint32)   # sign bit -> bit 31
         shift = (32 - self.bits) - (23 - self.mantissa_bits)
-        signed = out.view(np.int32)
-        np.right_shift(signed, shift, out=signed)                          # arithmetic: copies the sign
-        np.bitwise_and(out, np.uint32(0x80000000 | ((1 << (31 - shift)) - 1)), out=out)
+        if shift:  # BF16 is the top half of float32 already: nothing more to do
+            signed = out.view(np.int32)
+            np.right_shift(signed, shift, out=signed)                      # arithmetic: copies the sign
+            np.bitwise_and(out, np.uint32(0x80000000 | ((1 << (31 - shift)) - 1)), out=out)
         values = out.view(np.float32)
-        np.multiply(values, np.float32(2.0 ** (127 - self.bias)), out=values)
+        if self.bias != 127:
+            np.multiply(values, np.float32(2.0 ** (127 - self.bias)), out=values)
         return values
 
     def fix_specials(self, raw: memoryview, big_endian: bool, values: np.ndarray) -> None:
@@ -388,7 +392,7 @@ def _process_block(plan: _TensorPlan, raw: memoryview, first_index: int, part: _
     decoder = plan.spec.decoder
     if isinstance(decoder, _SmallFloat) and (high > decoder.max_finite or low < -decoder.max_finite):
         decoder.fix_specials(raw, plan.big_endian, values)
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        low = high = math.nan  # the block holds Inf/NaN codes: take the slow path below
     index_of: np.ndarray | None = None
     if not (math.isfinite(low) and math.isfinite(high)):
         values, index_of, low, high = _drop_non_finite(values, part)
@@ -422,20 +426,13 @@ def _fold_finite(
     n = values.size
     part.min = min(part.min, low)
     part.max = max(part.max, high)
-    # Mean and M2 of this block: pairwise float sum, then the dot of the centred block (in cache).
-    mean = float(np.add.reduce(values, dtype=values.dtype)) / n
-    centred = scratch.get(values.dtype, n, "centred")
-    shift = values.dtype.type(mean)
-    np.subtract(values, shift, out=centred)
-    m2 = float(np.dot(centred, centred)) - n * (mean - float(shift)) ** 2
-    part.add_moments(n, mean, max(m2, 0.0))
+    magnitude = max(-low, high)
+    part.add_moments(n, *_block_moments(values, magnitude, scratch))
     if low <= 0.0 <= high:
         flags = scratch.get(np.bool_, n, "flags")
         part.zeros += int(np.count_nonzero(np.equal(values, 0, out=flags)))
-    magnitude = max(-low, high)
     if plan.spec.can_overflow_fp16 and magnitude > FP16_MAX:
-        np.abs(values, out=centred)
-        part.fp16_overflow += int(np.count_nonzero(centred > FP16_MAX))
+        part.fp16_overflow += int(np.count_nonzero(np.abs(values) > FP16_MAX))
     if magnitude > part.max_abs:
         local = int(np.argmax(values)) if high >= -low else int(np.argmin(values))
         if index_of is not None:
@@ -443,6 +440,23 @@ def _fold_finite(
         part.max_abs, part.max_abs_index = magnitude, first_index + local
     if plan.histogram_range is not None:
         _add_histogram(plan, values, first_index, index_of, part, scratch)
+
+
+def _block_moments(values: np.ndarray, magnitude: float, scratch: _Scratch) -> tuple[float, float]:
+    """Mean and M2 (sum of squared deviations) of one block: pairwise sum, then ``dot`` of the centred block.
+
+    The centring shift is the float32-rounded mean; the exact identity sum((x-c)^2) = M2 + n(mean-c)^2 removes
+    its rounding. Blocks whose squares could overflow float32 are done in float64.
+    """
+    if values.dtype == np.float32 and magnitude > FLOAT32_SAFE_MAGNITUDE:
+        values = values.astype(np.float64)
+    n = values.size
+    mean = float(np.add.reduce(values)) / n
+    centred = scratch.get(values.dtype, n, "centred")
+    shift = values.dtype.type(mean)
+    np.subtract(values, shift, out=centred)
+    m2 = float(np.dot(centred, centred)) - n * (mean - float(shift)) ** 2
+    return mean, max(m2, 0.0)
 
 
 def _add_histogram(
@@ -511,9 +525,7 @@ def _mapped_blocks(path: Path, begin: int, end: int, release_every: int) -> Iter
         released = begin - begin % mmap.PAGESIZE
         try:
             for offset in range(begin, end, BLOCK_BYTES):
-                block = view[offset:min(offset + BLOCK_BYTES, end)]
-                yield block
-                block.release()
+                yield view[offset:min(offset + BLOCK_BYTES, end)]
                 done = (min(offset + BLOCK_BYTES, end)) // mmap.PAGESIZE * mmap.PAGESIZE
                 if done - released >= release_every:
                     mapped.madvise(mmap.MADV_DONTNEED, released, done - released)
@@ -521,7 +533,10 @@ def _mapped_blocks(path: Path, begin: int, end: int, release_every: int) -> Iter
         finally:
             view.release()
     finally:
-        mapped.close()
+        try:
+            mapped.close()
+        except BufferError:  # a caller still holds a view: the map closes when that view is collected
+            pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -549,10 +564,13 @@ def _run_blocks(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: 
     return part
 
 
-def tensor_stats(chunks: Iterable[memoryview | bytes], dtype: str, byte_order: str = "little") -> TensorStats | None:
+def tensor_stats(
+    chunks: Iterable[memoryview | bytes], dtype: str, byte_order: str = "little", count: int | None = None,
+) -> TensorStats | None:
     """Statistics of one tensor from its raw bytes, streamed in chunks of any size; None for unsupported dtypes.
 
-    A trailing partial element (a truncated tensor) is ignored.
+    ``count`` (elements) only decides whether the histogram is exact or sampled; when it is not given, a tensor
+    that fits in one block counts as small. A trailing partial element (a truncated tensor) is ignored.
     """
     spec = _SPECS.get(dtype)
     if spec is None:
@@ -562,18 +580,150 @@ def tensor_stats(chunks: Iterable[memoryview | bytes], dtype: str, byte_order: s
     first = next(blocks, None)
     if first is None:
         return _Partial().result(0, None)
-    first_copy = memoryview(bytes(first))  # the carry buffer is reused: keep the first block for the plan
-    plan = _plan(spec, 1 << 62, big_endian, first_copy)  # count unknown up front: sample like a big tensor
-    part = _run_blocks(plan, _chain_first(first_copy, blocks), 0)
-    plan_exact = plan
-    if part.count <= HISTOGRAM_EXACT_LIMIT:  # small after all: redo the histogram exactly from the bytes
-        plan_exact = _TensorPlan(spec, big_endian, 1, plan.histogram_range)
-        part = _run_blocks(plan_exact, _reblock([bytes(first_copy)] if part.count * spec.itemsize <= BLOCK_BYTES
-                                                  else [], BLOCK_BYTES), 0) if part.count * spec.itemsize <= BLOCK_BYTES else part
-    nbytes = part.count * spec.itemsize
-    return part.result(nbytes, plan_exact.histogram_range)
+    first = memoryview(bytes(first))  # _reblock reuses its carry buffer: keep our own copy of block 0
+    second = next(blocks, None)
+    if count is None:
+        count = len(first) // spec.itemsize if second is None else HISTOGRAM_EXACT_LIMIT + 1
+    plan = _plan(spec, count, big_endian, first)
+    rest: Iterable[memoryview] = () if second is None else itertools.chain((second,), blocks)
+    part = _run_blocks(plan, itertools.chain((first,), rest), 0)
+    return part.result(part.count * spec.itemsize, plan.histogram_range)
 
 
-def _chain_first(first: memoryview, rest: Iterator[memoryview]) -> Iterator[memoryview]:
-    yield first
-    yield from rest
+@dataclass(frozen=True)
+class _Piece:
+    """One unit of work: a byte range of a tensor (mapped), or the whole tensor via its loader's chunks."""
+
+    key: tuple[str, str]
+    path: Path
+    fmt: str
+    tensor: TensorInfo
+    begin: int             # absolute byte offsets in the file (mapped pieces), or 0..nbytes (streamed)
+    end: int
+    mapped: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def _streams_itself(fmt: str) -> bool:
+    """True when the format's loader hands out bytes through its own ``iter_chunks``.
+
+    When the registry cannot answer (unknown name, a loader module that fails to import), contiguous
+    ``data_offsets`` are read directly: by contract they are the tensor's raw, uncompressed bytes.
+    """
+    from weightaudit.formats import get_loader
+
+    try:
+        return getattr(get_loader(fmt), "iter_chunks", None) is not None
+    except (KeyError, ImportError) as exc:
+        log.debug("loader %r not available (%s): reading data_offsets directly", fmt, exc)
+        return False
+
+
+def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
+    """Split every tensor with a supported dtype into work pieces, largest first."""
+    pieces: list[_Piece] = []
+    for loaded in files:
+        if loaded.status != FileStatus.OK:
+            continue
+        streams_itself = _streams_itself(loaded.format)
+        for tensor in loaded.tensors:
+            if tensor.dtype not in _SPECS:
+                continue
+            path = root / tensor.file
+            if tensor.data_offsets is None or streams_itself:
+                size = tensor.nbytes or 0
+                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, 0, size, mapped=False))
+                continue
+            begin, end = tensor.data_offsets
+            starts = range(begin, end, PIECE_BYTES) if end > begin else [begin]
+            for start in starts:
+                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, start, min(start + PIECE_BYTES, end), True))
+    pieces.sort(key=lambda piece: piece.nbytes, reverse=True)
+    return pieces
+
+
+def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, float] | None]:
+    """Statistics of one piece (runs on a worker thread)."""
+    tensor = piece.tensor
+    spec = _SPECS[tensor.dtype]
+    big_endian = tensor.byte_order == "big"
+    if not piece.mapped:
+        from weightaudit.formats import iter_tensor_chunks
+
+        chunks = iter_tensor_chunks(piece.path, piece.fmt, tensor, chunk_bytes)
+        stats_part, plan = _stream_whole(chunks, spec, big_endian, tensor.parameter_count)
+        return stats_part, plan.histogram_range
+    tensor_begin = tensor.data_offsets[0]  # type: ignore[index]
+    first_end = min(tensor_begin + BLOCK_BYTES, tensor.data_offsets[1])  # type: ignore[index]
+    first_copy = memoryview(_read_range(piece.path, tensor_begin, first_end)) if first_end > tensor_begin else None
+    plan = _plan(spec, tensor.parameter_count, big_endian, first_copy)
+    blocks = _mapped_blocks(piece.path, piece.begin, piece.end, max(chunk_bytes, mmap.PAGESIZE))
+    part = _run_blocks(plan, blocks, (piece.begin - tensor_begin) // spec.itemsize)
+    return part, plan.histogram_range
+
+
+def _read_range(path: Path, begin: int, end: int) -> bytes:
+    with open(path, "rb", buffering=0) as handle:
+        data = os.pread(handle.fileno(), end - begin, begin)
+    if len(data) != end - begin:
+        raise OSError(f"{path}: file ended before byte {end}")
+    return data
+
+
+def _stream_whole(chunks: Iterable[memoryview], spec: _DtypeSpec, big_endian: bool, count: int) -> tuple[_Partial, _TensorPlan]:
+    blocks = _reblock(chunks, BLOCK_BYTES)
+    first = next(blocks, None)
+    if first is None:
+        return _Partial(), _plan(spec, count, big_endian, None)
+    first = memoryview(bytes(first))
+    plan = _plan(spec, count, big_endian, first)
+    return _run_blocks(plan, itertools.chain((first,), blocks), 0), plan
+
+
+def compute_stats(
+    root: Path,
+    files: Sequence[LoadedFile],
+    *,
+    workers: int | None = None,
+    chunk_bytes: int = 4 * 1024 * 1024,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[tuple[str, str], TensorStats]:
+    """Statistics of every tensor with a supported dtype in the files that loaded OK, keyed by ``TensorInfo.key``.
+
+    ``workers`` threads share the pieces (default: the number of CPUs). ``chunk_bytes`` is the read size of
+    streamed tensors and how often mapped pages are released. ``on_progress(bytes_done)`` is called on the
+    calling thread as pieces finish. A tensor whose bytes cannot be read is left out (and logged).
+    """
+    pieces = _pieces(Path(root), files)
+    dtypes = {piece.key: piece.tensor.dtype for piece in pieces}
+    workers = max(1, workers or os.cpu_count() or 1)
+    done: dict[tuple[str, str], list[tuple[int, _Partial, tuple[float, float] | None]]] = {}
+    failed: set[tuple[str, str]] = set()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wa-stats") as pool:
+        futures = {pool.submit(_run_piece, piece, chunk_bytes): piece for piece in pieces}
+        for future in as_completed(futures):
+            piece = futures[future]
+            try:
+                part, histogram_range = future.result()
+            except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
+                if piece.key not in failed:
+                    log.warning("%s: statistics of tensor %r skipped: %s", piece.tensor.file, piece.tensor.name, exc)
+                failed.add(piece.key)
+            else:
+                done.setdefault(piece.key, []).append((piece.begin, part, histogram_range))
+            if on_progress is not None:
+                on_progress(piece.nbytes)
+    results: dict[tuple[str, str], TensorStats] = {}
+    for key, parts in done.items():
+        if key in failed:
+            continue
+        parts.sort(key=lambda item: item[0])
+        merged = parts[0][1]
+        for _, later, _ in parts[1:]:
+            merged.merge(later)
+        itemsize = _SPECS[dtypes[key]].itemsize
+        results[key] = merged.result(merged.count * itemsize, parts[0][2])
+    return results

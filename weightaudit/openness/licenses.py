@@ -89,8 +89,14 @@ def _key(text: str) -> str:
 
 
 @functools.cache
+def _raw() -> Mapping[str, Any]:
+    loaded = yaml.safe_load(resources.files("weightaudit").joinpath("data/licenses.yaml").read_text("utf-8"))
+    return loaded
+
+
+@functools.cache
 def _table() -> _Table:
-    raw = yaml.safe_load(resources.files("weightaudit").joinpath("data/licenses.yaml").read_text("utf-8"))
+    raw = _raw()
     by_id = {row["id"]: row for row in raw["licenses"]}
     aliases: dict[str, str] = {}
     for row in raw["licenses"]:
@@ -234,3 +240,14 @@ def mot_is_open(license_id: str) -> bool:
 def mot_type_appropriate(license_id: str, content_type: str) -> bool:
     """MOT's type-appropriate test (``mof-licenses.json``): exact id match for code, data or document."""
     return license_id in _table().mot_type_appropriate.get(content_type, frozenset())
+
+
+def library_license(library: str) -> str | None:
+    """The licence id of a well-known ML library (``library_name`` in a model card), or None."""
+    return _libraries().get(library.strip().lower())
+
+
+@functools.cache
+def _libraries() -> Mapping[str, str]:
+    raw = _raw()
+    return {str(k).lower(): str(v) for k, v in (raw.get("libraries") or {}).items()}

@@ -46,6 +46,7 @@ class TensorGroup:
     """Tensors that differ only in their layer numbers, with the same dtype, shape and role."""
 
     label: str
+    file: str | None
     dtype: str
     shape: tuple[int, ...]
     count: int
@@ -53,17 +54,31 @@ class TensorGroup:
     members: tuple[TensorInfo, ...]
 
 
+def names_collide(tensors: Sequence[TensorInfo]) -> bool:
+    """True when the same tensor name appears in several files (several models, not shards of one)."""
+    seen: dict[str, str] = {}
+    for tensor in tensors:
+        if seen.setdefault(tensor.name, tensor.file) != tensor.file:
+            return True
+    return False
+
+
 def group_tensors(tensors: Sequence[TensorInfo]) -> list[TensorGroup]:
-    """``model.layers.{0..23}.mlp.up_proj.weight  BF16 [5632, 2048] x 24``; order of first appearance."""
+    """``model.layers.{0..23}.mlp.up_proj.weight  BF16 [5632, 2048] x 24``, in natural name order.
+
+    Shards of one model are grouped together; when names collide across files, groups stay per file.
+    """
+    per_file = names_collide(tensors)
     buckets: dict[tuple, list[TensorInfo]] = defaultdict(list)
     for tensor in sorted(tensors, key=lambda t: _natural_key(t.name)):
         pattern = _INDEX.sub("#", tensor.name)
-        buckets[(pattern, tensor.dtype, tensor.shape, tensor.role)].append(tensor)
+        file = tensor.file if per_file else None
+        buckets[(file, pattern, tensor.dtype, tensor.shape, tensor.role)].append(tensor)
     groups = []
-    for (pattern, dtype, shape, _role), members in buckets.items():
-        groups.append(TensorGroup(_label(pattern, members), dtype, shape, len(members),
+    for (file, pattern, dtype, shape, _role), members in buckets.items():
+        groups.append(TensorGroup(_label(pattern, members), file, dtype, shape, len(members),
                                   sum(m.parameter_count for m in members), tuple(members)))
-    return sorted(groups, key=lambda g: (_natural_key(g.label), g.dtype, g.shape))
+    return sorted(groups, key=lambda g: (g.file or "", _natural_key(g.label), g.dtype, g.shape))
 
 
 def _label(pattern: str, members: list[TensorInfo]) -> str:

@@ -72,7 +72,9 @@ def _files_line(report: Report) -> str:
 
 
 def _tensor_table(report: Report, options: "RenderOptions", table_box: box.Box) -> Table:
-    show_files = len({t.file for t in report.tensors}) > 1
+    groups = None if options.all_tensors else group_tensors(report.tensors)
+    show_files = (options.all_tensors and len({t.file for t in report.tensors}) > 1) or \
+        (groups is not None and any(g.file for g in groups))
     table = Table(box=table_box, title="Tensors", title_justify="left", show_edge=True)
     table.add_column("Tensor", overflow="fold")
     table.add_column("DType")
@@ -80,12 +82,12 @@ def _tensor_table(report: Report, options: "RenderOptions", table_box: box.Box) 
     table.add_column("Params", justify="right")
     if not options.all_tensors:
         table.add_column("Count", justify="right")
-    if show_files and options.all_tensors:
+    if show_files:
         table.add_column("File", overflow="fold")
     if options.show_stats:
         for name in ("min", "max", "mean", "std", "nan/inf", "hist"):
             table.add_column(name, justify="right" if name != "hist" else "left")
-    if options.all_tensors:
+    if groups is None:
         for tensor in report.tensors:
             row = [_role_name(tensor.name, tensor.role.value), tensor.dtype, shape_text(tensor.shape),
                    f"{tensor.parameter_count:,}"]
@@ -93,10 +95,12 @@ def _tensor_table(report: Report, options: "RenderOptions", table_box: box.Box) 
                 row.append(tensor.file)
             table.add_row(*row, *_stats_cells(report, tensor, options))
     else:
-        for group in group_tensors(report.tensors):
+        for group in groups:
             first = group.members[0]
+            file_cell = [group.file or ""] if show_files else []
             table.add_row(_role_name(group.label, first.role.value), group.dtype, shape_text(group.shape),
                           f"{group.parameter_count:,}", f"× {group.count}" if group.count > 1 else "",
+                          *file_cell,
                           *(_stats_cells(report, first, options) if group.count == 1 else
                             _blank_stats(options)))
     return table

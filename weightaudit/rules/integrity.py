@@ -164,10 +164,16 @@ def _check_one_index(index_rel: str, weight_map: Mapping[str, str], by_file: dic
                 shard_path, f"the index says tensor {name!r} is in {shard_path}, but that shard does not hold it",
                 tensor=name)
     for shard_path in shards:
-        for name in sorted(by_file.get(shard_path, set()) - set(weight_map)):
-            yield SHARD_UNLISTED.finding(
-                shard_path, f"tensor {name!r} is in {shard_path} but the index {index_rel} does not list it",
-                tensor=name)
+        for name in sorted(by_file.get(shard_path, set())):
+            listed = weight_map.get(name)
+            if listed is None:
+                yield SHARD_UNLISTED.finding(
+                    shard_path, f"tensor {name!r} is in {shard_path} but the index {index_rel} does not list it",
+                    tensor=name)
+            elif _resolve(index_rel, listed) != shard_path:
+                yield SHARD_UNLISTED.finding(
+                    shard_path, f"tensor {name!r} is in {shard_path} but the index {index_rel} places it in "
+                    f"{_resolve(index_rel, listed)}", tensor=name)
     owners: dict[str, list[str]] = defaultdict(list)
     for shard_path in shards:
         for name in by_file.get(shard_path, set()):

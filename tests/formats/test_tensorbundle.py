@@ -1,0 +1,169 @@
+"""The pure-Python TensorBundle reader against TensorFlow's own listing (fixtures/keras_tf/ground_truth.json)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+from weightaudit.formats import tensorbundle as tb
+
+KERAS_TF = FIXTURES / "keras_tf"
+TRUTH = json.loads((KERAS_TF / "ground_truth.json").read_text())
+TF_DTYPES = {"float32": "F32", "bfloat16": "BF16", "int64": "I64", "string": "STRING"}
+PREFIXES = {
+    "sm_module": KERAS_TF / "sm_module/variables/variables",
+    "sm_keras": KERAS_TF / "sm_keras/variables/variables",
+    "sm_readfile": KERAS_TF / "sm_readfile/variables/variables",
+    "ckpt": KERAS_TF / "ckpt/ckpt-1",
+}
+
+
+# ---------------------------------------------------------------- a tiny SSTable writer for crafted indexes
+
+def varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, wire: int, payload: bytes | int) -> bytes:
+    key = varint(number << 3 | wire)
+    if wire == 0:
+        return key + varint(int(payload))
+    if wire == 5:
+        return key + struct.pack("<I", int(payload))
+    return key + varint(len(payload)) + payload  # type: ignore[arg-type]
+
+
+def entry_proto(dtype: int, shape: tuple[int, ...], offset: int, size: int, shard: int = 0, crc: int | None = None) -> bytes:
+    dims = b"".join(field(2, 2, field(1, 0, d)) for d in shape)
+    body = field(1, 0, dtype) + field(2, 2, dims) + (field(3, 0, shard) if shard else b"")
+    body += field(4, 0, offset) + field(5, 0, size)
+    return body + (field(6, 5, crc) if crc is not None else b"")
+
+
+def header_proto(num_shards: int = 1, endianness: int = 0) -> bytes:
+    return field(1, 0, num_shards) + (field(2, 0, endianness) if endianness else b"") + field(3, 2, field(1, 0, 1))
+
+
+def _block(items: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in items)
+    return body + struct.pack("<II", 0, 1)
+
+
+def write_index(path: Path, items: list[tuple[bytes, bytes]], compression: int = 0) -> None:
+    """Write a one-data-block SSTable with valid block CRCs (keys must be sorted)."""
+    out = bytearray()
+
+    def add(contents: bytes) -> tuple[int, int]:
+        offset = len(out)
+        out.extend(contents + bytes([compression]))
+        out.extend(struct.pack("<I", tb.mask_crc(tb.crc32c(contents + bytes([compression])))))
+        return offset, len(contents)
+
+    data_offset, data_size = add(_block(items))
+    meta_offset, meta_size = add(_block([]))
+    index_offset, index_size = add(_block([(items[-1][0] + b"\xff", varint(data_offset) + varint(data_size))]))
+    handles = varint(meta_offset) + varint(meta_size) + varint(index_offset) + varint(index_size)
+    out.extend(handles.ljust(40, b"\x00") + struct.pack("<Q", tb.TABLE_MAGIC))
+    path.write_bytes(bytes(out))
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("name", sorted(PREFIXES))
+def test_entries_match_tensorflow_listing(name: str) -> None:
+    bundle = tb.read_bundle(PREFIXES[name].with_name(PREFIXES[name].name + ".index"))
+    ours = {e.key: (list(e.shape), e.dtype) for e in bundle.entries}
+    theirs = {v["name"]: (v["shape"], TF_DTYPES[v["dtype"]]) for v in TRUTH["tf"][name]["variables"]}
+    assert ours == theirs
+    assert bundle.header.num_shards == 1 and bundle.header.endianness == "little" and bundle.header.producer == 1
+
+
+@pytest.mark.parametrize("name", sorted(PREFIXES))
+def test_every_stored_crc_matches(name: str) -> None:
+    prefix = PREFIXES[name]
+    bundle = tb.read_bundle(prefix.with_name(prefix.name + ".index"))
+    data = prefix.with_name(prefix.name + ".data-00000-of-00001")
+    assert bundle.entries and all(tb.entry_crc(data, e) == e.crc32c for e in bundle.entries)
+
+
+def test_crc32c_check_value_and_mask() -> None:
+    assert tb.crc32c(b"123456789") == 0xE3069283          # CRC-32C catalogue check value
+    assert tb._crc32c_python(0, b"123456789") == 0xE3069283
+    split = tb.crc32c_extend(tb.crc32c_extend(0, b"1234"), b"56789")
+    assert split == 0xE3069283
+    assert tb.mask_crc(0) == tb.CRC_MASK_DELTA
+
+
+def test_varint_and_fields() -> None:
+    assert tb.read_varint(varint(300), 0) == (300, 2)
+    assert tb.as_int64(tb.read_varint(varint(-5), 0)[0]) == -5
+    assert list(tb.iter_fields(field(1, 0, 7) + field(2, 2, b"ab"))) == [(1, 0, 7), (2, 2, b"ab")]
+    with pytest.raises(tb.BundleError):
+        list(tb.iter_fields(bytes([0x0B])))                  # wire type 3 (group)
+    with pytest.raises(tb.BundleError):
+        list(tb.iter_fields(field(2, 2, b"abc")[:-1]))       # truncated LEN
+
+
+def test_dtype_mapping() -> None:
+    assert tb.dtype_code(1) == "F32" and tb.dtype_code(101) == "F32"   # _REF variant
+    assert tb.dtype_code(14) == "BF16" and tb.dtype_code(19) == "F16" and tb.dtype_code(25) == "F8_E4M3"
+    assert tb.dtype_code(20) == "TF_RESOURCE"
+
+
+def test_has_table_magic() -> None:
+    index = PREFIXES["ckpt"].with_name("ckpt-1.index")
+    assert tb.has_table_magic(index.read_bytes()[-8:])
+    assert not tb.has_table_magic(b"\x00" * 8)
+
+
+def test_crafted_index_round_trips(tmp_path: Path) -> None:
+    index = tmp_path / "x.index"
+    write_index(index, [(b"", header_proto()), (b"a", entry_proto(1, (2, 3), 0, 24)), (b"b", entry_proto(9, (), 24, 8))])
+    bundle = tb.read_bundle(index)
+    assert [(e.key, e.dtype, e.shape, e.offset, e.size) for e in bundle.entries] == [
+        ("a", "F32", (2, 3), 0, 24), ("b", "I64", (), 24, 8)]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "magic", "empty"])
+def test_damaged_index_raises_bundle_error(tmp_path: Path, damage: str) -> None:
+    index = tmp_path / "ckpt-1.index"
+    shutil.copy(PREFIXES["ckpt"].with_name("ckpt-1.index"), index)
+    raw = bytearray(index.read_bytes())
+    if damage == "flip":
+        raw[5] ^= 0xFF
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2] + raw[-48:]
+    elif damage == "magic":
+        raw[-1] ^= 0x01
+    else:
+        raw = bytearray()
+    index.write_bytes(bytes(raw))
+    with pytest.raises(tb.BundleError):
+        tb.read_bundle(index)
+
+
+def test_snappy_block_is_reported_unsupported(tmp_path: Path) -> None:
+    index = tmp_path / "s.index"
+    write_index(index, [(b"", header_proto()), (b"a", entry_proto(1, (1,), 0, 4))], compression=1)
+    with pytest.raises(tb.BundleError) as info:
+        tb.read_bundle(index)
+    assert info.value.kind == "unsupported"
+
+
+def test_missing_header_is_an_error(tmp_path: Path) -> None:
+    index = tmp_path / "h.index"
+    write_index(index, [(b"a", entry_proto(1, (1,), 0, 4))])
+    with pytest.raises(tb.BundleError, match="BundleHeaderProto"):
+        tb.read_bundle(index)

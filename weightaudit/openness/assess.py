@@ -1,0 +1,478 @@
+"""What the release folder alone shows for each component: one small assessor per component, in a registry.
+
+An assessor reads ``ReleaseFacts`` and returns an ``Assessment``: a status (``included`` / ``mentioned`` /
+``absent`` / ``unknown``; for the extra checks ``open`` / ``gated``, ``original`` / ``derivative``), the
+confidence, the evidence (every verdict names its sources), a reason, and — when the component's licence is not
+the release's own (library code, external links) — that licence or ``external=True``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from weightaudit.openness.card import Link, ModelCard
+from weightaudit.openness.collect import ReleaseFacts, script_files
+from weightaudit.openness.evidence import Confidence, Evidence
+from weightaudit.openness.licenses import library_license
+
+INCLUDED = "included"
+MENTIONED = "mentioned"
+ABSENT = "absent"
+UNKNOWN = "unknown"
+NOT_APPLICABLE = "not-applicable"
+
+CODE_HOSTS = ("github.com", "gitlab.com", "codeberg.org", "bitbucket.org", "git.sr.ht")
+TRAINERS = ("olmo", "gpt-neox", "megatron-lm", "nanotron", "axolotl", "/trl", "open-instruct", "llama-recipes",
+            "litgpt", "torchtitan", "levanter", "composer", "llm-foundry", "t5x", "maxtext", "nemo", "open_lm",
+            "metaseq", "alignment-handbook", "llm360")
+DATA_TOOLS = ("dolma", "datatrove", "the-pile", "redpajama-data", "text-dedup", "data-juicer", "nemo-curator",
+              "dclm", "fineweb")
+EVAL_TOOLS = ("lm-evaluation-harness", "lighteval", "helm", "bigcode-evaluation-harness", "olmo-eval",
+              "opencompass", "evalplus", "simple-evals")
+PAPER_HOSTS = ("doi.org", "aclanthology.org", "openreview.net", "proceedings.mlr.press", "papers.nips.cc",
+               "proceedings.neurips.cc", "dl.acm.org", "ieeexplore.ieee.org", "jmlr.org", "nature.com")
+DATA_HOSTS = ("huggingface.co/datasets/", "zenodo.org", "kaggle.com/datasets", "commoncrawl.org", "data.")
+DATA_FILE_EXT = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".arrow", ".csv", ".tsv", ".txt.gz", ".json.gz")
+MAX_EVIDENCE = 6
+
+
+@dataclass(frozen=True)
+class Assessment:
+    status: str
+    confidence: Confidence
+    evidence: tuple[Evidence, ...]
+    reason: str
+    license_raw: str | None = None
+    license_source: str | None = None
+    external: bool = False
+    details: tuple[str, ...] = ()
+
+
+def _absent(facts: ReleaseFacts, what: str) -> Assessment:
+    if facts.card is None and not facts.files:
+        return Assessment(UNKNOWN, Confidence.UNKNOWN, (), f"nothing to read: no release folder or model card ({what})")
+    looked = "the release files and the model card" if facts.card else "the release files (no model card)"
+    return Assessment(ABSENT, Confidence.ABSENT, (Evidence("release", f"looked in {looked}", Confidence.ABSENT),),
+                      f"no {what} found in {looked}")
+
+
+def _files_evidence(rels: Iterable[str], detail: str) -> tuple[Evidence, ...]:
+    rels = list(rels)
+    out = [Evidence(rel, detail, Confidence.VERIFIED) for rel in rels[:MAX_EVIDENCE]]
+    if len(rels) > MAX_EVIDENCE:
+        out.append(Evidence("release", f"and {len(rels) - MAX_EVIDENCE} more", Confidence.VERIFIED))
+    return tuple(out)
+
+
+def _link_evidence(card: ModelCard, links: Iterable[Link], detail: str) -> tuple[Evidence, ...]:
+    unique: dict[str, Link] = {}
+    for link in links:
+        unique.setdefault(link.url, link)
+    return tuple(Evidence(f"{card.path}:{link.line}", detail, Confidence.MENTIONED, link.url)
+                 for link in list(unique.values())[:MAX_EVIDENCE])
+
+
+def _links(facts: ReleaseFacts, test: Callable[[Link], bool]) -> list[Link]:
+    return [link for link in facts.card.links if test(link)] if facts.card else []
+
+
+def _is_code_link(link: Link) -> bool:
+    return any(host in link.url.lower() for host in CODE_HOSTS)
+
+
+def _link_about(link: Link, words: tuple[str, ...], tools: tuple[str, ...], topics: tuple[str, ...],
+                card: ModelCard) -> bool:
+    url = link.url.lower()
+    if any(tool in url for tool in tools):
+        return True
+    if any(w in url or w in link.context for w in words):
+        return True
+    section = next((s for s in card.sections if s.title == link.section), None)
+    return section is not None and section.topic in topics
+
+
+def _library(facts: ReleaseFacts) -> tuple[str | None, str | None]:
+    """(library name, source) from the card's library_name, else transformers when config.json says so."""
+    card = facts.card
+    if card is not None and isinstance(card.front_matter.get("library_name"), str):
+        return card.front_matter["library_name"], card.field_source("library_name")
+    if facts.config is not None and "transformers_version" in facts.config:
+        return "transformers", f"{facts.config_path} transformers_version"
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+def assess_final_parameters(facts: ReleaseFacts) -> Assessment:
+    if facts.weight_files:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(facts.weight_files, "weight file"),
+                          f"{len(facts.weight_files)} weight file(s) in the release")
+    if facts.lfs_pointers:
+        return Assessment(MENTIONED, Confidence.MENTIONED, _files_evidence(facts.lfs_pointers, "Git LFS pointer"),
+                          "only Git LFS pointers: the weights were not downloaded")
+    return _absent(facts, "weight files")
+
+
+def assess_intermediate_parameters(facts: ReleaseFacts) -> Assessment:
+    dirs = facts.matching_dirs("checkpoint-*", "step*", "global_step*", "stage*-step*", "checkpoints")
+    if dirs:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(dirs, "checkpoint folder"),
+                          f"{len(dirs)} intermediate checkpoint folder(s)")
+    revisions = facts.matching("revisions.txt", "revisions.json")
+    card = facts.card
+    line = card.find_line(r"revision\s*=\s*[\"']step|intermediate checkpoints?|revisions?\.txt") if card else None
+    evidence = _files_evidence(revisions, "list of checkpoint revisions")
+    if card is not None and line:
+        evidence += (Evidence(f"{card.path}:{line}", "intermediate checkpoints mentioned", Confidence.MENTIONED),)
+    if evidence:
+        return Assessment(MENTIONED, Confidence.MENTIONED, evidence,
+                          "intermediate checkpoints are listed or mentioned, not in this folder", external=True)
+    return _absent(facts, "intermediate checkpoints")
+
+
+def assess_model_metadata(facts: ReleaseFacts) -> Assessment:
+    rels = facts.matching("trainer_state.json", "training_args.bin", "optimizer.pt", "optimizer.bin",
+                          "scheduler.pt", "rng_state*.pth", "training_config*.yaml", "training_config*.json",
+                          "train_config*.yaml", "train_config*.json", "*_train*.yaml", "latest")
+    if rels:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(rels, "training state or configuration"),
+                          "training configuration / optimizer state files in the release")
+    return _absent(facts, "training configuration or optimizer state")
+
+
+# ------------------------------------------------------------------------------------------------- code
+
+
+def assess_architecture(facts: ReleaseFacts) -> Assessment:
+    custom = facts.matching("modeling_*.py", "configuration_*.py", "model.py", "modeling.py")
+    auto_map = facts.config.get("auto_map") if facts.config else None
+    if custom or auto_map:
+        evidence = _files_evidence(custom, "model code")
+        if auto_map:
+            evidence += (Evidence(f"{facts.config_path} auto_map", "custom model code is registered", Confidence.VERIFIED),)
+        return Assessment(INCLUDED, Confidence.VERIFIED, evidence, "the model's own architecture code is in the release")
+    library, source = _library(facts)
+    architectures = facts.config.get("architectures") if facts.config else None
+    if library and (architectures or facts.config is not None) and library_license(library):
+        evidence = (Evidence(str(source), f"implemented in the {library} library", Confidence.DECLARED),)
+        if architectures:
+            evidence += (Evidence(f"{facts.config_path} architectures", ", ".join(map(str, architectures))[:80],
+                                  Confidence.DECLARED),)
+        return Assessment(INCLUDED, Confidence.DECLARED, evidence,
+                          f"architecture implemented in {library} (licence {library_license(library)})",
+                          license_raw=library_license(library), license_source=f"{library} library")
+    if architectures:
+        return Assessment(MENTIONED, Confidence.DECLARED,
+                          (Evidence(f"{facts.config_path} architectures", str(architectures)[:80], Confidence.DECLARED),),
+                          "config.json names the architecture; its code is not in the release", external=True)
+    return _absent(facts, "architecture code or config.json")
+
+
+def _local_or_linked(facts: ReleaseFacts, what: str, words: tuple[str, ...], link_words: tuple[str, ...],
+                     tools: tuple[str, ...], topics: tuple[str, ...]) -> Assessment:
+    local = script_files(facts, words)
+    if local:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(local, what),
+                          f"{what} in the release: {', '.join(local[:3])}")
+    card = facts.card
+    links = _links(facts, lambda l: _is_code_link(l) and _link_about(l, link_words, tools, topics, card)) if card else []
+    if card is not None and links:
+        return Assessment(MENTIONED, Confidence.MENTIONED, _link_evidence(card, links, f"{what} repository"),
+                          f"{what} is linked from the model card, not in the release", external=True)
+    return _absent(facts, what)
+
+
+def assess_training_code(facts: ReleaseFacts) -> Assessment:
+    return _local_or_linked(facts, "training code", ("train", "training", "pretrain", "finetune", "fine_tune", "sft",
+                                                      "dpo", "recipes"),
+                            ("train", "recipe", "fine-tun", "finetun"), TRAINERS, ("training-procedure",))
+
+
+def assess_preprocessing_code(facts: ReleaseFacts) -> Assessment:
+    return _local_or_linked(facts, "data preprocessing code", ("preprocess", "preprocessing", "tokenize", "dedup",
+                                                               "filter", "clean", "prepare", "prepare_data"),
+                            ("preprocess", "dedup", "data-processing", "data processing", "filtering"), DATA_TOOLS,
+                            ("preprocessing",))
+
+
+def assess_evaluation_code(facts: ReleaseFacts) -> Assessment:
+    return _local_or_linked(facts, "evaluation code", ("eval", "evaluate", "evaluation", "benchmark"),
+                            ("eval", "benchmark"), EVAL_TOOLS, ("evaluation",))
+
+
+def assess_inference_code(facts: ReleaseFacts) -> Assessment:
+    local = script_files(facts, ("inference", "generate", "generation", "predict", "run", "chat", "serve", "demo"))
+    if local:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(local, "inference code"),
+                          f"inference code in the release: {', '.join(local[:3])}")
+    library, source = _library(facts)
+    licence = library_license(library) if library else None
+    if library and licence:
+        return Assessment(INCLUDED, Confidence.DECLARED,
+                          (Evidence(str(source), f"runs with the {library} library", Confidence.DECLARED),),
+                          f"inference through {library} (licence {licence})", license_raw=licence,
+                          license_source=f"{library} library")
+    return _local_or_linked(facts, "inference code", ("inference",), ("inference", "generate", "serving"), (), ("uses",))
+
+
+def assess_supporting_libraries(facts: ReleaseFacts) -> Assessment:
+    rels = facts.matching("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.*", "merges.txt",
+                          "spiece.model", "requirements*.txt", "pyproject.toml", "environment.yml", "setup.py")
+    if rels:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(rels, "tokenizer or dependency file"),
+                          "tokenizer / dependency files in the release")
+    return _absent(facts, "tokenizer or dependency files")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def _dataset_ids(card: ModelCard) -> list[str]:
+    value = card.front_matter.get("datasets")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value if v]
+    return []
+
+
+def assess_datasets(facts: ReleaseFacts) -> Assessment:
+    local = [rel for rel in facts.files if rel.lower().startswith(("data/", "dataset/", "datasets/", "corpus/"))
+             and rel.lower().endswith(DATA_FILE_EXT)]
+    if local:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(local, "training data file"),
+                          f"{len(local)} data file(s) in the release")
+    card = facts.card
+    if card is None:
+        return _absent(facts, "training data")
+    ids = _dataset_ids(card)
+    links = _links(facts, lambda l: any(h in l.url.lower() for h in DATA_HOSTS))
+    evidence: tuple[Evidence, ...] = ()
+    if ids:
+        evidence += (Evidence(card.field_source("datasets"), ", ".join(ids)[:120], Confidence.DECLARED),)
+    evidence += _link_evidence(card, links, "dataset link")
+    if evidence:
+        return Assessment(MENTIONED, Confidence.DECLARED if ids else Confidence.MENTIONED, evidence,
+                          "training datasets are named and located, but not in the release (licence not checked offline)",
+                          external=True, details=("released elsewhere",))
+    described = [s for s in card.sections_about("training-data") if s.substantive]
+    if described:
+        return Assessment(MENTIONED, Confidence.MENTIONED,
+                          tuple(Evidence(f"{card.path}:{s.line}", f"section '{s.title}' describes the data",
+                                         Confidence.MENTIONED) for s in described[:MAX_EVIDENCE]),
+                          "training data is described in prose only (no dataset ids or links)", external=True,
+                          details=("described only",))
+    return _absent(facts, "training data disclosure")
+
+
+def assess_evaluation_data(facts: ReleaseFacts) -> Assessment:
+    card = facts.card
+    names = [r.get("dataset", {}).get("type") or r.get("dataset", {}).get("name")
+             for r in _model_index_results(card)] if card else []
+    names = [str(n) for n in names if n]
+    if card is not None and names:
+        return Assessment(MENTIONED, Confidence.DECLARED,
+                          (Evidence(card.field_source("model-index"), ", ".join(dict.fromkeys(names))[:120],
+                                    Confidence.DECLARED),),
+                          "evaluation datasets are named in model-index (not in the release)", external=True)
+    return _absent(facts, "evaluation data")
+
+
+def _model_index_results(card: ModelCard | None) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    index = card.front_matter.get("model-index") if card else None
+    for model in index if isinstance(index, list) else []:
+        for result in (model.get("results") or []) if isinstance(model, dict) else []:
+            if isinstance(result, dict):
+                out.append(result)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ documents
+
+
+def assess_model_card(facts: ReleaseFacts) -> Assessment:
+    card = facts.card
+    if card is None:
+        return _absent(facts, "model card (README.md)")
+    topics = ("uses", "limitations", "training-data", "training-procedure", "evaluation", "environmental", "citation")
+    covered = [t for t in topics if any(s.substantive for s in card.sections_about(t))]
+    share = len(covered) / len(topics)
+    details = (f"sections covered: {', '.join(covered) or 'none'} ({share:.0%})",)
+    if card.front_matter_error:
+        details += (card.front_matter_error,)
+    return Assessment(INCLUDED, Confidence.VERIFIED,
+                      (Evidence(card.path, f"model card, {len(covered)}/{len(topics)} key sections", Confidence.VERIFIED),),
+                      f"model card present ({share:.0%} of key sections filled)", details=details)
+
+
+def assess_data_card(facts: ReleaseFacts) -> Assessment:
+    local = facts.matching("datasheet*.md", "data_card*.md", "datacard*.md", "dataset_card*.md")
+    local += tuple(rel for rel in facts.files if re.match(r"(?i)^datasets?/[^/]+/readme\.md$", rel))
+    if local:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(local, "data card"), "data card in the release")
+    card = facts.card
+    sections = [s for s in card.sections_about("training-data") + card.sections_about("preprocessing")
+                if s.substantive] if card else []
+    if card is not None and sections:
+        return Assessment(INCLUDED, Confidence.DECLARED,
+                          tuple(Evidence(f"{card.path}:{s.line}", f"section '{s.title}'", Confidence.DECLARED)
+                                for s in sections[:MAX_EVIDENCE]),
+                          "the model card documents the training data (MOT: record the Data card as included)")
+    return _absent(facts, "data card or training-data section")
+
+
+def assess_evaluation_results(facts: ReleaseFacts) -> Assessment:
+    files = facts.matching("results*.json", "eval_results*", "evaluation_results*", "*_eval_results.json")
+    if files:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(files, "evaluation results"),
+                          "evaluation result files in the release")
+    card = facts.card
+    if card is not None and _model_index_results(card):
+        return Assessment(INCLUDED, Confidence.DECLARED,
+                          (Evidence(card.field_source("model-index"), "model-index results", Confidence.DECLARED),),
+                          "evaluation results in the model card's model-index")
+    sections = [s for s in card.sections_about("evaluation") if s.substantive and "|" in s.text] if card else []
+    if card is not None and sections:
+        return Assessment(INCLUDED, Confidence.DECLARED,
+                          (Evidence(f"{card.path}:{sections[0].line}", f"results table in '{sections[0].title}'",
+                                    Confidence.DECLARED),), "evaluation results table in the model card")
+    return _absent(facts, "evaluation results")
+
+
+def _paper_links(facts: ReleaseFacts, hosts: tuple[str, ...]) -> list[Link]:
+    return _links(facts, lambda l: any(h in l.url.lower() for h in hosts))
+
+
+def assess_technical_report(facts: ReleaseFacts) -> Assessment:
+    pdfs = facts.matching("*report*.pdf", "*technical*.pdf")
+    if pdfs:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "report PDF"), "technical report in the release")
+    card = facts.card
+    links = _paper_links(facts, ("arxiv.org/abs", "arxiv.org/pdf"))
+    evidence: tuple[Evidence, ...] = _link_evidence(card, links, "arXiv preprint") if card else ()
+    if card is not None:
+        line = card.find_line(r"@(techreport|misc)\s*\{|^\s*-?\s*arxiv:\d{4}\.\d{4,5}")
+        if line:
+            evidence += (Evidence(f"{card.path}:{line}", "preprint citation", Confidence.MENTIONED),)
+    if evidence:
+        return Assessment(MENTIONED, Confidence.MENTIONED, evidence,
+                          "a preprint / technical report is linked (its licence is not known offline)", external=True)
+    return _absent(facts, "technical report")
+
+
+def assess_research_paper(facts: ReleaseFacts) -> Assessment:
+    pdfs = [rel for rel in facts.matching("*.pdf") if "report" not in rel.lower()]
+    if pdfs:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "paper PDF"), "paper in the release")
+    card = facts.card
+    links = _paper_links(facts, PAPER_HOSTS)
+    evidence: tuple[Evidence, ...] = _link_evidence(card, links, "peer-reviewed paper") if card else ()
+    if card is not None:
+        line = card.find_line(r"@(inproceedings|article)\s*\{")
+        if line:
+            evidence += (Evidence(f"{card.path}:{line}", "paper citation", Confidence.MENTIONED),)
+    if evidence:
+        return Assessment(MENTIONED, Confidence.MENTIONED, evidence,
+                          "a research paper is cited or linked (its licence is not known offline)", external=True)
+    return _absent(facts, "research paper")
+
+
+def assess_sample_outputs(facts: ReleaseFacts) -> Assessment:
+    dirs = facts.matching_dirs("samples", "sample_outputs", "generations", "outputs")
+    if dirs:
+        return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(dirs, "sample outputs folder"),
+                          "sample outputs in the release")
+    card = facts.card
+    sections = [s for s in card.sections_about("samples") if s.substantive] if card else []
+    if card is not None and sections:
+        return Assessment(INCLUDED, Confidence.DECLARED,
+                          (Evidence(f"{card.path}:{sections[0].line}", f"section '{sections[0].title}'",
+                                    Confidence.DECLARED),), "sample outputs shown in the model card")
+    return _absent(facts, "sample outputs")
+
+
+# ----------------------------------------------------------------------------------------------- extras
+
+
+def assess_access(facts: ReleaseFacts) -> Assessment:
+    card = facts.card
+    if card is None:
+        return Assessment(UNKNOWN, Confidence.UNKNOWN, (), "no model card: gating cannot be seen")
+    gated = [k for k in card.front_matter if str(k).startswith("extra_gated") or k == "gated"]
+    evidence = tuple(Evidence(card.field_source(str(k)), "access gate", Confidence.DECLARED) for k in gated[:MAX_EVIDENCE])
+    evidence += tuple(Evidence(f.rel, "acceptable-use policy", Confidence.VERIFIED) for f in facts.policy_files)
+    line = card.find_line(r"request access|accept the licen[cs]e|agree to share your contact")
+    if line:
+        evidence += (Evidence(f"{card.path}:{line}", "access request wording", Confidence.MENTIONED),)
+    if gated or line:
+        return Assessment("gated", Confidence.DECLARED if gated else Confidence.MENTIONED, evidence,
+                          "downloads are gated behind an access request / licence acceptance")
+    return Assessment("open", Confidence.DECLARED,
+                      (Evidence(card.path, "no extra_gated_* fields", Confidence.DECLARED),) + evidence,
+                      "no access gate declared in the model card")
+
+
+def assess_lineage(facts: ReleaseFacts) -> Assessment:
+    card = facts.card
+    base = card.front_matter.get("base_model") if card else None
+    evidence: tuple[Evidence, ...] = ()
+    if base and card is not None:
+        evidence += (Evidence(card.field_source("base_model"), str(base)[:100], Confidence.DECLARED),)
+    adapter = facts.adapter_config.get("base_model_name_or_path") if facts.adapter_config else None
+    if adapter:
+        evidence += (Evidence("adapter_config.json base_model_name_or_path", str(adapter)[:100], Confidence.VERIFIED),)
+    if evidence:
+        return Assessment("derivative", evidence[0].confidence, evidence,
+                          "derived from a base model whose weights, code and data are not evaluated here "
+                          "(declare them, or scan the base model)")
+    if card is None:
+        return Assessment(UNKNOWN, Confidence.UNKNOWN, (), "no model card: lineage cannot be seen")
+    return Assessment(NOT_APPLICABLE, Confidence.DECLARED,
+                      (Evidence(card.path, "no base_model field", Confidence.DECLARED),),
+                      "no base model declared: treated as an original model")
+
+
+def assess_compute_docs(facts: ReleaseFacts) -> Assessment:
+    card = facts.card
+    if card is None:
+        return Assessment(UNKNOWN, Confidence.UNKNOWN, (), "no model card: compute documentation cannot be seen")
+    evidence: tuple[Evidence, ...] = ()
+    if "co2_eq_emissions" in card.front_matter:
+        evidence += (Evidence(card.field_source("co2_eq_emissions"), "CO2 emissions", Confidence.DECLARED),)
+    evidence += tuple(Evidence(f"{card.path}:{s.line}", f"section '{s.title}'", Confidence.DECLARED)
+                      for s in card.sections_about("environmental") if s.substantive)
+    line = card.find_line(r"\b(gpu|tpu|a100|h100|v100)s?\b.*\b(hours?|days?)\b|\bgpu[- ]hours?\b")
+    if line:
+        evidence += (Evidence(f"{card.path}:{line}", "hardware and duration", Confidence.DECLARED),)
+    if evidence:
+        return Assessment(INCLUDED, Confidence.DECLARED, evidence[:MAX_EVIDENCE], "training compute is documented")
+    return Assessment(ABSENT, Confidence.ABSENT, (Evidence(card.path, "no compute/hardware section", Confidence.ABSENT),),
+                      "no compute, hardware or emissions documentation in the model card")
+
+
+ASSESSORS: Mapping[str, Callable[[ReleaseFacts], Assessment]] = {
+    "datasets": assess_datasets,
+    "data-preprocessing-code": assess_preprocessing_code,
+    "model-architecture": assess_architecture,
+    "model-parameters-final": assess_final_parameters,
+    "model-metadata": assess_model_metadata,
+    "model-parameters-intermediate": assess_intermediate_parameters,
+    "training-code": assess_training_code,
+    "inference-code": assess_inference_code,
+    "evaluation-code": assess_evaluation_code,
+    "evaluation-data": assess_evaluation_data,
+    "evaluation-results": assess_evaluation_results,
+    "supporting-libraries": assess_supporting_libraries,
+    "model-card": assess_model_card,
+    "data-card": assess_data_card,
+    "technical-report": assess_technical_report,
+    "research-paper": assess_research_paper,
+    "sample-outputs": assess_sample_outputs,
+    "access": assess_access,
+    "lineage": assess_lineage,
+    "compute-docs": assess_compute_docs,
+}
