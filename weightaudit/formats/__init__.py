@@ -18,10 +18,17 @@ __all__ = ["Loader", "LoadOptions", "Probe", "all_loaders", "get_loader", "sniff
 # (module, attribute) of each registered loader instance, in sniffing order.
 _LOADER_SPECS: tuple[tuple[str, str], ...] = (
     ("weightaudit.formats.safetensors", "LOADER"),
+    ("weightaudit.formats.torch_pickle", "TORCHSCRIPT"),
+    ("weightaudit.formats.torch_pickle", "PYTORCH_ZIP"),
+    ("weightaudit.formats.torch_pickle", "PICKLE_ARCHIVE"),
+    ("weightaudit.formats.torch_pickle", "LEGACY"),
+    ("weightaudit.formats.torch_pickle", "NUMPY"),
     ("weightaudit.formats.keras_h5", "KERAS_ZIP_LOADER"),
     ("weightaudit.formats.keras_h5", "HDF5_LOADER"),
     ("weightaudit.formats.savedmodel", "SAVEDMODEL_LOADER"),
     ("weightaudit.formats.savedmodel", "CHECKPOINT_LOADER"),
+    # The raw pickle loader must stay LAST: it claims any content that parses as a pickle.
+    ("weightaudit.formats.torch_pickle", "LOADER"),
 )
 
 _cache: list[Loader] | None = None

@@ -231,16 +231,20 @@ class _Reader:
         self.pos = idx + 1
         return line
 
-    def frame(self, n: int, at: int) -> None:
-        if n < 0 or self.pos + n > len(self.data):
-            raise PickleError(f"FRAME of {n} bytes exceeds the data", at)
+    def frame(self, n: int, at: int, on_short: Callable[[str], None]) -> None:
+        if n < 0:
+            raise PickleError(f"FRAME length {n} is negative", at)
+        if self.pos + n > len(self.data):
+            # C's _pickle refuses ("pickle data was truncated"); pickle.py reads the short frame and goes on.
+            on_short(f"FRAME declares {n} bytes but only {len(self.data) - self.pos} remain: the C unpickler "
+                     "refuses the file, the pure-Python one reads on")
+            n = len(self.data) - self.pos
         if not self.file_mode:
             return
         if self.pos < self.frame_end and self.pos + n > self.frame_end:
             self.straddles.append(self.pos)
             self.pos = self.frame_end
-        if self.pos + n > len(self.data):
-            raise PickleError(f"FRAME of {n} bytes exceeds the data", at)
+        n = min(n, len(self.data) - self.pos)
         if not (self.pos < self.frame_end):
             self.frame_end = self.pos + n
 
@@ -454,7 +458,7 @@ class PickleMachine:
         self.proto = proto
 
     def op_frame(self) -> None:
-        self.reader.frame(self.read_uint(8), self.op_pos)
+        self.reader.frame(self.read_uint(8), self.op_pos, lambda msg: self.anomaly("differential", msg))
 
     def op_stop(self) -> None:
         self.result.value = self.pop()
@@ -980,7 +984,7 @@ def scan_pickle(data: bytes | memoryview, start: int = 0, limits: Limits | None 
     limits = limits or Limits()
     budget = budget or [limits.max_opcodes]
     primary = run_pickle(data, start, limits, True, budget)
-    if any(a.kind == "differential" and "FRAME" in a.message for a in primary.anomalies):
+    if any(a.kind == "differential" and "straddles" in a.message for a in primary.anomalies):
         other = run_pickle(data, start, limits, False, budget)
         primary.globals.extend(other.globals)
         primary.calls.extend(other.calls)

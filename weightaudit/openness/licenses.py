@@ -178,8 +178,9 @@ def identify_license_text(text: str) -> TextMatch | None:
             continue
         if pattern.pattern.startswith("^") and match.start() > 400:
             continue  # a title must be near the top
-        line = max(i for i, start in enumerate(starts) if start <= match.start()) + 1 if starts else 1
-        return TextMatch(license_id, line, match.group(0).strip())
+        begin = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
+        line = max(i for i, start in enumerate(starts) if start <= begin) + 1 if starts else 1
+        return TextMatch(license_id, line, re.sub(r"\s+", " ", match.group(0)).strip())
     return None
 
 

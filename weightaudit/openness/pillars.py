@@ -133,7 +133,8 @@ def _code(by_name: "dict[str, ComponentResult]") -> tuple[str, str]:
     for name in OSAID_CODE:
         result = by_name[name]
         info = result.license_info
-        if result.status in ("absent",) or (result.status == "included" and (info is None or (info.known and not info.osi_approved))):
+        optional = name == "Supporting libraries and tools"
+        if (result.status == "absent" and not optional) or (result.status == "included" and (info is None or (info.known and not info.osi_approved))):
             worst = NOT_SATISFIED
             why = "not released" if result.status == "absent" else f"licence {info.id if info else 'missing'} is not OSI-approved"
             reasons.append(f"{name} {why}")

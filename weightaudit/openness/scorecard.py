@@ -9,7 +9,6 @@ summary, never shown as a pass).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -148,7 +147,7 @@ def _merge(component: Component, local: Assessment, decl: Declaration | None, re
         ev = (Evidence(decl.path, "declared not applicable", Confidence.ATTESTED),)
         return Assessment("not-applicable", Confidence.ATTESTED, ev, "declared not applicable"), None, True, ()
     local_license = _normalised_id(local.license_raw) if local.license_raw else (
-        None if local.external or local.status != INCLUDED else release_license)
+        None if local.external or local.status != INCLUDED or not component.mot_id else release_license)
     if declared is None:
         if decl is not None and not has_release and component.mot_id:
             ev = (Evidence(decl.path, "not listed in release.components", Confidence.ATTESTED),)
@@ -168,7 +167,8 @@ def _merge(component: Component, local: Assessment, decl: Declaration | None, re
                            f"scoring {licence}")
         return replace(local, evidence=local.evidence + evidence), licence, False, tuple(details)
     reason = "attested in the declaration" + (f"; locally {local.status}" if has_release else "")
-    merged = Assessment(INCLUDED, Confidence.ATTESTED, local.evidence + evidence, reason)
+    kept = tuple(e for e in local.evidence if e.confidence != Confidence.ABSENT)
+    merged = Assessment(INCLUDED, Confidence.ATTESTED, kept + evidence, reason)
     return merged, declared_license, True, ()
 
 
@@ -269,4 +269,3 @@ def build_scorecard(release: Release | None, declaration: Path | None = None) ->
     )
 
 
-_ = re  # keep the import for callers that monkeypatch patterns in tests

@@ -116,3 +116,18 @@ def fmt_float(value: float | None) -> str:
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
     return f"{value:.4g}"
+
+
+def pooled_stats(stats: Sequence[TensorStats]) -> tuple[float | None, float | None, float | None, float | None, int, int]:
+    """(min, max, mean, std, nan, inf) over several tensors, merged exactly from their per-tensor moments."""
+    finite = [s for s in stats if s.mean is not None and s.std is not None and s.count]
+    mins = [s.min for s in stats if s.min is not None]
+    maxs = [s.max for s in stats if s.max is not None]
+    nan = sum(s.nan for s in stats)
+    inf = sum(s.inf for s in stats)
+    if not finite:
+        return (min(mins, default=None), max(maxs, default=None), None, None, nan, inf)
+    total = sum(s.count for s in finite)
+    mean = sum(s.count * s.mean for s in finite) / total
+    var = sum(s.count * (s.std ** 2 + (s.mean - mean) ** 2) for s in finite) / total
+    return (min(mins, default=None), max(maxs, default=None), mean, var ** 0.5, nan, inf)

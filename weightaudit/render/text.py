@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from weightaudit.model import Severity
-from weightaudit.render.common import fmt_float, group_tensors, human_bytes, human_count, shape_text, sparkline
+from weightaudit.render.common import (fmt_float, group_tensors, human_bytes, human_count, pooled_stats, shape_text,
+                                       sparkline)
 from weightaudit.report import Report, summary
 
 if TYPE_CHECKING:
@@ -27,11 +28,12 @@ SEVERITY_STYLE = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold r
 
 def render(report: Report, options: "RenderOptions") -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=None if options.styled else options.width,
+    width = options.width + (60 if options.show_stats else 0)
+    console = Console(file=buffer, width=None if options.styled else width,
                       force_terminal=options.styled, no_color=not options.styled,
                       color_system="auto" if options.styled else None, highlight=False, emoji=False)
     if not options.styled:
-        console.width = options.width
+        console.width = width
     table_box = box.ROUNDED if options.styled else box.ASCII2
     console.print(_summary_panel(report, table_box))
     if report.tensors:
@@ -102,7 +104,7 @@ def _tensor_table(report: Report, options: "RenderOptions", table_box: box.Box) 
                           f"{group.parameter_count:,}", f"× {group.count}" if group.count > 1 else "",
                           *file_cell,
                           *(_stats_cells(report, first, options) if group.count == 1 else
-                            _blank_stats(options)))
+                            _group_stats(report, group, options)))
     return table
 
 
@@ -120,8 +122,14 @@ def _stats_cells(report: Report, tensor, options: "RenderOptions") -> list[str]:
             f"{st.nan}/{st.inf}", sparkline(st)]
 
 
-def _blank_stats(options: "RenderOptions") -> list[str]:
-    return ["", "", "", "", "", ""] if options.show_stats else []
+def _group_stats(report: Report, group, options: "RenderOptions") -> list[str]:
+    if not options.show_stats:
+        return []
+    found = [report.stats[m.key] for m in group.members if m.key in report.stats]
+    if not found:
+        return ["-"] * 5 + [""]
+    low, high, mean, std, nan, inf = pooled_stats(found)
+    return [fmt_float(low), fmt_float(high), fmt_float(mean), fmt_float(std), f"{nan}/{inf}", ""]
 
 
 def _findings_block(report: Report, table_box: box.Box):

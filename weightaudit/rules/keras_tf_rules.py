@@ -176,7 +176,8 @@ def check_external_module(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable
     rule = _rule("WA431")
     for loaded, where, obj in _keras_objects(ctx):
         module = obj.get("module")
-        if not isinstance(module, str) or _is_keras_module(module) or obj.get("class_name") == "Lambda":
+        # A module key without class_name is a TF-Keras 2 Lambda's function home: WA430 reports it.
+        if not isinstance(module, str) or _is_keras_module(module) or obj.get("class_name") in (None, "Lambda"):
             continue
         yield rule.finding(loaded.path, f"object {obj.get('class_name')!r} is loaded from module {module!r}, "
                            f"outside Keras, at {where}", where=where)
