@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +67,20 @@ def assert_matches(stats, ref: dict, *, rtol: float = 2e-6, check_overflow: bool
     assert stats.std == pytest.approx(ref["std"], rel=rtol * 10, abs=1e-30)
 
 
+def decode_natural(decoder, codes: np.ndarray) -> np.ndarray:
+    """Decode every code with the engine's decoder (Inf/NaN fixed up), back in natural order."""
+    raw = memoryview(codes.tobytes())
+    scratch = S._Scratch()
+    values, lanes = decoder.decode(raw, False, scratch)
+    values = values.copy()
+    if isinstance(decoder, S._SmallFloat):
+        decoder.fix_specials(raw, False, values, scratch)
+    order = np.array([S._natural_index(i, values.size, lanes) for i in range(values.size)])
+    natural = np.empty_like(values)
+    natural[order] = values
+    return natural
+
+
 def chunked(data: bytes, size: int):
     for i in range(0, len(data), size):
         yield memoryview(data)[i:i + size]
@@ -123,16 +136,14 @@ def test_bf16_with_nans_matches_reference() -> None:
 def test_bf16_decoding_matches_torch() -> None:
     torch = pytest.importorskip("torch")
     codes = np.arange(65536, dtype=np.uint16)
-    ours = S._BF16.decode(memoryview(codes.tobytes()), False, S._Scratch()).copy()
-    S._BF16.fix_specials(memoryview(codes.tobytes()), False, ours)
+    ours = decode_natural(S._BF16, codes)
     theirs = torch.from_numpy(codes.view(np.int16)).view(torch.bfloat16).float().numpy()
     np.testing.assert_array_equal(ours, theirs)
 
 
 def test_f16_every_code_matches_numpy() -> None:
     codes = np.arange(65536, dtype=np.uint16)
-    ours = S._F16.decode(memoryview(codes.tobytes()), False, S._Scratch()).copy()
-    S._F16.fix_specials(memoryview(codes.tobytes()), False, ours)
+    ours = decode_natural(S._F16, codes)
     np.testing.assert_array_equal(ours, codes.view(np.float16).astype(np.float32))
     stats = S.tensor_stats([codes.tobytes()], "F16")
     assert_matches(stats, reference(codes.view(np.float16)), check_overflow=False)
@@ -149,9 +160,7 @@ def test_fp8_decoding_matches_torch(dtype: str, torch_name: str) -> None:
         pytest.skip(f"torch has no {torch_name}")
     codes = np.arange(256, dtype=np.uint8)
     decoder = S._SPECS[dtype].decoder
-    ours = decoder.decode(memoryview(codes.tobytes()), False, S._Scratch()).copy()
-    if isinstance(decoder, S._SmallFloat):
-        decoder.fix_specials(memoryview(codes.tobytes()), False, ours)
+    ours = decode_natural(decoder, codes)
     theirs = torch.from_numpy(codes).view(getattr(torch, torch_name)).float().numpy()
     np.testing.assert_array_equal(ours, theirs)
     # whole-tensor stats over every code, repeated
@@ -200,15 +209,27 @@ def test_chunking_does_not_change_results() -> None:
     assert a == b
 
 
-def test_fingerprint_identifies_identical_bytes_only() -> None:
+def test_fingerprint_is_a_function_of_the_bytes() -> None:
     values = RNG.standard_normal(300_000).astype(np.float32)
-    other = values.copy()
-    other[123_456] += 1.0
     fp = S.tensor_stats([values.tobytes()], "F32").fingerprint
     assert fp == S.tensor_stats(chunked(values.tobytes(), 77_777), "F32").fingerprint
-    assert fp != S.tensor_stats([other.tobytes()], "F32").fingerprint
     assert fp != S.tensor_stats([values[:-1].tobytes()], "F32").fingerprint
+    changed_max = values.copy()
+    changed_max[values.argmax()] += 1.0
+    assert fp != S.tensor_stats([changed_max.tobytes()], "F32").fingerprint
     assert fp.startswith("wa1:") and len(fp) == 36
+
+
+def test_compute_stats_confirms_colliding_signatures_with_a_full_hash(tmp_path: Path) -> None:
+    """Same min/max/zeros/argmax and sampled bytes, one value different deep inside: not the same bytes."""
+    values = RNG.standard_normal(300_000).astype(np.float32)
+    near = values.copy()
+    near[200_000] = np.nextafter(near[200_000], np.float32(0))
+    write_safetensors(tmp_path / "m.safetensors", {"a": values, "b": near, "c": values.copy()})
+    loaded = LOADER.load(tmp_path / "m.safetensors", "m.safetensors", LoadOptions())
+    result = S.compute_stats(tmp_path, [loaded], workers=1)
+    a, b, c = (result[("m.safetensors", name)].fingerprint for name in "abc")
+    assert a == c and a != b
 
 
 def test_histogram_exact_for_small_tensors() -> None:
@@ -280,3 +301,10 @@ def test_mapped_path_keeps_memory_flat(tmp_path: Path) -> None:
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * 4096
+
+
+def test_offsets_beyond_the_file_are_refused_without_splitting(tmp_path: Path) -> None:
+    (tmp_path / "small.bin").write_bytes(b"\x00" * 64)
+    hostile = TensorInfo("w", "F32", (2**58,), "small.bin", data_offsets=(0, 2**60))
+    loaded = LoadedFile("small.bin", "safetensors", 64, tensors=(hostile,))
+    assert S.compute_stats(tmp_path, [loaded]) == {}

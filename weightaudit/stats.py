@@ -1,35 +1,43 @@
 """Streaming per-tensor statistics at memory speed, with numpy only.
 
-One pass per tensor. Bytes are cut into fixed 512 KiB *blocks* (L2-sized, at fixed offsets from the tensor's
-first byte, whatever chunks the source yields); each block is decoded once into a reused float scratch buffer
-and several reductions run on it while it is in cache. Per tensor (``TensorStats``):
+One pass per tensor. Bytes are cut into fixed 256 KiB *blocks* (L2-sized — measured best here — at fixed
+offsets from the tensor's first byte, whatever chunks the source yields); each block is decoded once into a
+reused float32/float64 scratch buffer and several reductions run on it while it is in cache (min, max, sum,
+sum of squares, zero count; the rest only in the rare blocks that need it). Per tensor (``TensorStats``):
 
 - ``count``: elements; ``nan``, ``pos_inf``, ``neg_inf``: exact counts. NaN/Inf cost nothing on clean blocks:
   ``min``/``max`` propagate NaN and show ±Inf, and only a block whose min or max is not finite is counted.
 - ``min``, ``max``, ``mean``, ``std`` (population, ddof=0) over the *finite* values; None when there are none.
-  Mean and M2 are computed per block (pairwise float sum, then ``dot`` of the centred block) and merged with
-  Chan et al.'s pairwise update — never E[x²]−E[x]², which goes negative on LayerNorm-like tensors.
+  Mean and M2 come per block from shifted sums (see ``_block_moments``: shift 0 only when the block mean is
+  small against its spread, else the block mean) and are merged with Chan et al.'s pairwise update — never
+  an unguarded E[x²]−E[x]², which goes negative on LayerNorm-like tensors.
 - ``zeros``: exact count of ±0; ``fp16_overflow``: finite values with ``|x| > 65504`` (float dtypes wider than
   F16 only; always 0 for F16/F8 and for integers and BOOL, which are never down-cast to half precision).
 - ``max_abs`` and ``max_abs_index``: the largest finite magnitude and its first flat (row-major) index.
-- ``fingerprint``: ``"wa1:"`` + 32 hex digits, equal for byte-identical tensors of the same length. Each
-  512 KiB block is hashed with an exact multilinear hash (``dot`` of its bytes as uint64 with a fixed table of
-  odd constants, mod 2**64, 3x faster than crc32 here) and the ordered block hashes plus the byte length go
-  through BLAKE2b-128. It is a duplicate detector, not a cryptographic hash: crafted collisions are easy.
+- ``fingerprint``: ``"wa1:"`` + 32 hex digits, for duplicate detection. Hashing every byte cost 17% of the
+  pass, so the pass only records a *signature* computed exactly and order-independently (byte length, min,
+  max, zero/NaN/Inf counts, position of max |x|, crc32 of the first 256 bytes of every block); the
+  fingerprint is its BLAKE2b-128. When two tensors of one ``compute_stats`` call share a signature, their
+  bytes are hashed in full (multilinear hash per block, mod 2**64, chained through BLAKE2b) and, if they
+  differ, that hash is folded in. So within one result equal fingerprints mean identical bytes; identical
+  bytes always give equal fingerprints, on any machine. Not a cryptographic hash: crafted collisions are easy.
 - ``histogram``: 16 bins over ``histogram_range`` = the finite min..max of the tensor's *first block* (so one
-  pass suffices); values outside clamp into the end bins. Tensors above 65,536 elements are sampled: every
-  ``HISTOGRAM_STRIDE``-th element is counted, so the bins sum to the sample size, not to ``count``.
+  pass suffices); values outside clamp into the end bins. Tensors above 65,536 elements are sampled (every
+  4th element of every 16th block, 1 in 64), so the bins sum to the sample size, not to ``count``.
 
-Dtypes: F64 F32 F16 BF16, F8_E4M3 F8_E5M2 (bit tricks), F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0 (256-entry table),
+Dtypes: F64 F32, F16 BF16 F8_E4M3 F8_E5M2 (integer shifts on uint32 words, one lane at a time: numpy's own
+f16 cast runs at 0.8 GB/s here and u16->u32 widening is slow), F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0 (256-entry table),
 I8..I64, U8..U64, BOOL; big-endian bytes are swapped. Integers above 2**53 lose precision in min/max/mean.
 Not computed (no entry in the result, i.e. stats None): F4, F6_*, C64/C128 (complex), STRING/OBJECT, quantized.
 
 Reading: a contiguous tensor (``data_offsets`` set, no loader ``iter_chunks``) is read through a read-only
 memory map, block by block, and each finished 4 MiB range is dropped with ``madvise(MADV_DONTNEED)`` so
-resident memory stays flat (measured faster here than ``readinto`` a reused buffer: the copy costs a pass).
+resident memory stays flat (measured faster here than ``readinto`` a reused 4 MiB buffer, whose copy costs a
+pass; peak RSS of a 2 GB audit: ~60 MB).
 Large contiguous tensors are cut into 64 MiB pieces whose partial results merge exactly, so both cores work
-even on one big tensor. Other tensors stream through ``formats.iter_tensor_chunks``.
-Work runs on a thread pool: numpy releases the GIL in every reduction used here.
+even on one big tensor; small tensors are batched. Other tensors stream through ``formats.iter_tensor_chunks``.
+Work runs in forked worker processes (threads where fork is missing): two threads ran slower than one here.
+``np.dot`` is avoided: OpenBLAS threads it and those threads spin against the workers (2x the CPU time).
 """
 
 from __future__ import annotations
@@ -39,12 +47,14 @@ import itertools
 import logging
 import math
 import mmap
+import multiprocessing
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import zlib
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -54,13 +64,15 @@ __all__ = ["compute_stats", "tensor_stats", "supported_dtype", "FP16_MAX", "HIST
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 512 * 1024          # decode + reduce unit; multiple of 8 and of every item size
+BLOCK_BYTES = 256 * 1024          # decode + reduce unit (L2-sized: measured best here); multiple of 8
 PIECE_BYTES = 64 * 1024 * 1024    # contiguous tensors larger than this are split across workers
+BATCH_MAX_PIECES = 512            # small pieces are batched into work units of <= PIECE_BYTES / this many
 FP16_MAX = 65504.0
 FLOAT32_SAFE_MAGNITUDE = 1e15     # above this a float32 block's moments are computed in float64
 HISTOGRAM_BINS = 16
 HISTOGRAM_EXACT_LIMIT = 65536     # tensors with more elements get a sampled histogram
-HISTOGRAM_STRIDE = 64
+HISTOGRAM_BLOCK_EVERY = 16        # ... sampled: every 16th block, every 4th element in it (1 in 64 overall)
+HISTOGRAM_STRIDE = 4
 
 # ---------------------------------------------------------------------------------------------------------
 # Decoding: raw bytes of one block -> a 1-D float array (float32 or float64) in a scratch buffer.
@@ -102,6 +114,52 @@ def _native_codes(raw: memoryview, code_dtype: str, big_endian: bool, scratch: _
     return out
 
 
+_LITTLE_U32 = np.dtype("<u4")
+_TOP_MASKS = {bits: np.uint32((0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF) for bits in (8, 16)}
+
+
+def _top_aligned(raw: memoryview, bits: int, big_endian: bool, scratch: _Scratch, role: str) -> tuple[np.ndarray, int]:
+    """Each 8/16-bit code moved to the top of a uint32 (sign at bit 31), and the block's lane count.
+
+    Widening u16 -> u32 is a slow conversion in numpy; instead the block is read as uint32 words and each lane
+    (the 2 halves or 4 bytes of a word) is isolated with a same-width shift or mask. The result lists lane 0
+    of every word, then lane 1, ...: the order is permuted (see ``_natural_index``) — which no statistic but
+    the max-|x| position depends on. Blocks not a whole number of words use the plain widening (lanes = 1).
+    """
+    per_word = 32 // bits
+    if not big_endian and len(raw) % 4 == 0:  # the common case, without building dtypes per block
+        words = np.frombuffer(raw, _LITTLE_U32)
+        out = scratch.get(np.uint32, words.size * per_word, role)
+    else:
+        codes = _native_codes(raw, f"u{bits // 8}", big_endian, scratch)
+        out = scratch.get(np.uint32, codes.size, role)
+        if codes.nbytes % 4:
+            np.left_shift(codes, 32 - bits, out=out, dtype=np.uint32)
+            return out, 1
+        words = codes.view(_LITTLE_U32)
+    m = words.size
+    top_mask = _TOP_MASKS[bits]
+    for lane in range(per_word):
+        dst = out[lane * m:(lane + 1) * m]
+        left = 32 - bits * (lane + 1)
+        if lane == 0:
+            np.left_shift(words, left, out=dst)
+        elif left:
+            np.left_shift(words, left, out=dst)
+            np.bitwise_and(dst, top_mask, out=dst)
+        else:
+            np.bitwise_and(words, top_mask, out=dst)
+    return out, per_word
+
+
+def _natural_index(local: int, n: int, lanes: int) -> int:
+    """Position in the tensor of element ``local`` of a block decoded lane by lane (see ``_top_aligned``)."""
+    if lanes == 1:
+        return local
+    words = n // lanes
+    return (local % words) * lanes + local // words
+
+
 @dataclass(frozen=True)
 class _SmallFloat:
     """A sign/exponent/mantissa format widened to float32 with integer shifts and one exact multiply.
@@ -118,10 +176,8 @@ class _SmallFloat:
     has_inf: bool             # IEEE-like: all-ones exponent is Inf (mantissa 0) or NaN
     nan_code: int | None = None   # formats without Inf: the magnitude code meaning NaN (E4M3FN: 0x7F)
 
-    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> np.ndarray:
-        codes = _native_codes(raw, f"u{self.bits // 8}", big_endian, scratch)
-        out = scratch.get(np.uint32, codes.size)
-        np.left_shift(codes, 32 - self.bits, out=out, dtype=np.uint32)   # sign bit -> bit 31
+    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> tuple[np.ndarray, int]:
+        out, lanes = _top_aligned(raw, self.bits, big_endian, scratch, "work")
         shift = (32 - self.bits) - (23 - self.mantissa_bits)
         if shift:  # BF16 is the top half of float32 already: nothing more to do
             signed = out.view(np.int32)
@@ -130,12 +186,12 @@ class _SmallFloat:
         values = out.view(np.float32)
         if self.bias != 127:
             np.multiply(values, np.float32(2.0 ** (127 - self.bias)), out=values)
-        return values
+        return values, lanes
 
-    def fix_specials(self, raw: memoryview, big_endian: bool, values: np.ndarray) -> None:
+    def fix_specials(self, raw: memoryview, big_endian: bool, values: np.ndarray, scratch: _Scratch) -> None:
         """Turn the values decoded from Inf/NaN codes (all beyond max_finite) into real Inf/NaN."""
-        codes = np.frombuffer(raw, np.dtype(f"u{self.bits // 8}").newbyteorder(">" if big_endian else "<"))
-        magnitude = codes & ((1 << (self.bits - 1)) - 1)
+        top, _ = _top_aligned(raw, self.bits, big_endian, scratch, "specials")  # same order as ``values``
+        magnitude = (top >> np.uint32(32 - self.bits)) & np.uint32((1 << (self.bits - 1)) - 1)
         if self.has_inf:
             exponent_all_ones = ((1 << (self.bits - 1 - self.mantissa_bits)) - 1) << self.mantissa_bits
             special = (magnitude & exponent_all_ones) == exponent_all_ones
@@ -172,11 +228,11 @@ class _Table:
 
     table: np.ndarray
 
-    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> np.ndarray:
+    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> tuple[np.ndarray, int]:
         codes = np.frombuffer(raw, np.uint8)
         out = scratch.get(np.float32, codes.size)
         np.take(self.table, codes, out=out)
-        return out
+        return out, 1
 
 
 @dataclass(frozen=True)
@@ -186,16 +242,16 @@ class _Native:
     numpy_dtype: str     # little-endian code, e.g. "<f4", "<i8", "|b1"
     work_dtype: str      # "float32" or "float64"
 
-    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> np.ndarray:
+    def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> tuple[np.ndarray, int]:
         stored_dtype = np.dtype(self.numpy_dtype)
         if big_endian and stored_dtype.itemsize > 1:
             stored_dtype = stored_dtype.newbyteorder(">")
         stored = np.frombuffer(raw, stored_dtype)
         if stored.dtype == np.dtype(self.work_dtype) and stored.dtype.isnative:
-            return stored
+            return stored, 1
         out = scratch.get(np.dtype(self.work_dtype), stored.size)
         np.copyto(out, stored, casting="unsafe")
-        return out
+        return out, 1
 
 
 @dataclass(frozen=True)
@@ -239,9 +295,10 @@ def supported_dtype(dtype: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Fingerprint: exact multilinear hash per block, block hashes chained through BLAKE2b.
+# Fingerprint: a cheap signature during the pass, confirmed by a full hash when two signatures collide.
 # ---------------------------------------------------------------------------------------------------------
 
+SAMPLE_BYTES = 256                # bytes of each block that go into the signature verbatim (as crc32)
 _HASH_TABLE = np.random.default_rng(0x5741_3130).integers(0, 2**64, BLOCK_BYTES // 8, dtype=np.uint64, endpoint=False)
 _HASH_TABLE |= np.uint64(1)
 
@@ -256,14 +313,20 @@ def _block_hash(raw: memoryview, scratch: _Scratch) -> int:
         words = padded.view("<u8")
     else:
         words = np.frombuffer(raw, "<u8")
-    return int(np.dot(words, _HASH_TABLE[: words.size]))
+    return int(np.einsum("i,i->", words, _HASH_TABLE[: words.size]))  # uint64 arithmetic wraps mod 2**64
 
 
-def _fingerprint(nbytes: int, block_hashes: Sequence[int]) -> str:
+def _full_digest(blocks: Iterable[memoryview]) -> bytes:
+    """Hash of every byte: exact multilinear hash per block, block hashes chained through BLAKE2b."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(nbytes.to_bytes(8, "little"))
-    digest.update(np.asarray(block_hashes, dtype="<u8").tobytes())
-    return "wa1:" + digest.hexdigest()
+    scratch = _scratch()
+    for raw in blocks:
+        digest.update(len(raw).to_bytes(4, "little") + _block_hash(raw, scratch).to_bytes(8, "little"))
+    return digest.digest()
+
+
+def _fingerprint(signature: bytes, full_digest: bytes = b"") -> str:
+    return "wa1:" + hashlib.blake2b(signature + full_digest, digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -289,7 +352,7 @@ class _Partial:
     max_abs: float = -1.0
     max_abs_index: int = -1
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, np.int64))
-    block_hashes: list[int] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)   # crc32 of the first SAMPLE_BYTES of each block
 
     def add_moments(self, n: int, mean: float, m2: float) -> None:
         if n == 0:
@@ -314,9 +377,16 @@ class _Partial:
         if later.max_abs > self.max_abs:
             self.max_abs, self.max_abs_index = later.max_abs, later.max_abs_index
         self.histogram += later.histogram
-        self.block_hashes.extend(later.block_hashes)
+        self.samples.extend(later.samples)
 
-    def result(self, nbytes: int, histogram_range: tuple[float, float] | None) -> TensorStats:
+    def signature(self, nbytes: int) -> bytes:
+        """Order-independent, exactly computed facts about the bytes: equal for byte-identical tensors on any
+        machine (unlike mean/std, whose last bits depend on the summation order)."""
+        facts = (nbytes, self.count, self.min + 0.0, self.max + 0.0, self.zeros, self.nan, self.pos_inf,
+                 self.neg_inf, self.max_abs_index)
+        return repr(facts).encode() + np.asarray(self.samples, dtype="<u4").tobytes()
+
+    def result(self, fingerprint: str, histogram_range: tuple[float, float] | None) -> TensorStats:
         finite = self.finite > 0
         return TensorStats(
             count=self.count,
@@ -331,7 +401,7 @@ class _Partial:
             fp16_overflow=self.fp16_overflow,
             max_abs=self.max_abs if finite else None,
             max_abs_index=self.max_abs_index if finite else None,
-            fingerprint=_fingerprint(nbytes, self.block_hashes),
+            fingerprint=fingerprint,
             histogram=tuple(int(c) for c in self.histogram) if histogram_range else (),
             histogram_range=histogram_range,
         )
@@ -351,9 +421,30 @@ class _TensorPlan:
     histogram_stride: int
     histogram_range: tuple[float, float] | None
 
+    @property
+    def special_limit(self) -> float | None:
+        """Decoded magnitudes beyond this are Inf/NaN codes still to be fixed up (bit-trick decoders only)."""
+        decoder = self.spec.decoder
+        return decoder.max_finite if isinstance(decoder, _SmallFloat) else None
 
-def _decode(plan: _TensorPlan, raw: memoryview, scratch: _Scratch) -> np.ndarray:
-    return plan.spec.decoder.decode(raw, plan.big_endian, scratch)
+
+@dataclass(frozen=True)
+class _Positions:
+    """Maps an element of the array the kernel sees back to its flat index in the tensor."""
+
+    first_index: int                 # flat index of the block's first element
+    decoded_size: int                # elements in the decoded block
+    lanes: int = 1                   # decoded lane by lane (see _top_aligned)
+    kept: np.ndarray | None = None   # the block had NaN/Inf: indices (in decoded order) of the finite values
+
+    def first_natural(self, local: np.ndarray) -> int:
+        """The smallest tensor index among these positions of the kernel's array."""
+        if self.kept is not None:
+            local = self.kept[local]
+        if self.lanes > 1:
+            words = self.decoded_size // self.lanes
+            local = (local % words) * self.lanes + local // words
+        return self.first_index + int(local.min())
 
 
 def _finite_extremes(values: np.ndarray) -> tuple[float, float] | None:
@@ -364,12 +455,13 @@ def _finite_extremes(values: np.ndarray) -> tuple[float, float] | None:
     return float(finite.min()), float(finite.max())
 
 
-def _histogram_range(plan_spec: _DtypeSpec, big_endian: bool, first_block: memoryview) -> tuple[float, float] | None:
-    values = plan_spec.decoder.decode(first_block, big_endian, _scratch())
-    decoder = plan_spec.decoder
-    if isinstance(decoder, _SmallFloat):
-        values = values.copy()
-        decoder.fix_specials(first_block, big_endian, values)
+def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview) -> tuple[float, float] | None:
+    """The histogram's range: the finite min..max of the tensor's first block (widened when constant)."""
+    scratch = _scratch()
+    values, _ = spec.decoder.decode(first_block, big_endian, scratch)
+    values = values.copy()
+    if isinstance(spec.decoder, _SmallFloat):
+        spec.decoder.fix_specials(first_block, big_endian, values, scratch)
     extremes = _finite_extremes(values)
     if extremes is None:
         return None
@@ -381,24 +473,25 @@ def _histogram_range(plan_spec: _DtypeSpec, big_endian: bool, first_block: memor
 
 def _process_block(plan: _TensorPlan, raw: memoryview, first_index: int, part: _Partial, scratch: _Scratch) -> None:
     """Fold one block (whole elements) into ``part``; ``first_index`` is its first element's flat index."""
-    part.block_hashes.append(_block_hash(raw, scratch))
-    values = _decode(plan, raw, scratch)
+    part.samples.append(zlib.crc32(raw[:SAMPLE_BYTES]))
+    decoder = plan.spec.decoder
+    values, lanes = decoder.decode(raw, plan.big_endian, scratch)
     n = values.size
     part.count += n
     if n == 0:
         return
     low = float(np.minimum.reduce(values))
     high = float(np.maximum.reduce(values))
-    decoder = plan.spec.decoder
-    if isinstance(decoder, _SmallFloat) and (high > decoder.max_finite or low < -decoder.max_finite):
-        decoder.fix_specials(raw, plan.big_endian, values)
+    limit = plan.special_limit
+    if limit is not None and (high > limit or low < -limit):
+        decoder.fix_specials(raw, plan.big_endian, values, scratch)  # type: ignore[union-attr]
         low = high = math.nan  # the block holds Inf/NaN codes: take the slow path below
-    index_of: np.ndarray | None = None
+    kept: np.ndarray | None = None
     if not (math.isfinite(low) and math.isfinite(high)):
-        values, index_of, low, high = _drop_non_finite(values, part)
+        values, kept, low, high = _drop_non_finite(values, part)
         if values.size == 0:
             return
-    _fold_finite(plan, values, low, high, first_index, index_of, part, scratch)
+    _fold_finite(plan, values, low, high, (first_index, n, lanes, kept), part, scratch)
 
 
 def _drop_non_finite(values: np.ndarray, part: _Partial) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -414,15 +507,10 @@ def _drop_non_finite(values: np.ndarray, part: _Partial) -> tuple[np.ndarray, np
 
 
 def _fold_finite(
-    plan: _TensorPlan,
-    values: np.ndarray,
-    low: float,
-    high: float,
-    first_index: int,
-    index_of: np.ndarray | None,
-    part: _Partial,
-    scratch: _Scratch,
+    plan: _TensorPlan, values: np.ndarray, low: float, high: float,
+    where: tuple[int, int, int, np.ndarray | None], part: _Partial, scratch: _Scratch,
 ) -> None:
+    """Fold the finite values of a block (``low``/``high`` are their min/max) into ``part``."""
     n = values.size
     part.min = min(part.min, low)
     part.max = max(part.max, high)
@@ -433,52 +521,49 @@ def _fold_finite(
         part.zeros += int(np.count_nonzero(np.equal(values, 0, out=flags)))
     if plan.spec.can_overflow_fp16 and magnitude > FP16_MAX:
         part.fp16_overflow += int(np.count_nonzero(np.abs(values) > FP16_MAX))
-    if magnitude > part.max_abs:
-        local = int(np.argmax(values)) if high >= -low else int(np.argmin(values))
-        if index_of is not None:
-            local = int(index_of[local])
-        part.max_abs, part.max_abs_index = magnitude, first_index + local
+    if magnitude > part.max_abs:  # a new largest |x| (rare after the first blocks): its first position
+        candidates = np.flatnonzero(np.abs(values) == magnitude)
+        part.max_abs, part.max_abs_index = magnitude, _Positions(*where).first_natural(candidates)
     if plan.histogram_range is not None:
-        _add_histogram(plan, values, first_index, index_of, part, scratch)
+        _add_histogram(plan, values, where[0], part, scratch)
 
 
 def _block_moments(values: np.ndarray, magnitude: float, scratch: _Scratch) -> tuple[float, float]:
     """Mean and M2 (sum of squared deviations) of one block, from shifted sums.
 
     With shift c: S1 = sum(x - c), S2 = sum((x - c)^2), mean = c + S1/n, M2 = S2 - S1^2/n. The cancellation in
-    the last step costs a factor E[(x-c)^2]/var in relative precision, so c = 0 (two ``einsum`` calls, no extra
+    the last step costs a factor E[(x-c)^2]/var in relative precision, so c = 0 (two reductions, no extra
     pass) is only kept when the block mean is small against its spread (mean^2 <= E[x^2]/4, factor <= 4/3);
     otherwise the block is centred on its own mean first (factor ~1). The textbook E[x^2] - E[x]^2 without
     that guard is what turns LayerNorm weights (mean 1, std 1e-4) into negative variances.
-    Blocks whose squares could overflow float32 are done in float64. ``einsum`` (numpy's own SIMD loops) rather
-    than ``dot``: OpenBLAS threads its dot above 10k elements and those threads spin against our workers.
+    Blocks whose squares could overflow float32 are done in float64. ``np.vecdot``/``einsum`` rather than
+    ``np.dot``: OpenBLAS threads its dot above 10k elements and those threads spin against our workers
+    (measured: 2x the CPU time); ``vecdot`` is single-threaded and twice as fast as ``einsum`` here.
     """
     if values.dtype == np.float32 and magnitude > FLOAT32_SAFE_MAGNITUDE:
         values = values.astype(np.float64)
     n = values.size
     s1 = float(np.einsum("i->", values))
-    s2 = float(np.einsum("i,i->", values, values))
+    s2 = float(np.vecdot(values, values))
     if s1 * s1 <= 0.25 * s2 * n:
         return s1 / n, max(s2 - s1 * s1 / n, 0.0)
     shift = values.dtype.type(s1 / n)
     centred = scratch.get(values.dtype, n, "centred")
     np.subtract(values, shift, out=centred)
     t1 = float(np.einsum("i->", centred))
-    t2 = float(np.einsum("i,i->", centred, centred))
+    t2 = float(np.vecdot(centred, centred))
     return float(shift) + t1 / n, max(t2 - t1 * t1 / n, 0.0)
 
 
-def _add_histogram(
-    plan: _TensorPlan, values: np.ndarray, first_index: int, index_of: np.ndarray | None,
-    part: _Partial, scratch: _Scratch,
-) -> None:
+def _add_histogram(plan: _TensorPlan, values: np.ndarray, first_index: int, part: _Partial, scratch: _Scratch) -> None:
+    """Count (a sample of) the block into the 16 bins over the tensor's histogram range."""
     stride = plan.histogram_stride
     if stride == 1:
         sample = values
-    elif index_of is None:
-        sample = values[(-first_index) % stride::stride]
-    else:  # finite values of a bad block: keep those whose original flat index is on the sampling grid
-        sample = values[(first_index + index_of) % stride == 0]
+    elif (first_index * plan.spec.itemsize // BLOCK_BYTES) % HISTOGRAM_BLOCK_EVERY:
+        return
+    else:
+        sample = values[::stride]
     if sample.size == 0:
         return
     lo, hi = plan.histogram_range  # type: ignore[misc]
@@ -588,7 +673,7 @@ def tensor_stats(
     blocks = _reblock(chunks, BLOCK_BYTES)
     first = next(blocks, None)
     if first is None:
-        return _Partial().result(0, None)
+        return _Partial().result(_fingerprint(_Partial().signature(0)), None)
     first = memoryview(bytes(first))  # _reblock reuses its carry buffer: keep our own copy of block 0
     second = next(blocks, None)
     if count is None:
@@ -596,7 +681,7 @@ def tensor_stats(
     plan = _plan(spec, count, big_endian, first)
     rest: Iterable[memoryview] = () if second is None else itertools.chain((second,), blocks)
     part = _run_blocks(plan, itertools.chain((first,), rest), 0)
-    return part.result(part.count * spec.itemsize, plan.histogram_range)
+    return part.result(_fingerprint(part.signature(part.count * spec.itemsize)), plan.histogram_range)
 
 
 @dataclass(frozen=True)
@@ -631,9 +716,19 @@ def _streams_itself(fmt: str) -> bool:
         return False
 
 
+def _file_size(path: Path, known: dict[Path, int]) -> int:
+    if path not in known:
+        try:
+            known[path] = path.stat().st_size
+        except OSError:
+            known[path] = -1
+    return known[path]
+
+
 def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
     """Split every tensor with a supported dtype into work pieces, largest first."""
     pieces: list[_Piece] = []
+    sizes: dict[Path, int] = {}
     for loaded in files:
         if loaded.status != FileStatus.OK:
             continue
@@ -647,6 +742,9 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
                 pieces.append(_Piece(tensor.key, path, loaded.format, tensor, 0, size, mapped=False))
                 continue
             begin, end = tensor.data_offsets
+            if not 0 <= begin <= end <= _file_size(path, sizes):
+                log.warning("%s: tensor %r lies outside the file; no statistics", tensor.file, tensor.name)
+                continue
             starts = range(begin, end, PIECE_BYTES) if end > begin else [begin]
             for start in starts:
                 pieces.append(_Piece(tensor.key, path, loaded.format, tensor, start, min(start + PIECE_BYTES, end), True))
@@ -655,7 +753,7 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
 
 
 def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, float] | None]:
-    """Statistics of one piece (runs on a worker thread)."""
+    """Statistics of one piece (runs in a worker)."""
     tensor = piece.tensor
     spec = _SPECS[tensor.dtype]
     big_endian = tensor.byte_order == "big"
@@ -692,6 +790,49 @@ def _stream_whole(chunks: Iterable[memoryview], spec: _DtypeSpec, big_endian: bo
     return _run_blocks(plan, itertools.chain((first,), blocks), 0), plan
 
 
+_Outcome = tuple[int, "_Partial | None", "tuple[float, float] | None", "str | None"]
+
+
+def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_Outcome]:
+    """Run pieces in a worker; a piece that fails reports its error instead of stopping the batch."""
+    outcomes: list[_Outcome] = []
+    for number, piece in batch:
+        try:
+            part, histogram_range = _run_piece(piece, chunk_bytes)
+        except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
+            outcomes.append((number, None, None, f"{type(exc).__name__}: {exc}"))
+        else:
+            outcomes.append((number, part, histogram_range, None))
+    return outcomes
+
+
+def _batches(pieces: Sequence[_Piece]) -> list[list[tuple[int, _Piece]]]:
+    """Group pieces into work units of about PIECE_BYTES (many tiny tensors would drown in task overhead)."""
+    batches: list[list[tuple[int, _Piece]]] = []
+    current: list[tuple[int, _Piece]] = []
+    size = 0
+    for number, piece in enumerate(pieces):
+        if current and (size + piece.nbytes > PIECE_BYTES or len(current) >= BATCH_MAX_PIECES):
+            batches.append(current)
+            current, size = [], 0
+        current.append((number, piece))
+        size += piece.nbytes
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _executor(workers: int) -> Executor:
+    """Processes (forked: no start-up import cost) where the platform has fork, else threads.
+
+    Measured here: two threads ran *slower* than one (GIL hand-offs between ~20 short numpy calls per block,
+    and TLB shoot-downs when one thread drops mapped pages the other's core has cached); two processes scale.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wa-stats")
+
+
 def compute_stats(
     root: Path,
     files: Sequence[LoadedFile],
@@ -702,37 +843,90 @@ def compute_stats(
 ) -> dict[tuple[str, str], TensorStats]:
     """Statistics of every tensor with a supported dtype in the files that loaded OK, keyed by ``TensorInfo.key``.
 
-    ``workers`` threads share the pieces (default: the number of CPUs). ``chunk_bytes`` is the read size of
-    streamed tensors and how often mapped pages are released. ``on_progress(bytes_done)`` is called on the
-    calling thread as pieces finish. A tensor whose bytes cannot be read is left out (and logged).
+    ``workers`` processes share the work (default: the number of CPUs; 1 runs in this process). Large
+    contiguous tensors are split into pieces, small ones batched. ``chunk_bytes`` is the read size of
+    streamed tensors and how often mapped pages are released. ``on_progress(bytes_done)`` is called in the
+    calling process as batches finish. A tensor whose bytes cannot be read is left out (and logged).
     """
     pieces = _pieces(Path(root), files)
-    dtypes = {piece.key: piece.tensor.dtype for piece in pieces}
-    workers = max(1, workers or os.cpu_count() or 1)
-    done: dict[tuple[str, str], list[tuple[int, _Partial, tuple[float, float] | None]]] = {}
+    workers = max(1, min(workers or os.cpu_count() or 1, len(pieces) or 1))
+    outcomes: list[_Outcome] = []
+
+    def collect(batch_outcomes: list[_Outcome]) -> None:
+        outcomes.extend(batch_outcomes)
+        if on_progress is not None:
+            on_progress(sum(pieces[number].nbytes for number, *_ in batch_outcomes))
+
+    if workers == 1:
+        for batch in _batches(pieces):
+            collect(_run_batch(batch, chunk_bytes))
+    else:
+        with _executor(workers) as pool:
+            futures = [pool.submit(_run_batch, batch, chunk_bytes) for batch in _batches(pieces)]
+            for future in as_completed(futures):
+                collect(future.result())
+    return _merge(pieces, outcomes)
+
+
+def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple[str, str], TensorStats]:
+    """Join each tensor's pieces in byte order; a tensor with a failed piece gets no statistics."""
+    parts: dict[tuple[str, str], list[tuple[int, _Partial, tuple[float, float] | None]]] = {}
     failed: set[tuple[str, str]] = set()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wa-stats") as pool:
-        futures = {pool.submit(_run_piece, piece, chunk_bytes): piece for piece in pieces}
-        for future in as_completed(futures):
-            piece = futures[future]
-            try:
-                part, histogram_range = future.result()
-            except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
-                if piece.key not in failed:
-                    log.warning("%s: statistics of tensor %r skipped: %s", piece.tensor.file, piece.tensor.name, exc)
-                failed.add(piece.key)
-            else:
-                done.setdefault(piece.key, []).append((piece.begin, part, histogram_range))
-            if on_progress is not None:
-                on_progress(piece.nbytes)
-    results: dict[tuple[str, str], TensorStats] = {}
-    for key, parts in done.items():
+    for number, part, histogram_range, error in outcomes:
+        piece = pieces[number]
+        if part is None:
+            if piece.key not in failed:
+                log.warning("%s: statistics of tensor %r skipped: %s", piece.tensor.file, piece.tensor.name, error)
+            failed.add(piece.key)
+        else:
+            parts.setdefault(piece.key, []).append((piece.begin, part, histogram_range))
+    first_piece = {piece.key: piece for piece in reversed(pieces)}
+    merged: dict[tuple[str, str], tuple[_Partial, tuple[float, float] | None, bytes]] = {}
+    for key, found in parts.items():
         if key in failed:
             continue
-        parts.sort(key=lambda item: item[0])
-        merged = parts[0][1]
-        for _, later, _ in parts[1:]:
-            merged.merge(later)
-        itemsize = _SPECS[dtypes[key]].itemsize
-        results[key] = merged.result(merged.count * itemsize, parts[0][2])
-    return results
+        found.sort(key=lambda item: item[0])
+        whole = found[0][1]
+        for _, later, _ in found[1:]:
+            whole.merge(later)
+        nbytes = whole.count * _SPECS[first_piece[key].tensor.dtype].itemsize
+        merged[key] = (whole, found[0][2], whole.signature(nbytes))
+    fingerprints = _confirmed_fingerprints({key: item[2] for key, item in merged.items()}, first_piece)
+    return {key: part.result(fingerprints[key], histogram_range) for key, (part, histogram_range, _) in merged.items()}
+
+
+def _confirmed_fingerprints(
+    signatures: Mapping[tuple[str, str], bytes], pieces: Mapping[tuple[str, str], _Piece],
+) -> dict[tuple[str, str], str]:
+    """Fingerprint from the signature; where signatures collide, a full hash of the bytes decides.
+
+    So within one result, equal fingerprints mean byte-identical tensors (up to a 2**-64 hash collision).
+    """
+    groups: dict[bytes, list[tuple[str, str]]] = {}
+    for key, signature in signatures.items():
+        groups.setdefault(signature, []).append(key)
+    fingerprints: dict[tuple[str, str], str] = {}
+    for signature, keys in groups.items():
+        if len(keys) == 1:
+            fingerprints[keys[0]] = _fingerprint(signature)
+            continue
+        digests = {key: _tensor_digest(pieces[key]) for key in keys}
+        same = len(set(digests.values())) == 1
+        for key in keys:
+            fingerprints[key] = _fingerprint(signature) if same else _fingerprint(signature, digests[key])
+    return fingerprints
+
+
+def _tensor_digest(piece: _Piece) -> bytes:
+    """Full hash of a tensor's bytes (a unique stand-in when they cannot be read: never a false match)."""
+    tensor = piece.tensor
+    try:
+        if piece.mapped and tensor.data_offsets is not None:
+            begin, end = tensor.data_offsets
+            return _full_digest(_mapped_blocks(piece.path, begin, end, 4 * 1024 * 1024))
+        from weightaudit.formats import iter_tensor_chunks
+
+        return _full_digest(_reblock(iter_tensor_chunks(piece.path, piece.fmt, tensor), BLOCK_BYTES))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: could not hash tensor %r: %s", tensor.file, tensor.name, exc)
+        return repr(piece.key).encode()

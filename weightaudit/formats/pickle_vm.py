@@ -979,7 +979,7 @@ def run_pickle(data: bytes | memoryview, start: int = 0, limits: Limits | None =
 
 def scan_pickle(data: bytes | memoryview, start: int = 0, limits: Limits | None = None,
                 budget: list[int] | None = None) -> PickleResult:
-    """Run one pickle the way ``torch.load``/``pickle.load(file)`` read it; when an opcode straddles a FRAME
+    """Run one pickle the way ``torch.load``/a file-based unpickler read it; when an opcode straddles a FRAME
     end, also run the byte-string reading and merge what it imports and calls (it may hide a payload)."""
     limits = limits or Limits()
     budget = budget or [limits.max_opcodes]

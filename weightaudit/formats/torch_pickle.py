@@ -21,9 +21,9 @@ from torch's rebuild calls joined to their storage records; raw bytes are zero-c
 - ``pickle_globals``: sorted ``module.name`` strings imported by any pickle of the file;
 - ``pickle_calls``: rendered calls outside the weights allowlist (what ``weights_only=False`` would run);
 - ``pickles``: list of ``{member, offset, protocol, opcodes, error}`` per pickle scanned;
-- ``weights_only_accepts``: would ``torch.load(weights_only=True)`` accept the file (bool);
+- ``weights_only_accepts``: would ``torch.load with weights_only=True`` accept the file (bool);
 - ``weights_only_reasons``: why not (list of strings);
-- ``executes_code``: would ``torch.load(weights_only=False)`` / ``pickle.load`` import or call anything beyond
+- ``executes_code``: would ``torch.load with weights_only=False`` / the pickle module import or call anything beyond
   torch's tensor machinery (bool);
 - ``torchscript``: the archive is TorchScript (bool); ``zip_members``: member count; ``byteorder``; ``version``;
 - ``shared_storages``: storage key -> tensor names, for storages used by more than one tensor (tied weights);
@@ -86,6 +86,15 @@ _UNSUPPORTED_REBUILDERS = frozenset({"torch._utils._rebuild_qtensor", "torch._ut
                                      "torch._utils._rebuild_device_tensor_from_numpy",
                                      "torch._utils._rebuild_device_tensor_from_cpu_tensor"})
 _MODULE_SEGMENTS = frozenset({"_parameters", "_buffers", "_modules"})
+_DICT_TYPES = frozenset({"collections.OrderedDict", "builtins.dict", "collections.defaultdict"})
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def itemsize(dtype: str) -> int:
@@ -177,6 +186,7 @@ def _join_local_header(mm: memoryview | bytes, name: str, flags: int, method: in
     if offset + 30 > len(mm) or bytes(mm[offset:offset + 4]) != ZIP_MAGIC:
         raise FileProblem(f"member {name!r}: local header missing at byte {offset}")
     nlen, elen = struct.unpack_from("<HH", mm, offset + 26)
+    flags |= struct.unpack_from("<H", mm, offset + 6)[0]      # either copy of the flags can make zipfile refuse
     local_name = bytes(mm[offset + 30:offset + 30 + nlen]).decode("utf-8", "replace")
     data_offset = offset + 30 + nlen + elen
     if data_offset + csize > len(mm):
@@ -378,10 +388,14 @@ class _TensorCollector:
         if isinstance(value, (list, tuple)):
             return [(str(i), v, optimizer) for i, v in enumerate(value)]
         if isinstance(value, Call):
-            pairs = dict(value.setitems)
+            setitems = list(value.setitems)
+            if isinstance(value.func, Global) and value.func.qualname in _DICT_TYPES and isinstance(value.args, tuple) \
+                    and value.args and isinstance(value.args[0], (list, tuple)):
+                setitems = [tuple(p) for p in value.args[0] if isinstance(p, (list, tuple)) and len(p) == 2] + setitems
+            pairs = dict((k, v) for k, v in setitems if _hashable(k))
             children: list[tuple[str | None, Any, bool]] = []
             opt = optimizer or _is_optimizer_dict(pairs)
-            children += [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in value.setitems]
+            children += [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in setitems]
             children += [(str(i), v, optimizer) for i, v in enumerate(value.appends)]
             for state in value.state:
                 parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
@@ -566,6 +580,8 @@ class _Scan:
     def finish(self, fmt: str, path: Path) -> LoadedFile:
         pickles = [r for _, _, r in self.results]
         reasons = self.torch_refusals + R.weights_only_problems(pickles)
+        if self.error:
+            reasons.append(f"unreadable: {self.error}")
         calls = R.executing_calls(pickles)
         self.facts.update({
             "pickle_globals": sorted({u.ref.qualname for r in pickles for u in r.globals}),
@@ -577,7 +593,7 @@ class _Scan:
             "executes_code": bool(calls),
         })
         if reasons and pickles:
-            self.findings.append(R.WEIGHTS_ONLY_REFUSED.finding(self.rel, "torch.load(weights_only=True) would refuse "
+            self.findings.append(R.WEIGHTS_ONLY_REFUSED.finding(self.rel, "torch.load with weights_only=True would refuse "
                                                                           f"this file: {reasons[0]}"))
         self.facts["optimizer_parameter_count"] = sum(t.parameter_count for t in self.tensors
                                                       if t.role is Role.OPTIMIZER)
@@ -698,14 +714,21 @@ class _PickleFamilyLoader:
 
 
 def _load_zip(scan: _Scan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    entries = read_zip_entries(view)
+    try:
+        entries = read_zip_entries(view)
+    except FileProblem as exc:
+        scan.findings.append(R.ZIP_MALFORMED.finding(scan.rel, str(exc)))
+        raise
     table, duplicates = _last_wins(entries)
     scan.facts["zip_members"] = len(entries)
     _zip_member_checks(scan, entries, duplicates)
     pkl_name = _main_pickle_name(table)
     main_entry = table.get(pkl_name) if pkl_name else None
+    main: PickleResult | None = None
     for entry in entries:
-        _scan_zip_member(scan, view, entry, options, is_main=entry is main_entry)
+        scanned = _scan_zip_member(scan, view, entry, options, is_main=entry is main_entry)
+        if entry is main_entry and scanned:
+            main = scanned[0]
     if main_entry is None:
         return
     prefix = pkl_name[: -len("data.pkl")]
@@ -717,7 +740,6 @@ def _load_zip(scan: _Scan, view: memoryview, options: LoadOptions, path_key: str
                                                                   f"(e.g. {code[0] if code else 'none'})",
                                                         where=prefix + "constants.pkl"))
         scan.torch_refusals.append("TorchScript archive (torch.load hands it to torch.jit.load)")
-    main = next((r for w, _, r in scan.results if w == main_entry.name), None)
     if main is None or not main.ok:
         scan.error = f"{main_entry.name}: {main.error if main else 'not scanned'}"
         return
@@ -769,12 +791,13 @@ def _zip_member_checks(scan: _Scan, entries: list[ZipEntry], duplicates: list[st
                                                           where=entry.name))
 
 
-def _scan_zip_member(scan: _Scan, view: memoryview, entry: ZipEntry, options: LoadOptions, is_main: bool) -> None:
-    """Scan a member that holds a pickle or an .npy array; check CRC of what was read."""
+def _scan_zip_member(scan: _Scan, view: memoryview, entry: ZipEntry, options: LoadOptions,
+                     is_main: bool) -> list[PickleResult]:
+    """Scan a member that holds a pickle or an .npy array (check the CRC of what was read); its pickles."""
     base = entry.name.rsplit("/", 1)[-1]
     is_record = "/data/" in f"/{entry.name}" and not base.endswith(".pkl")
     if is_record and not is_main:
-        return
+        return []
     encrypted = bool(entry.flags & 0x1)
     if entry.method not in (0, 8) or (encrypted and entry.method != 0):
         scan.findings.append(R.ENCRYPTED_MEMBER.finding(scan.rel, f"member {entry.name!r} cannot be read "
@@ -782,7 +805,7 @@ def _scan_zip_member(scan: _Scan, view: memoryview, entry: ZipEntry, options: Lo
                                                         where=entry.name))
         scan.verified = False
         scan.error = scan.error or f"member {entry.name!r} is encrypted or compressed with an unsupported method"
-        return
+        return []
     head = bytes(member_data(view, entry, cap=16)[:16]) if entry.method == 0 else None
     if head is None:
         data = member_data(view, entry)
@@ -796,9 +819,9 @@ def _scan_zip_member(scan: _Scan, view: memoryview, entry: ZipEntry, options: Lo
                                                         where=entry.name))
         scan.verified = False
         scan.error = scan.error or f"member {entry.name!r} is encrypted and cannot be checked"
-        return
+        return []
     if not (is_pickle or is_npy):
-        return
+        return []
     if encrypted:
         scan.findings.append(R.ZIP_FLAGS.finding(scan.rel, f"member {entry.name!r} is flagged encrypted but holds "
                                                            "plain data", where=entry.name))
@@ -808,14 +831,15 @@ def _scan_zip_member(scan: _Scan, view: memoryview, entry: ZipEntry, options: Lo
                                                where=entry.name))
     if is_npy:
         _scan_npy(scan, data, entry.name, options, entry.data_offset if entry.method == 0 else None)
-        return
-    if not is_main and not base.endswith((".pkl", ".pickle")):
+        return []
+    if not is_main and not base.endswith((".pkl", ".pickle", ".debug_pkl")):
         scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"member {entry.name!r} holds a pickle",
                                                      where=entry.name))
     results, stopped = scan_stream(data, limits=_limits(options))
     for result in results:
         scan.add_pickle(entry.name, 0, result, data)
     _trailing(scan, results, stopped, len(data), entry.name)
+    return results
 
 
 def _trailing(scan: _Scan, results: list[PickleResult], stopped: int, total: int, where: str) -> None:
@@ -1094,12 +1118,13 @@ class NumpyLoader(_PickleFamilyLoader):
 _OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVabcd}eghijl]opqrst)uGBC") | frozenset(range(0x80, 0x99))
 
 
-def _pickle_prefix_parses(head: bytes, size: int) -> bool:
-    """True when the first bytes run as a pickle (to STOP, or to the end of the probe when it is cut short)."""
+def _pickle_prefix(head: bytes, size: int) -> tuple[bool, int]:
+    """(the first bytes run as a pickle — to STOP, or to the end of a cut-short probe; bytes parsed before an error)."""
     result = run_pickle(head, 0, Limits(max_opcodes=2_000))
     if result.ok:
-        return True
-    return len(head) < size and result.error is not None and "truncated" in result.error
+        return True, result.end
+    parses = len(head) < size and result.error is not None and "truncated" in result.error
+    return parses, result.error_pos or 0
 
 
 def _load_raw(scan: _Scan, view: memoryview, options: LoadOptions, path_key: str) -> None:
@@ -1167,10 +1192,23 @@ class RawPickleLoader(_PickleFamilyLoader):
             return True
         if probe.head[0] not in _OPCODE_BYTES:
             return False
-        return _pickle_prefix_parses(probe.head, probe.size) or probe.suffix in PICKLE_SUFFIXES
+        parses, progress = _pickle_prefix(probe.head, probe.size)
+        if parses:
+            return True
+        # Broken pickles under a pickle-like name still get a clear error here (binary content, or text that runs
+        # as several opcodes before failing); plain text is left to discovery.
+        return probe.suffix in PICKLE_SUFFIXES and (progress >= 8 or not _is_text(probe.head))
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         return _safe_load(self.name, path, rel, options, _load_raw)
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
 PYTORCH_ZIP = ZipLoader("pytorch-zip")

@@ -19,6 +19,8 @@ _ID_PATTERN = re.compile(r"^WA[1-9]\d\d$")
 # One line per rule module.
 _RULE_MODULES = (
     "weightaudit.rules.integrity",
+    "weightaudit.rules.size",
+    "weightaudit.rules.numerics",
     "weightaudit.rules.pickle_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.openness",

@@ -10,7 +10,7 @@ Public helpers used by ``formats/torch_pickle.py``:
 
 - :func:`classify_global` — ``"allowed" | "denied" | "unknown"`` for a (module, name) pair;
 - :func:`pickle_findings` — every WA4xx finding for one :class:`~weightaudit.formats.pickle_vm.PickleResult`;
-- :func:`weights_only_problems` — why ``torch.load(weights_only=True)`` would refuse the pickles (empty = accepts);
+- :func:`weights_only_problems` — why ``torch.load with weights_only=True`` would refuse the pickles (empty = accepts);
 - :func:`executing_calls` — the calls ``weights_only=False`` would make outside torch's own rebuild functions.
 """
 
@@ -54,6 +54,10 @@ _TORCH_MISC = (
     "per_channel_affine_float_qparams contiguous_format channels_last channels_last_3d preserve_format"
 ).split()
 
+_TORCHSCRIPT_HELPERS = tuple(f"torch.jit._pickle.{n}" for n in (
+    "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist", "build_complexlist",
+    "build_tensor_from_id", "restore_type_tag"))
+
 ALLOWED_GLOBALS: frozenset[str] = frozenset(
     [f"torch.{d}" for d in _TORCH_DTYPES + _TORCH_STORAGES + _TORCH_MISC]
     + [f"torch.storage.{s}" for s in ("UntypedStorage", "TypedStorage", "_LegacyStorage")]
@@ -64,6 +68,7 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
         "collections.OrderedDict", "collections.Counter", "collections.deque",
         "_codecs.encode", "builtins.bytearray", "builtins.set", "builtins.frozenset", "builtins.complex",
         "builtins.slice", "builtins.range", "builtins.object",
+        *_TORCHSCRIPT_HELPERS,
         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
         "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
         "argparse.Namespace", "types.SimpleNamespace", "pathlib.PosixPath", "pathlib.WindowsPath",
@@ -115,7 +120,7 @@ torch.multiprocessing torch._export torch.compile torch.ops torch._ops torch.cla
 keras.utils.get_file keras.src.utils.file_utils transformers.dynamic_module_utils huggingface_hub
 """.split())
 # Names that are allowed even though a denied prefix covers them (none are callables that execute code).
-_DENY_EXCEPTIONS: frozenset[str] = frozenset({"torch.serialization._get_layout"})
+_DENY_EXCEPTIONS: frozenset[str] = frozenset({"torch.serialization._get_layout", *_TORCHSCRIPT_HELPERS})
 
 
 def _prefixes(dotted: str) -> Iterable[str]:
@@ -166,12 +171,12 @@ def _classify_value(value: Any) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 _PICKLE_HELP = (
-    "\n\nWhy it matters: unpickling a file (pickle.load, torch.load with weights_only=False, joblib.load, "
+    "\n\nWhy it matters: unpickling a file (the pickle module, torch.load with weights_only=False, joblib.load, "
     "numpy.load with allow_pickle=True) imports every global the file names and calls every REDUCE/NEWOBJ/BUILD "
     "target with arguments the file chooses. A weights file needs nothing beyond torch's tensor-rebuild "
     "functions, storage types, dtypes and a few plain containers.\n\nWhat to do: do not load the file with "
-    "pickle or torch.load(weights_only=False). Obtain the weights as safetensors, or re-export them from a "
-    "trusted copy; if you must read this file, use torch.load(weights_only=True) only after weightaudit reports "
+    "pickle or torch.load with weights_only=False. Obtain the weights as safetensors, or re-export them from a "
+    "trusted copy; if you must read this file, use torch.load with weights_only=True only after weightaudit reports "
     "it would be accepted."
 )
 
@@ -197,7 +202,7 @@ UNKNOWN_GLOBAL = _code_rule(
     "WA403", "unknown-global", "The pickle imports a global outside the weights allowlist.", Severity.MEDIUM,
     "Anything not on the explicit allowlist is reported, so new gadgets fail closed. Pickled whole nn.Module "
     "objects, custom classes and training-script objects (Lightning hyper-parameters, tokenizers) land here: "
-    "they need that code to load and torch.load(weights_only=True) refuses them.", confidence="medium")
+    "they need that code to load and torch.load with weights_only=True refuses them.", confidence="medium")
 PARSER_DIFFERENTIAL = _code_rule(
     "WA404", "parser-differential", "Parts of the pickle are read differently by CPython and by common scanners.",
     Severity.HIGH,
@@ -231,7 +236,7 @@ OBJECT_MUTATION = _code_rule(
     "On anything but plain dicts/lists/sets and allowlisted tensor types these opcodes call the object's own "
     "__setstate__/__setitem__/append/extend/add methods.", confidence="medium")
 WEIGHTS_ONLY_REFUSED = _code_rule(
-    "WA410", "weights-only-refused", "torch.load(weights_only=True) would refuse this file.", Severity.INFO,
+    "WA410", "weights-only-refused", "torch.load with weights_only=True would refuse this file.", Severity.INFO,
     "torch's restricted unpickler accepts only a fixed set of opcodes (no FRAME, so no protocol 4 and 5), its "
     "allowlisted globals and storage persistent ids. The facts list the reasons. The file may still be benign; "
     "it just cannot be loaded the safe way.", cwe=None)
@@ -247,7 +252,7 @@ OUT_OF_BAND = _code_rule(
     "fail on it.")
 TORCHSCRIPT_CODE = _code_rule(
     "WA413", "torchscript-code", "The archive is a TorchScript program (code/ and constants.pkl).", Severity.MEDIUM,
-    "torch.jit.load compiles and runs the TorchScript source in code/; torch.load(weights_only=True) refuses "
+    "torch.jit.load compiles and runs the TorchScript source in code/; torch.load with weights_only=True refuses "
     "the archive. Review the code or obtain plain weights.", cwe=94)
 UNEXPECTED_PERSISTENT_ID = _code_rule(
     "WA414", "unexpected-persistent-id", "A persistent id is not a torch storage reference.", Severity.HIGH,
@@ -255,7 +260,7 @@ UNEXPECTED_PERSISTENT_ID = _code_rule(
     "records). Anything else is refused by torch or handled by custom loader code.", cwe=20)
 TRAILING_PICKLE_DATA = _code_rule(
     "WA415", "trailing-data", "Bytes that are not a valid pickle follow the last pickle.", Severity.MEDIUM,
-    "pickle.load stops at the first STOP and never reads them, but 'broken pickle' tricks put payloads before a "
+    "The pickle module stops at the first STOP and never reads them, but 'broken pickle' tricks put payloads before a "
     "deliberate error so that scanners give up. weightaudit checks everything before the error.", cwe=20)
 OBJECT_ARRAY = _code_rule(
     "WA416", "numpy-object-array", "A NumPy array has dtype object: numpy.load needs allow_pickle=True.",

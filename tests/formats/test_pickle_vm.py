@@ -1,0 +1,200 @@
+"""The symbolic pickle machine: CPython conformance on data-only pickles, differentials, limits, no recursion.
+
+``pickle.loads``/``pickle.load`` run here only on pickles this file builds that import nothing (or, for the FRAME
+check, only ``builtins.str``), to prove the machine reads bytes the way CPython does.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+
+import pytest
+
+from weightaudit.formats.pickle_vm import (
+    BytesRef, Call, DynamicGlobal, ExtRef, Global, Limits, c_strtol, render, run_pickle, scan_pickle, scan_stream,
+)
+
+DATA_VALUES = [
+    0, 1, -1, 255, 256, 65535, 65536, -(2**31), 2**31 - 1, 2**63, -(2**70), 3.25, -0.0, float("inf"), True, False,
+    None, "", "héllo\n\\", "x" * 300, [], [1, [2, [3]]], (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), {},
+    {"a": 1, 2: [3, (4, 5)]}, {"nested": {"deep": [{"k": (None, True)}]}},
+]
+
+
+def _plain(value: object) -> object:
+    """Our symbolic value in plain Python terms (our containers are already plain)."""
+    assert not isinstance(value, (Call, Global, BytesRef))
+    return value
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize("value", DATA_VALUES, ids=range(len(DATA_VALUES)))
+def test_data_pickles_match_cpython(protocol: int, value: object) -> None:
+    data = pickle.dumps(value, protocol=protocol)
+    result = run_pickle(data)
+    assert result.ok, result.error
+    assert _plain(result.value) == pickle.loads(data)
+    assert result.end == len(data)
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_bytes_sets_and_bytearrays(protocol: int) -> None:
+    value = [b"\x00\xff" * 3, b"y" * 5000] + ([{1, 2}, frozenset({3})] if protocol >= 4 else [])
+    data = pickle.dumps(value, protocol=protocol)
+    result = run_pickle(data)
+    assert result.ok
+    assert result.value[0] == value[0]
+    assert isinstance(result.value[1], BytesRef) and result.value[1].length == 5000   # long bytes stay in place
+    if protocol >= 4:
+        assert result.value[2:] == value[2:]
+
+
+@pytest.mark.parametrize("line, expected", [
+    (b"I0x10\n.", 16), (b"I010\n.", 8), (b"I00\n.", False), (b"I01\n.", True), (b"I-0x1f\n.", -31),
+    (b"I 12\n.", 12), (b"I99999999999999999999999\n.", 99999999999999999999999), (b"L0x10L\n.", 16),
+    (b"L12L\n.", 12), (b"I7\x00junk\n.", 7),
+])
+def test_int_and_long_parse_like_cpython(line: bytes, expected: object) -> None:
+    assert pickle.loads(line) == expected          # the CPython reference
+    result = run_pickle(line)
+    assert result.ok and result.value == expected and type(result.value) is type(expected)
+
+
+def test_hex_int_is_a_reported_differential() -> None:
+    result = run_pickle(b"I0x10\n.")
+    assert [a.kind for a in result.anomalies] == ["differential"]
+    assert run_pickle(b"I16\n.").anomalies == []
+
+
+def test_c_strtol() -> None:
+    assert c_strtol(b"0x1F\n") == (31, 4)
+    assert c_strtol(b"017\n") == (15, 3)
+    assert c_strtol(b"abc") == (0, 0)
+    assert c_strtol(b"99999999999999999999\n")[0] is None
+
+
+def _frame_straddle(callable_global: bytes, arg: bytes) -> bytes:
+    """Bytes mode reads the string 'Aabcdefghi' and stops; file mode skips the frame tail and calls a global."""
+    after = (b"abcdefghi." + b"0" + b"c" + callable_global + b"X" + struct.pack("<I", len(arg)) + arg + b"\x85R.")
+    return b"\x80\x04\x95" + struct.pack("<Q", 3) + b"\x8c\x0aA" + after
+
+
+def test_frame_straddle_matches_both_cpython_readings() -> None:
+    data = _frame_straddle(b"builtins\nstr\n", b"x")
+    assert pickle.loads(data) == "Aabcdefghi"                 # byte string: frames are only an availability check
+    assert pickle.load(io.BytesIO(data)) == "x"               # file without peek (torch.load's BytesIO)
+    assert run_pickle(data, file_mode=False).value == "Aabcdefghi"
+    file_value = run_pickle(data, file_mode=True).value
+    assert isinstance(file_value, Call) and render(file_value) == "builtins.str('x')"
+
+
+def test_frame_straddle_hidden_call_is_found_and_reported() -> None:
+    result = scan_pickle(_frame_straddle(b"os\nsystem\n", b"touch x"))
+    assert "os.system('touch x')" in [render(c) for c in result.calls]
+    assert any(a.kind == "differential" for a in result.anomalies)
+
+
+def test_short_frame_is_a_differential_not_an_error() -> None:
+    data = b"\x80\x04\x95" + struct.pack("<Q", 50) + b"\x8c\x02nt\x94\x8c\x06system\x94\x93."
+    result = run_pickle(data)
+    assert result.ok and isinstance(result.value, Global) and result.value.qualname == "nt.system"
+    assert any("FRAME declares 50" in a.message for a in result.anomalies)
+
+
+def test_ext_code_is_unresolved_unless_registered() -> None:
+    data = b"\x80\x02\x82\x07)R."
+    with pytest.raises(ValueError):
+        pickle.loads(data)                                    # CPython: unregistered extension code
+    result = run_pickle(data)
+    assert isinstance(result.value, Call) and isinstance(result.value.func, ExtRef)
+    assert [a.kind for a in result.anomalies] == ["ext"]
+    registered = (b"\x80\x02ccopyreg\nadd_extension\n(X\x02\x00\x00\x00osX\x06\x00\x00\x00systemK\x07tR0"
+                  b"\x82\x07X\x02\x00\x00\x00id\x85R.")
+    result = run_pickle(registered)
+    assert render(result.value) == "os.system('id')"
+
+
+def test_stack_global_needs_strings_and_dynamic_operands_are_reported() -> None:
+    assert "requires str" in run_pickle(b"\x80\x04K\x01K\x02\x93.").error
+    dynamic = b"\x80\x04cbuiltins\nstr\n)R\x8c\x01x\x93."
+    result = run_pickle(dynamic)
+    assert isinstance(result.value, DynamicGlobal)
+    assert [a.kind for a in result.anomalies] == ["dynamic-global"]
+
+
+def test_build_on_a_global_is_a_mutation() -> None:
+    result = run_pickle(b"\x80\x02ctorch\n_utils\n}X\x01\x00\x00\x00aK\x01sb.")
+    assert [a.kind for a in result.anomalies] == ["global-mutation"]
+
+
+def test_mark_fences_the_stack_like_c() -> None:
+    result = run_pickle(b"K\x01(0.")           # POP pops the mark, then STOP pops 1
+    assert result.ok and result.value == 1
+    assert "underflow" in run_pickle(b"(R.").error
+
+
+def test_memo_get_missing_is_an_error_after_recording_earlier_calls() -> None:
+    result = run_pickle(b"cos\nsystem\nX\x02\x00\x00\x00id\x85R0h\x05.")
+    assert not result.ok and "memo" in result.error
+    assert [render(c) for c in result.calls] == ["os.system('id')"]
+
+
+def test_stacked_pickles_and_trailing_garbage() -> None:
+    data = pickle.dumps([1]) + pickle.dumps({"a": 2}) + b"\xffjunk"
+    results, stopped = scan_stream(data)
+    assert [r.value for r in results[:2]] == [[1], {"a": 2}]
+    assert not results[2].ok and results[2].error_pos == results[2].start
+
+
+@pytest.mark.parametrize("data, limits, message", [
+    (b"(" + b"K\x01" * 100 + b"l.", Limits(max_opcodes=50), "opcodes"),
+    (b"]" + b"K\x01\x94" * 100 + b".", Limits(max_memo=10), "memo"),
+    (b"K\x01" * 100 + b".", Limits(max_stack=10), "stack"),
+    (b"(" * 200_000 + b".", Limits(), "MARK nesting"),
+    (b"\x8b\xff\xff\xff\x00" + b".", Limits(), "integer"),
+    (b"I" + b"1" * 70_000 + b"\n.", Limits(), "INT literal"),
+])
+def test_limits_end_the_run_with_a_limit_anomaly(data: bytes, limits: Limits, message: str) -> None:
+    result = run_pickle(data, limits=limits)
+    assert not result.ok and message in result.error
+    assert [a.kind for a in result.anomalies] == ["limit"]
+
+
+def test_deep_nesting_never_recurses() -> None:
+    data = b"]" * 300_000 + b"a" * 299_999 + b"."
+    result = run_pickle(data)
+    assert result.ok
+    assert render(result.value).startswith("[[[")
+
+
+def test_declared_allocation_is_reported() -> None:
+    data = b"c__builtin__\nbytearray\n(\x8a\x06\x00\x00\x00\x00\x00\x01tR."
+    result = run_pickle(data)
+    assert render(result.value) == "builtins.bytearray(1099511627776)"   # py2 names normalised
+    assert [a.kind for a in result.anomalies] == ["allocation"]
+
+
+def test_huge_declared_string_is_an_error_not_an_allocation() -> None:
+    result = run_pickle(b"\x8e" + struct.pack("<Q", 2**40) + b"abc.")
+    assert not result.ok and "exceeds the remaining data" in result.error
+
+
+def test_out_of_band_buffer_is_refused() -> None:
+    result = run_pickle(b"\x80\x05\x97.")
+    assert not result.ok and [a.kind for a in result.anomalies] == ["out-of-band"]
+
+
+def test_inst_obj_newobj_and_newobj_ex_are_calls() -> None:
+    inst = run_pickle(b"(X\x01\x00\x00\x00aios\nsystem\n.")
+    assert render(inst.value) == "os.system('a')"
+    obj = run_pickle(b"(cos\nsystem\nX\x01\x00\x00\x00bo.")
+    assert render(obj.value) == "os.system('b')"
+    newobj_ex = run_pickle(b"\x80\x04cmod\nK\n)}X\x01\x00\x00\x00kK\x01s\x92.")
+    assert render(newobj_ex.value) == "mod.K(k=1)"
+
+
+def test_render_is_bounded() -> None:
+    value = run_pickle(pickle.dumps([list(range(50))] * 3)).value
+    assert len(render(value)) <= 160
