@@ -100,3 +100,15 @@ def test_hidden_vcs_folders_are_skipped(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "x.safetensors").write_bytes(b"junk")
     assert discover([str(tmp_path)]).problems == ()
+
+
+def test_other_model_formats_are_unsupported_not_corrupt(tmp_path: Path) -> None:
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\0" * 32)
+    package = tmp_path / "m.mlpackage"
+    (package / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
+    (package / "Manifest.json").write_text("{}")
+    (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\x15\0\0\0\x02\0\0\0")
+    problems = {p.path: p for p in discover([str(tmp_path)]).problems}
+    assert set(problems) == {"m.tflite", "m.mlpackage"}
+    for problem in problems.values():
+        assert problem.status is FileStatus.SKIPPED and [f.rule_id for f in problem.findings] == ["WA124"]

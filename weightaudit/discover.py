@@ -13,11 +13,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from weightaudit import formats
 from weightaudit.errors import UsageError
-from weightaudit.formats.base import read_probe
+from weightaudit.formats.base import Probe, read_probe
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardIndex, WeightFileRef
 from weightaudit.rules import integrity as R
 
@@ -39,8 +39,15 @@ SIDE_FILE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("data_card", re.compile(r"^(data_?card|datasheet|dataset_card)([._-].*)?$")),
     ("code", re.compile(r".*\.(py|sh|ipynb|yaml|yml|toml|cfg)$")),
 )
-# Recognised formats we do not read yet: (magic prefix, name).
-UNSUPPORTED_MAGIC = ((b"GGUF", "GGUF"), (b"PYTORCH1", "PyTorch preview archive"))
+# Recognised formats we do not read yet: (name, test on the probe). Reported as not verified (WA124).
+UNSUPPORTED_FORMATS: tuple[tuple[str, Callable[[Probe], bool]], ...] = (
+    ("GGUF", lambda p: p.head.startswith(b"GGUF")),
+    ("PyTorch preview archive", lambda p: p.head.startswith(b"PYTORCH1")),
+    ("TensorFlow Lite", lambda p: p.head[4:8] == b"TFL3" or p.suffix == ".tflite"),
+    ("ONNX", lambda p: p.suffix == ".onnx"),
+    ("Core ML", lambda p: p.suffix in (".mlmodel", ".mlpackage") or (p.is_dir and "Manifest.json" in p.entries
+                                                                   and p.path.suffix == ".mlpackage")),
+)
 
 
 @dataclass
@@ -137,7 +144,7 @@ def _claim_folder(walk: _Walk, folder: Path) -> bool:
     probe = read_probe(folder)
     loader = formats.sniff(probe)
     if loader is None:
-        return False
+        return _unsupported(walk, probe, walk.rel(folder))
     walk.weights.append(WeightFileRef(str(folder), walk.rel(folder), loader.name, _folder_size(folder)))
     return True
 
@@ -173,20 +180,24 @@ def _visit_file(walk: _Walk, path: Path) -> None:
     if path.name.lower().endswith(".index.json"):
         _read_index(walk, path, rel)
         return
-    for magic, name in UNSUPPORTED_MAGIC:
-        if probe.head.startswith(magic):
-            walk.problem(rel, probe.size, R.UNSUPPORTED, f"{name} file: format not supported yet, not verified",
-                         FileStatus.SKIPPED, fmt=name.lower())
-            return
-    if probe.suffix == ".onnx":
-        walk.problem(rel, probe.size, R.UNSUPPORTED, "ONNX file: format not supported yet, not verified",
-                     FileStatus.SKIPPED, fmt="onnx")
+    if _unsupported(walk, probe, rel):
         return
     if probe.suffix in WEIGHT_SUFFIXES:
         what = "empty file" if probe.size == 0 else f"content matches no supported weight format ({_describe(probe.head)})"
         walk.problem(rel, probe.size, R.NOT_A_MODEL, f"{probe.suffix} file, but {what}", FileStatus.ERROR)
         return
     walk.side.setdefault(_side_kind(path.name), []).append(rel)
+
+
+def _unsupported(walk: _Walk, probe: Probe, rel: str) -> bool:
+    """Report a recognised format that has no loader yet (not verified); True when one matched."""
+    for name, matches in UNSUPPORTED_FORMATS:
+        if matches(probe):
+            size = _folder_size(probe.path) if probe.is_dir else probe.size
+            walk.problem(rel, size, R.UNSUPPORTED, f"{name} {'package' if probe.is_dir else 'file'}: format not "
+                         "supported yet, not verified", FileStatus.SKIPPED, fmt=name.lower().replace(" ", "-"))
+            return True
+    return False
 
 
 def _describe(head: bytes) -> str:

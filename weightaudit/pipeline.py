@@ -44,13 +44,16 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     release = discover(paths)
     _phase(options, f"found {len(release.weight_files)} weight file(s) in {release.root}")
     loaded = tuple(load_file(Path(ref.path), ref.rel, ref.format, options.load) for ref in release.weight_files)
-    files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
     stats: Mapping[tuple[str, str], TensorStats] = {}
+    coverage_notes: list[str] = []
     if options.stats:
         stats = _compute_stats(Path(release.root), loaded, options)
+        loaded, coverage_notes = stats_coverage(loaded, stats)
+    files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
     context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release))
     raw = list(release.findings) + [f for lf in files for f in lf.findings] + list(_run_rules(context, options))
     kept, suppressed, notes = apply_policy(raw, options)
+    notes = coverage_notes + notes
     return Report(
         command=options.command, release=release, files=files,
         findings=tuple(sorted(_dedupe(kept), key=Finding.sort_key)),
@@ -67,7 +70,7 @@ def _phase(options: RunOptions, message: str) -> None:
 def load_file(path: Path, rel: str, fmt: str, options: LoadOptions) -> LoadedFile:
     """Run one loader; an unexpected exception becomes an unverified file, never a crash of the audit."""
     try:
-        return formats.get_loader(fmt).load(path, rel, options)
+        return _with_reason(formats.get_loader(fmt).load(path, rel, options))
     except OSError as exc:
         message = f"cannot read file: {exc.strerror or exc}"
         return LoadedFile(rel, fmt, 0, findings=(R.UNREADABLE.finding(rel, message),),
@@ -78,6 +81,41 @@ def load_file(path: Path, rel: str, fmt: str, options: LoadOptions) -> LoadedFil
         message = f"internal error while reading ({type(exc).__name__}: {exc})"
         return LoadedFile(rel, fmt, 0, findings=(R.INTERNAL_ERROR.finding(rel, message),),
                           status=FileStatus.ERROR, reason=message, verified=False)
+
+
+def _with_reason(loaded: LoadedFile) -> LoadedFile:
+    """An unverified file always says why: its loader's reason, else its most severe finding."""
+    if loaded.verified or loaded.reason:
+        return loaded
+    worst = max(loaded.findings, key=lambda f: f.severity, default=None)
+    reason = f"not fully verified: {worst.message}" if worst else "not fully verified"
+    return replace(loaded, reason=reason)
+
+
+def stats_coverage(loaded: tuple[LoadedFile, ...], stats: Mapping[tuple[str, str], TensorStats]
+                   ) -> tuple[tuple[LoadedFile, ...], list[str]]:
+    """Fail closed on statistics: a file whose tensors could not all be streamed is not verified (WA131);
+    tensors of dtypes the statistics do not cover (complex, F4, strings) are named in a note."""
+    from weightaudit.stats import supported_dtype
+
+    out, notes = [], []
+    for lf in loaded:
+        if lf.status is not FileStatus.OK:
+            out.append(lf)
+            continue
+        missing = [t for t in lf.tensors if t.key not in stats and supported_dtype(t.dtype) and t.parameter_count]
+        uncovered = sorted({t.dtype for t in lf.tensors if not supported_dtype(t.dtype)})
+        if uncovered:
+            count = sum(1 for t in lf.tensors if not supported_dtype(t.dtype))
+            notes.append(f"{lf.path}: no statistics for {count} tensor(s) of dtype {', '.join(uncovered)} "
+                         "(not supported by the statistics engine; header checks still apply)")
+        if missing:
+            message = (f"statistics could not be computed for {len(missing)} tensor(s), e.g. {missing[0].name!r}: "
+                       "numeric checks did not cover them")
+            lf = replace(lf, verified=False, reason=lf.reason or message,
+                         findings=lf.findings + (R.STATS_INCOMPLETE.finding(lf.path, message, tensor=missing[0].name),))
+        out.append(lf)
+    return tuple(out), notes
 
 
 def _compute_stats(root: Path, loaded: tuple[LoadedFile, ...], options: RunOptions) -> Mapping[tuple[str, str], TensorStats]:

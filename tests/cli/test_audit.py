@@ -154,3 +154,18 @@ def test_every_rule_is_documented() -> None:
     for rule in all_rules():
         assert rule.summary.endswith(".") and len(rule.summary) < 120, rule.id
         assert len(rule.help) > 40 and rule.name == rule.name.lower(), rule.id
+
+
+def test_tensor_that_cannot_be_streamed_makes_the_file_unverified(runner) -> None:
+    code, report = invoke_json(runner, "audit", FIXTURES / "torch" / "oob_view.pt")
+    assert code == 1   # the out-of-bounds view itself is high (WA146)
+    assert {"WA146", "WA131"} <= set(_rule_ids(report))
+    assert report["summary"]["verified"] is False
+    code, report = invoke_json(runner, "audit", FIXTURES / "torch" / "oob_view.pt", "--fail-on", "never")
+    assert code == 3
+
+
+def test_unsupported_statistics_dtypes_are_named_in_a_note(runner) -> None:
+    code, report = invoke_json(runner, "audit", FIXTURES / "torch" / "all_dtypes_zip.pt", "--select", "WA1")
+    assert code == 0 and report["summary"]["verified"] is True
+    assert any("C128, C64" in note for note in report["notes"])

@@ -77,7 +77,8 @@ _NUMPY_CODES = {
     ("c", 8): "C64", ("c", 16): "C128",
 }
 _OPEN_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, zipfile.BadZipFile,
-                UnicodeDecodeError, struct.error, EOFError, NotImplementedError)
+                UnicodeDecodeError, struct.error, EOFError, NotImplementedError, SystemError, OverflowError,
+                AttributeError)  # h5py surfaces corrupt files as any of these (SystemError seen by fuzzing)
 
 
 class _Window(io.RawIOBase):

@@ -220,3 +220,10 @@ INTERNAL_ERROR = register(Rule(
     help="A bug in weightaudit stopped it from checking this file, which is therefore not verified. Please "
          "report it with WEIGHTAUDIT_DEBUG=1 output.",
 ))
+STATS_INCOMPLETE = register(Rule(
+    id="WA131", name="statistics-incomplete", summary="Some tensors could not be streamed for statistics.",
+    severity=Severity.MEDIUM, tags=("integrity",),
+    help="The statistics pass could not read these tensors' bytes (a byte range outside the file, a broken "
+         "stream), so NaN/Inf, zero and duplicate checks did not cover them. The file is not verified and the "
+         "audit is incomplete (exit 3).\n\nWhat to do: check the file's integrity; the other findings say more.",
+))
