@@ -36,7 +36,8 @@ class RunOptions:
     load: LoadOptions = field(default_factory=LoadOptions)
     workers: int | None = None
     on_phase: ProgressFn | None = None
-    on_bytes: Callable[[int], None] | None = None
+    on_stats_start: Callable[[int], None] | None = None   # total bytes the statistics pass will stream
+    on_bytes: Callable[[int], None] | None = None         # bytes streamed since the last call
     today: dt.date = field(default_factory=dt.date.today)
 
 
@@ -121,8 +122,12 @@ def stats_coverage(loaded: tuple[LoadedFile, ...], stats: Mapping[tuple[str, str
 def _compute_stats(root: Path, loaded: tuple[LoadedFile, ...], options: RunOptions) -> Mapping[tuple[str, str], TensorStats]:
     from weightaudit import stats as stats_module  # numpy-heavy: imported only when statistics are asked for
 
+    from weightaudit.render.common import human_bytes
+
     total = sum(t.nbytes or 0 for f in loaded for t in f.tensors)
-    _phase(options, f"computing statistics over {total / 1e9:.2f} GB")
+    _phase(options, f"computing statistics over {human_bytes(total)}")
+    if options.on_stats_start is not None:
+        options.on_stats_start(total)
     return stats_module.compute_stats(root, loaded, workers=options.workers, on_progress=options.on_bytes)
 
 

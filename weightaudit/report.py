@@ -138,7 +138,37 @@ def file_dict(loaded: LoadedFile) -> dict[str, Any]:
     metadata = loaded.facts.get("metadata") if loaded.facts else None
     if metadata:
         out["metadata"] = dict(metadata)
+    torch_load = torch_load_verdict(loaded)
+    if torch_load is not None:
+        out["torch_load"] = torch_load
     return out
+
+
+def torch_load_verdict(loaded: LoadedFile) -> dict[str, Any] | None:
+    """For pickle-based files: would torch.load(weights_only=True) accept it, would weights_only=False run code?"""
+    facts = loaded.facts or {}
+    if "weights_only_accepts" not in facts:
+        return None
+    calls = [c for c in facts.get("pickle_calls", ()) if not str(c).startswith("import ")]
+    return {
+        "weights_only_accepts": bool(facts["weights_only_accepts"]),
+        "weights_only_reasons": list(facts.get("weights_only_reasons", ())),
+        "unsafe_load_executes_code": bool(facts.get("executes_code")),
+        "calls": [str(c) for c in calls],
+    }
+
+
+def torch_load_sentence(verdict: Mapping[str, Any]) -> str:
+    """One line for humans: what each torch.load mode would do with the file."""
+    safe = ("torch.load(weights_only=True) accepts it" if verdict["weights_only_accepts"] else
+            "torch.load(weights_only=True) refuses it (" + "; ".join(verdict["weights_only_reasons"]) + ")")
+    if verdict["unsafe_load_executes_code"]:
+        shown = ", ".join(verdict["calls"][:3]) + (" …" if len(verdict["calls"]) > 3 else "")
+        unsafe = f"weights_only=False would EXECUTE code: {shown}" if shown else \
+            "weights_only=False would import and run code"
+    else:
+        unsafe = "weights_only=False would run no code"
+    return f"{safe}; {unsafe}"
 
 
 def to_dict(report: Report) -> dict[str, Any]:

@@ -169,3 +169,29 @@ def test_unsupported_statistics_dtypes_are_named_in_a_note(runner) -> None:
     code, report = invoke_json(runner, "audit", FIXTURES / "torch" / "all_dtypes_zip.pt", "--select", "WA1")
     assert code == 0 and report["summary"]["verified"] is True
     assert any("C128, C64" in note for note in report["notes"])
+
+
+def test_numeric_defects_release_gets_exactly_its_findings(runner) -> None:
+    code, report = invoke_json(runner, "audit", FIXTURES / "defects")
+    assert code == 1
+    above_low = sorted((f["rule_id"], f["tensor"]) for f in report["findings"] if f["severity"] not in ("low", "info"))
+    assert above_low == [
+        ("WA301", "encoder.layer.0.attention.self.query.weight"),
+        ("WA302", "encoder.layer.0.attention.self.key.weight"),
+        ("WA303", "encoder.layer.1.attention.self.value.weight"),
+        ("WA305", "encoder.layer.2.intermediate.dense.weight"),
+        ("WA306", "encoder.layer.3.output.dense.weight"),
+    ]
+    stats = {t["name"]: t["stats"] for t in report["tensors"]}
+    assert stats["encoder.layer.0.attention.self.query.weight"]["nan"] == 1
+    assert (stats["encoder.layer.0.attention.self.key.weight"]["pos_inf"],
+            stats["encoder.layer.0.attention.self.key.weight"]["neg_inf"]) == (1, 1)
+    assert stats["encoder.layer.1.attention.self.value.weight"]["zeros"] == 1024
+    assert stats["encoder.layer.2.intermediate.dense.weight"]["fp16_overflow"] == 1
+
+
+def test_clean_release_passes_with_nothing_above_low(runner) -> None:
+    code, report = invoke_json(runner, "audit", FIXTURES / "tiny-bert")
+    assert code == 0
+    assert [f for f in report["findings"] if f["severity"] not in ("low", "info")] == []
+    assert all("stats" in t for t in report["tensors"])

@@ -106,3 +106,25 @@ def test_all_minilm_l6_v2_reported_exactly(runner) -> None:
         assert report["summary"]["parameter_count"] == 22_713_728
         assert set(report["summary"]["parameter_count_by_dtype"]) == {"F32", "I64"}
         assert [f["rule_id"] for f in report["findings"] if f["severity"] in ("high", "critical")] == []
+
+
+def test_report_says_what_torch_load_would_do(runner) -> None:
+    code, report = invoke_json(runner, "inspect", FIXTURES / "torch" / "evil_zip.pt")
+    verdict = report["files"][0]["torch_load"]
+    assert verdict["weights_only_accepts"] is False and verdict["unsafe_load_executes_code"] is True
+    assert any(call.startswith("os.system(") for call in verdict["calls"])
+    code, report = invoke_json(runner, "inspect", FIXTURES / "torch" / "training_zip.pt")
+    assert report["files"][0]["torch_load"] == {"weights_only_accepts": True, "weights_only_reasons": [],
+                                               "unsafe_load_executes_code": False, "calls": []}
+    text = invoke(runner, "inspect", FIXTURES / "torch" / "evil_zip.pt").stdout
+    assert "weights_only=False would EXECUTE code: os.system(" in text
+    assert report_schema_valid(report)
+
+
+def report_schema_valid(report: dict) -> bool:
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)
+    return True

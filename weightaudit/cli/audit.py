@@ -51,7 +51,8 @@ def audit_command(paths: tuple[str, ...], policy_path: str | None, fail_on: str 
         options = RunOptions(command="audit", stats=not no_stats, policy=policy, select=select,
                              ignore=ignore_rules, baseline=baseline, workers=workers,
                              load=LoadOptions(verify_checksums=verify_checksums),
-                             on_phase=None if quiet else bar.phase, on_bytes=bar.advance)
+                             on_phase=None if quiet else bar.phase, on_stats_start=bar.start,
+                             on_bytes=bar.advance)
         report = run(paths, options)
     if write_baseline_path:
         write_baseline(Path(write_baseline_path), report.findings + report.suppressed)
@@ -123,12 +124,12 @@ class _Progress:
     def phase(self, message: str) -> None:
         if self._progress is None:
             stderr_line(f"weightaudit: {message}")
-            return
-        if message.startswith("computing statistics over"):
-            total = float(message.split()[3]) * 1e9
-            self._task = self._progress.add_task("statistics", total=total)
         else:
             self._progress.console.print(f"weightaudit: {message}")
+
+    def start(self, total_bytes: int) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task("statistics", total=total_bytes)
 
     def advance(self, n_bytes: int) -> None:
         if self._progress is not None and self._task is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from weightaudit.render.common import group_tensors, human_bytes, human_count, shape_text
-from weightaudit.report import Report, summary
+from weightaudit.report import Report, summary, torch_load_sentence, torch_load_verdict
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -46,6 +46,10 @@ def _summary(report: Report) -> list[str]:
     ]
     out = ([verdict, ""] if verdict else []) + ["| | |", "|---|---|"]
     out += [f"| {k} | {_cell(v)} |" for k, v in rows]
+    verdicts = [(f.path, torch_load_verdict(f)) for f in report.files]
+    lines = [f"- `{_cell(path)}`: {_cell(torch_load_sentence(v))}" for path, v in verdicts if v is not None]
+    if lines:
+        out += ["", "**What `torch.load` would do:**", ""] + lines
     unverified = [f for f in report.files if not f.verified]
     if unverified:
         out += ["", "**Not verified:**", ""] + [f"- `{_cell(f.path)}`: {_cell(f.reason or f.status.value)}"

@@ -17,7 +17,7 @@ from rich.text import Text
 from weightaudit.model import Severity
 from weightaudit.render.common import (fmt_float, group_tensors, human_bytes, human_count, pooled_stats, shape_text,
                                        sparkline)
-from weightaudit.report import Report, summary
+from weightaudit.report import Report, summary, torch_load_sentence, torch_load_verdict
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -62,6 +62,10 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
         metadata = loaded.facts.get("metadata") if loaded.facts else None
         if metadata:
             grid.add_row("Metadata", f"{loaded.path}: " + ", ".join(f"{k}={v}" for k, v in sorted(metadata.items())))
+    for loaded in report.files:
+        verdict = torch_load_verdict(loaded)
+        if verdict is not None:
+            grid.add_row("torch.load", f"{loaded.path}: {torch_load_sentence(verdict)}")
     grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
     return Panel(grid, title="weightaudit", box=table_box, expand=False)
 
