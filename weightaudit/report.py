@@ -145,7 +145,7 @@ def file_dict(loaded: LoadedFile) -> dict[str, Any]:
 
 
 def torch_load_verdict(loaded: LoadedFile) -> dict[str, Any] | None:
-    """For pickle-based files: would torch.load(weights_only=True) accept it, would weights_only=False run code?"""
+    """For pickle-based files: would torch's weights-only loader accept it; would a full unpickle run code?"""
     facts = loaded.facts or {}
     if "weights_only_accepts" not in facts:
         return None
@@ -160,8 +160,9 @@ def torch_load_verdict(loaded: LoadedFile) -> dict[str, Any] | None:
 
 def torch_load_sentence(verdict: Mapping[str, Any]) -> str:
     """One line for humans: what each torch.load mode would do with the file."""
-    safe = ("torch.load(weights_only=True) accepts it" if verdict["weights_only_accepts"] else
-            "torch.load(weights_only=True) refuses it (" + "; ".join(verdict["weights_only_reasons"]) + ")")
+    safe = ("torch.load(weights_only=True) accepts it" if verdict["weights_only_accepts"] else  # noqa: WA-safe (text)
+            "torch.load(weights_only=True) refuses it ("  # noqa: WA-safe (text only, nothing is loaded)
+            + "; ".join(verdict["weights_only_reasons"]) + ")")
     if verdict["unsafe_load_executes_code"]:
         shown = ", ".join(verdict["calls"][:3]) + (" …" if len(verdict["calls"]) > 3 else "")
         unsafe = f"weights_only=False would EXECUTE code: {shown}" if shown else \
