@@ -88,3 +88,23 @@ def test_group_maps_usage_error_to_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("framework: {name: nope}\nrelease: {name: x}\n")
     assert CliRunner().invoke(cli, ["scorecard", "--declare", str(bad)]).exit_code == 2
+
+
+def test_scorecard_json_validates_against_the_report_schema(tmp_path) -> None:
+    import json
+    from importlib import resources
+
+    import jsonschema
+    from click.testing import CliRunner
+
+    from weightaudit.cli import cli
+
+    from tests.conftest import FIXTURES
+
+    result = CliRunner().invoke(cli, ["scorecard", str(FIXTURES / "openness" / "olmo_style"), "-f", "json"])
+    assert result.exit_code == 0
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
+    document = json.loads(result.stdout)
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert document["command"] == "scorecard"
+    assert set(document["scorecard"]) >= {"pillars", "components", "mof_class", "osaid", "score"}

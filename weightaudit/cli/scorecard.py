@@ -47,7 +47,8 @@ def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_pa
     scorecard = build_scorecard(release, Path(declare) if declare else None)
     if fmt == "json":
         document = {"schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
-                    "target": " ".join(paths) if paths else declare, "scorecard": scorecard_to_dict(scorecard)}
+                    "command": "scorecard", "target": " ".join(paths) if paths else declare,
+                    "scorecard": scorecard_to_dict(scorecard)}
         text = json.dumps(document, indent=2, ensure_ascii=False)
     elif fmt == "markdown":
         text = render_markdown(scorecard)
