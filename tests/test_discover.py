@@ -112,3 +112,10 @@ def test_other_model_formats_are_unsupported_not_corrupt(tmp_path: Path) -> None
     assert set(problems) == {"m.tflite", "m.mlpackage"}
     for problem in problems.values():
         assert problem.status is FileStatus.SKIPPED and [f.rule_id for f in problem.findings] == ["WA124"]
+
+
+def test_fifo_is_not_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    (problem,) = discover([str(fifo)]).problems
+    assert problem.reason == "not a regular file; not read" and not problem.verified

@@ -165,6 +165,9 @@ def _visit_file(walk: _Walk, path: Path) -> None:
     if path.is_symlink() and not _inside(walk.root, path):
         walk.findings.append(R.SYMLINK_OUTSIDE.finding(rel, "symbolic link leaves the release; not followed"))
         return
+    if not path.is_file():  # a FIFO, socket or device: opening it could block or never end
+        walk.problem(rel, 0, R.UNREADABLE, "not a regular file; not read", FileStatus.SKIPPED)
+        return
     try:
         probe = read_probe(path)
     except OSError as exc:
