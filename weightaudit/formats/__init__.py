@@ -22,7 +22,7 @@ _LOADER_SPECS: tuple[tuple[str, str], ...] = (
     ("weightaudit.formats.torch_pickle", "PYTORCH_ZIP"),
     ("weightaudit.formats.torch_pickle", "PICKLE_ARCHIVE"),
     ("weightaudit.formats.torch_pickle", "LEGACY"),
-    ("weightaudit.formats.torch_pickle", "NUMPY"),
+    ("weightaudit.formats.numpy_npy", "NUMPY"),
     ("weightaudit.formats.keras_h5", "KERAS_ZIP_LOADER"),
     ("weightaudit.formats.keras_h5", "HDF5_LOADER"),
     ("weightaudit.formats.savedmodel", "SAVEDMODEL_LOADER"),

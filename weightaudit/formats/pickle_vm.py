@@ -5,6 +5,10 @@ reference; ``REDUCE``/``NEWOBJ``/``NEWOBJ_EX``/``OBJ``/``INST`` push a :class:`C
 ``SETITEM(S)``, ``APPEND(S)`` and ``ADDITEMS`` on anything that is not one of our own plain containers are
 recorded on the target (they would run ``__setstate__``/``__setitem__``/``append``/``add`` code).
 
+The values it pushes (:class:`Global`, :class:`Call`, ...) and :func:`render` live in
+:mod:`weightaudit.formats.pickle_values`; the ``INT``/``LONG`` text parsing in :mod:`weightaudit.formats.pickle_ints`.
+Both are re-exported here.
+
 Parsing follows CPython's C unpickler (``Modules/_pickle.c``) where scanners built on ``pickletools`` were
 fooled:
 
@@ -35,107 +39,28 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from weightaudit.formats.pickle_ints import c_strtol, parse_int_line, parse_long_line
+from weightaudit.formats.pickle_values import (
+    Anomaly, BytesRef, Call, DynamicGlobal, ExtRef, Global, GlobalUse, LimitExceeded, Mutation, PersistentId,
+    PickleError, render,
+)
+
+# Everything that other modules import from here, including the names re-exported from pickle_values and
+# pickle_ints (they lived in this module before it was split).
+__all__ = [
+    "HIGHEST_PROTOCOL", "Limits", "PickleResult", "PickleMachine", "OPCODE_NAMES", "run_pickle", "scan_pickle",
+    "scan_stream",
+    "Global", "DynamicGlobal", "ExtRef", "PersistentId", "BytesRef", "Call", "Mutation", "Anomaly", "GlobalUse",
+    "PickleError", "LimitExceeded", "render",
+    "c_strtol", "parse_int_line", "parse_long_line",
+]
+
 HIGHEST_PROTOCOL = 5
-_TEXT_WHITESPACE = b" \t\n\v\f\r"
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Symbolic values
+# Machine settings and outcome (the symbolic values themselves are in pickle_values)
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Global:
-    """An inert reference to ``module.name`` (never imported). ``raw_*`` keep the names as written."""
-
-    module: str
-    name: str
-    raw_module: str = ""
-    raw_name: str = ""
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
-@dataclass(eq=False)
-class DynamicGlobal:
-    """A ``STACK_GLOBAL`` whose module or name is computed at load time (not a constant string)."""
-
-    module: Any
-    name: Any
-    pos: int
-
-
-@dataclass(eq=False)
-class ExtRef:
-    """An ``EXT1/2/4`` code that the default copyreg registry cannot resolve."""
-
-    code: int
-    pos: int
-
-
-@dataclass(eq=False)
-class PersistentId:
-    """What ``PERSID``/``BINPERSID`` handed to ``persistent_load`` (torch: a storage tuple)."""
-
-    pid: Any
-    pos: int
-
-
-@dataclass(frozen=True)
-class BytesRef:
-    """A long byte string left in place: ``length`` bytes at ``offset`` of the pickle buffer."""
-
-    offset: int
-    length: int
-    kind: str = "bytes"   # bytes | bytearray | str
-
-
-@dataclass(eq=False)
-class Call:
-    """A call the unpickler would make: ``func(*args, **kwargs)``, plus what was done to the result later.
-
-    ``opcode`` is REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST; ``pos`` the opcode's byte offset in the buffer.
-    """
-
-    func: Any
-    args: Any
-    kwargs: Any
-    opcode: str
-    pos: int
-    state: list[Any] = field(default_factory=list)       # BUILD states, in order
-    setitems: list[tuple[Any, Any]] = field(default_factory=list)
-    appends: list[Any] = field(default_factory=list)
-    value: Any = None                                      # what a loader decided this call evaluates to
-
-
-@dataclass(frozen=True)
-class Mutation:
-    """BUILD / SETITEM / APPEND / ADDITEMS applied to something that is not our own plain container."""
-
-    opcode: str
-    target: Any
-    pos: int
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    """Something a loader or rule must report. ``kind``: limit, differential, ext, dynamic-global,
-    global-mutation, persistent-id, out-of-band, allocation."""
-
-    kind: str
-    pos: int
-    message: str
-
-
-@dataclass(frozen=True)
-class GlobalUse:
-    """One place a global was imported: the reference, the opcode, its byte offset."""
-
-    ref: Global
-    opcode: str
-    pos: int
 
 
 @dataclass(frozen=True)
@@ -149,18 +74,6 @@ class Limits:
     max_long_bytes: int = 1 << 16           # LONG/LONG4/INT text: no weights file needs bigger ints
     max_inline_bytes: int = 1 << 12         # longer byte strings stay in the file as BytesRef
     max_alloc: int = 1 << 32                # bytearray(n)/bytes(n) style declared allocations
-
-
-class PickleError(Exception):
-    """The pickle is malformed where CPython would raise too."""
-
-    def __init__(self, message: str, pos: int) -> None:
-        super().__init__(message)
-        self.pos = pos
-
-
-class LimitExceeded(PickleError):
-    """A resource bound of :class:`Limits` was hit."""
 
 
 @dataclass
@@ -262,69 +175,9 @@ def _find_newline(data: memoryview, start: int, window: int = 1 << 16) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# CPython number parsing
-# --------------------------------------------------------------------------------------------------------------
-
-
-def c_strtol(text: bytes) -> tuple[int | None, int]:
-    """C ``strtol(text, &end, 0)`` on a 64-bit long: (value or None on overflow, index of ``end``)."""
-    i, n = 0, len(text)
-    while i < n and text[i] in _TEXT_WHITESPACE:
-        i += 1
-    sign = 1
-    if i < n and text[i] in b"+-":
-        sign = -1 if text[i] == ord("-") else 1
-        i += 1
-    base, digits = 10, "0123456789"
-    if i + 1 < n and text[i] == ord("0") and text[i + 1] in b"xX" and i + 2 < n and chr(text[i + 2]) in "0123456789abcdefABCDEF":
-        base, digits, i = 16, "0123456789abcdefABCDEF", i + 2
-    elif i < n and text[i] == ord("0"):
-        base, digits = 8, "01234567"
-    start = i
-    while i < n and chr(text[i]) in digits:
-        i += 1
-    if i == start:
-        return 0, 0                                     # no conversion: end = text start
-    value = sign * int(text[start:i].decode("ascii"), base)
-    if not -(1 << 63) <= value < (1 << 63):
-        return None, i
-    return value, i
-
-
-def parse_int_line(line: bytes, pos: int) -> int | bool:
-    """The ``INT`` opcode argument as CPython's ``load_int`` reads it (``line`` includes the newline)."""
-    if len(line) < 2:
-        raise PickleError("INT: bad line", pos)
-    value, end = c_strtol(line)
-    tail = line[end:end + 1]
-    if value is None or tail not in (b"\n", b"\0"):
-        return _pylong_from_string(line, pos, "INT")
-    if len(line) == 3 and value in (0, 1):
-        return bool(value)
-    return value
-
-
-def parse_long_line(line: bytes, pos: int) -> int:
-    """The ``LONG`` opcode argument: one trailing ``L`` dropped, then ``int(s, 0)``."""
-    body = line[:-1]
-    if len(body) > 0 and body.endswith(b"L"):
-        body = body[:-1]
-    return _pylong_from_string(body + b"\n", pos, "LONG")
-
-
-def _pylong_from_string(line: bytes, pos: int, opcode: str) -> int:
-    text = line.split(b"\0", 1)[0]
-    try:
-        return int(text.decode("ascii"), 0)
-    except (ValueError, UnicodeDecodeError):
-        raise PickleError(f"{opcode}: could not convert {text[:40]!r} to int", pos) from None
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------------------------------------------
 
-_MARK_OPS = frozenset()
 _ALLOC_CALLABLES = frozenset({"builtins.bytearray", "builtins.bytes", "builtins.range", "builtins.list",
                               "numpy.zeros", "numpy.ones", "numpy.empty", "numpy.full"})
 
@@ -1015,56 +868,3 @@ def scan_stream(data: bytes | memoryview, start: int = 0, end: int | None = None
             return results, result.end
         pos = result.end
     return results, pos
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Rendering symbolic values as Python-like text (bounded)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def render(value: Any, depth: int = 3, width: int = 160) -> str:
-    """A short, Python-like rendering of a symbolic value, e.g. ``os.system('touch x')``."""
-    text = _render(value, depth)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-def _render(value: Any, depth: int) -> str:
-    if isinstance(value, Global):
-        return value.qualname
-    if isinstance(value, Call):
-        if depth <= 0:
-            return f"{_render(value.func, 0)}(...)"
-        args = value.args if isinstance(value.args, tuple) else (value.args,)
-        parts = [_render(a, depth - 1) for a in args[:8]]
-        if len(args) > 8:
-            parts.append("...")
-        if isinstance(value.kwargs, dict):
-            parts.extend(f"{k}={_render(v, depth - 1)}" for k, v in list(value.kwargs.items())[:8])
-        return f"{_render(value.func, depth - 1)}({', '.join(parts)})"
-    if isinstance(value, DynamicGlobal):
-        return f"<import {_render(value.module, depth - 1)}.{_render(value.name, depth - 1)}>"
-    if isinstance(value, ExtRef):
-        return f"<extension code {value.code}>"
-    if isinstance(value, PersistentId):
-        return f"persistent_load({_render(value.pid, depth - 1)})"
-    if isinstance(value, BytesRef):
-        return f"<{value.length} {value.kind} bytes>"
-    if isinstance(value, (str, bytes, bytearray)):
-        return repr(value[:120]) + ("..." if len(value) > 120 else "")
-    if isinstance(value, (int, float, bool, complex, type(None))):
-        text = repr(value)
-        return text if len(text) <= 40 else text[:37] + "..."
-    if depth <= 0:
-        return "..."
-    if isinstance(value, tuple):
-        inner = ", ".join(_render(v, depth - 1) for v in value[:8]) + (", ..." if len(value) > 8 else "")
-        return f"({inner}{',' if len(value) == 1 else ''})"
-    if isinstance(value, list):
-        return "[" + ", ".join(_render(v, depth - 1) for v in value[:8]) + (", ...]" if len(value) > 8 else "]")
-    if isinstance(value, (set, frozenset)):
-        return "{" + ", ".join(_render(v, depth - 1) for v in list(value)[:8]) + "}"
-    if isinstance(value, dict):
-        items = list(value.items())[:8]
-        body = ", ".join(f"{_render(k, depth - 1)}: {_render(v, depth - 1)}" for k, v in items)
-        return "{" + body + (", ...}" if len(value) > 8 else "}")
-    return f"<{type(value).__name__}>"

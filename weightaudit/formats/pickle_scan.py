@@ -1,0 +1,123 @@
+"""Shared plumbing of the pickle-family loaders (:mod:`torch_pickle`, :mod:`numpy_npy`).
+
+:class:`FileScan` collects what one load finds (pickle runs, findings, facts, tensors) and turns it into a
+:class:`~weightaudit.model.LoadedFile` (the ``facts`` keys are listed in :mod:`weightaudit.formats.torch_pickle`).
+:func:`safe_load` maps the file, runs a format's body over it and turns any parse failure into a one-line reason,
+so loaders never raise on bad input. :class:`PickleFamilyLoader` gives every such loader the same ``iter_chunks``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions
+from weightaudit.formats.mapped_file import FileProblem, close_map, open_map
+from weightaudit.formats.pickle_vm import Limits, PickleResult
+from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, iter_layout_chunks
+from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo
+from weightaudit.rules import pickle_rules as R
+
+__all__ = ["FileScan", "limits_for", "safe_load", "report_trailing_data", "PickleFamilyLoader"]
+
+
+@dataclass
+class FileScan:
+    """Everything collected while reading one file."""
+
+    rel: str
+    size: int
+    results: list[tuple[str, int, PickleResult]] = field(default_factory=list)   # (where, base offset, result)
+    findings: list[Finding] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    tensors: list[TensorInfo] = field(default_factory=list)
+    error: str | None = None
+    verified: bool = True
+    torch_refusals: list[str] = field(default_factory=list)
+
+    def add_pickle(self, where: str, base: int, result: PickleResult, data: memoryview) -> None:
+        self.results.append((where, base, result))
+        self.findings.extend(R.pickle_findings(result, self.rel, where, base, data))
+        if any(a.kind == "limit" for a in result.anomalies):
+            self.verified = False
+
+    def finish(self, fmt: str, path: Path) -> LoadedFile:
+        pickles = [r for _, _, r in self.results]
+        reasons = self.torch_refusals + R.weights_only_problems(pickles)
+        if self.error:
+            reasons.append(f"unreadable: {self.error}")
+        calls = R.executing_calls(pickles)
+        self.facts.update({
+            "pickle_globals": sorted({u.ref.qualname for r in pickles for u in r.globals}),
+            "pickle_calls": calls[:200],
+            "pickles": [{"member": w, "offset": b + r.start, "protocol": r.protocol, "opcodes": sum(r.opcodes.values()),
+                         "error": r.error} for w, b, r in self.results[:1000]],
+            "weights_only_accepts": not reasons,
+            "weights_only_reasons": reasons[:20],
+            "executes_code": bool(calls),
+        })
+        if reasons and pickles:
+            self.findings.append(R.WEIGHTS_ONLY_REFUSED.finding(self.rel, "torch.load with weights_only=True would refuse "
+                                                                          f"this file: {reasons[0]}"))
+        self.facts["optimizer_parameter_count"] = sum(t.parameter_count for t in self.tensors
+                                                      if t.role is Role.OPTIMIZER)
+        status = FileStatus.ERROR if self.error else FileStatus.OK
+        return LoadedFile(path=self.rel, format=fmt, size_bytes=self.size, tensors=tuple(self.tensors),
+                          findings=tuple(self.findings), facts=self.facts, status=status,
+                          reason=f"{self.rel}: {self.error}" if self.error else None,
+                          verified=self.verified and not self.error)
+
+
+def limits_for(options: LoadOptions) -> Limits:
+    """The pickle machine's bounds for this load."""
+    return Limits(max_opcodes=options.max_pickle_opcodes)
+
+
+def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -> LoadedFile:
+    """Run ``body(scan, view)`` over the mapped file; never raises on bad input."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return LoadedFile(rel, fmt, 0, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
+                          verified=False)
+    scan = FileScan(rel, size)
+    try:
+        owner, view = open_map(path)
+    except OSError as exc:
+        return LoadedFile(rel, fmt, size, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
+                          verified=False)
+    try:
+        body(scan, view, options, str(path.resolve()))
+    except FileProblem as exc:
+        scan.error = str(exc)
+    except (struct.error, ValueError, IndexError, OverflowError, MemoryError, RecursionError) as exc:
+        scan.error = f"cannot parse ({type(exc).__name__}: {exc})"
+    finally:
+        close_map(owner, view)
+    return scan.finish(fmt, path)
+
+
+def report_trailing_data(scan: FileScan, results: list[PickleResult], stopped: int, total: int, where: str) -> None:
+    """WA4xx finding when bytes after the last clean pickle of a stream are not a pickle."""
+    last = results[-1] if results else None
+    if last is not None and not last.ok and len(results) > 1 and last.error_pos == last.start:
+        scan.findings.append(R.TRAILING_PICKLE_DATA.finding(
+            scan.rel, f"{total - last.start} bytes after the last pickle are not a pickle ({last.error})",
+            where=f"{where} byte {last.start}"))
+
+
+class PickleFamilyLoader:
+    """Common ``iter_chunks`` for every pickle-family loader: strided, compressed or legacy tensors."""
+
+    name = "pickle"
+
+    def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
+        key = (str(Path(path).resolve()), tensor.name)
+        if key not in TENSOR_LAYOUTS:
+            self.load(Path(path), tensor.file, LoadOptions())     # type: ignore[attr-defined]
+        layout = TENSOR_LAYOUTS.get(key)
+        if layout is None:
+            raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")
+        return iter_layout_chunks(Path(path), layout, chunk_bytes)

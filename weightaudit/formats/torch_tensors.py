@@ -1,0 +1,386 @@
+"""Tensors of a PyTorch pickle: find them in the symbolic object graph and locate their bytes.
+
+- :class:`TensorCollector` walks the value a pickle builds and names every tensor rebuild call with a dotted path
+  (``model.layer.weight``; optimizer state gets :attr:`Role.OPTIMIZER`).
+- :func:`storage_from_pid` turns torch's ``('storage', type, key, location, numel[, view])`` persistent id into a
+  :class:`Storage`, through a ``lookup`` the loader provides (zip record or legacy storage list).
+- :func:`build_tensors` checks each :class:`TensorSpec` against its storage (WA145/WA146), makes the
+  :class:`~weightaudit.model.TensorInfo` records and remembers each tensor's :class:`TensorLayout`, from which
+  :func:`iter_layout_chunks` streams strided, compressed or big-endian tensors.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from weightaudit.formats.base import iter_contiguous_chunks
+from weightaudit.formats.mapped_file import close_map, open_map
+from weightaudit.formats.pickle_values import BytesRef, Call, Global, PersistentId, render
+from weightaudit.formats.zipread import ZipEntry, member_data
+from weightaudit.model import DTYPE_BITS, Finding, Role, TensorInfo, element_count
+from weightaudit.rules import pickle_rules as R
+
+__all__ = [
+    "STORAGE_DTYPES", "TORCH_DTYPES", "itemsize", "Storage", "TensorSpec", "Inventory", "TensorCollector",
+    "storage_from_pid", "as_int_tuple", "TensorLayout", "TENSOR_LAYOUTS", "is_contiguous", "build_tensors",
+    "iter_layout_chunks",
+]
+
+# storage class name -> dtype code
+STORAGE_DTYPES: dict[str, str] = {
+    "FloatStorage": "F32", "DoubleStorage": "F64", "HalfStorage": "F16", "BFloat16Storage": "BF16",
+    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8", "ByteStorage": "U8",
+    "BoolStorage": "BOOL", "ComplexFloatStorage": "C64", "ComplexDoubleStorage": "C128",
+    "QInt8Storage": "QI8", "QUInt8Storage": "QU8", "QInt32Storage": "QI32", "UntypedStorage": "U8",
+}
+# torch dtype global name -> dtype code
+TORCH_DTYPES: dict[str, str] = {
+    "float32": "F32", "float": "F32", "float64": "F64", "double": "F64", "float16": "F16", "half": "F16",
+    "bfloat16": "BF16", "int64": "I64", "long": "I64", "int32": "I32", "int": "I32", "int16": "I16",
+    "short": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64",
+    "bool": "BOOL", "complex32": "C32", "chalf": "C32", "complex64": "C64", "cfloat": "C64",
+    "complex128": "C128", "cdouble": "C128", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0",
+    "qint8": "QI8", "quint8": "QU8", "qint32": "QI32",
+}
+_TENSOR_REBUILDERS = frozenset({"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+                                "torch._utils._rebuild_tensor_v3"})
+_PARAMETER_REBUILDERS = frozenset({"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+                                   "torch.nn.parameter.Parameter"})
+_UNSUPPORTED_REBUILDERS = frozenset({"torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
+                                     "torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_wrapper_subclass",
+                                     "torch._utils._rebuild_device_tensor_from_numpy",
+                                     "torch._utils._rebuild_device_tensor_from_cpu_tensor"})
+_MODULE_SEGMENTS = frozenset({"_parameters", "_buffers", "_modules"})
+_DICT_TYPES = frozenset({"collections.OrderedDict", "builtins.dict", "collections.defaultdict"})
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def itemsize(dtype: str) -> int:
+    return max(DTYPE_BITS.get(dtype, 8) // 8, 1)
+
+
+# ==============================================================================================================
+# Storages and tensors from the symbolic graph
+# ==============================================================================================================
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A storage record as the pickle declares it and as the file holds it."""
+
+    key: str
+    dtype: str                 # dtype of the storage's elements (U8 for untyped storages)
+    numel: int                 # declared element count
+    location: str
+    data_offset: int | None    # absolute offset of the record's bytes (None: compressed / missing)
+    available: int | None      # bytes present in the record (None: record missing)
+    record: str                # member name (zip) or "storage <key>" (legacy)
+    entry: ZipEntry | None = None
+    view_offset: int = 0       # legacy view_metadata: element offset into the root storage
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as torch would rebuild it."""
+
+    name: str
+    storage: Storage
+    dtype: str
+    offset: int                # in elements of ``dtype``
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    role: Role
+
+
+@dataclass
+class Inventory:
+    tensors: list[TensorSpec] = field(default_factory=list)
+    unsupported: list[tuple[str, str]] = field(default_factory=list)   # (name, rebuild function)
+    problems: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+def as_int_tuple(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, Call) and isinstance(value.func, Global) and value.func.qualname == "torch.Size" \
+            and isinstance(value.args, tuple) and value.args:
+        value = value.args[0]
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return str(key)
+    return render(key, depth=1, width=60)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _is_optimizer_dict(value: dict) -> bool:
+    return "state" in value and "param_groups" in value
+
+
+class TensorCollector:
+    """Walks the object graph iteratively, naming tensors with dotted paths (bounded work, cycle-safe)."""
+
+    def __init__(self, resolve: Any, max_visits: int = 20_000_000) -> None:
+        self.resolve = resolve      # PersistentId -> Storage | str (problem)
+        self.inventory = Inventory()
+        self.visits_left = max_visits
+
+    def collect(self, root: Any) -> Inventory:
+        stack: list[tuple[str, Any, bool, Any]] = [("", root, False, None)]
+        on_path: set[int] = set()
+        while stack:
+            name, value, optimizer, marker = stack.pop()
+            if marker == "exit":
+                on_path.discard(id(value))
+                continue
+            self.visits_left -= 1
+            if self.visits_left < 0:
+                self.inventory.truncated = True
+                self.inventory.problems.append("object graph too large to walk completely")
+                break
+            if isinstance(value, (str, bytes, int, float, bool, type(None), BytesRef, Global)):
+                continue
+            if id(value) in on_path:
+                continue
+            if isinstance(value, Call) and self._tensor(name, value, optimizer):
+                continue
+            children = self._children(value, optimizer)
+            if not children:
+                continue
+            on_path.add(id(value))
+            stack.append((name, value, optimizer, "exit"))
+            for key, child, child_opt in reversed(children):
+                stack.append((_join(name, key) if key is not None else name, child, child_opt, None))
+        return self.inventory
+
+    def _children(self, value: Any, optimizer: bool) -> list[tuple[str | None, Any, bool]]:
+        if isinstance(value, dict):
+            opt = optimizer or _is_optimizer_dict(value)
+            return [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in value.items()]
+        if isinstance(value, (list, tuple)):
+            return [(str(i), v, optimizer) for i, v in enumerate(value)]
+        if isinstance(value, Call):
+            setitems = list(value.setitems)
+            if isinstance(value.func, Global) and value.func.qualname in _DICT_TYPES and isinstance(value.args, tuple) \
+                    and value.args and isinstance(value.args[0], (list, tuple)):
+                setitems = [tuple(p) for p in value.args[0] if isinstance(p, (list, tuple)) and len(p) == 2] + setitems
+            pairs = dict((k, v) for k, v in setitems if _hashable(k))
+            children: list[tuple[str | None, Any, bool]] = []
+            opt = optimizer or _is_optimizer_dict(pairs)
+            children += [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in setitems]
+            children += [(str(i), v, optimizer) for i, v in enumerate(value.appends)]
+            for state in value.state:
+                parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+                for part in parts:
+                    if isinstance(part, dict):
+                        for k, v in part.items():
+                            key = _key_text(k)
+                            children.append((None if key in _MODULE_SEGMENTS else key, v,
+                                             optimizer or "optim" in key.lower()))
+            return children
+        return []
+
+    def _tensor(self, name: str, call: Call, optimizer: bool) -> bool:
+        """Emit the tensor when ``call`` rebuilds one; True when the call was a tensor (handled)."""
+        func = call.func.qualname if isinstance(call.func, Global) else ""
+        args = call.args if isinstance(call.args, tuple) else ()
+        if func == "torch._tensor._rebuild_from_type_v2" and len(args) >= 3 and isinstance(args[2], tuple):
+            inner = Call(args[0], args[2], None, call.opcode, call.pos)
+            return self._tensor(name, inner, optimizer)
+        if func in _PARAMETER_REBUILDERS and args and isinstance(args[0], Call):
+            return self._tensor(name, args[0], optimizer)
+        if func in _UNSUPPORTED_REBUILDERS or func == "torch._utils._rebuild_meta_tensor_no_storage":
+            self.inventory.unsupported.append((name, func))
+            return True
+        if func not in _TENSOR_REBUILDERS or len(args) < 4:
+            return False
+        storage_ref, offset = args[0], args[1]
+        size, stride = as_int_tuple(args[2]), as_int_tuple(args[3])
+        if not isinstance(storage_ref, PersistentId) or not isinstance(offset, int) or size is None or stride is None \
+                or len(size) != len(stride):
+            self.inventory.problems.append(f"{name}: malformed {func} arguments")
+            return True
+        storage = self.resolve(storage_ref)
+        if isinstance(storage, str):
+            self.inventory.problems.append(f"{name}: {storage}")
+            return True
+        dtype = storage.dtype
+        if func.endswith("_v3") and len(args) >= 7:
+            dtype_ref = args[6]
+            if isinstance(dtype_ref, Global) and dtype_ref.module == "torch" and dtype_ref.name in TORCH_DTYPES:
+                dtype = TORCH_DTYPES[dtype_ref.name]
+            else:
+                self.inventory.unsupported.append((name, f"dtype {render(dtype_ref)}"))
+                return True
+        role = Role.OPTIMIZER if optimizer else Role.PARAMETER
+        self.inventory.tensors.append(TensorSpec(name, storage, dtype, offset, size, stride, role))
+        return True
+
+
+def storage_from_pid(pid: Any, lookup: Any) -> Storage | str:
+    """Turn a ``('storage', type, key, location, numel[, view])`` persistent id into a Storage, or a problem."""
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+        return f"unexpected persistent id {render(pid, depth=2)}"
+    storage_type, key, location, numel = pid[1], pid[2], pid[3], pid[4]
+    if not isinstance(storage_type, Global) or storage_type.name not in STORAGE_DTYPES \
+            or storage_type.module not in ("torch", "torch.storage", "torch.cuda"):
+        return f"unknown storage type {render(storage_type)}"
+    if not isinstance(key, str) or not isinstance(numel, int):
+        return "malformed storage reference"
+    view = pid[5] if len(pid) == 6 else None
+    base = lookup(key, STORAGE_DTYPES[storage_type.name], numel, str(location))
+    if isinstance(base, str) or view is None:
+        return base
+    if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[1], int) and isinstance(view[2], int)):
+        return f"malformed storage view {render(view)}"
+    root = lookup(str(view[0]), base.dtype, numel, str(location))
+    if isinstance(root, str):
+        return root
+    return Storage(root.key, root.dtype, view[2], root.location, root.data_offset, root.available, root.record,
+                   root.entry, view_offset=view[1])
+
+
+# ==============================================================================================================
+# Turning specs into TensorInfo + checks
+# ==============================================================================================================
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Where a tensor's bytes are, for iter_chunks."""
+
+    storage: Storage
+    byte_offset: int           # from the start of the storage record
+    size: tuple[int, ...]
+    stride_bytes: tuple[int, ...]
+    itemsize: int
+    nbytes: int
+
+
+TENSOR_LAYOUTS: dict[tuple[str, str], TensorLayout] = {}
+
+
+def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for dim in reversed(size):
+        strides.append(acc)
+        acc *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def is_contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = _contiguous_strides(size)
+    return all(d <= 1 or s == e for d, s, e in zip(size, stride, expected))
+
+
+def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: str,
+                  findings: list[Finding]) -> tuple[list[TensorInfo], dict[str, list[str]], bool]:
+    """TensorInfo records plus shared-storage groups; appends WA145/WA146 findings. Returns verified flag."""
+    verified = True
+    users: dict[str, list[str]] = {}
+    for spec in specs:
+        users.setdefault(spec.storage.record, []).append(spec.name)
+    checked_records: set[str] = set()
+    infos = []
+    for spec in specs:
+        storage = spec.storage
+        size_item = itemsize(spec.dtype)
+        if storage.record not in checked_records:
+            checked_records.add(storage.record)
+            declared = storage.numel * itemsize(storage.dtype)
+            if storage.available is not None and storage.available != declared and storage.view_offset == 0:
+                findings.append(R.STORAGE_SIZE.finding(
+                    rel, f"storage {storage.key} declares {storage.numel} elements ({declared} bytes) but its record "
+                         f"holds {storage.available} bytes", where=storage.record))
+        extent = _extent(spec.size, spec.stride)
+        begin = (spec.offset + storage.view_offset) * size_item
+        nbytes = element_count(spec.size) * size_item
+        limit = storage.available if storage.available is not None else 0
+        in_bounds = spec.offset >= 0 and all(s >= 0 for s in spec.stride) and \
+            (nbytes == 0 or begin + (extent + 1) * size_item <= min(limit, (storage.view_offset + storage.numel)
+                                                                     * itemsize(storage.dtype)))
+        shared = storage.record if len(users[storage.record]) > 1 else None
+        offsets = None
+        if not in_bounds:
+            verified = False
+            findings.append(R.TENSOR_OUT_OF_BOUNDS.finding(
+                rel, f"offset {spec.offset}, size {list(spec.size)}, stride {list(spec.stride)} reach byte "
+                     f"{begin + (extent + 1) * size_item} of a {limit}-byte storage", tensor=spec.name,
+                where=storage.record))
+        else:
+            TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, spec.size,
+                                                     tuple(s * size_item for s in spec.stride), size_item, nbytes)
+            if storage.data_offset is not None and is_contiguous(spec.size, spec.stride) and byte_order == "little":
+                offsets = (storage.data_offset + begin, storage.data_offset + begin + nbytes)
+        infos.append(TensorInfo(name=spec.name, dtype=spec.dtype, shape=spec.size, file=rel, data_offsets=offsets,
+                                role=spec.role, storage=shared, strides=spec.stride, byte_order=byte_order))
+    shared_groups = {k: v for k, v in users.items() if len(v) > 1}
+    return infos, shared_groups, verified
+
+
+def _extent(size: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    if any(d == 0 for d in size):
+        return -1
+    return sum((d - 1) * s for d, s in zip(size, stride))
+
+
+# ==============================================================================================================
+# Streaming a tensor's bytes from its layout
+# ==============================================================================================================
+
+
+def iter_layout_chunks(path: Path, layout: TensorLayout, chunk_bytes: int) -> Iterator[memoryview]:
+    """Stream a tensor's bytes in C order from its storage (strided views gathered chunk by chunk)."""
+    storage = layout.storage
+    if storage.data_offset is None:
+        yield from _iter_compressed(path, layout, chunk_bytes)
+        return
+    base = storage.data_offset + layout.byte_offset
+    if is_contiguous(layout.size, tuple(s // layout.itemsize for s in layout.stride_bytes)):
+        yield from iter_contiguous_chunks(path, base, base + layout.nbytes, chunk_bytes)
+        return
+    import numpy as np
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        span = np.frombuffer(mm, dtype=np.uint8)
+        view = np.lib.stride_tricks.as_strided(span[base:], shape=layout.size + (layout.itemsize,),
+                                               strides=layout.stride_bytes + (1,), writeable=False)
+        rows = view.reshape((-1,) + view.shape[-1:]) if view.ndim > 1 else view.reshape(1, -1)
+        per_chunk = max(1, chunk_bytes // layout.itemsize)
+        for start in range(0, rows.shape[0], per_chunk):
+            yield memoryview(np.ascontiguousarray(rows[start:start + per_chunk]).reshape(-1).tobytes())
+        del rows, view, span
+
+
+def _iter_compressed(path: Path, layout: TensorLayout, chunk_bytes: int) -> Iterator[memoryview]:
+    entry = layout.storage.entry
+    if entry is None:
+        raise ValueError(f"{path}: storage {layout.storage.key} has no readable bytes")
+    owner, view = open_map(path)
+    try:
+        record = bytes(member_data(view, entry))
+    finally:
+        close_map(owner, view)
+    import numpy as np
+    span = np.frombuffer(record, dtype=np.uint8)
+    strided = np.lib.stride_tricks.as_strided(span[layout.byte_offset:], shape=layout.size + (layout.itemsize,),
+                                              strides=layout.stride_bytes + (1,), writeable=False)
+    data = np.ascontiguousarray(strided).reshape(-1).tobytes()
+    for start in range(0, len(data), chunk_bytes):
+        yield memoryview(data)[start:start + chunk_bytes]

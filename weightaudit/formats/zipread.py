@@ -1,0 +1,133 @@
+"""Zip archives read the way torch's miniz reader sees them, straight from a mapped file.
+
+Names come from the central directory, data offsets from each member's *local* header (the two can disagree:
+:attr:`ZipEntry.local_name` keeps the local copy), ZIP64 sizes and offsets are honoured, and when a name appears
+twice the *last* copy wins (:func:`entries_by_name`). :func:`member_data` gives a member's bytes: a zero-copy slice
+when stored, a bounded inflate when deflated. Problems raise :class:`~weightaudit.formats.mapped_file.FileProblem`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from weightaudit.formats.mapped_file import FileProblem
+
+__all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "member_data", "entries_by_name"]
+
+ZIP_MAGIC = b"PK\x03\x04"
+MAX_ZIP_ENTRIES = 1_000_000
+MAX_MEMBER_SCAN = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    """One central-directory entry joined to its local header."""
+
+    name: str
+    local_name: str
+    flags: int
+    method: int
+    crc: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int
+
+
+def read_zip_entries(mm: memoryview | bytes) -> list[ZipEntry]:
+    """All entries in central-directory order (duplicates kept). Raises FileProblem when unreadable."""
+    size = len(mm)
+    tail_start = max(0, size - 65_557)
+    eocd = bytes(mm[tail_start:]).rfind(b"PK\x05\x06")
+    if eocd < 0:
+        raise FileProblem("zip end-of-central-directory record not found")
+    eocd += tail_start
+    count, cd_size, cd_offset = struct.unpack_from("<HII", mm, eocd + 10)
+    if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        count, cd_size, cd_offset = _zip64_directory(mm, eocd)
+    if count > MAX_ZIP_ENTRIES or cd_offset + cd_size > size:
+        raise FileProblem("zip central directory lies outside the file or is too large")
+    entries, pos = [], cd_offset
+    for _ in range(count):
+        if bytes(mm[pos:pos + 4]) != b"PK\x01\x02":
+            raise FileProblem(f"bad central directory entry at byte {pos}")
+        flags, method = struct.unpack_from("<HH", mm, pos + 8)
+        crc, csize, usize = struct.unpack_from("<III", mm, pos + 16)
+        nlen, elen, clen = struct.unpack_from("<HHH", mm, pos + 28)
+        offset = struct.unpack_from("<I", mm, pos + 42)[0]
+        name = bytes(mm[pos + 46:pos + 46 + nlen]).decode("utf-8", "replace")
+        extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
+        usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
+        entries.append(_join_local_header(mm, name, flags, method, crc, csize, usize, offset))
+        pos += 46 + nlen + elen + clen
+    return entries
+
+
+def _zip64_directory(mm: memoryview | bytes, eocd: int) -> tuple[int, int, int]:
+    locator = eocd - 20
+    if locator < 0 or bytes(mm[locator:locator + 4]) != b"PK\x06\x07":
+        raise FileProblem("zip64 locator missing")
+    record = struct.unpack_from("<Q", mm, locator + 8)[0]
+    if record + 56 > len(mm) or bytes(mm[record:record + 4]) != b"PK\x06\x06":
+        raise FileProblem("zip64 end-of-central-directory record missing")
+    count, cd_size, cd_offset = struct.unpack_from("<QQQ", mm, record + 32)
+    return count, cd_size, cd_offset
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        if tag == 0x0001:
+            body, i = extra[pos + 4:pos + 4 + length], 0
+            if usize == 0xFFFFFFFF and i + 8 <= len(body):
+                usize, i = struct.unpack_from("<Q", body, i)[0], i + 8
+            if csize == 0xFFFFFFFF and i + 8 <= len(body):
+                csize, i = struct.unpack_from("<Q", body, i)[0], i + 8
+            if offset == 0xFFFFFFFF and i + 8 <= len(body):
+                offset = struct.unpack_from("<Q", body, i)[0]
+        pos += 4 + length
+    return usize, csize, offset
+
+
+def _join_local_header(mm: memoryview | bytes, name: str, flags: int, method: int, crc: int, csize: int,
+                       usize: int, offset: int) -> ZipEntry:
+    if offset + 30 > len(mm) or bytes(mm[offset:offset + 4]) != ZIP_MAGIC:
+        raise FileProblem(f"member {name!r}: local header missing at byte {offset}")
+    nlen, elen = struct.unpack_from("<HH", mm, offset + 26)
+    flags |= struct.unpack_from("<H", mm, offset + 6)[0]      # either copy of the flags can make zipfile refuse
+    local_name = bytes(mm[offset + 30:offset + 30 + nlen]).decode("utf-8", "replace")
+    data_offset = offset + 30 + nlen + elen
+    if data_offset + csize > len(mm):
+        raise FileProblem(f"member {name!r}: data extends past the end of the file")
+    return ZipEntry(name, local_name, flags, method, crc, csize, usize, offset, data_offset)
+
+
+def member_data(mm: memoryview, entry: ZipEntry, cap: int = MAX_MEMBER_SCAN) -> memoryview:
+    """A member's (decompressed) bytes: a zero-copy slice when stored; bounded inflate when deflated."""
+    raw = mm[entry.data_offset:entry.data_offset + entry.compressed_size]
+    if entry.method == 0:
+        return raw
+    if entry.method != 8:
+        raise FileProblem(f"member {entry.name!r}: unsupported compression method {entry.method}")
+    inflater = zlib.decompressobj(-15)
+    try:
+        out = inflater.decompress(raw, cap + 1)
+    except zlib.error as exc:
+        raise FileProblem(f"member {entry.name!r}: corrupt deflate data ({exc})") from None
+    if len(out) > cap:
+        raise FileProblem(f"member {entry.name!r}: decompresses to more than {cap} bytes")
+    return memoryview(out)
+
+
+def entries_by_name(entries: list[ZipEntry]) -> tuple[dict[str, ZipEntry], list[str]]:
+    """Index entries by name, the last of duplicate names winning (as torch reads them); the duplicated names."""
+    table: dict[str, ZipEntry] = {}
+    duplicates: list[str] = []
+    for entry in entries:
+        if entry.name in table:
+            duplicates.append(entry.name)
+        table[entry.name] = entry
+    return table, sorted(set(duplicates))
