@@ -58,16 +58,20 @@ def _summary(report: Report) -> list[str]:
 
 
 def _tensors(report: Report, options: "RenderOptions") -> list[str]:
-    out = ["## Tensors", "", "| Tensor | DType | Shape | Params | Count |", "|---|---|---|---:|---:|"]
     groups = group_tensors(report.tensors) if not options.all_tensors else None
     if groups is None:
-        rows = [(t.name, t.dtype, t.shape, t.parameter_count, 1) for t in report.tensors]
+        rows = [(t.name, t.dtype, t.shape, t.parameter_count, 1, t.file) for t in report.tensors]
+        with_file = len({t.file for t in report.tensors}) > 1
     else:
-        rows = [(g.label, g.dtype, g.shape, g.parameter_count, g.count) for g in groups]
-    for name, dtype, shape, params, count in rows[:MAX_GROUP_ROWS]:
-        out.append(f"| `{_cell(name)}` | {dtype} | {shape_text(shape)} | {params:,} | {count if count > 1 else ''} |")
+        rows = [(g.label, g.dtype, g.shape, g.parameter_count, g.count, g.file or "") for g in groups]
+        with_file = any(g.file for g in groups)
+    head = "| Tensor | DType | Shape | Params | Count |" + (" File |" if with_file else "")
+    out = ["## Tensors", "", head, "|---|---|---|---:|---:|" + ("---|" if with_file else "")]
+    for name, dtype, shape, params, count, file in rows[:MAX_GROUP_ROWS]:
+        out.append(f"| `{_cell(name)}` | {dtype} | {shape_text(shape)} | {params:,} | {count if count > 1 else ''} |"
+                   + (f" `{_cell(file)}` |" if with_file else ""))
     if len(rows) > MAX_GROUP_ROWS:
-        out.append(f"| … {len(rows) - MAX_GROUP_ROWS} more rows | | | | |")
+        out.append(f"| … {len(rows) - MAX_GROUP_ROWS} more rows | | | | |" + (" |" if with_file else ""))
     return out + [""]
 
 
