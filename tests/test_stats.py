@@ -308,3 +308,54 @@ def test_offsets_beyond_the_file_are_refused_without_splitting(tmp_path: Path) -
     hostile = TensorInfo("w", "F32", (2**58,), "small.bin", data_offsets=(0, 2**60))
     loaded = LoadedFile("small.bin", "safetensors", 64, tensors=(hostile,))
     assert S.compute_stats(tmp_path, [loaded]) == {}
+
+
+# ---------------------------------------------------------------------------------------------- integer-code fast path
+
+def _codes_and_values(dtype: str, source: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Raw little-endian bytes of ``source`` stored as ``dtype``, and the float64 values those bytes hold."""
+    if dtype == "BF16":
+        codes = bf16_codes(source)
+        return codes.tobytes(), bf16_values(codes)
+    if dtype == "F8_E5M2":  # the top byte of an F16 code is an E5M2 code (truncation)
+        codes = (source.astype(np.float16).view(np.uint16) >> 8).astype(np.uint8)
+        return codes.tobytes(), (codes.astype(np.uint16) << 8).view(np.float16).astype(np.float64)
+    if dtype == "F8_E4M3":  # random finite magnitude codes, with the source's signs and zeros
+        magnitude = np.where(source == 0, 0, RNG.integers(1, 0x7F, source.size))
+        codes = (magnitude | np.where(np.signbit(source), 0x80, 0)).astype(np.uint8)
+        return codes.tobytes(), decode_natural(S._SPECS["F8_E4M3"].decoder, codes).astype(np.float64)
+    stored = source.astype({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype])
+    return stored.tobytes(), stored.astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["F64", "F32", "F16", "BF16", "F8_E5M2", "F8_E4M3"])
+@pytest.mark.parametrize("case", ["positive", "negative", "mixed", "plus_zero", "minus_zero", "negative_extreme"])
+def test_sign_magnitude_fast_path_matches_reference(dtype: str, case: str) -> None:
+    """min/max/zeros/max|x| come from integer reductions on the raw codes: every sign layout of a block."""
+    n = 300_000   # spans several blocks of every width
+    magnitudes = np.abs(RNG.standard_normal(n)) + 0.01
+    source = {"positive": magnitudes, "negative": -magnitudes}.get(case, magnitudes * RNG.choice([-1.0, 1.0], n))
+    if case == "plus_zero":
+        source[[3, n - 2]] = 0.0
+    elif case == "minus_zero":
+        source = -magnitudes
+        source[[5, n // 2]] = -0.0
+    elif case == "negative_extreme":
+        source[n // 3] = -40.0   # max |x| on the negative side
+    raw, values = _codes_and_values(dtype, source)
+    stats = S.tensor_stats(chunked(raw, 1 << 20), dtype)
+    ref = reference(values)
+    assert_matches(stats, ref, rtol=2e-6 if dtype in ("F64", "F32") else 1e-5, check_overflow=False)
+    assert stats.fp16_overflow == 0
+    assert stats.zeros == int(np.count_nonzero(values == 0))
+
+
+def test_sign_magnitude_extremes_fall_back_on_specials() -> None:
+    """Inf/NaN codes at either end of a block are handed to the exact slow path."""
+    spec = S._SPECS["BF16"].codes
+    codes = bf16_codes(np.array([1.0, -2.0, 0.5], np.float32))
+    assert spec.extremes(memoryview(codes.tobytes())) == (-2.0, 1.0, False)
+    for special in (np.inf, -np.inf, np.nan):
+        with_special = bf16_codes(np.array([1.0, -2.0, special], np.float32))
+        assert spec.extremes(memoryview(with_special.tobytes())) is None
+    assert spec.extremes(memoryview(bf16_codes(np.array([-0.0, 3.0], np.float32)).tobytes())) == (-0.0, 3.0, True)

@@ -2,11 +2,14 @@
 
 One pass per tensor. Bytes are cut into fixed 256 KiB *blocks* (L2-sized — measured best here — at fixed
 offsets from the tensor's first byte, whatever chunks the source yields); each block is decoded once into a
-reused float32/float64 scratch buffer and several reductions run on it while it is in cache (min, max, sum,
-sum of squares, zero count; the rest only in the rare blocks that need it). Per tensor (``TensorStats``):
+reused float32/float64 scratch buffer and several reductions run on it while it is in cache (sum, sum of
+squares; the rest only in the rare blocks that need it). For IEEE-like floats (F64 F32 F16 BF16 F8_E4M3
+F8_E5M2, stored little-endian) min, max, "may hold ±0" and "holds Inf/NaN" come first from four integer
+reductions on the raw codes (``_SignMagnitude``), so the zero count and the NaN/Inf counting only run on the
+blocks that need them. Per tensor (``TensorStats``):
 
 - ``count``: elements; ``nan``, ``pos_inf``, ``neg_inf``: exact counts. NaN/Inf cost nothing on clean blocks:
-  ``min``/``max`` propagate NaN and show ±Inf, and only a block whose min or max is not finite is counted.
+  the code extremes (or ``min``/``max``, which propagate NaN) show them, and only such a block is counted.
 - ``min``, ``max``, ``mean``, ``std`` (population, ddof=0) over the *finite* values; None when there are none.
   Mean and M2 come per block from shifted sums (see ``_block_moments``: shift 0 only when the block mean is
   small against its spread, else the block mean) and are merged with Chan et al.'s pairwise update — never
@@ -23,7 +26,7 @@ sum of squares, zero count; the rest only in the rare blocks that need it). Per 
   bytes always give equal fingerprints, on any machine. Not a cryptographic hash: crafted collisions are easy.
 - ``histogram``: 16 bins over ``histogram_range`` = the finite min..max of the tensor's *first block* (so one
   pass suffices); values outside clamp into the end bins. Tensors above 65,536 elements are sampled (every
-  4th element of every 16th block, 1 in 64), so the bins sum to the sample size, not to ``count``.
+  16th element of every 16th block, 1 in 256), so the bins sum to the sample size, not to ``count``.
 
 Dtypes: F64 F32, F16 BF16 F8_E4M3 F8_E5M2 (integer shifts on uint32 words, one lane at a time: numpy's own
 f16 cast runs at 0.8 GB/s here and u16->u32 widening is slow), F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0 (256-entry table),
@@ -49,6 +52,7 @@ import math
 import mmap
 import multiprocessing
 import os
+import struct
 import threading
 import zlib
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -71,8 +75,8 @@ FP16_MAX = 65504.0
 FLOAT32_SAFE_MAGNITUDE = 1e15     # above this a float32 block's moments are computed in float64
 HISTOGRAM_BINS = 16
 HISTOGRAM_EXACT_LIMIT = 65536     # tensors with more elements get a sampled histogram
-HISTOGRAM_BLOCK_EVERY = 16        # ... sampled: every 16th block, every 4th element in it (1 in 64 overall)
-HISTOGRAM_STRIDE = 4
+HISTOGRAM_BLOCK_EVERY = 16        # ... sampled: every 16th block, every 16th element in it (1 in 256 overall;
+HISTOGRAM_STRIDE = 16             # binning 1 in 64 cost 90-120 us per sampled block here, ~7% of the pass)
 
 # ---------------------------------------------------------------------------------------------------------
 # Decoding: raw bytes of one block -> a 1-D float array (float32 or float64) in a scratch buffer.
@@ -255,11 +259,72 @@ class _Native:
 
 
 @dataclass(frozen=True)
+class _SignMagnitude:
+    """Min, max, zero and Inf/NaN presence of a sign-magnitude float block from 4 integer reductions.
+
+    Read as unsigned integers, positive codes sort by magnitude below every negative code, and negative codes
+    sort by magnitude too; read as signed integers, every negative code sorts below every positive one. So the
+    unsigned min/max and the signed min/max of the raw codes give the block's float min and max, whether it
+    holds positive values (unsigned min < sign bit), negative ones (unsigned max >= sign bit), +0 (unsigned
+    min == 0), -0 (signed min == -sign bit) and Inf/NaN codes (a magnitude beyond ``max_code``). Measured
+    here on a 256 KiB BF16 block: 4 x 4.5 us on the raw bytes, against 8.5 + 8.5 us for float min/max on the
+    decoded block plus 14 us for the zero count, which now runs only when a zero may be present.
+    """
+
+    unsigned: np.dtype
+    signed: np.dtype
+    sign: int               # the sign bit, 1 << (bits - 1)
+    max_code: int           # the largest finite magnitude code
+    to_float: Callable[[int], float]
+
+    def extremes(self, raw: memoryview) -> tuple[float, float, bool] | None:
+        """(min, max, maybe_zero) of a block of whole elements; None when it holds Inf/NaN codes or is empty."""
+        codes = np.frombuffer(raw, self.unsigned)
+        if codes.size == 0:
+            return None
+        low_u = int(np.minimum.reduce(codes))
+        high_u = int(np.maximum.reduce(codes))
+        signed = codes.view(self.signed)
+        low_s = int(np.minimum.reduce(signed))
+        high_s = int(np.maximum.reduce(signed))
+        sign = self.sign
+        if low_u < sign:                       # a positive value (or +0): the largest is the signed max
+            if high_s > self.max_code:
+                return None
+            high_code = high_s
+        else:                                  # all negative: the largest is the one of least magnitude
+            high_code = low_u
+        if high_u >= sign:                     # a negative value (or -0): the smallest has the largest code
+            if high_u - sign > self.max_code:
+                return None
+            low_code = high_u
+        else:
+            low_code = low_u
+        return self.to_float(low_code), self.to_float(high_code), low_u == 0 or low_s == -sign
+
+
+def _unpacker(fmt: str, width: int, shift: int = 0) -> Callable[[int], float]:
+    """Code -> float through ``struct`` (IEEE formats; BF16 / E5M2 are the top bits of F32 / F16)."""
+    unpack = struct.Struct(fmt).unpack
+
+    def to_float(code: int) -> float:
+        return float(unpack((code << shift).to_bytes(width, "little"))[0])
+
+    return to_float
+
+
+def _sign_magnitude(bits: int, max_code: int, to_float: Callable[[int], float]) -> _SignMagnitude:
+    width = bits // 8
+    return _SignMagnitude(np.dtype(f"<u{width}"), np.dtype(f"<i{width}"), 1 << (bits - 1), max_code, to_float)
+
+
+@dataclass(frozen=True)
 class _DtypeSpec:
     itemsize: int
     decoder: "_Native | _SmallFloat | _Table"
     is_float: bool          # NaN/Inf possible; fp16 overflow meaningful when wider than F16
     can_overflow_fp16: bool
+    codes: _SignMagnitude | None = None   # fast min/max/zero/special test on the raw codes (IEEE-like floats)
 
 
 _F16 = _SmallFloat(bits=16, mantissa_bits=10, bias=15, max_finite=65504.0, has_inf=True)
@@ -267,13 +332,23 @@ _BF16 = _SmallFloat(bits=16, mantissa_bits=7, bias=127, max_finite=float(np.finf
 _E5M2 = _SmallFloat(bits=8, mantissa_bits=2, bias=15, max_finite=57344.0, has_inf=True)
 _E4M3 = _SmallFloat(bits=8, mantissa_bits=3, bias=7, max_finite=448.0, has_inf=False, nan_code=0x7F)
 
+
+def _e4m3_values() -> list[float]:
+    """Float values of the 256 F8_E4M3 codes (the finite ones are all this table is read for)."""
+    scratch = _Scratch()
+    return [float(_E4M3.decode(memoryview(bytes([code] * 4)), False, scratch)[0][0]) for code in range(256)]
+
+
+_E4M3_VALUES = _e4m3_values()
+
 _SPECS: dict[str, _DtypeSpec] = {
-    "F64": _DtypeSpec(8, _Native("<f8", "float64"), True, True),
-    "F32": _DtypeSpec(4, _Native("<f4", "float32"), True, True),
-    "F16": _DtypeSpec(2, _F16, True, False),
-    "BF16": _DtypeSpec(2, _BF16, True, True),
-    "F8_E5M2": _DtypeSpec(1, _E5M2, True, False),
-    "F8_E4M3": _DtypeSpec(1, _E4M3, True, False),
+    "F64": _DtypeSpec(8, _Native("<f8", "float64"), True, True,
+                      _sign_magnitude(64, 0x7FEF_FFFF_FFFF_FFFF, _unpacker("<d", 8))),
+    "F32": _DtypeSpec(4, _Native("<f4", "float32"), True, True, _sign_magnitude(32, 0x7F7F_FFFF, _unpacker("<f", 4))),
+    "F16": _DtypeSpec(2, _F16, True, False, _sign_magnitude(16, 0x7BFF, _unpacker("<e", 2))),
+    "BF16": _DtypeSpec(2, _BF16, True, True, _sign_magnitude(16, 0x7F7F, _unpacker("<f", 4, 16))),
+    "F8_E5M2": _DtypeSpec(1, _E5M2, True, False, _sign_magnitude(8, 0x7B, _unpacker("<e", 2, 8))),
+    "F8_E4M3": _DtypeSpec(1, _E4M3, True, False, _sign_magnitude(8, 0x7E, _E4M3_VALUES.__getitem__)),
     "F8_E4M3FNUZ": _DtypeSpec(1, _Table(_table_fnuz(4, 3, 8)), True, False),
     "F8_E5M2FNUZ": _DtypeSpec(1, _Table(_table_fnuz(5, 2, 16)), True, False),
     "F8_E8M0": _DtypeSpec(1, _Table(_table_e8m0()), True, True),
@@ -420,6 +495,7 @@ class _TensorPlan:
     big_endian: bool
     histogram_stride: int
     histogram_range: tuple[float, float] | None
+    codes: _SignMagnitude | None = None   # the integer-code fast path, when it applies (see ``_plan``)
 
     @property
     def special_limit(self) -> float | None:
@@ -457,12 +533,18 @@ def _finite_extremes(values: np.ndarray) -> tuple[float, float] | None:
 
 def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview) -> tuple[float, float] | None:
     """The histogram's range: the finite min..max of the tensor's first block (widened when constant)."""
-    scratch = _scratch()
-    values, _ = spec.decoder.decode(first_block, big_endian, scratch)
-    values = values.copy()
-    if isinstance(spec.decoder, _SmallFloat):
-        spec.decoder.fix_specials(first_block, big_endian, values, scratch)
-    extremes = _finite_extremes(values)
+    found = None
+    if spec.codes is not None and (not big_endian or spec.itemsize == 1):  # finite block: 4 reductions
+        found = spec.codes.extremes(first_block[:len(first_block) - len(first_block) % spec.itemsize])
+    if found is not None:
+        extremes: tuple[float, float] | None = found[:2]
+    else:
+        scratch = _scratch()
+        values, _ = spec.decoder.decode(first_block, big_endian, scratch)
+        values = values.copy()
+        if isinstance(spec.decoder, _SmallFloat):
+            spec.decoder.fix_specials(first_block, big_endian, values, scratch)
+        extremes = _finite_extremes(values)
     if extremes is None:
         return None
     lo, hi = extremes
@@ -475,6 +557,14 @@ def _process_block(plan: _TensorPlan, raw: memoryview, first_index: int, part: _
     """Fold one block (whole elements) into ``part``; ``first_index`` is its first element's flat index."""
     part.samples.append(zlib.crc32(raw[:SAMPLE_BYTES]))
     decoder = plan.spec.decoder
+    if plan.codes is not None:
+        extremes = plan.codes.extremes(raw)
+        if extremes is not None:  # the common case: finite values only, min/max already known
+            values, lanes = decoder.decode(raw, False, scratch)
+            part.count += values.size
+            low, high, maybe_zero = extremes
+            _fold_finite(plan, values, low, high, (first_index, values.size, lanes, None), part, scratch, maybe_zero)
+            return
     values, lanes = decoder.decode(raw, plan.big_endian, scratch)
     n = values.size
     part.count += n
@@ -508,21 +598,29 @@ def _drop_non_finite(values: np.ndarray, part: _Partial) -> tuple[np.ndarray, np
 
 def _fold_finite(
     plan: _TensorPlan, values: np.ndarray, low: float, high: float,
-    where: tuple[int, int, int, np.ndarray | None], part: _Partial, scratch: _Scratch,
+    where: tuple[int, int, int, np.ndarray | None], part: _Partial, scratch: _Scratch, maybe_zero: bool = True,
 ) -> None:
-    """Fold the finite values of a block (``low``/``high`` are their min/max) into ``part``."""
+    """Fold the finite values of a block (``low``/``high`` are their min/max) into ``part``.
+
+    ``maybe_zero`` False: the caller knows the block holds no ±0 (see ``_SignMagnitude``), so none are counted.
+    """
     n = values.size
     part.min = min(part.min, low)
     part.max = max(part.max, high)
     magnitude = max(-low, high)
     part.add_moments(n, *_block_moments(values, magnitude, scratch))
-    if low <= 0.0 <= high:
+    if maybe_zero and low <= 0.0 <= high:
         flags = scratch.get(np.bool_, n, "flags")
         part.zeros += int(np.count_nonzero(np.equal(values, 0, out=flags)))
     if plan.spec.can_overflow_fp16 and magnitude > FP16_MAX:
         part.fp16_overflow += int(np.count_nonzero(np.abs(values) > FP16_MAX))
     if magnitude > part.max_abs:  # a new largest |x| (rare after the first blocks): its first position
-        candidates = np.flatnonzero(np.abs(values) == magnitude)
+        if high != magnitude:         # one comparison pass instead of abs + comparison where one side wins
+            candidates = np.flatnonzero(values == low)
+        elif -low != magnitude:
+            candidates = np.flatnonzero(values == high)
+        else:
+            candidates = np.flatnonzero(np.abs(values) == magnitude)
         part.max_abs, part.max_abs_index = magnitude, _Positions(*where).first_natural(candidates)
     if plan.histogram_range is not None:
         _add_histogram(plan, values, where[0], part, scratch)
@@ -643,7 +741,8 @@ def _plan(spec: _DtypeSpec, count: int, big_endian: bool, first_block: memoryvie
     if first_block is not None and len(first_block) >= spec.itemsize:
         histogram_range = _histogram_range(spec, big_endian, first_block)
     stride = 1 if count <= HISTOGRAM_EXACT_LIMIT else HISTOGRAM_STRIDE
-    return _TensorPlan(spec, big_endian, stride, histogram_range)
+    codes = spec.codes if not big_endian or spec.itemsize == 1 else None  # it reads little-endian codes in place
+    return _TensorPlan(spec, big_endian, stride, histogram_range, codes)
 
 
 def _run_blocks(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: int) -> _Partial:
