@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 from weightaudit import formats
 from weightaudit.errors import UsageError
-from weightaudit.formats.base import Probe, read_probe
+from weightaudit.formats.base import Probe, folder_size, read_probe
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardIndex, WeightFileRef
 from weightaudit.rules import integrity as R
 
@@ -145,19 +145,8 @@ def _claim_folder(walk: _Walk, folder: Path) -> bool:
     loader = formats.sniff(probe)
     if loader is None:
         return _unsupported(walk, probe, walk.rel(folder))
-    walk.weights.append(WeightFileRef(str(folder), walk.rel(folder), loader.name, _folder_size(folder)))
+    walk.weights.append(WeightFileRef(str(folder), walk.rel(folder), loader.name, folder_size(folder)))
     return True
-
-
-def _folder_size(folder: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _visit_file(walk: _Walk, path: Path) -> None:
@@ -196,7 +185,7 @@ def _unsupported(walk: _Walk, probe: Probe, rel: str) -> bool:
     """Report a recognised format that has no loader yet (not verified); True when one matched."""
     for name, matches in UNSUPPORTED_FORMATS:
         if matches(probe):
-            size = _folder_size(probe.path) if probe.is_dir else probe.size
+            size = folder_size(probe.path) if probe.is_dir else probe.size
             walk.problem(rel, size, R.UNSUPPORTED, f"{name} {'package' if probe.is_dir else 'file'}: format not "
                          "supported yet, not verified", FileStatus.SKIPPED, fmt=name.lower().replace(" ", "-"))
             return True

@@ -90,8 +90,6 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    import importlib.util  # noqa: F401 - used by the group
-
     try:
         cli.main(prog_name="weightaudit")
     except SystemExit:

@@ -37,7 +37,6 @@ def audit_command(paths: tuple[str, ...], policy_path: str | None, fail_on: str 
     """Run every check on a release and exit non-zero when findings reach --fail-on."""
     from weightaudit.baseline import read_baseline, write_baseline
     from weightaudit.formats.base import LoadOptions
-    from weightaudit.model import Severity
     from weightaudit.pipeline import RunOptions, run
     from weightaudit.policy import with_cli_overrides
 

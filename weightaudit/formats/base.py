@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from weightaudit.model import LoadedFile, TensorInfo
+from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 
 HEAD_BYTES = 4096
 DEFAULT_CHUNK = 4 * 1024 * 1024
@@ -67,6 +67,24 @@ class ChunkedLoader(Protocol):
 
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int) -> Iterator[memoryview]:
         ...
+
+
+def unreadable(rel: str, fmt: str, size: int, reason: str, findings: list[Finding] | tuple[Finding, ...] = ()) -> LoadedFile:
+    """The LoadedFile of a file a loader could not read: status error, not verified, a one-line reason."""
+    return LoadedFile(path=rel, format=fmt, size_bytes=size, findings=tuple(findings), status=FileStatus.ERROR,
+                      reason=reason, verified=False)
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of every file below a folder (links not followed); unreadable entries count as 0."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def read_probe(path: Path) -> Probe:

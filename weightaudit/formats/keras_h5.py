@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 import h5py
 import numpy as np
 
-from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.base import LoadOptions, Probe, unreadable
 from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo, element_count
 from weightaudit.rules import get_rule
 
@@ -419,11 +419,6 @@ def _legacy_facts(handle: h5py.File) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the loaders
 
-def _error(rel: str, fmt: str, size: int, reason: str, findings: list[Finding] | None = None) -> LoadedFile:
-    return LoadedFile(path=rel, format=fmt, size_bytes=size, findings=tuple(findings or ()),
-                      status=FileStatus.ERROR, reason=reason, verified=False)
-
-
 def _describe(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -458,7 +453,7 @@ class Hdf5Loader:
                 inventory, facts = read_hdf5(handle, rel, 0)
         except _OPEN_ERRORS as exc:
             reason = f"{rel}: not a readable HDF5 file ({_describe(exc)})"
-            return _error(rel, self.name, size, reason, [get_rule("WA171").finding(rel, reason)])
+            return unreadable(rel, self.name, size, reason, [get_rule("WA171").finding(rel, reason)])
         return LoadedFile(rel, self.name, size, tuple(inventory.tensors), tuple(inventory.findings), facts,
                           FileStatus.OK, None, inventory.verified)
 
@@ -532,14 +527,14 @@ class KerasZipLoader:
             return self._load(path, rel, size)
         except _OPEN_ERRORS as exc:
             reason = f"{rel}: unreadable .keras archive ({_describe(exc)})"
-            return _error(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
+            return unreadable(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
 
     def _load(self, path: Path, rel: str, size: int) -> LoadedFile:
         with zipfile.ZipFile(path) as archive:
             problem = _archive_problem(archive)
             if problem:
                 reason = f"{rel}: malformed .keras archive: {problem}"
-                return _error(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
+                return unreadable(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
             config = _read_json_member(archive, "config.json")
             metadata = _read_json_member(archive, "metadata.json") if "metadata.json" in archive.namelist() else {}
             info = archive.getinfo("model.weights.h5")

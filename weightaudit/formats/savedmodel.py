@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.base import LoadOptions, Probe, folder_size, unreadable
 from weightaudit.formats.tensorbundle import (
     CHECKPOINT_GRAPH_KEY,
     BundleEntry,
@@ -301,22 +301,6 @@ def read_keras_metadata(path: Path) -> list[Any]:
 
 # ---------------------------------------------------------------- loaders
 
-def _error(path: str, fmt: str, size: int, reason: str, findings: list[Finding]) -> LoadedFile:
-    return LoadedFile(path=path, format=fmt, size_bytes=size, findings=tuple(findings), status=FileStatus.ERROR,
-                      reason=reason, verified=False)
-
-
-def _folder_size(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 class SavedModelLoader:
     """A SavedModel folder: graph ops from ``saved_model.pb``, variables from ``variables/variables.index``."""
 
@@ -330,21 +314,21 @@ class SavedModelLoader:
             return self._load(path, rel, options)
         except (OSError, BundleError, ValueError) as exc:
             finding = get_rule("WA166").finding(rel, f"SavedModel cannot be read: {exc}")
-            return _error(rel, self.name, 0, f"{rel}: SavedModel cannot be read: {exc}", [finding])
+            return unreadable(rel, self.name, 0, f"{rel}: SavedModel cannot be read: {exc}", [finding])
 
     def _load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
-        size = _folder_size(path)
+        size = folder_size(path)
         graph_path = path / "saved_model.pb"
         graph_rel = _join(rel, "saved_model.pb")
         if not graph_path.is_file():
             reason = f"{rel}: text-format saved_model.pbtxt is not supported"
-            return _error(rel, self.name, size, reason, [get_rule("WA166").finding(rel, reason)])
+            return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(rel, reason)])
         mapped, view = _mapped(graph_path)
         try:
             listing = list_graph(view)
         except BundleError as exc:
             reason = f"{graph_rel}: not a valid SavedModel protobuf ({exc})"
-            return _error(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
+            return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
         finally:
             view.release()
             if mapped is not None:
@@ -361,7 +345,7 @@ class SavedModelLoader:
         findings: list[Finding] = []
         if listing.meta_graphs == 0:
             reason = f"{graph_rel}: no MetaGraphDef in the SavedModel"
-            return _error(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
+            return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
         index_path = path / "variables" / "variables.index"
         if not index_path.is_file():
             if listing.object_graph_variables:
@@ -392,10 +376,10 @@ class CheckpointLoader:
         try:
             size = os.stat(path).st_size
         except OSError as exc:
-            return _error(rel, self.name, 0, f"{rel}: cannot stat: {exc}", [])
+            return unreadable(rel, self.name, 0, f"{rel}: cannot stat: {exc}", [])
         bundle = read_bundle_inventory(path, rel, options)
         if bundle.error:
-            return _error(rel, self.name, size, f"{rel}: {bundle.error}", bundle.findings)
+            return unreadable(rel, self.name, size, f"{rel}: {bundle.error}", bundle.findings)
         return LoadedFile(rel, self.name, size, tuple(bundle.tensors), tuple(bundle.findings), bundle.facts,
                           FileStatus.OK, None, bundle.verified)
 

@@ -85,5 +85,5 @@ def _findings(report: Report) -> list[str]:
                        f"{'`' + _cell(f.tensor) + '`' if f.tensor else ''} | {_cell(f.message)} |")
     if report.suppressed:
         out += ["", f"{len(report.suppressed)} finding(s) suppressed by policy or baseline."]
-    out += [f"", *[f"> note: {_cell(n)}" for n in report.notes]] if report.notes else []
+    out += ["", *[f"> note: {_cell(n)}" for n in report.notes]] if report.notes else []
     return out + [""]
