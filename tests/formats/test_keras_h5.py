@@ -239,3 +239,23 @@ def test_fer_keras2_model() -> None:
     assert loaded.facts["model_class"] == "Model"
     assert "conv2d_1/kernel" in {t.name for t in loaded.tensors}
     assert all(t.data_offsets is not None for t in loaded.tensors)
+
+
+def test_huge_attribute_is_refused_not_read(tmp_path) -> None:
+    """A multi-MB config attribute (dense attribute storage) is refused before it is read into memory."""
+    import h5py
+    import numpy as np
+
+    from weightaudit.formats import keras_h5
+
+    path = tmp_path / "bomb.h5"
+    with h5py.File(path, "w", libver="latest") as handle:
+        handle.attrs["layer_names"] = np.array([b"x" * 64] * 20_000)   # 1.28 MB, stored densely
+        handle.create_dataset("w", data=np.zeros(3, np.float32))
+    original = keras_h5.MAX_ATTRIBUTE_BYTES
+    keras_h5.MAX_ATTRIBUTE_BYTES = 1_000_000
+    try:
+        loaded = keras_h5.HDF5_LOADER.load(path, "bomb.h5", __import__("weightaudit.formats.base", fromlist=["x"]).LoadOptions())
+    finally:
+        keras_h5.MAX_ATTRIBUTE_BYTES = original
+    assert not loaded.verified and "too large to read" in (loaded.reason or "")

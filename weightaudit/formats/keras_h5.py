@@ -123,14 +123,33 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
+MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024   # Keras configs are KBs; a huge attribute is a memory bomb, not a model
+
+
+def _read_attr(group: h5py.Group, name: str) -> Any:
+    """An attribute's value, refused (ValueError) when its stored size would cost unbounded memory.
+
+    Variable-length strings store only references in the attribute, so their declared count is checked too.
+    """
+    attr_id = h5py.h5a.open(group.id, name.encode("utf-8"))
+    try:
+        stored = attr_id.get_storage_size()
+    except RuntimeError:  # HDF5 reports 0 bytes as an error (e.g. empty or scalar variable-length strings)
+        stored = 0
+    count = attr_id.shape and int(np.prod(attr_id.shape)) or 1
+    if stored > MAX_ATTRIBUTE_BYTES or count > MAX_ATTRIBUTE_BYTES // 8:
+        raise ValueError(f"attribute {name!r} of {group.name} is {stored:,} bytes ({count:,} values): too large to read")
+    return group.attrs[name]
+
+
 def _attr_list(group: h5py.Group, name: str) -> list[str] | None:
     """A Keras string-list attribute, joining the ``name0``, ``name1``... chunks of long lists."""
     if name in group.attrs:
-        chunks = [group.attrs[name]]
+        chunks = [_read_attr(group, name)]
     elif f"{name}0" in group.attrs:
         chunks = []
         while f"{name}{len(chunks)}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{len(chunks)}"])
+            chunks.append(_read_attr(group, f"{name}{len(chunks)}"))
     else:
         return None
     values: list[str] = []
@@ -144,7 +163,7 @@ def _attr_list(group: h5py.Group, name: str) -> list[str] | None:
 def _json_attr(group: h5py.Group, name: str) -> Any:
     if name not in group.attrs:
         return None
-    raw = group.attrs[name]
+    raw = _read_attr(group, name)
     return json.loads(_text(raw)) if not isinstance(raw, np.ndarray) else None
 
 
