@@ -212,3 +212,18 @@ def test_lpips_2018_weights(net: str, version: str) -> None:
     assert name == "pytorch-legacy" and loaded.status is FileStatus.OK and loaded.verified
     assert loaded.tensors and all(t.dtype == "F32" for t in loaded.tensors)
     assert max((f.severity for f in loaded.findings), default=Severity.INFO) < Severity.MEDIUM
+
+
+def test_prose_that_parses_as_protocol_0_is_not_a_pickle(tmp_path) -> None:
+    """'Copyright (c) ...' runs as protocol-0 opcodes up to a '.', but a licence file is not a weight file;
+    the same text with a hidden import is still claimed and scanned."""
+    from weightaudit.formats import read_probe, sniff
+
+    licence = tmp_path / "LICENSE"
+    licence.write_text("Copyright (c) 2018, Richard Zhang, Phillip Isola, Alexei A. Efros.\n"
+                       "All rights reserved.\n\nRedistribution and use in source and binary forms ...\n" * 5)
+    assert sniff(read_probe(licence)) is None
+    payload = tmp_path / "NOTES"
+    payload.write_bytes(b"cos\nsystem\n(S'id'\ntR.\n" + b"Just some notes after the pickle.\n" * 10)
+    loader = sniff(read_probe(payload))
+    assert loader is not None and loader.name == "pickle"

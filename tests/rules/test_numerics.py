@@ -218,3 +218,38 @@ def test_trained_matrices_are_not_untrained(tmp_path: Path) -> None:
 def test_rules_are_documented(rule_id: str) -> None:
     rule = get_rule(rule_id)
     assert rule.help and rule.summary and rule.name and rule.check is not None
+
+
+def test_identical_optimizer_moments_are_not_duplicates(tmp_path: Path) -> None:
+    """Adam moments of parameters that saw equal gradients are alike by design (Resemblyzer ships such)."""
+    import dataclasses
+
+    from weightaudit.model import Role
+
+    moment = trained(64, 64)
+    ctx = build(tmp_path, {"optimizer.state.0.exp_avg": moment, "optimizer.state.1.exp_avg": moment.copy()})
+    (loaded,) = ctx.files
+    as_optimizer = dataclasses.replace(loaded, tensors=tuple(dataclasses.replace(t, role=Role.OPTIMIZER)
+                                                             for t in loaded.tensors))
+    assert run("WA306", dataclasses.replace(ctx, files=(as_optimizer,))) == []
+    assert [f.rule_id for f in run("WA306", ctx)] == ["WA306"]
+
+
+def test_all_zero_bias_is_low_and_all_zero_matrix_medium(tmp_path: Path) -> None:
+    ctx = build(tmp_path, {"pooler.dense.bias": np.zeros(384, np.float32),
+                           "pooler.dense.weight": np.zeros((8, 8), np.float32)})
+    found = {f.tensor: f.severity for f in run("WA303", ctx)}
+    assert found == {"pooler.dense.bias": Severity.LOW, "pooler.dense.weight": Severity.MEDIUM}
+
+
+def test_fp16_overflow_ignores_optimizer_counters(tmp_path: Path) -> None:
+    import dataclasses
+
+    from weightaudit.model import Role
+
+    ctx = build(tmp_path, {"optimizer.iterations": np.array([92494.0], np.float32)})
+    assert [f.rule_id for f in run("WA305", ctx)] == ["WA305"]
+    (loaded,) = ctx.files
+    as_optimizer = dataclasses.replace(loaded, tensors=tuple(dataclasses.replace(t, role=Role.OPTIMIZER)
+                                                             for t in loaded.tensors))
+    assert run("WA305", dataclasses.replace(ctx, files=(as_optimizer,))) == []

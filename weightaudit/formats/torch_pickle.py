@@ -542,13 +542,26 @@ class RawPickleLoader(PickleFamilyLoader):
             return False
         parses, progress = _pickle_prefix(probe.head, probe.size)
         if parses:
-            return True
+            return _plausible_pickle(probe)
         # Broken pickles under a pickle-like name still get a clear error here (binary content, or text that runs
         # as several opcodes before failing); plain text is left to discovery.
         return probe.suffix in PICKLE_SUFFIXES and (progress >= 8 or not _is_text(probe.head))
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         return safe_load(self.name, path, rel, options, _load_raw)
+
+
+def _plausible_pickle(probe: Probe) -> bool:
+    """Protocol 0/1 opcodes are printable, so prose can parse as a pickle ('Copyright (c) ...' does). Under a
+    name that is not a pickle's, text is claimed only when what parses imports or calls something (a payload
+    hidden in an odd file) or is the whole file."""
+    if probe.suffix in PICKLE_SUFFIXES or not _is_text(probe.head):
+        return True
+    result = run_pickle(probe.head, 0, Limits(max_opcodes=2_000))
+    if result.globals or result.calls:
+        return True
+    whole_file = probe.size == len(probe.head) and not probe.head[result.end:].strip()
+    return result.ok and whole_file
 
 
 def _is_text(head: bytes) -> bool:

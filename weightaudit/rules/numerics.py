@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, Mapping
 
-from weightaudit.model import Finding, LoadedFile, Severity, TensorInfo, TensorStats
+from weightaudit.model import Finding, LoadedFile, Role, Severity, TensorInfo, TensorStats
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
 
@@ -41,6 +41,10 @@ def _matches_any(name: str, patterns: Iterable[str]) -> bool:
 
 def _is_norm(tensor: TensorInfo) -> bool:
     return len(tensor.shape) == 1 and bool(NORM_NAME.search(tensor.name))
+
+
+def _is_bias(tensor: TensorInfo) -> bool:
+    return len(tensor.shape) == 1 and tensor.name.rsplit(".", 1)[-1].rsplit("/", 1)[-1].startswith("bias")
 
 
 def _fmt(value: float | None) -> str:
@@ -98,8 +102,13 @@ def _zero_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
         if stats.count < int(cfg.get("min_elements", 2)) or _matches_any(tensor.name, cfg.get("ignore_names", ())):
             continue
         if stats.zeros == stats.count and not _is_norm(tensor):
-            yield ALL_ZERO.finding(loaded.path, f"all {stats.count:,} values of {tensor.name} are zero",
-                                   tensor=tensor.name)
+            if _is_bias(tensor):  # biases start at zero: an unused head (e.g. a pooler) keeps them; less alarming
+                yield ALL_ZERO.finding(loaded.path, f"all {stats.count:,} values of bias {tensor.name} are zero "
+                                       "(its usual initial value: probably never trained)", tensor=tensor.name,
+                                       severity=Severity.LOW)
+            else:
+                yield ALL_ZERO.finding(loaded.path, f"all {stats.count:,} values of {tensor.name} are zero",
+                                       tensor=tensor.name)
 
 
 def _constant_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
@@ -120,7 +129,8 @@ ALL_ZERO = register(Rule(
     thresholds={"min_elements": 2, "ignore_names": ["*num_batches_tracked"]},
     help="A weight that is entirely zero carries no information: typically a key that was missing when the "
          "checkpoint was written and got filled with zeros, a failed save, or an uninitialised buffer. "
-         "(All-zero norm biases are reported by WA308 instead.)\n\nWhat to do: check that the tensor is meant to "
+         "(All-zero norm biases are reported by WA308 instead; other all-zero 1-D biases are reported at low "
+         "severity, since zero is their usual initial value.)\n\nWhat to do: check that the tensor is meant to "
          "be zero (a disabled bias, a buffer); otherwise re-export it. Names in `ignore_names` (globs) are skipped.",
 ))
 CONSTANT = register(Rule(
@@ -156,7 +166,7 @@ def _fp16_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     severity = Severity.HIGH if half else FP16_OVERFLOW.severity
     why = "this release runs in float16" if half else "a float16 down-cast would turn them into Inf"
     for loaded, tensor, stats in _with_stats(ctx):
-        if stats.fp16_overflow:
+        if stats.fp16_overflow and tensor.role is not Role.OPTIMIZER:  # step counters, Adam moments: never cast
             yield FP16_OVERFLOW.finding(
                 loaded.path, f"{stats.fp16_overflow:,} values of {tensor.name} ({tensor.dtype}) exceed the float16 "
                 f"range (|x| > 65504, max |x| = {_fmt(stats.max_abs)}); {why}", tensor=tensor.name, severity=severity)
@@ -169,7 +179,8 @@ FP16_OVERFLOW = register(Rule(
     help="float16 tops out at 65504; casting a larger value gives Inf (65520 and above) and, downstream, NaN. "
          "A bf16/f32 checkpoint with such values breaks as soon as someone runs it in float16. Severity is high "
          "when the release itself is meant to run in float16 (config torch_dtype float16, or mostly F16 "
-         "tensors), medium otherwise.\n\nWhat to do: ship the tensor in bf16/f32 and say so, or rescale it "
+         "tensors), medium otherwise. Optimizer state (step counters, moments) is not inference weights and is "
+         "skipped.\n\nWhat to do: ship the tensor in bf16/f32 and say so, or rescale it "
          "(e.g. fold the scale into the next layer) before converting.",
 ))
 
@@ -196,6 +207,8 @@ def _duplicate_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Find
     for loaded, tensor, stats in _with_stats(ctx):
         if stats.count < int(cfg.get("min_elements", 1024)):
             continue
+        if tensor.role is Role.OPTIMIZER:
+            continue  # optimizer moments of parameters with equal gradients are alike by design; WA206 covers them
         if stats.min is not None and stats.min == stats.max:
             continue  # constant tensors are alike by value; WA303/WA304/WA308 speak about them
         groups[(tensor.dtype, stats.fingerprint)].append((loaded, tensor))
@@ -221,8 +234,8 @@ DUPLICATE = register(Rule(
     help="Byte-identical weights under different names are either an undeclared tie (the loader will untie "
          "them and training will make them drift apart), a copy-paste bug in a conversion script (one layer "
          "written twice, another missing), or wasted space. Declared ties — a shared storage, or embedding and "
-         "LM head with tie_word_embeddings — are not reported. Constant tensors and tensors under "
-         "`min_elements` are skipped.\n\nWhat to do: check the conversion; declare the tie or store it once.",
+         "LM head with tie_word_embeddings — are not reported. Constant tensors, optimizer state and tensors "
+         "under `min_elements` are skipped.\n\nWhat to do: check the conversion; declare the tie or store it once.",
 ))
 
 
