@@ -119,3 +119,9 @@ def test_fifo_is_not_opened(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     (problem,) = discover([str(fifo)]).problems
     assert problem.reason == "not a regular file; not read" and not problem.verified
+
+
+def test_saved_model_pb_given_alone_means_its_folder() -> None:
+    graph = FIXTURES / "keras_tf" / "sm_module" / "saved_model.pb"
+    release = discover([str(graph)])
+    assert [(w.rel, w.format) for w in release.weight_files] == [("sm_module", "tf-savedmodel")]

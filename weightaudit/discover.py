@@ -78,6 +78,8 @@ def discover(paths: Sequence[str]) -> Release:
         path = Path(given)
         if not path.exists() and not path.is_symlink():
             raise UsageError(f"{given}: no such file or directory")
+        if path.name == "saved_model.pb" and path.is_file():
+            path = path.parent  # a SavedModel is its folder: the graph alone is read with its variables
         resolved.append(path.absolute())
     units = {path for path in resolved if path.is_dir() and formats.sniff(read_probe(path)) is not None}
     root = _common_root(resolved, units)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions
+from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, iter_contiguous_chunks
 from weightaudit.formats.mapped_file import FileProblem, close_map, open_map
 from weightaudit.formats.pickle_vm import Limits, PickleResult
 from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, iter_layout_chunks
@@ -118,6 +118,8 @@ class PickleFamilyLoader:
         if key not in TENSOR_LAYOUTS:
             self.load(Path(path), tensor.file, LoadOptions())     # type: ignore[attr-defined]
         layout = TENSOR_LAYOUTS.get(key)
-        if layout is None:
-            raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")
-        return iter_layout_chunks(Path(path), layout, chunk_bytes)
+        if layout is not None:
+            return iter_layout_chunks(Path(path), layout, chunk_bytes)
+        if tensor.data_offsets is not None:  # plain contiguous bytes (.npy arrays, uncompressed .npz members)
+            return iter_contiguous_chunks(Path(path), tensor.data_offsets[0], tensor.data_offsets[1], chunk_bytes)
+        raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")
