@@ -29,6 +29,7 @@ def rule_descriptor(rule: Rule) -> dict[str, Any]:
         tags.append(f"external/cwe/cwe-{rule.cwe}")
     if rule.id.startswith("WA4"):
         tags.append("security")
+    tags = list(dict.fromkeys(tags))   # SARIF tags are a set (uniqueItems)
     return {
         "id": rule.id,
         "name": rule.name,
