@@ -201,3 +201,19 @@ def test_every_rule_is_documented() -> None:
     for number in list(range(401, 417)) + list(range(140, 156)):
         rule = get_rule(f"WA{number}")
         assert rule.name and rule.summary and rule.help and rule.check is None
+
+
+def test_multi_stage_nested_pickle_is_followed() -> None:
+    """A pickle whose constant is a pickle whose constant is a pickle that calls something (base64 or raw)."""
+    import base64
+
+    from weightaudit.formats.pickle_vm import scan_stream
+    from weightaudit.rules.pickle_rules import pickle_findings
+
+    stage3 = b"\x80\x04\x8c\x08builtins\x94\x8c\x05print\x94\x93\x94\x8c\x02hi\x94\x85\x94R\x94."
+    stage2 = b"\x80\x04C" + bytes([len(stage3)]) + stage3 + b"."
+    stage1 = b"\x80\x04\x8c" + bytes([len(base64.b64encode(stage2))]) + base64.b64encode(stage2) + b"."
+    outer = b"\x80\x04C" + bytes([len(stage1)]) + stage1 + b"."
+    (result,), _ = scan_stream(outer)
+    found = [f for f in pickle_findings(result, "x.pkl", "x.pkl", 0, outer) if f.rule_id == "WA411"]
+    assert found and "3 pickles deep" in found[0].message and "builtins.print('hi')" in found[0].message

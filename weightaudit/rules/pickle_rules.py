@@ -418,18 +418,37 @@ def _mutation_findings(result: PickleResult, path: str, where: Any) -> list[Find
     return findings
 
 
+MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
+
+
 def _nested_pickle_findings(result: PickleResult, path: str, where: Any, data: bytes | memoryview) -> list[Finding]:
     findings = []
     for pos, value in result.byte_strings[:10_000]:
-        for payload in _decoded_candidates(value, data):
-            inner, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
-            bad = [render(c) for r in inner for c in r.calls if _classify_value(c.func) != "allowed"]
-            bad += [u.ref.qualname for r in inner for u in r.globals if _classify_value(u.ref) == "denied"]
-            if bad:
-                findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle that would run {bad[0]}",
-                                                      where=where(pos, "constant")))
-                break
+        found = _nested_payload(value, data, 1)
+        if found is not None:
+            call, depth = found
+            levels = "" if depth == 1 else f" ({depth} pickles deep)"
+            findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run {call}",
+                                                  where=where(pos, "constant")))
     return findings
+
+
+def _nested_payload(value: Any, data: bytes | memoryview, depth: int) -> tuple[str, int] | None:
+    """(the first call a pickle hidden in this constant would make, how deep it sits), searching pickles
+    inside pickles up to MAX_NESTED_DEPTH levels; None when there is none."""
+    for payload in _decoded_candidates(value, data):
+        inner, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
+        bad = [render(c) for r in inner for c in r.calls if _classify_value(c.func) != "allowed"]
+        bad += [u.ref.qualname for r in inner for u in r.globals if _classify_value(u.ref) == "denied"]
+        if bad:
+            return bad[0], depth
+        if depth < MAX_NESTED_DEPTH:
+            for r in inner:
+                for _, deeper in r.byte_strings[:1_000]:
+                    found = _nested_payload(deeper, payload, depth + 1)
+                    if found is not None:
+                        return found
+    return None
 
 
 def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
