@@ -14,7 +14,8 @@ from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
 from weightaudit.formats.pickle_vm import scan_stream
-from weightaudit.formats.torch_tensors import itemsize
+from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, Storage, TensorLayout, contiguous_strides, itemsize
+from weightaudit.formats.zipread import ZipEntry
 from weightaudit.model import LoadedFile, TensorInfo, element_count
 from weightaudit.rules import pickle_rules as R
 
@@ -47,8 +48,10 @@ def _npy_header(data: memoryview) -> tuple[dict, int]:
     return header, start + length
 
 
-def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions, absolute: int | None) -> None:
-    """Read one ``.npy`` (``absolute``: its file offset when stored uncompressed) into ``scan``."""
+def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions, absolute: int | None,
+             compressed: tuple[str, ZipEntry] | None = None) -> None:
+    """Read one ``.npy`` into ``scan``. ``absolute``: its file offset when stored uncompressed; ``compressed``:
+    (file key, zip member) when deflated, so its bytes can be streamed later by inflating the member."""
     header, body = _npy_header(data)
     descr, shape = header["descr"], header["shape"]
     if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
@@ -59,10 +62,12 @@ def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions,
         if body + nbytes > len(data):
             raise FileProblem(f"{where}: array data is truncated")
         name = where.rsplit("/", 1)[-1].removesuffix(".npy") if where else "array"
-        offsets = (absolute + body, absolute + body + nbytes) if absolute is not None and descr[0] != ">" else None
+        offsets = (absolute + body, absolute + body + nbytes) if absolute is not None else None
         scan.tensors.append(TensorInfo(name=name, dtype=dtype, shape=shape, file=scan.rel, data_offsets=offsets,
                                        byte_order="big" if descr[0] == ">" else "little"))
-        if offsets is None:
+        if offsets is None and compressed is not None:
+            _register_compressed(compressed, name, dtype, shape, body, nbytes)
+        elif offsets is None:
             scan.verified = False
         return
     if "O" in str(descr):
@@ -74,6 +79,17 @@ def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions,
         return
     scan.verified = False
     scan.facts["npy_unsupported_dtype"] = str(descr)
+
+
+def _register_compressed(compressed: tuple[str, ZipEntry], name: str, dtype: str, shape: tuple[int, ...],
+                         body: int, nbytes: int) -> None:
+    """Let iter_chunks stream a deflated member's array by inflating it (flat memory)."""
+    path_key, entry = compressed
+    size = itemsize(dtype)
+    storage = Storage(key=entry.name, dtype=dtype, numel=element_count(shape), location="cpu", data_offset=None,
+                      available=entry.size, record=entry.name, entry=entry)
+    strides = tuple(s * size for s in contiguous_strides(shape))
+    TENSOR_LAYOUTS[(path_key, name)] = TensorLayout(storage, body, shape, strides, size, nbytes)
 
 
 def _load_npy(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:

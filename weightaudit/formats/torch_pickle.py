@@ -154,7 +154,7 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
     main_entry = table.get(pkl_name) if pkl_name else None
     main: PickleResult | None = None
     for entry in entries:
-        scanned = _scan_zip_member(scan, view, entry, options, is_main=entry is main_entry)
+        scanned = _scan_zip_member(scan, view, entry, options, is_main=entry is main_entry, path_key=path_key)
         if entry is main_entry and scanned:
             main = scanned[0]
     if main_entry is None:
@@ -220,7 +220,7 @@ def _zip_member_checks(scan: FileScan, entries: list[ZipEntry], duplicates: list
 
 
 def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options: LoadOptions,
-                     is_main: bool) -> list[PickleResult]:
+                     is_main: bool, path_key: str) -> list[PickleResult]:
     """Scan a member that holds a pickle or an .npy array (check the CRC of what was read); its pickles."""
     base = entry.name.rsplit("/", 1)[-1]
     is_record = "/data/" in f"/{entry.name}" and not base.endswith(".pkl")
@@ -258,7 +258,9 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         scan.findings.append(R.ZIP_CRC.finding(scan.rel, f"member {entry.name!r} fails its CRC-32 check",
                                                where=entry.name))
     if is_npy:
-        scan_npy(scan, data, entry.name, options, entry.data_offset if entry.method == 0 else None)
+        stored = entry.method == 0
+        scan_npy(scan, data, entry.name, options, entry.data_offset if stored else None,
+                 compressed=None if stored else (path_key, entry))
         return []
     if not is_main and not base.endswith((".pkl", ".pickle", ".debug_pkl")):
         scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"member {entry.name!r} holds a pickle",

@@ -19,13 +19,13 @@ from typing import Any, Iterator
 from weightaudit.formats.base import iter_contiguous_chunks
 from weightaudit.formats.mapped_file import close_map, open_map
 from weightaudit.formats.pickle_values import BytesRef, Call, Global, PersistentId, render
-from weightaudit.formats.zipread import ZipEntry, member_data
+from weightaudit.formats.zipread import ZipEntry, iter_member_range, member_data
 from weightaudit.model import DTYPE_BITS, Finding, Role, TensorInfo, element_count
 from weightaudit.rules import pickle_rules as R
 
 __all__ = [
     "STORAGE_DTYPES", "TORCH_DTYPES", "itemsize", "Storage", "TensorSpec", "Inventory", "TensorCollector",
-    "storage_from_pid", "as_int_tuple", "TensorLayout", "TENSOR_LAYOUTS", "is_contiguous", "build_tensors",
+    "storage_from_pid", "as_int_tuple", "TensorLayout", "TENSOR_LAYOUTS", "is_contiguous", "contiguous_strides", "build_tensors",
     "iter_layout_chunks",
 ]
 
@@ -277,7 +277,7 @@ class TensorLayout:
 TENSOR_LAYOUTS: dict[tuple[str, str], TensorLayout] = {}
 
 
-def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
+def contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
     strides, acc = [], 1
     for dim in reversed(size):
         strides.append(acc)
@@ -286,7 +286,7 @@ def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def is_contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    expected = _contiguous_strides(size)
+    expected = contiguous_strides(size)
     return all(d <= 1 or s == e for d, s, e in zip(size, stride, expected))
 
 
@@ -372,6 +372,11 @@ def _iter_compressed(path: Path, layout: TensorLayout, chunk_bytes: int) -> Iter
     entry = layout.storage.entry
     if entry is None:
         raise ValueError(f"{path}: storage {layout.storage.key} has no readable bytes")
+    if is_contiguous(layout.size, tuple(s // layout.itemsize for s in layout.stride_bytes)):
+        # the common case streams with flat memory; a strided view needs the (bounded) record in memory
+        yield from iter_member_range(path, entry, layout.byte_offset, layout.byte_offset + layout.nbytes,
+                                     chunk_bytes)
+        return
     owner, view = open_map(path)
     try:
         record = bytes(member_data(view, entry))

@@ -11,10 +11,13 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from weightaudit.formats.mapped_file import FileProblem
 
-__all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "member_data", "entries_by_name"]
+__all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "member_data", "entries_by_name",
+           "iter_member_range"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ZIP_ENTRIES = 1_000_000
@@ -131,3 +134,39 @@ def entries_by_name(entries: list[ZipEntry]) -> tuple[dict[str, ZipEntry], list[
             duplicates.append(entry.name)
         table[entry.name] = entry
     return table, sorted(set(duplicates))
+
+
+INFLATE_INPUT = 1024 * 1024
+
+
+def iter_member_range(path: Path, entry: ZipEntry, begin: int, end: int, chunk_bytes: int) -> Iterator[memoryview]:
+    """Bytes ``[begin, end)`` of a member's uncompressed data, inflated step by step: memory stays at about
+    ``chunk_bytes`` + 1 MiB whatever the member's size (stored members are read straight from the file)."""
+    if entry.method not in (0, 8):
+        raise FileProblem(f"member {entry.name!r}: unsupported compression method {entry.method}")
+    inflater = zlib.decompressobj(-15) if entry.method == 8 else None
+    position, remaining_input = 0, entry.compressed_size
+    with open(path, "rb") as handle:
+        handle.seek(entry.data_offset)
+        pending = b""
+        while position < end:
+            if not pending:
+                if remaining_input <= 0:
+                    raise FileProblem(f"member {entry.name!r}: data ends at byte {position}, before {end}")
+                pending = handle.read(min(INFLATE_INPUT, remaining_input))
+                if not pending:
+                    raise FileProblem(f"member {entry.name!r}: file ends inside the member")
+                remaining_input -= len(pending)
+            if inflater is None:
+                out, pending = pending, b""
+            else:
+                skipping = min(begin - position, INFLATE_INPUT) if position < begin else 0
+                try:
+                    out = inflater.decompress(pending, max(chunk_bytes, skipping))
+                except zlib.error as exc:
+                    raise FileProblem(f"member {entry.name!r}: corrupt deflate data ({exc})") from None
+                pending = inflater.unconsumed_tail
+            lo, hi = max(begin - position, 0), min(end - position, len(out))
+            if lo < hi:
+                yield memoryview(out)[lo:hi]
+            position += len(out)
