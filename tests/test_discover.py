@@ -90,10 +90,11 @@ def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
         discover([str(tmp_path / "nope")])
 
 
-def test_gguf_is_recognised_as_unsupported(tmp_path: Path) -> None:
+def test_gguf_is_read_by_the_gguf_loader(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\0" * 32)
-    (problem,) = discover([str(tmp_path)]).problems
-    assert problem.status is FileStatus.SKIPPED and [f.rule_id for f in problem.findings] == ["WA124"]
+    release = discover([str(tmp_path)])
+    assert release.problems == ()
+    assert [(w.rel, w.format) for w in release.weight_files] == [("m.gguf", "gguf")]
 
 
 def test_hidden_vcs_folders_are_skipped(tmp_path: Path) -> None:

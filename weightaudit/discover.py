@@ -22,7 +22,8 @@ from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardInd
 from weightaudit.rules import integrity as R
 
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "node_modules"})
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "node_modules", ".venv", ".tox",
+                       ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 WEIGHT_SUFFIXES = frozenset({
     ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".keras", ".pkl", ".pickle", ".joblib",
     ".npy", ".npz", ".pb", ".gguf", ".onnx", ".tflite", ".msgpack", ".model", ".tar", ".mar", ".nemo",
@@ -41,7 +42,6 @@ SIDE_FILE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 # Recognised formats we do not read yet: (name, test on the probe). Reported as not verified (WA124).
 UNSUPPORTED_FORMATS: tuple[tuple[str, Callable[[Probe], bool]], ...] = (
-    ("GGUF", lambda p: p.head.startswith(b"GGUF")),
     ("PyTorch preview archive", lambda p: p.head.startswith(b"PYTORCH1")),
     ("TensorFlow Lite", lambda p: p.head[4:8] == b"TFL3" or p.suffix == ".tflite"),
     ("ONNX", lambda p: p.suffix == ".onnx"),

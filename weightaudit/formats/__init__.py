@@ -18,6 +18,7 @@ __all__ = ["Loader", "LoadOptions", "Probe", "all_loaders", "get_loader", "sniff
 # (module, attribute) of each registered loader instance, in sniffing order.
 _LOADER_SPECS: tuple[tuple[str, str], ...] = (
     ("weightaudit.formats.safetensors", "LOADER"),
+    ("weightaudit.formats.gguf", "LOADER"),
     ("weightaudit.formats.torch_pickle", "TORCHSCRIPT"),
     ("weightaudit.formats.torch_pickle", "PYTORCH_ZIP"),
     ("weightaudit.formats.torch_pickle", "PICKLE_ARCHIVE"),

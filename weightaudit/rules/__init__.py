@@ -23,6 +23,7 @@ _RULE_MODULES = (
     "weightaudit.rules.numerics",
     "weightaudit.rules.pickle_rules",
     "weightaudit.rules.template_rules",
+    "weightaudit.rules.gguf_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.openness",
 )

@@ -1,0 +1,642 @@
+"""GGUF (llama.cpp / ggml): our own bounded header parser (research/formats.md §5.1).
+
+Reads the header field by field as ggml's reader does (``gguf_init_from_reader`` in ggml/src/gguf.cpp):
+little-endian; versions 2 and 3 (0, 1, later versions and byte-swapped "big-endian" versions are refused);
+u64 tensor and key/value counts; every metadata value type, strings with u64 lengths, arrays (also nested
+arrays, which the gguf Python package reads and llama.cpp refuses); tensor infos; ``general.alignment``
+(a u32 power of two, default 32); the data section starting at the next multiple of the alignment.
+
+Bounded: the file is memory-mapped and only the header is touched; every declared count or length is checked
+against the bytes left in the file (and against the caps below) before anything is read or allocated. Fixed-size
+array elements are skipped arithmetically; only short samples of arrays and non-template strings are kept.
+
+Shapes: GGUF stores dimensions innermost-first (``ne[0]`` is the row length). ``TensorInfo.shape`` is the
+reverse, outermost-first as PyTorch and numpy print it: a ggml tensor with ne = [4096, 32000] has shape
+(32000, 4096). ``data_offsets`` are absolute file offsets ``[data_start + offset, + nbytes)``.
+
+dtype codes: our codes for plain types (F32, F16, BF16, F64, I8, I16, I32, I64); ggml's names for quantized
+types (Q4_0, Q8_0, Q4_K, IQ2_XXS, TQ1_0, MXFP4 ...). Sizes are exact: ``nbytes = ne/block_elements *
+block_bytes`` with ``ne[0]`` a multiple of ``block_elements`` (``GGML_TYPES``).
+
+Facts (present when the file has them):
+- ``metadata``: str -> str map of the scalar ``general.*`` keys (the report's files[].metadata);
+- ``gguf_version``, ``tensor_count``, ``kv_count`` (as declared), ``alignment``, ``data_start``;
+- ``architecture`` (general.architecture), ``model_name`` (general.name), ``license`` (general.license),
+  ``file_type`` (general.file_type as llama.cpp's name, e.g. ``MOSTLY_Q8_0``, or the number),
+  ``quantization_version``, ``context_length`` (``<architecture>.context_length``), ``tokenizer_model``
+  (tokenizer.ggml.model);
+- ``chat_template_keys``: the metadata keys holding chat templates (analysed with chat_templates.analyse,
+  reported as WA460-WA462 with ``where`` = the key);
+- ``metadata_keys``: every metadata key, in file order.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from weightaudit.chat_templates import Template, analyse
+from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.model import FileStatus, Finding, LoadedFile, Severity, TensorInfo
+from weightaudit.rules import gguf_rules as G
+from weightaudit.rules import integrity as R
+from weightaudit.rules.template_rules import EXECUTION, OBFUSCATION, UNUSUAL
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = frozenset({2, 3})
+FIXED_HEADER_BYTES = 24           # magic, version, tensor_count, kv_count
+DEFAULT_ALIGNMENT = 32
+GGML_MAX_DIMS = 4
+GGML_MAX_NAME = 64                # names must be shorter than this (ggml's GGML_MAX_NAME)
+MAX_KV_COUNT = 1_000_000
+MAX_TENSOR_COUNT = 1_000_000
+MAX_ARRAY_DEPTH = 4
+KEPT_STRING_CHARS = 4096          # non-template strings are kept up to this many characters
+ARRAY_SAMPLE = 8                  # elements kept from each array
+INT64_MAX = 2**63 - 1
+SIZE_MAX = 2**64 - 1
+MIN_KV_BYTES = 8 + 1 + 4 + 1      # key length, a 1-byte key, value type, a 1-byte value
+MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+TEMPLATE_KEY = "tokenizer.chat_template"
+
+# Metadata value types: type id -> (struct format, byte size) for scalars.
+STRING, ARRAY, BOOL = 8, 9, 7
+SCALAR_TYPES: Mapping[int, tuple[str, int]] = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4),
+    7: ("<B", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}
+VALUE_TYPE_NAMES: Mapping[int, str] = {
+    0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool", 8: "str", 9: "arr",
+    10: "u64", 11: "i64", 12: "f64",
+}
+U32 = 4
+
+
+@dataclass(frozen=True)
+class GGMLType:
+    """A ggml tensor type: our dtype code and its block layout (elements per block, bytes per block)."""
+
+    code: str
+    block_elements: int
+    block_bytes: int
+
+
+QK_K = 256
+GGML_TYPES: Mapping[int, GGMLType] = {
+    0: GGMLType("F32", 1, 4), 1: GGMLType("F16", 1, 2), 2: GGMLType("Q4_0", 32, 18), 3: GGMLType("Q4_1", 32, 20),
+    6: GGMLType("Q5_0", 32, 22), 7: GGMLType("Q5_1", 32, 24), 8: GGMLType("Q8_0", 32, 34),
+    9: GGMLType("Q8_1", 32, 40), 10: GGMLType("Q2_K", QK_K, 84), 11: GGMLType("Q3_K", QK_K, 110),
+    12: GGMLType("Q4_K", QK_K, 144), 13: GGMLType("Q5_K", QK_K, 176), 14: GGMLType("Q6_K", QK_K, 210),
+    15: GGMLType("Q8_K", QK_K, 292), 16: GGMLType("IQ2_XXS", QK_K, 66), 17: GGMLType("IQ2_XS", QK_K, 74),
+    18: GGMLType("IQ3_XXS", QK_K, 98), 19: GGMLType("IQ1_S", QK_K, 50), 20: GGMLType("IQ4_NL", 32, 18),
+    21: GGMLType("IQ3_S", QK_K, 110), 22: GGMLType("IQ2_S", QK_K, 82), 23: GGMLType("IQ4_XS", QK_K, 136),
+    24: GGMLType("I8", 1, 1), 25: GGMLType("I16", 1, 2), 26: GGMLType("I32", 1, 4), 27: GGMLType("I64", 1, 8),
+    28: GGMLType("F64", 1, 8), 29: GGMLType("IQ1_M", QK_K, 56), 30: GGMLType("BF16", 1, 2),
+    34: GGMLType("TQ1_0", QK_K, 54), 35: GGMLType("TQ2_0", QK_K, 66), 39: GGMLType("MXFP4", 32, 17),
+    40: GGMLType("NVFP4", 64, 36), 41: GGMLType("Q1_0", 128, 18),
+}
+REMOVED_GGML_TYPES: Mapping[int, str] = {
+    4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8",
+    38: "IQ4_NL_8_8",
+}
+# general.file_type (llama.cpp's llama_ftype).
+FILE_TYPES: Mapping[int, str] = {
+    0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0",
+    9: "MOSTLY_Q5_1", 10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L",
+    14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M", 16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K",
+    19: "MOSTLY_IQ2_XXS", 20: "MOSTLY_IQ2_XS", 21: "MOSTLY_Q2_K_S", 22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS",
+    24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S", 27: "MOSTLY_IQ3_M", 28: "MOSTLY_IQ2_S",
+    29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M", 32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0",
+    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 1024: "GUESSED",
+}
+
+
+class HeaderError(Exception):
+    """The header cannot be read further; carries the rule it breaks."""
+
+    def __init__(self, rule: Any, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.where = where
+
+
+@dataclass(frozen=True)
+class GGUFArray:
+    """An array value: element type, declared length, and the first few elements."""
+
+    element_type: int
+    count: int
+    sample: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One metadata entry as stored (duplicates included, in file order)."""
+
+    key: str
+    value_type: int
+    value: Any
+    offset: int
+
+
+@dataclass
+class _Tensor:
+    name: str
+    ne: tuple[int, ...]            # ggml order, innermost first
+    ggml_type: int
+    offset: int                    # relative to the data section
+    nbytes: int | None = None      # None when the type or shape is unusable
+    dtype: str = ""
+
+
+@dataclass
+class _Parse:
+    """Everything read so far; kept when a later field turns out to be unreadable."""
+
+    rel: str
+    findings: list[Finding] = field(default_factory=list)
+    kvs: list[KeyValue] = field(default_factory=list)
+    tensors: list[_Tensor] = field(default_factory=list)
+    version: int | None = None
+    tensor_count: int | None = None
+    kv_count: int | None = None
+    alignment: int = DEFAULT_ALIGNMENT
+    data_start: int | None = None
+
+    def add(self, rule: Any, message: str, tensor: str | None = None, where: str | None = None,
+            severity: Any = None) -> None:
+        self.findings.append(rule.finding(self.rel, message, tensor=tensor, where=where, severity=severity))
+
+
+def _show(text: str, width: int = 80) -> str:
+    """A name for a one-line message: repr (escapes newlines), shortened."""
+    shown = repr(text[: width + 1])
+    return shown if len(shown) <= width else shown[: width - 1] + "…'"
+
+
+class _Cursor:
+    """Bounded little-endian reads over the mapped file. ``limit`` caps how far the header may reach."""
+
+    def __init__(self, buf: Any, size: int, limit: int) -> None:
+        self.buf, self.size, self.limit, self.pos = buf, size, limit, 0
+
+    def remaining(self) -> int:
+        return self.size - self.pos
+
+    def fixed(self, fmt: str, width: int, what: str) -> Any:
+        if self.pos + width > self.size:
+            raise HeaderError(G.HEADER_TRUNCATED, f"file ends inside {what} (byte {self.pos:,} of {self.size:,})")
+        self._within_limit(width, what)
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += width
+        return value
+
+    def u32(self, what: str) -> int:
+        return self.fixed("<I", 4, what)
+
+    def u64(self, what: str) -> int:
+        return self.fixed("<Q", 8, what)
+
+    def declared(self, nbytes: int, what: str) -> None:
+        """Check that a declared length of ``nbytes`` fits in the file and the header limit."""
+        if nbytes > self.remaining():
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} declares {nbytes:,} bytes at byte {self.pos:,} but "
+                              f"only {self.remaining():,} remain in the file")
+        self._within_limit(nbytes, what)
+
+    def _within_limit(self, nbytes: int, what: str) -> None:
+        if self.pos + nbytes > self.limit:
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"header reaches past the {self.limit:,}-byte limit while "
+                              f"reading {what}")
+
+    def raw_string(self, what: str) -> tuple[int, int]:
+        """(start, length) of a u64-length-prefixed string, skipped."""
+        length = self.u64(f"{what} length")
+        self.declared(length, what)
+        start = self.pos
+        self.pos += length
+        return start, length
+
+    def text(self, start: int, length: int, keep: int | None = KEPT_STRING_CHARS) -> str:
+        end = start + length if keep is None else start + min(length, keep * 4)
+        decoded = bytes(self.buf[start:end]).decode("utf-8", errors="replace")
+        return decoded if keep is None else decoded[:keep]
+
+    def skip(self, nbytes: int, what: str) -> None:
+        self.declared(nbytes, what)
+        self.pos += nbytes
+
+
+class _Parser:
+    """Walks the header in ggml's order, recording findings on the shared ``_Parse``."""
+
+    def __init__(self, cursor: _Cursor, state: _Parse) -> None:
+        self.cur, self.state = cursor, state
+
+    def run(self) -> None:
+        self._fixed_header()
+        self._metadata()
+        self._alignment()
+        self._tensor_infos()
+        self._data_start()
+
+    def _fixed_header(self) -> None:
+        cur, state = self.cur, self.state
+        if bytes(cur.buf[:4]) != GGUF_MAGIC:
+            raise HeaderError(R.NOT_A_MODEL, "does not start with the GGUF magic")
+        cur.pos = 4
+        version = cur.u32("the version field")
+        state.version = version
+        if version == 0 or (version & 0xFFFF) == 0 or version not in SUPPORTED_VERSIONS:
+            raise HeaderError(G.BAD_VERSION, _version_problem(version))
+        state.tensor_count = cur.u64("the tensor count")
+        state.kv_count = cur.u64("the metadata count")
+        self._count(state.tensor_count, MAX_TENSOR_COUNT, MIN_TENSOR_INFO_BYTES, "tensor count")
+        self._count(state.kv_count, MAX_KV_COUNT, MIN_KV_BYTES, "metadata key/value count")
+
+    def _count(self, count: int, cap: int, min_bytes: int, what: str) -> None:
+        if count > cap:
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} exceeds the limit of {cap:,}")
+        if count * min_bytes > self.cur.remaining():
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} cannot fit in the {self.cur.size:,}-byte "
+                              f"file (each entry takes at least {min_bytes} bytes)")
+
+    def _metadata(self) -> None:
+        seen: set[bytes] = set()
+        for index in range(self.state.kv_count or 0):
+            offset = self.cur.pos
+            start, length = self.cur.raw_string(f"metadata key {index}")
+            raw = bytes(self.cur.buf[start:start + length])
+            key = raw.decode("utf-8", errors="replace")
+            if raw in seen:
+                self.state.add(G.DUPLICATE_NAME, f"metadata key {_show(key)} appears more than once (llama.cpp "
+                               "refuses the file; other readers keep the first or the last value)", where=key)
+            seen.add(raw)
+            value_type = self.cur.u32(f"the value type of {_show(key)}")
+            keep = None if _is_template_key(key) else KEPT_STRING_CHARS
+            value = self._value(value_type, key, keep, depth=0)
+            self.state.kvs.append(KeyValue(key, value_type, value, offset))
+
+    def _value(self, value_type: int, key: str, keep: int | None, depth: int) -> Any:
+        if value_type in SCALAR_TYPES:
+            fmt, width = SCALAR_TYPES[value_type]
+            value = self.cur.fixed(fmt, width, f"the value of {_show(key)}")
+            return bool(value) if value_type == BOOL else value
+        if value_type == STRING:
+            start, length = self.cur.raw_string(f"the string value of {_show(key)}")
+            return self.cur.text(start, length, keep)
+        if value_type == ARRAY:
+            return self._array(key, depth)
+        raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {_show(key)} has unknown value type {value_type} "
+                          "(the rest of the header cannot be read)", where=key)
+
+    def _array(self, key: str, depth: int) -> GGUFArray:
+        cur = self.cur
+        element_type = cur.u32(f"the array element type of {_show(key)}")
+        count = cur.u64(f"the array length of {_show(key)}")
+        if element_type == ARRAY:
+            if depth == 0:
+                self.state.add(G.UNKNOWN_TYPE, f"metadata key {_show(key)} is an array of arrays (llama.cpp "
+                               "refuses it; the gguf Python package reads it)", where=key)
+            if depth + 1 >= MAX_ARRAY_DEPTH:
+                raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"metadata key {_show(key)} nests arrays more than "
+                                  f"{MAX_ARRAY_DEPTH} deep", where=key)
+        minimum = {STRING: 8, ARRAY: 12}.get(element_type) or SCALAR_TYPES.get(element_type, (None, 0))[1]
+        if not minimum:
+            raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {_show(key)} is an array of unknown type "
+                              f"{element_type} (the rest of the header cannot be read)", where=key)
+        if count * minimum > cur.remaining():
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"array {_show(key)} declares {count:,} elements, more than "
+                              f"the {cur.remaining():,} bytes left in the file can hold", where=key)
+        if element_type in SCALAR_TYPES:
+            return self._scalar_array(element_type, count, key)
+        if element_type == STRING:
+            return self._string_array(count, key)
+        sample = []
+        for index in range(count):
+            item = self._value(element_type, key, 256, depth + 1)
+            if index < ARRAY_SAMPLE:
+                sample.append(item)
+        return GGUFArray(element_type, count, tuple(sample))
+
+    def _scalar_array(self, element_type: int, count: int, key: str) -> GGUFArray:
+        fmt, width = SCALAR_TYPES[element_type]
+        kept = min(count, ARRAY_SAMPLE)
+        start = self.cur.pos
+        self.cur.skip(count * width, f"the elements of {_show(key)}")
+        sample = struct.unpack_from(f"<{kept}{fmt[1]}", self.cur.buf, start) if kept else ()
+        return GGUFArray(element_type, count, tuple(bool(v) for v in sample) if element_type == BOOL else sample)
+
+    def _string_array(self, count: int, key: str) -> GGUFArray:
+        """A tight loop over u64-prefixed strings (tokenizer vocabularies hold 100k+ of them)."""
+        cur = self.cur
+        buf, pos, end = cur.buf, cur.pos, min(cur.size, cur.limit)
+        unpack = struct.Struct("<Q").unpack_from
+        sample = []
+        for index in range(count):
+            if pos + 8 > end:
+                cur.pos = pos
+                cur.u64(f"a string length in {_show(key)}")      # raises the precise error
+            (length,) = unpack(buf, pos)
+            pos += 8
+            if length > end - pos:
+                cur.pos = pos
+                cur.declared(length, f"a string in {_show(key)}")  # raises the precise error
+            if index < ARRAY_SAMPLE:
+                sample.append(cur.text(pos, length, 256))
+            pos += length
+        cur.pos = pos
+        return GGUFArray(STRING, count, tuple(sample))
+
+    def _alignment(self) -> None:
+        entries = [kv for kv in self.state.kvs if kv.key == "general.alignment"]
+        if not entries:
+            return
+        entry = entries[0]
+        if entry.value_type != U32:
+            raise HeaderError(G.BAD_ALIGNMENT, f"general.alignment is of type "
+                              f"{VALUE_TYPE_NAMES.get(entry.value_type, entry.value_type)}, not u32", where=entry.key)
+        if entry.value == 0 or entry.value & (entry.value - 1):
+            raise HeaderError(G.BAD_ALIGNMENT, f"general.alignment {entry.value} is not a power of two",
+                              where=entry.key)
+        self.state.alignment = entry.value
+
+    def _tensor_infos(self) -> None:
+        seen: set[bytes | str] = set()
+        for index in range(self.state.tensor_count or 0):
+            start, length = self.cur.raw_string(f"tensor name {index}")
+            raw = bytes(self.cur.buf[start:start + length])
+            name = raw.decode("utf-8", errors="replace")
+            problems = []
+            if length >= GGML_MAX_NAME:
+                problems.append(f"name is {length} bytes, ggml allows at most {GGML_MAX_NAME - 1}")
+            ne = self._dims(name, problems)
+            ggml_type = self.cur.u32(f"the type of tensor {_show(name)}")
+            offset = self.cur.u64(f"the offset of tensor {_show(name)}")
+            tensor = _Tensor(name, ne, ggml_type, offset)
+            self._size(tensor, problems)
+            self.state.tensors.append(tensor)
+            ggml_name = raw.split(b"\0", 1)[0]   # what llama.cpp compares (a C string)
+            if ggml_name in seen or name in seen:
+                self.state.add(G.DUPLICATE_NAME, f"tensor name {_show(name)} appears more than once (llama.cpp "
+                               "and the gguf Python package refuse the file)", tensor=name)
+                tensor.dtype = ""          # only the first one is in the inventory
+            seen.update((ggml_name, name))
+
+    def _dims(self, name: str, problems: list[str]) -> tuple[int, ...]:
+        n_dims = self.cur.u32(f"the dimension count of tensor {_show(name)}")
+        if n_dims > GGML_MAX_DIMS:
+            self.cur.skip(8 * n_dims, f"the dimensions of tensor {_show(name)}")
+            problems.append(f"has {n_dims} dimensions, ggml allows at most {GGML_MAX_DIMS}")
+            return ()
+        ne = tuple(self.cur.u64(f"dimension {i} of tensor {_show(name)}") for i in range(n_dims))
+        if any(d > INT64_MAX for d in ne):
+            problems.append(f"has a negative dimension (ne = {list(ne)} read as signed 64-bit)")
+        elif _product(ne) and any(_product(ne[:i + 1]) > INT64_MAX for i in range(len(ne))):
+            problems.append(f"element count of ne = {list(ne)} overflows 64 bits")
+        return ne
+
+    def _size(self, tensor: _Tensor, problems: list[str]) -> None:
+        gtype = GGML_TYPES.get(tensor.ggml_type)
+        if gtype is None:
+            removed = REMOVED_GGML_TYPES.get(tensor.ggml_type)
+            what = f"ggml type {tensor.ggml_type}" + (f" (removed type {removed})" if removed else " (unknown)")
+            self.state.add(G.UNKNOWN_TYPE, f"tensor {_show(tensor.name)} has {what}; its size cannot be known",
+                           tensor=tensor.name)
+        else:
+            self._whole_blocks(tensor, gtype, problems)
+        if problems:
+            self.state.add(G.INVALID_TENSOR_INFO, f"tensor {_show(tensor.name)} " + "; ".join(problems),
+                           tensor=tensor.name)
+
+    def _whole_blocks(self, tensor: _Tensor, gtype: GGMLType, problems: list[str]) -> None:
+        """Size from shape and type: the row must be whole blocks; then nbytes = blocks x block bytes."""
+        row = tensor.ne[0] if tensor.ne else 1
+        if not problems and row % gtype.block_elements:
+            problems.append(f"is {gtype.code} with {row} elements per row (ne[0]), not a multiple of its "
+                            f"{gtype.block_elements}-element block, so its size is not a whole number of blocks")
+        if not problems:
+            nbytes = _product(tensor.ne) // gtype.block_elements * gtype.block_bytes
+            if nbytes > SIZE_MAX:
+                problems.append(f"needs {nbytes:,} bytes, more than 64 bits can address")
+            else:
+                tensor.nbytes, tensor.dtype = nbytes, gtype.code
+
+    def _data_start(self) -> None:
+        pos, alignment = self.cur.pos, self.state.alignment
+        self.state.data_start = _pad(pos, alignment) if self.state.tensor_count else pos
+
+
+def _version_problem(version: int) -> str:
+    if version == 0:
+        return "GGUF version 0 is invalid"
+    if version & 0xFFFF == 0:
+        return (f"GGUF version field reads {version:#010x}: the file looks big-endian (byte-swapped version "
+                f"{int.from_bytes(version.to_bytes(4, 'little'), 'big')}), which llama.cpp does not read")
+    if version == 1:
+        return "GGUF version 1 (32-bit lengths) is no longer supported by llama.cpp"
+    return f"GGUF version {version} is not supported (llama.cpp reads versions 2 and 3)"
+
+
+def _is_template_key(key: str) -> bool:
+    return key == TEMPLATE_KEY or key.startswith(TEMPLATE_KEY + ".")
+
+
+def _product(values: tuple[int, ...]) -> int:
+    out = 1
+    for value in values:
+        out *= value
+    return out
+
+
+def _pad(value: int, alignment: int) -> int:
+    return value + (-value % alignment)
+
+
+# ------------------------------------------------------------------------------------------ layout checks
+
+def _check_layout(state: _Parse, size: int) -> int:
+    """Alignment, bounds, overlaps, llama.cpp's order and unused bytes; returns how many tensors are cut off."""
+    data_start = state.data_start or 0
+    if state.tensors and data_start > size:
+        state.add(G.HEADER_TRUNCATED, f"file ends at byte {size:,}, inside the padding before the data section "
+                  f"(which starts at byte {data_start:,})")
+    flagged: set[int] = set()
+    for index, tensor in enumerate(state.tensors):
+        if tensor.offset % state.alignment:
+            state.add(G.BAD_ALIGNMENT, f"tensor {_show(tensor.name)} starts at data offset {tensor.offset:,}, not "
+                      f"a multiple of the {state.alignment}-byte alignment", tensor=tensor.name)
+            flagged.add(index)
+    cut_off = 0
+    for tensor in state.tensors:
+        if tensor.nbytes is not None and data_start + tensor.offset + tensor.nbytes > size:
+            cut_off += 1
+            state.add(G.TENSOR_OUT_OF_BOUNDS, f"tensor {_show(tensor.name)} needs file bytes "
+                      f"{data_start + tensor.offset:,}..{data_start + tensor.offset + tensor.nbytes:,} but the file "
+                      f"is {size:,} bytes", tensor=tensor.name)
+    flagged |= _check_overlaps(state)
+    _check_order(state, flagged)
+    _check_trailing(state, size)
+    return cut_off
+
+
+def _check_overlaps(state: _Parse) -> set[int]:
+    sized = sorted((t.offset, t.offset + t.nbytes, i) for i, t in enumerate(state.tensors) if t.nbytes)
+    flagged: set[int] = set()
+    furthest, owner = 0, None
+    for begin, end, index in sized:
+        if owner is not None and begin < furthest:
+            name, other = state.tensors[index].name, state.tensors[owner].name
+            state.add(G.TENSOR_OVERLAP, f"tensor {_show(name)} (data bytes {begin:,}..{end:,}) overlaps tensor "
+                      f"{_show(other)} (which ends at {furthest:,})", tensor=name)
+            flagged.update((index, owner))
+        if end > furthest:
+            furthest, owner = end, index
+    return flagged
+
+
+def _check_order(state: _Parse, flagged: set[int]) -> None:
+    """llama.cpp expects each tensor exactly where the previous one ends, padded to the alignment."""
+    expected = 0
+    for index, tensor in enumerate(state.tensors):
+        if tensor.nbytes is None:
+            return                     # size unknown: llama.cpp refuses the file earlier anyway
+        if tensor.offset != expected:
+            if index not in flagged:
+                state.add(G.UNUSED_BYTES, f"tensor {_show(tensor.name)} is at data offset {tensor.offset:,} but "
+                          f"llama.cpp expects {expected:,} (tensors must follow each other in header order, padded "
+                          f"to {state.alignment} bytes): llama.cpp refuses the file", tensor=tensor.name,
+                          severity=Severity.MEDIUM)
+            return
+        expected += _pad(tensor.nbytes, state.alignment)
+
+
+def _check_trailing(state: _Parse, size: int) -> None:
+    if any(t.nbytes is None for t in state.tensors) or state.data_start is None:
+        return                         # unknown extents: cannot tell what is unused
+    data_start = state.data_start
+    end = max((data_start + t.offset + t.nbytes for t in state.tensors if t.nbytes is not None), default=data_start)
+    # The last tensor (or, with no tensors, the header) may be padded to the alignment: that is not unused data.
+    padded = _pad(end, state.alignment)   # data_start is aligned; with no tensors, end is the header's end
+    if size > padded:
+        after = "the last tensor's data" if state.tensors else "the header (the file has no tensors)"
+        state.add(G.UNUSED_BYTES, f"{size - padded:,} bytes follow {after} (file bytes {padded:,}..{size:,}); "
+                  "no reader looks at them")
+
+
+# ------------------------------------------------------------------------------------------ templates, facts
+
+def _template_findings(state: _Parse) -> Iterator[Finding]:
+    by_kind = {"execution": EXECUTION, "obfuscation": OBFUSCATION, "unusual": UNUSUAL}
+    for kv in state.kvs:
+        if not _is_template_key(kv.key) or not isinstance(kv.value, str):
+            continue
+        seen: set[str] = set()
+        for issue in analyse(Template(state.rel, kv.key, kv.value)):
+            if issue.kind in seen:
+                continue
+            seen.add(issue.kind)
+            detail = f": {issue.snippet}" if issue.snippet else ""
+            yield by_kind[issue.kind].finding(state.rel, f"chat template in GGUF metadata {kv.key} {issue.reason}"
+                                              f"{detail}", where=kv.key)
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return None
+
+
+def _facts(state: _Parse) -> dict[str, Any]:
+    first: dict[str, Any] = {}
+    for kv in state.kvs:
+        first.setdefault(kv.key, kv.value)
+    facts: dict[str, Any] = {
+        "metadata": {k: text for k, v in first.items() if k.startswith("general.")
+                     and (text := _scalar_text(v)) is not None},
+        "gguf_version": state.version, "tensor_count": state.tensor_count, "kv_count": state.kv_count,
+        "alignment": state.alignment, "data_start": state.data_start,
+        "metadata_keys": [kv.key for kv in state.kvs],
+        "chat_template_keys": [kv.key for kv in state.kvs if _is_template_key(kv.key)],
+    }
+    architecture = first.get("general.architecture")
+    named = {"architecture": "general.architecture", "model_name": "general.name", "license": "general.license",
+             "quantization_version": "general.quantization_version", "tokenizer_model": "tokenizer.ggml.model",
+             "context_length": f"{architecture}.context_length" if isinstance(architecture, str) else None}
+    for fact, key in named.items():
+        if key is not None and _scalar_text(first.get(key)) is not None:
+            facts[fact] = first[key]
+    file_type = first.get("general.file_type")
+    if isinstance(file_type, int) and not isinstance(file_type, bool):
+        facts["file_type"] = FILE_TYPES.get(file_type, file_type)
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _inventory(state: _Parse) -> tuple[TensorInfo, ...]:
+    data_start = state.data_start or 0
+    return tuple(
+        TensorInfo(name=t.name, dtype=t.dtype, shape=tuple(reversed(t.ne)), file=state.rel,
+                   data_offsets=(data_start + t.offset, data_start + t.offset + t.nbytes))
+        for t in state.tensors if t.nbytes is not None and t.dtype
+    )
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+def parse(path: Path, rel: str, options: LoadOptions | None = None) -> LoadedFile:
+    """Parse one GGUF file's header into a LoadedFile (never raises on bad content)."""
+    limit = (options or LoadOptions()).max_header_bytes
+    state = _Parse(rel)
+    fatal: str | None = None
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < FIXED_HEADER_BYTES:
+            fatal = f"file is {size} bytes, shorter than the {FIXED_HEADER_BYTES}-byte GGUF header"
+            state.add(G.HEADER_TRUNCATED, fatal)
+        else:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                try:
+                    _Parser(_Cursor(mapped, size, limit), state).run()
+                except HeaderError as exc:
+                    fatal = str(exc)
+                    state.add(exc.rule, fatal, where=exc.where)
+    state.findings.extend(_template_findings(state))
+    cut_off = 0 if fatal else _check_layout(state, size)
+    return _loaded(state, size, fatal, cut_off)
+
+
+def _loaded(state: _Parse, size: int, fatal: str | None, cut_off: int) -> LoadedFile:
+    tensors = () if fatal else _inventory(state)
+    excluded = len(state.tensors) - len(tensors)
+    reason = fatal
+    if reason is None and excluded:
+        reason = f"{excluded} tensor entr{'y' if excluded == 1 else 'ies'} could not be read"
+    if reason is None and cut_off:
+        reason = f"{cut_off} tensor(s) extend past the end of the file"
+    if reason is None and state.tensors and (state.data_start or 0) > size:
+        reason = "the file ends before its data section"
+    return LoadedFile(
+        state.rel, LOADER.name, size, tensors=tensors, findings=tuple(state.findings), facts=_facts(state),
+        status=FileStatus.OK if reason is None else FileStatus.ERROR, reason=reason, verified=reason is None,
+    )
+
+
+class GGUFLoader:
+    """Claims files that start with the GGUF magic."""
+
+    name = "gguf"
+
+    def sniff(self, probe: Probe) -> bool:
+        return not probe.is_dir and probe.head.startswith(GGUF_MAGIC)
+
+    def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
+        return parse(path, rel, options)
+
+
+LOADER = GGUFLoader()
