@@ -24,6 +24,8 @@ SEEDS = [
     FIXTURES / "keras_tf" / "functional.keras",
     FIXTURES / "keras_tf" / "functional.h5",
     FIXTURES / "keras_tf" / "sequential.weights.h5",
+    FIXTURES / "gguf" / "quantized-q8_0-q4_0.gguf",
+    FIXTURES / "torch" / "all_dtypes_legacy.pt",
 ]
 SAVEDMODEL = FIXTURES / "keras_tf" / "sm_keras"
 MUTATIONS_PER_SEED = int(os.environ.get("WEIGHTAUDIT_FUZZ_CASES", "12"))  # more: a longer local run
