@@ -11,7 +11,7 @@ import re
 
 from weightaudit.rules.base import AuditContext, Rule
 
-__all__ = ["AuditContext", "Rule", "register", "get_rule", "all_rules", "is_rule_id"]
+__all__ = ["AuditContext", "Rule", "register", "rule_family", "get_rule", "all_rules", "is_rule_id"]
 
 _RULES: dict[str, Rule] = {}
 _ID_PATTERN = re.compile(r"^WA[1-9]\d\d$")
@@ -38,6 +38,18 @@ def register(rule: Rule) -> Rule:
         raise ValueError(f"rule ID {rule.id} registered twice")
     _RULES[rule.id] = rule
     return rule
+
+
+def rule_family(tags: tuple[str, ...], help_footer: str, default_cwe: int | None = 20):
+    """A constructor for a family of rules that share tags and the end of their help text (what the format
+    requires, what to do): ``make(rule_id, name, summary, severity, detail, cwe=..., confidence=...)``."""
+    from weightaudit.model import Severity
+
+    def make(rule_id: str, name: str, summary: str, severity: Severity, detail: str,
+             cwe: int | None = default_cwe, confidence: str = "high") -> Rule:
+        return register(Rule(id=rule_id, name=name, summary=summary, severity=severity, cwe=cwe,
+                             confidence=confidence, tags=tags, help=f"{detail}{help_footer}"))
+    return make
 
 
 def _load_rule_modules() -> None:

@@ -7,8 +7,7 @@ Chat templates stored in GGUF metadata are reported with the chat-template rules
 from __future__ import annotations
 
 from weightaudit.model import Severity
-from weightaudit.rules import register
-from weightaudit.rules.base import Rule
+from weightaudit.rules import rule_family
 
 _FORMAT_HELP = (
     "GGUF (ggml-org/ggml docs/gguf.md; reader: ggml/src/gguf.cpp) is little-endian: the magic 'GGUF', a u32 "
@@ -20,12 +19,10 @@ _FORMAT_HELP = (
 )
 
 
-def _gguf_rule(rule_id: str, name: str, summary: str, severity: Severity, detail: str, cwe: int | None = 20) -> Rule:
-    return register(Rule(
-        id=rule_id, name=name, summary=summary, severity=severity, cwe=cwe, tags=("integrity", "gguf"),
-        help=f"{detail}\n\n{_FORMAT_HELP}\n\nWhat to do: re-download the file, or re-convert it from trusted "
-             "weights with llama.cpp's convert_hf_to_gguf.py / llama-quantize.",
-    ))
+_gguf_rule = rule_family(
+    ("integrity", "gguf"),
+    f"\n\n{_FORMAT_HELP}\n\nWhat to do: re-download the file, or re-convert it from trusted "
+    "weights with llama.cpp's convert_hf_to_gguf.py / llama-quantize.")
 
 
 HEADER_TRUNCATED = _gguf_rule(

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Iterable, Mapping
 
 from weightaudit.model import Finding, Severity
-from weightaudit.rules import register
+from weightaudit.rules import register, rule_family
 from weightaudit.rules.base import AuditContext, Rule
 
 _FORMAT_HELP = (
@@ -22,12 +22,10 @@ _FORMAT_HELP = (
 )
 
 
-def _header_rule(rule_id: str, name: str, summary: str, severity: Severity, detail: str, cwe: int | None = 20) -> Rule:
-    return register(Rule(
-        id=rule_id, name=name, summary=summary, severity=severity, cwe=cwe, tags=("integrity", "safetensors"),
-        help=f"{detail}\n\n{_FORMAT_HELP}\n\nWhat to do: re-export the file with the reference writer "
-             "(safetensors.torch.save_file) from a trusted copy of the weights.",
-    ))
+_header_rule = rule_family(
+    ("integrity", "safetensors"),
+    f"\n\n{_FORMAT_HELP}\n\nWhat to do: re-export the file with the reference writer "
+    "(safetensors.torch.save_file) from a trusted copy of the weights.")
 
 
 FILE_TOO_SMALL = _header_rule(

@@ -24,8 +24,7 @@ from weightaudit.formats.pickle_vm import (
     BytesRef, Call, DynamicGlobal, ExtRef, Global, Limits, PickleResult, render, scan_stream,
 )
 from weightaudit.model import Finding, Severity
-from weightaudit.rules import register
-from weightaudit.rules.base import Rule
+from weightaudit.rules import rule_family
 
 # --------------------------------------------------------------------------------------------------------------
 # Allowlist: exact (module, name) pairs a weights file needs
@@ -181,10 +180,7 @@ _PICKLE_HELP = (
 )
 
 
-def _code_rule(rule_id: str, name: str, summary: str, severity: Severity, detail: str, cwe: int | None = 502,
-               confidence: str = "high") -> Rule:
-    return register(Rule(id=rule_id, name=name, summary=summary, severity=severity, cwe=cwe, confidence=confidence,
-                         tags=("code-execution", "pickle"), help=detail + _PICKLE_HELP))
+_code_rule = rule_family(("code-execution", "pickle"), _PICKLE_HELP, default_cwe=502)
 
 
 DANGEROUS_CALL = _code_rule(
@@ -269,11 +265,10 @@ OBJECT_ARRAY = _code_rule(
     "(CVE-2019-6446). The pickle was scanned; numeric arrays do not need pickles.")
 
 
-def _integrity_rule(rule_id: str, name: str, summary: str, severity: Severity, detail: str, cwe: int | None = 20) -> Rule:
-    return register(Rule(
-        id=rule_id, name=name, summary=summary, severity=severity, cwe=cwe, tags=("integrity", "pytorch"),
-        help=detail + "\n\nWhat to do: re-save the checkpoint with torch.save from a trusted copy (or convert it "
-             "to safetensors); do not load a tampered archive."))
+_integrity_rule = rule_family(
+    ("integrity", "pytorch"),
+    "\n\nWhat to do: re-save the checkpoint with torch.save from a trusted copy (or convert it to safetensors); "
+    "do not load a tampered archive.")
 
 
 ZIP_MALFORMED = _integrity_rule(
