@@ -82,3 +82,12 @@ def test_unrecognised_licence(tmp_path: Path) -> None:
     hits = _ids(_release(tmp_path, {"README.md": "---\nlicense: other\nlicense_name: acme-model-license\n---\n"}))
     assert hits["WA507"] and hits["WA507"][0].severity == Severity.INFO
     assert not _ids(_fixture("card_only_apache"))["WA507"]
+
+
+def test_licence_only_inside_the_weight_file_is_low_not_medium(runner) -> None:
+    """A GGUF whose metadata says general.license = apache-2.0, with no card or LICENSE beside it."""
+    from tests.conftest import FIXTURES, invoke_json
+
+    code, report = invoke_json(runner, "audit", FIXTURES / "gguf" / "quantized-q8_0-q4_0.gguf", "--select", "WA501")
+    (finding,) = report["findings"]
+    assert finding["severity"] == "low" and "apache-2.0" in finding["message"]

@@ -47,11 +47,30 @@ def _card_path(facts: ReleaseFacts) -> str:
     return facts.card.path if facts.card else "."
 
 
+def _embedded_licenses(ctx: AuditContext) -> list[tuple[str, str]]:
+    """(file, licence) declared inside weight files' own metadata (GGUF general.license, safetensors
+    __metadata__ 'license')."""
+    found = []
+    for loaded in ctx.files:
+        metadata = loaded.facts.get("metadata") or {}
+        value = loaded.facts.get("license") or metadata.get("general.license") or metadata.get("license")
+        if isinstance(value, str) and value.strip():
+            found.append((loaded.path, value.strip()))
+    return found
+
+
 def _check_no_license(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     facts, licence = _facts(ctx.release)
-    if facts.weight_files and not licence.claims:
-        yield NO_LICENSE.finding(_card_path(facts), "weights are released with no licence: no card `license` field "
-                                 "and no LICENSE/COPYING file, so nobody is granted any rights")
+    if not facts.weight_files or licence.claims:
+        return
+    embedded = _embedded_licenses(ctx)
+    if embedded:
+        path, value = embedded[0]
+        yield NO_LICENSE.finding(path, f"the only licence is declared inside the weight file ({value!r}); no card "
+                                 "`license` field and no LICENSE text ship with the release", severity=Severity.LOW)
+        return
+    yield NO_LICENSE.finding(_card_path(facts), "weights are released with no licence: no card `license` field "
+                             "and no LICENSE/COPYING file, so nobody is granted any rights")
 
 
 def _check_conflict(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
