@@ -58,16 +58,26 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     grid.add_row("Bytes", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,})")
     dtypes = ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items())
     grid.add_row("DTypes", dtypes or "-")
-    for loaded in report.files:
-        metadata = loaded.facts.get("metadata") if loaded.facts else None
-        if metadata:
-            grid.add_row("Metadata", f"{loaded.path}: " + ", ".join(f"{k}={v}" for k, v in sorted(metadata.items())))
+    for text, paths in _metadata_groups(report):
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        grid.add_row("Metadata", f"{where}: {text}")
     for loaded in report.files:
         verdict = torch_load_verdict(loaded)
         if verdict is not None:
             grid.add_row("torch.load", f"{loaded.path}: {torch_load_sentence(verdict)}")
     grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
     return Panel(grid, title="weightaudit", box=table_box, expand=False)
+
+
+def _metadata_groups(report: Report) -> list[tuple[str, list[str]]]:
+    """Files' embedded metadata, files with identical metadata on one line (200 shards: one row, not 200)."""
+    groups: dict[str, list[str]] = {}
+    for loaded in report.files:
+        metadata = loaded.facts.get("metadata") if loaded.facts else None
+        if metadata:
+            text = ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))
+            groups.setdefault(text, []).append(loaded.path)
+    return list(groups.items())
 
 
 def _files_line(report: Report) -> str:
