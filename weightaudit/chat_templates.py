@@ -22,8 +22,6 @@ MAX_SIDE_FILE_BYTES = 5_000_000
 OVERSIZED_TEMPLATE = 64 * 1024
 RAW_TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".template", ".tmpl")
 
-_BLOCK = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.S)
-_COMMENT = re.compile(r"\{#.*?#\}", re.S)
 _STRING = re.compile(r"'((?:\\.|[^'\\])*)'|\"((?:\\.|[^\"\\])*)\"", re.S)
 _DUNDER = re.compile(r"__[A-Za-z_]\w*?__")
 _NAME_MANGLED = re.compile(r"_TemplateReference__|_\w+__context")
@@ -135,15 +133,40 @@ def _literals(code: str) -> list[tuple[str, str]]:
     return out
 
 
+_OPENERS = {"{{": "}}", "{%": "%}", "{#": "#}"}
+MAX_ANALYSED = 1_000_000      # characters of one template that are analysed (bigger ones are flagged anyway)
+MAX_BLOCK = 64 * 1024         # characters of one {{ }} / {% %} block that are analysed
+
+
+def _blocks(text: str) -> Iterator[str]:
+    """The code inside each ``{{ }}`` and ``{% %}`` block, comments skipped — one left-to-right pass with
+    str.find (a regex with a lazy ``.*?`` is quadratic on an unclosed ``{{{{...``)."""
+    pos = 0
+    upcoming = {opener: text.find(opener) for opener in _OPENERS}   # next position of each opener (-1: none left)
+    while True:
+        for opener, at in upcoming.items():
+            if 0 <= at < pos:   # recompute only the openers we have passed: each find moves forward
+                upcoming[opener] = text.find(opener, pos)
+        starts = [(at, opener) for opener, at in upcoming.items() if at >= 0]
+        if not starts:
+            return
+        start, opener = min(starts)
+        end = text.find(_OPENERS[opener], start + 2)
+        if end < 0:
+            return
+        if opener != "{#":
+            yield text[start + 2:min(end, start + 2 + MAX_BLOCK)]
+        pos = end + 2
+
+
 def analyse(template: Template) -> list[TemplateIssue]:
     """Every issue of a template, most severe first; empty for an ordinary chat template."""
     issues: list[TemplateIssue] = []
-    text = _COMMENT.sub("", template.text)
-    for match in _BLOCK.finditer(text):
-        code = match.group(1) if match.group(1) is not None else match.group(2)
+    text = template.text[:MAX_ANALYSED]
+    for code in _blocks(text):
         issues.extend(_block_issues(code.strip()))
     if not issues and _unbalanced(text):
-        issues.append(TemplateIssue("unusual", "unbalanced {{ }} / {% %} delimiters: the template does not parse",
+        issues.append(TemplateIssue("unusual", "unbalanced {{ }} / {% %} / {# #} delimiters: the template does not parse",
                                     _short(text)))
     if len(template.text) > OVERSIZED_TEMPLATE:
         issues.append(TemplateIssue("unusual", f"template is {len(template.text):,} characters long", ""))
@@ -175,7 +198,7 @@ def _block_issues(code: str) -> list[TemplateIssue]:
 
 
 def _unbalanced(text: str) -> bool:
-    return text.count("{{") != text.count("}}") or text.count("{%") != text.count("%}")
+    return any(text.count(opener) != text.count(closer) for opener, closer in _OPENERS.items())
 
 
 def _short(text: str, width: int = 140) -> str:

@@ -32,7 +32,7 @@ class RunOptions:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     baseline: frozenset[str] = frozenset()
-    rule_prefixes: tuple[str, ...] = ("WA1", "WA2", "WA3", "WA4", "WA5")
+    rule_prefixes: tuple[str, ...] = ("WA1", "WA2", "WA3", "WA4", "WA5", "WA6")
     load: LoadOptions = field(default_factory=LoadOptions)
     workers: int | None = None
     on_phase: ProgressFn | None = None

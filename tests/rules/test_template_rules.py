@@ -114,3 +114,10 @@ def test_corpus_chat_templates_get_their_labels(runner) -> None:
             assert not severities & {"high", "critical"}, row["path"]
         else:   # EDGE: empty, malformed, oversized, several templates (one of them a payload): a verdict, no crash
             assert code in (0, 1, 3), row["path"]
+
+
+def test_unclosed_blocks_are_read_in_one_pass() -> None:
+    """500 KB of unclosed '{{' / '{%' (a lazy-regex block matcher is quadratic on it and never finishes)."""
+    for opener in ("{{", "{%", "{#"):
+        issues = analyse(Template("t.jinja", None, opener * 250_000))
+        assert [i.kind for i in issues] == ["unusual", "unusual"]   # unbalanced, and oversized

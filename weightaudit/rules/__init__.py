@@ -1,7 +1,7 @@
 """The rule registry. Adding a rule module = one import line in ``_load_rule_modules``.
 
 ID ranges (never reused or renumbered): WA1xx integrity, WA2xx size and shape, WA3xx numerics,
-WA4xx code-execution risk, WA5xx openness.
+WA4xx code-execution risk, WA5xx openness, WA6xx release hygiene (credentials).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _RULE_MODULES = (
     "weightaudit.rules.gguf_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.openness",
+    "weightaudit.rules.secrets",
 )
 _loaded = False
 
