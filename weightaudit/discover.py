@@ -17,11 +17,10 @@ from typing import Callable, Iterable, Sequence
 
 from weightaudit import formats
 from weightaudit.errors import UsageError
-from weightaudit.formats.base import Probe, folder_size, read_probe
+from weightaudit.formats.base import LFS_MAGIC, Probe, folder_size, read_probe
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardIndex, WeightFileRef
 from weightaudit.rules import integrity as R
 
-LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "node_modules", ".venv", ".tox",
                        ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 WEIGHT_SUFFIXES = frozenset({

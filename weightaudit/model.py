@@ -222,3 +222,7 @@ class Release:
 
     def side(self, kind: str) -> tuple[str, ...]:
         return tuple(self.side_files.get(kind, ()))
+
+    def all_side_files(self) -> list[str]:
+        """Every side file of every kind, sorted."""
+        return sorted({rel for paths in self.side_files.values() for rel in paths})

@@ -15,6 +15,7 @@ from typing import Iterator, Protocol
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 
 HEAD_BYTES = 4096
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/"   # how a Git LFS pointer file starts
 DEFAULT_CHUNK = 4 * 1024 * 1024
 
 

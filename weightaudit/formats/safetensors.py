@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.base import LFS_MAGIC, LoadOptions, Probe
 from weightaudit.model import DTYPE_BITS, FileStatus, Finding, LoadedFile, TensorInfo, element_count
 from weightaudit.rules import integrity as R
 
@@ -215,7 +215,7 @@ class SafetensorsLoader:
     def sniff(self, probe: Probe) -> bool:
         if probe.is_dir:
             return False
-        if probe.suffix == ".safetensors" and not probe.head.startswith(b"version https://git-lfs"):
+        if probe.suffix == ".safetensors" and not probe.head.startswith(LFS_MAGIC):
             return True  # claim it even when malformed, so the exact header rule is reported
         if probe.size < 10 or len(probe.head) < 9:
             return False

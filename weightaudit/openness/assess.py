@@ -347,38 +347,38 @@ def _paper_links(facts: ReleaseFacts, hosts: tuple[str, ...]) -> list[Link]:
     return _links(facts, lambda l: any(h in l.url.lower() for h in hosts))
 
 
+def _linked_or_cited(facts: ReleaseFacts, hosts: tuple[str, ...], link_detail: str, citation: str,
+                     citation_detail: str, reason: str, what: str) -> Assessment:
+    """A document that is not in the release but linked (``hosts``) or cited (BibTeX ``citation``) by the card."""
+    card = facts.card
+    links = _paper_links(facts, hosts)
+    evidence: tuple[Evidence, ...] = _link_evidence(card, links, link_detail) if card else ()
+    if card is not None:
+        line = card.find_line(citation)
+        if line:
+            evidence += (Evidence(f"{card.path}:{line}", citation_detail, Confidence.MENTIONED),)
+    if evidence:
+        return Assessment(MENTIONED, Confidence.MENTIONED, evidence, reason, external=True)
+    return _absent(facts, what)
+
+
 def assess_technical_report(facts: ReleaseFacts) -> Assessment:
     pdfs = facts.matching("*report*.pdf", "*technical*.pdf")
     if pdfs:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "report PDF"), "technical report in the release")
-    card = facts.card
-    links = _paper_links(facts, ("arxiv.org/abs", "arxiv.org/pdf"))
-    evidence: tuple[Evidence, ...] = _link_evidence(card, links, "arXiv preprint") if card else ()
-    if card is not None:
-        line = card.find_line(r"@(techreport|misc)\s*\{|^\s*-?\s*arxiv:\d{4}\.\d{4,5}")
-        if line:
-            evidence += (Evidence(f"{card.path}:{line}", "preprint citation", Confidence.MENTIONED),)
-    if evidence:
-        return Assessment(MENTIONED, Confidence.MENTIONED, evidence,
-                          "a preprint / technical report is linked (its licence is not known offline)", external=True)
-    return _absent(facts, "technical report")
+    return _linked_or_cited(facts, ("arxiv.org/abs", "arxiv.org/pdf"), "arXiv preprint",
+                            r"@(techreport|misc)\s*\{|^\s*-?\s*arxiv:\d{4}\.\d{4,5}", "preprint citation",
+                            "a preprint / technical report is linked (its licence is not known offline)",
+                            "technical report")
 
 
 def assess_research_paper(facts: ReleaseFacts) -> Assessment:
     pdfs = [rel for rel in facts.matching("*.pdf") if "report" not in rel.lower()]
     if pdfs:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "paper PDF"), "paper in the release")
-    card = facts.card
-    links = _paper_links(facts, PAPER_HOSTS)
-    evidence: tuple[Evidence, ...] = _link_evidence(card, links, "peer-reviewed paper") if card else ()
-    if card is not None:
-        line = card.find_line(r"@(inproceedings|article)\s*\{")
-        if line:
-            evidence += (Evidence(f"{card.path}:{line}", "paper citation", Confidence.MENTIONED),)
-    if evidence:
-        return Assessment(MENTIONED, Confidence.MENTIONED, evidence,
-                          "a research paper is cited or linked (its licence is not known offline)", external=True)
-    return _absent(facts, "research paper")
+    return _linked_or_cited(facts, PAPER_HOSTS, "peer-reviewed paper", r"@(inproceedings|article)\s*\{",
+                            "paper citation", "a research paper is cited or linked (its licence is not known offline)",
+                            "research paper")
 
 
 def assess_sample_outputs(facts: ReleaseFacts) -> Assessment:

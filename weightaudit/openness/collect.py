@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from weightaudit.formats.base import LFS_MAGIC
 from weightaudit.model import Release
 from weightaudit.openness.card import ModelCard, parse_model_card
 from weightaudit.openness.licenses import TextMatch, identify_license_text
@@ -22,7 +23,7 @@ from weightaudit.openness.licenses import TextMatch, identify_license_text
 MAX_TEXT_BYTES = 1 << 20
 MAX_ENTRIES = 20_000
 MAX_DEPTH = 8
-LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
+LFS_POINTER_V1 = LFS_MAGIC + b"v1"
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "*.pt", "*.pth", "*.ckpt", "*.onnx", "*.h5",
                    "*.keras", "*.msgpack", "*.nemo", "*.tflite", "saved_model.pb", "model*.bin")
@@ -122,7 +123,7 @@ def read_text(root: Path, rel: str, limit: int = MAX_TEXT_BYTES) -> str | None:
 def _is_lfs_pointer(root: Path, rel: str) -> bool:
     try:
         with open(root / rel, "rb") as handle:
-            return handle.read(len(LFS_MAGIC)) == LFS_MAGIC
+            return handle.read(len(LFS_POINTER_V1)) == LFS_POINTER_V1
     except OSError:
         return False
 

@@ -39,7 +39,7 @@ PLACEHOLDER = re.compile(r"^(<.*>|\$\{?.*\}?|x{4,}|\*{4,}|your[_-].*|changeme|no
 
 
 def _candidates(ctx: AuditContext) -> list[str]:
-    rels = sorted({rel for paths in ctx.release.side_files.values() for rel in paths})
+    rels = ctx.release.all_side_files()
     keep = [r for r in rels if r.lower().endswith(TEXT_SUFFIXES) and not SKIP_NAMES.match(r.rsplit("/", 1)[-1])]
     return keep[:MAX_FILES]
 

@@ -18,7 +18,7 @@ _WHY = ("Chat templates are Jinja2 programs in tokenizer_config.json (chat_templ
 
 def _check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     root = Path(ctx.release.root)
-    rel_paths = sorted({rel for paths in ctx.release.side_files.values() for rel in paths})
+    rel_paths = ctx.release.all_side_files()
     for template in find_templates(root, rel_paths):
         seen: set[str] = set()
         for issue in analyse(template):
