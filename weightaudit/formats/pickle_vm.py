@@ -741,6 +741,10 @@ class PickleMachine:
         self._mutate(target)
         if isinstance(target, Call):
             target.state.append(state)
+        self.after_build(target, state)
+
+    def after_build(self, target: Any, state: Any) -> None:
+        """Hook for readers that interleave raw bytes with opcodes (joblib writes array bytes after BUILD)."""
 
     def op_persid(self) -> None:
         line = self.reader.readline(self.op_pos)[:-1]

@@ -22,6 +22,7 @@ _RULE_MODULES = (
     "weightaudit.rules.size",
     "weightaudit.rules.numerics",
     "weightaudit.rules.pickle_rules",
+    "weightaudit.rules.container_rules",
     "weightaudit.rules.template_rules",
     "weightaudit.rules.gguf_rules",
     "weightaudit.rules.keras_tf_rules",
