@@ -5,9 +5,11 @@ Ordering is deterministic: files and tensors by path then name, findings by path
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 from weightaudit import __version__
@@ -15,6 +17,25 @@ from weightaudit.errors import ExitCode
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Role, Severity, TensorInfo, TensorStats
 
 SCHEMA_VERSION = "1"
+
+
+class Verdict(str, enum.Enum):
+    """The one answer of a report. Exit code, last text line, JSON ``summary.verdict``, Markdown heading and SARIF
+    invocation status are all read from it."""
+
+    PASS = "pass"               # every file verified, nothing at or above --fail-on
+    FAIL = "fail"               # findings at or above --fail-on
+    INCOMPLETE = "incomplete"   # something could not be verified (and nothing failed)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _VERDICT_EXIT[self]
+
+
+_VERDICT_EXIT = {Verdict.PASS: ExitCode.OK, Verdict.FAIL: ExitCode.FINDINGS, Verdict.INCOMPLETE: ExitCode.INCOMPLETE}
+# What a failing finding means to a person, by rule range (WA1xx integrity ... WA6xx credentials).
+_PROBLEM_WORDS = (("WA1", "BROKEN"), ("WA2", "BROKEN"), ("WA3", "DEFECTIVE"), ("WA4", "UNSAFE"),
+                  ("WA5", "NOT OPEN"), ("WA6", "UNSAFE"))
 
 
 @dataclass(frozen=True)
@@ -28,6 +49,7 @@ class Report:
     fail_on: Severity | None = None
     scorecard: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()     # e.g. expired ignore entries, policy source
+    policy: Mapping[str, Any] | None = None   # which policy applied: {path, source: cli|discovered|default}
 
     @property
     def target(self) -> str:
@@ -51,13 +73,62 @@ class Report:
             return []
         return [f for f in self.findings if f.severity >= self.fail_on]
 
+    @cached_property
+    def verdict(self) -> Verdict:
+        """Computed here and only here."""
+        if self.failing():
+            return Verdict.FAIL
+        if not self.verified:
+            return Verdict.INCOMPLETE
+        return Verdict.PASS
+
     @property
     def exit_code(self) -> ExitCode:
-        if self.failing():
-            return ExitCode.FINDINGS
-        if not self.verified:
-            return ExitCode.INCOMPLETE
-        return ExitCode.OK
+        return self.verdict.exit_code
+
+
+def problem_word(rule_id: str) -> str:
+    return next((word for prefix, word in _PROBLEM_WORDS if rule_id.startswith(prefix)), "FAIL")
+
+
+def headline(report: Report) -> str:
+    """The verdict in words, first line of the summary box: ``BROKEN: model.safetensors: ...``."""
+    if report.verdict is Verdict.FAIL:
+        failing = sorted(report.failing(), key=lambda f: (-f.severity, f.sort_key()))
+        worst = failing[0]
+        more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+        return f"{problem_word(worst.rule_id)}: {worst.path}: {worst.message}{more}"
+    if report.verdict is Verdict.INCOMPLETE:
+        unverified = [f for f in report.files if not f.verified]
+        if not unverified:
+            return f"INCOMPLETE: no weight files found in {report.target}"
+        more = f" (+{len(unverified) - 1} more)" if len(unverified) > 1 else ""
+        first = unverified[0]
+        return f"INCOMPLETE: {first.path}: {first.reason or first.status.value}{more}"
+    checked = f"{len(report.files)} file(s) verified"
+    return f"OK: {checked}" + (f", nothing at or above {report.fail_on.label}" if report.fail_on else "")
+
+
+def verdict_line(report: Report) -> str:
+    """The last line of text output; agrees with the exit code because both come from ``report.verdict``."""
+    code = int(report.exit_code)
+    threshold = report.fail_on.label if report.fail_on is not None else None
+    if report.verdict is Verdict.FAIL:
+        return f"FAIL (exit {code}): {len(report.failing())} finding(s) at or above {threshold}"
+    if report.verdict is Verdict.INCOMPLETE:
+        unverified = sum(1 for f in report.files if not f.verified)
+        what = f"{unverified} file(s) could not be verified" if unverified else "no weight files found"
+        return f"INCOMPLETE (exit {code}): {what}"
+    return f"PASS (exit {code}): " + (f"nothing at or above {threshold}" if threshold else "every file verified")
+
+
+def combined_verdict(reports: "list[Report] | tuple[Report, ...]") -> Verdict:
+    """Several releases: any fail fails; else any incomplete is incomplete."""
+    verdicts = {r.verdict for r in reports}
+    for verdict in (Verdict.FAIL, Verdict.INCOMPLETE):
+        if verdict in verdicts:
+            return verdict
+    return Verdict.PASS
 
 
 def parameter_count_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
@@ -85,6 +156,7 @@ def summary(report: Report) -> dict[str, Any]:
         "findings_by_severity": {s.label: by_severity.get(s.label, 0) for s in reversed(Severity)},
         "suppressed_findings": len(report.suppressed),
         "verified": report.verified,
+        "verdict": report.verdict.value,
     }
 
 
@@ -189,6 +261,8 @@ def to_dict(report: Report) -> dict[str, Any]:
     }
     if report.fail_on is not None:
         out["fail_on"] = report.fail_on.label
+    if report.policy is not None:
+        out["policy"] = dict(report.policy)
     if report.scorecard is not None:
         out["scorecard"] = report.scorecard
     return out

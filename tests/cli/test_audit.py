@@ -134,7 +134,8 @@ def test_sarif_validates_against_the_2_1_0_schema(runner, release: Path) -> None
 def test_markdown_summary(runner, release: Path) -> None:
     result = invoke(runner, "audit", release, "--no-stats", "-f", "markdown")
     assert result.stdout.startswith("# weightaudit audit")
-    assert "**FAIL**" in result.stdout and "| high | WA106 |" in result.stdout
+    assert result.stdout.splitlines()[0].endswith("— FAIL")
+    assert "**FAIL (exit 1)" in result.stdout and "| high | WA106 |" in result.stdout
 
 
 def test_rules_list_and_explain(runner) -> None:

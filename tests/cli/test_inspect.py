@@ -30,11 +30,12 @@ def test_sharded_release_is_one_model_with_per_file_detail(runner) -> None:
     assert sum(f["tensor_count"] for f in report["files"]) == report["summary"]["tensor_count"] == 102
 
 
-def test_malformed_file_exits_3_and_names_the_problem(runner) -> None:
+def test_malformed_file_fails_and_names_the_problem(runner) -> None:
     path = FIXTURES / "malformed" / "WA103-header-out-of-bounds.safetensors"
     result = invoke(runner, "inspect", path, "--format", "json")
-    assert result.exit_code == 3
+    assert result.exit_code == 1     # the loader would refuse it: fail at the default --fail-on high
     report = json.loads(result.stdout)
+    assert report["summary"]["verdict"] == "fail"
     assert [f["rule_id"] for f in report["findings"]] == ["WA103"]
     assert result.stderr.count("\n") == 1
     assert "WA103-header-out-of-bounds.safetensors" in result.stderr and "Traceback" not in result.stderr
@@ -42,15 +43,16 @@ def test_malformed_file_exits_3_and_names_the_problem(runner) -> None:
 
 def test_fail_on_turns_findings_into_exit_1(runner) -> None:
     path = FIXTURES / "malformed" / "WA106-duplicate-key.safetensors"
-    assert invoke(runner, "inspect", path).exit_code == 0
-    assert invoke(runner, "inspect", path, "--fail-on", "high").exit_code == 1
+    assert invoke(runner, "inspect", path, "--fail-on", "never").exit_code == 0
+    assert invoke(runner, "inspect", path, "--fail-on", "critical").exit_code == 0
+    assert invoke(runner, "inspect", path).exit_code == 1     # default high, as audit
 
 
 def test_one_bad_file_does_not_stop_the_others(runner, tmp_path: Path) -> None:
     good = FIXTURES / "tiny-bert" / "model.safetensors"
     bad = FIXTURES / "malformed" / "WA101-header-too-small.safetensors"
-    code, report = invoke_json(runner, "inspect", good, bad)
-    assert code == 3
+    code, report = invoke_json(runner, "inspect", good, bad, "--fail-on", "never")
+    assert code == 3 and report["summary"]["verdict"] == "incomplete"
     statuses = {f["path"]: f["status"] for f in report["files"]}
     assert statuses == {"malformed/WA101-header-too-small.safetensors": "error", "tiny-bert/model.safetensors": "ok"}
     assert report["summary"]["tensor_count"] == 70

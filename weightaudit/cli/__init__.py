@@ -15,6 +15,7 @@ import traceback
 import click
 
 from weightaudit import __version__
+from weightaudit.cli.signals import Interrupted, install
 from weightaudit.errors import ExitCode, WeightauditError
 
 # command name -> (module, attribute). One line per command.
@@ -28,11 +29,12 @@ _OPTIONAL_COMMANDS = {
 }
 
 EPILOG = """\b
-Exit codes:
-  0  audit complete, nothing at or above --fail-on
-  1  findings at or above --fail-on
-  2  usage or configuration error
-  3  audit incomplete (a file could not be read or verified) or internal error
+Exit codes (the report's verdict, also its last text line):
+  0    pass: every file verified, nothing at or above --fail-on
+  1    fail: findings at or above --fail-on (default high)
+  2    usage or configuration error
+  3    incomplete: a file could not be read or verified, or internal error
+  130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM)
 """
 
 
@@ -62,6 +64,12 @@ class WeightauditGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except Interrupted as exc:
+            click.echo(f"weightaudit: {exc}; stopped", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("weightaudit: interrupted; stopped", err=True)
+            ctx.exit(130)
         except WeightauditError as exc:
             if _debug():
                 traceback.print_exc()
@@ -90,10 +98,13 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    install()
     try:
         cli.main(prog_name="weightaudit")
     except SystemExit:
         raise
+    except Interrupted as exc:
+        sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last resort: still honour the contract
         if _debug():
             traceback.print_exc()

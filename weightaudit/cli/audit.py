@@ -2,65 +2,90 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import click
 
-from weightaudit.cli.common import stderr_line
-from weightaudit.cli.options import SEVERITY_CHOICES, announce_problems, emit, finish, output_options
+from weightaudit.cli.common import stderr_line, terminal
+from weightaudit.cli.options import (Progress, announce_problems, emit, fail_on_option, finish, only_files,
+                                     output_options, release_groups, resolve_format, run_options)
 from weightaudit.errors import UsageError
+
+FORMATS = ("text", "json", "sarif", "markdown")
+# What a file target (and the pre-commit hook) is judged on: the file itself, no release-level openness rules.
+FILE_RULES = ("WA1", "WA2", "WA3", "WA4", "WA6")
 
 
 @click.command("audit")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--policy", "policy_path", type=click.Path(), metavar="FILE",
-              help="Policy YAML (default: weightaudit.yaml in the release, then [tool.weightaudit] in ./pyproject.toml).")
-@click.option("--fail-on", type=click.Choice(SEVERITY_CHOICES), default=None,
-              help="Exit 1 at or above this severity (default: the policy's fail_on, else high).")
+              help="Policy YAML (default: weightaudit.yaml or [tool.weightaudit] found from the working directory upwards; "
+                   "never one inside the audited release).")
+@fail_on_option
 @click.option("--baseline", "baseline_path", type=click.Path(), metavar="FILE",
               help="Suppress findings recorded in this baseline.")
 @click.option("--write-baseline", "write_baseline_path", type=click.Path(), metavar="FILE",
               help="Record the current findings as a baseline.")
-@click.option("--select", multiple=True, metavar="RULE", help="Only these rules or prefixes (WA4, WA301). Repeatable.")
-@click.option("--ignore", "ignore_rules", multiple=True, metavar="RULE", help="Skip these rules or prefixes. Repeatable.")
+@click.option("--select", multiple=True, metavar="RULE",
+              help="Only these rules or prefixes (WA4, WA301; comma-separated or repeated).")
+@click.option("--ignore", "ignore_rules", multiple=True, metavar="RULE",
+              help="Skip these rules or prefixes (comma-separated or repeated).")
 @click.option("--no-stats", is_flag=True, help="Header-only: skip the statistics pass (no WA3xx numeric rules).")
 @click.option("--verify-checksums", is_flag=True, help="Verify stored checksums (TensorFlow bundles).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes for statistics (default: cores).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
-@output_options(("text", "json", "sarif", "markdown"))
+@click.option("--findings-only", is_flag=True,
+              help="Text output: only the findings and the verdict (no summary box, no tensor table).")
+@click.option("--also-write", "also_write", multiple=True, metavar="FILE",
+              help="Also write the same report to FILE, in the format its extension names (.json, .sarif, .md, "
+                   ".txt). Repeatable: SARIF, JSON and Markdown from one run.")
+@run_options
+@output_options(FORMATS)
 def audit_command(paths: tuple[str, ...], policy_path: str | None, fail_on: str | None, baseline_path: str | None,
                   write_baseline_path: str | None, select: tuple[str, ...], ignore_rules: tuple[str, ...],
-                  no_stats: bool, verify_checksums: bool, workers: int | None, progress: bool | None, fmt: str,
-                  output: str | None, quiet: bool, color: bool | None) -> None:
-    """Run every check on a release and exit non-zero when findings reach --fail-on."""
+                  no_stats: bool, verify_checksums: bool, findings_only: bool, also_write: tuple[str, ...],
+                  workers: int | None, progress: bool | None, fmt: str | None, output: str | None, quiet: bool,
+                  color: bool | None) -> None:
+    """Run every check on a release and exit non-zero when findings reach --fail-on.
+
+    A file given alone is judged as that file (no release-level openness rules); several folders that are
+    separate releases get one report each.
+    """
     from weightaudit.baseline import read_baseline, write_baseline
     from weightaudit.formats.base import LoadOptions
     from weightaudit.pipeline import RunOptions, run
     from weightaudit.policy import with_cli_overrides
 
+    fmt = resolve_format(fmt, output, FORMATS)
+    extra = [(path, resolve_format(None, path, FORMATS)) for path in also_write]
+    select, ignore_rules = _split(select), _split(ignore_rules)
     _check_rule_patterns(select + ignore_rules)
     policy = with_cli_overrides(_resolve_policy(paths, policy_path, quiet), fail_on)
     if policy.fail_on is None and not policy.fail_never:
         policy = with_cli_overrides(policy, "high")
     baseline = read_baseline(Path(baseline_path)) if baseline_path else frozenset()
-    show_progress = progress if progress is not None else (sys.stderr.isatty() and not os.environ.get("CI"))
-    with _Progress(show_progress and not quiet) as bar:
-        options = RunOptions(command="audit", stats=not no_stats, policy=policy, select=select,
-                             ignore=ignore_rules, baseline=baseline, workers=workers,
-                             load=LoadOptions(verify_checksums=verify_checksums),
-                             on_phase=None if quiet else bar.phase, on_stats_start=bar.start,
-                             on_bytes=bar.advance)
-        report = run(paths, options)
+    term = terminal(color, output)
+    reports = []
+    with Progress(progress, quiet, term) as bar:
+        for group in release_groups(paths):
+            options = RunOptions(command="audit", stats=not no_stats, policy=policy, select=select,
+                                 ignore=ignore_rules, baseline=baseline, workers=workers,
+                                 rule_prefixes=FILE_RULES if only_files(group) else RunOptions.rule_prefixes,
+                                 load=LoadOptions(verify_checksums=verify_checksums),
+                                 on_phase=bar.phase, on_stats_start=bar.start, on_bytes=bar.advance)
+            reports.append(run(group, options))
     if write_baseline_path:
-        write_baseline(Path(write_baseline_path), report.findings + report.suppressed)
+        everything = [f for r in reports for f in r.findings + r.suppressed]
+        write_baseline(Path(write_baseline_path), tuple(everything))
         if not quiet:
-            stderr_line(f"weightaudit: wrote {len(report.findings) + len(report.suppressed)} finding(s) "
-                        f"to baseline {write_baseline_path}")
-    emit(report, fmt, output, color, show_stats=False)
-    announce_problems(report, quiet)
-    finish(report)
+            stderr_line(f"weightaudit: wrote {len(everything)} finding(s) to baseline {write_baseline_path}")
+    emit(reports, fmt, output, term, show_stats=False, findings_only=findings_only)
+    for path, extra_fmt in extra:
+        emit(reports, extra_fmt, path, term, show_stats=False, findings_only=findings_only)
+    announce_problems(reports, quiet)
+    finish(reports)
+
+
+def _split(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p.strip() for given in patterns for p in given.split(",") if p.strip())
 
 
 def _check_rule_patterns(patterns: tuple[str, ...]) -> None:
@@ -74,62 +99,10 @@ def _check_rule_patterns(patterns: tuple[str, ...]) -> None:
 
 
 def _resolve_policy(paths: tuple[str, ...], policy_path: str | None, quiet: bool):
-    from weightaudit.policy import Policy, find_policy, load_policy
+    """The user's policy (--policy, else discovered from the working directory upwards; never the release's)."""
+    from weightaudit.policy import resolve_policy
 
-    if policy_path is not None:
-        path = Path(policy_path)
-        if not path.is_file():
-            raise UsageError(f"{policy_path}: policy file not found")
-        return load_policy(path)
-    for given in paths:
-        folder = Path(given) if Path(given).is_dir() else Path(given).parent
-        found = find_policy(folder)
-        if found is not None:
-            if not quiet:
-                stderr_line(f"weightaudit: using policy {found}")
-            return load_policy(found)
-    pyproject = Path("pyproject.toml")
-    if pyproject.is_file():
-        policy = load_policy(pyproject)
-        if policy.rules or policy.ignore or policy.fail_on or policy.fail_never:
-            if not quiet:
-                stderr_line("weightaudit: using [tool.weightaudit] from ./pyproject.toml")
-            return policy
-    return Policy()
-
-
-class _Progress:
-    """A transient rich progress bar on stderr, or one stderr line per phase when not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), console=Console(stderr=True), transient=True)
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
-
-    def phase(self, message: str) -> None:
-        if self._progress is None:
-            stderr_line(f"weightaudit: {message}")
-        else:
-            self._progress.console.print(f"weightaudit: {message}")
-
-    def start(self, total_bytes: int) -> None:
-        if self._progress is not None:
-            self._task = self._progress.add_task("statistics", total=total_bytes)
-
-    def advance(self, n_bytes: int) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=n_bytes)
+    policy = resolve_policy(policy_path, paths)
+    if policy.origin == "discovered" and not quiet:
+        stderr_line(f"weightaudit: using policy {policy.source}")
+    return policy

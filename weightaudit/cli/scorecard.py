@@ -13,8 +13,11 @@ from pathlib import Path
 import click
 
 from weightaudit import __version__
-from weightaudit.cli.common import stderr_line, stdout_is_rich, write_output
+from weightaudit.cli.common import stderr_line, terminal, write_output
+from weightaudit.cli.options import output_options, release_groups, resolve_format
 from weightaudit.errors import ExitCode, UsageError
+
+FORMATS = ("text", "json", "markdown")
 
 
 @click.command("scorecard")
@@ -24,49 +27,85 @@ from weightaudit.errors import ExitCode, UsageError
 @click.option("--export-mof", "export_mof_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a MOF YAML pre-filled from the evidence found, to complete and publish.")
 @click.option("--badge", "badge_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write an SVG badge.")
-@click.option("-f", "--format", "fmt", type=click.Choice(("text", "json", "markdown")), default="text",
-              show_default=True, help="Output format.")
-@click.option("-o", "--output", metavar="FILE", help="Write the scorecard here instead of stdout.")
 @click.option("--min-score", type=click.FloatRange(0, 10), default=None,
               help="Exit 1 when the 0-10 summary score is below this.")
-@click.option("--color/--no-color", "color", default=None, help="Force or disable colour in text output.")
+@output_options(FORMATS)
 def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_path: str | None,
-                      badge_path: str | None, fmt: str, output: str | None, min_score: float | None,
-                      color: bool | None) -> None:
-    """Score how open a release is: weights, training code and training data (MOF class, OSAID 1.0)."""
-    from weightaudit.openness import (build_scorecard, export_mof, render_badge, render_markdown, render_text,
-                                      scorecard_to_dict)
+                      badge_path: str | None, min_score: float | None, fmt: str | None, output: str | None,
+                      quiet: bool, color: bool | None) -> None:
+    """Score how open a release is: weights, training code and training data (MOF class, OSAID 1.0).
+
+    Several folders that are separate releases get one scorecard each.
+    """
+    from weightaudit.openness import build_scorecard
 
     if not paths and not declare:
         raise UsageError("give a release path, a --declare FILE, or both")
-    release = None
-    if paths:
-        from weightaudit.discover import discover
+    fmt = resolve_format(fmt, output, FORMATS)
+    groups = release_groups(paths) if paths else [()]
+    if len(groups) > 1 and (export_mof_path or badge_path):
+        raise UsageError("--export-mof and --badge take one release; give one folder")
+    cards = [(group, build_scorecard(_release(group), Path(declare) if declare else None)) for group in groups]
+    term = terminal(color, output)
+    write_output(_render(cards, declare, fmt, term), output)
+    _write_extras(cards[0][1], export_mof_path, badge_path, quiet)
+    _exit(cards, min_score, quiet)
 
-        release = discover(list(paths))
-    scorecard = build_scorecard(release, Path(declare) if declare else None)
+
+def _release(group: tuple[str, ...]):
+    if not group:
+        return None
+    from weightaudit.discover import discover
+
+    return discover(list(group))
+
+
+def _document(group: tuple[str, ...], declare: str | None, scorecard) -> dict:
+    from weightaudit.openness import scorecard_to_dict
+
+    return {"schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
+            "command": "scorecard", "target": " ".join(group) if group else declare,
+            "scorecard": scorecard_to_dict(scorecard)}
+
+
+def _render(cards, declare: str | None, fmt: str, term) -> str:
+    from weightaudit.openness import render_markdown, render_text
+
     if fmt == "json":
-        document = {"schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
-                    "command": "scorecard", "target": " ".join(paths) if paths else declare,
-                    "scorecard": scorecard_to_dict(scorecard)}
-        text = json.dumps(document, indent=2, ensure_ascii=False)
-    elif fmt == "markdown":
-        text = render_markdown(scorecard)
-    else:
-        text = render_text(scorecard, rich=stdout_is_rich(color, output))
-    write_output(text, output)
-    for path, content in ((export_mof_path, export_mof(scorecard) if export_mof_path else ""),
-                          (badge_path, render_badge(scorecard) if badge_path else "")):
+        documents = [_document(group, declare, card) for group, card in cards]
+        document = documents[0] if len(documents) == 1 else {
+            "schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
+            "command": "scorecard", "target": " ".join(d["target"] for d in documents), "reports": documents}
+        return json.dumps(document, indent=2, ensure_ascii=False)
+    if fmt == "markdown":
+        return "\n".join(render_markdown(card) for _, card in cards)
+    styled = term.stdout_styled
+    return "\n".join(render_text(card, rich=styled, width=term.width) for _, card in cards)
+
+
+def _write_extras(scorecard, export_mof_path: str | None, badge_path: str | None, quiet: bool) -> None:
+    from weightaudit.openness import export_mof, render_badge
+
+    for path, make in ((export_mof_path, export_mof), (badge_path, render_badge)):
         if path:
-            try:
-                Path(path).write_text(content, encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-            stderr_line(f"wrote {path}")
-    if scorecard.notes:
-        stderr_line(f"weightaudit: scorecard incomplete: {'; '.join(scorecard.notes)}")
-        raise SystemExit(int(ExitCode.INCOMPLETE))
-    if min_score is not None and (scorecard.score is None or scorecard.score < min_score):
-        shown = "n/a" if scorecard.score is None else f"{scorecard.score:g}"
-        stderr_line(f"weightaudit: openness score {shown} is below --min-score {min_score:g}")
-        raise SystemExit(int(ExitCode.FINDINGS))
+            write_output(make(scorecard), path)
+            if not quiet:
+                stderr_line(f"weightaudit: wrote {path}")
+
+
+def _exit(cards, min_score: float | None, quiet: bool) -> None:
+    """0 informational; 3 when a scorecard is incomplete; 1 when --min-score is not met (fail wins)."""
+    code = ExitCode.OK
+    for group, card in cards:
+        name = " ".join(group) or "declaration"
+        if card.notes:
+            if not quiet:
+                stderr_line(f"weightaudit: {name}: scorecard incomplete: {'; '.join(card.notes)}")
+            code = code if code is ExitCode.FINDINGS else ExitCode.INCOMPLETE
+        if min_score is not None and (card.score is None or card.score < min_score):
+            shown = "n/a" if card.score is None else f"{card.score:g}"
+            if not quiet:
+                stderr_line(f"weightaudit: {name}: openness score {shown} is below --min-score {min_score:g}")
+            code = ExitCode.FINDINGS
+    if code is not ExitCode.OK:
+        raise SystemExit(int(code))

@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 from weightaudit.openness.mof import MofResult
 from weightaudit.openness.scorecard import ComponentResult, Scorecard
 
+TABLE_MIN_WIDTH = 110   # narrower: components stacked (name line, evidence under it) instead of a table
 PILLAR_TITLES = {"weights": "Weights", "training_code": "Training code", "training_data": "Training data"}
 
 
@@ -97,35 +98,63 @@ def _summary_lines(scorecard: Scorecard) -> list[str]:
     return lines
 
 
-def render_text(scorecard: Scorecard, rich: bool = False) -> str:
-    """The scorecard as text: a rich table when ``rich``, else plain aligned columns."""
-    if rich:
-        return _render_rich(scorecard)
-    lines = _summary_lines(scorecard)
-    lines.append("")
-    lines.append(f"{'component':<32} {'status':<14} {'licence':<42} {'score':>5}  evidence")
-    for r in scorecard.components:
-        lines.append(f"{r.name:<32} {r.status:<14} {(r.license or '-')[:42]:<42} {_score_text(r.score):>5}  "
-                     f"{_evidence_text(r)}")
-    return "\n".join(lines) + "\n"
-
-
-def _render_rich(scorecard: Scorecard) -> str:
+def render_text(scorecard: Scorecard, rich: bool = False, width: int = 160) -> str:
+    """The scorecard as text in ``width`` columns: summary lines wrapped with a hanging indent, then the
+    components table (rich box and colours when ``rich``, an ASCII box otherwise). No line is longer than
+    ``width``; nothing is cut."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=160)
+    console = Console(file=buffer, force_terminal=rich, no_color=not rich, color_system="auto" if rich else None,
+                      width=width, highlight=False, emoji=False)
     for line in _summary_lines(scorecard):
-        console.print(line, highlight=False, markup=False)
-    table = Table(title="Components")
-    for column in ("component", "status", "licence", "evidence", "score"):
-        table.add_column(column, justify="right" if column == "score" else "left")
+        console.print(_hanging(line, width), markup=False, highlight=False, overflow="fold")
+    console.print()
+    table = Table(title="Components", title_justify="left", box=box.ROUNDED if rich else box.ASCII2)
+    for column in ("component", "status", "licence", "score", "evidence"):
+        table.add_column(column, justify="right" if column == "score" else "left",
+                         no_wrap=column == "score", overflow="fold")
     for r in scorecard.components:
         colour = "green" if r.score >= 8 else "yellow" if r.score >= 3 else "dim" if r.score < 0 else "red"
-        table.add_row(r.name, r.status, r.license or "-", _evidence_text(r), f"[{colour}]{_score_text(r.score)}[/]")
-    console.print(table)
+        score = f"[{colour}]{_score_text(r.score)}[/]" if rich else _score_text(r.score)
+        table.add_row(_escape(r.name), r.status, _escape(r.license or "-"), score, _escape(_evidence_text(r)))
+    if width >= TABLE_MIN_WIDTH:
+        console.print(table)
+    else:
+        for line in _stacked_components(scorecard, width):
+            console.print(line, markup=False, highlight=False, overflow="fold")
     return buffer.getvalue()
+
+
+def _stacked_components(scorecard: Scorecard, width: int) -> list[str]:
+    """Narrow terminals: one line per component (score, status, licence, name), its evidence under it."""
+    import textwrap
+
+    status_w = max((len(r.status) for r in scorecard.components), default=6)
+    licence_w = min(24, max((len(r.license or "-") for r in scorecard.components), default=7))
+    lines = ["Components", f"{'score':>5}  {'status':<{status_w}}  {'licence':<{licence_w}}  component"]
+    for r in scorecard.components:
+        lines.append(f"{_score_text(r.score):>5}  {r.status:<{status_w}}  {(r.license or '-'):<{licence_w}}  {r.name}")
+        lines += textwrap.wrap(_evidence_text(r), width=width, initial_indent=" " * 7, subsequent_indent=" " * 7,
+                               break_on_hyphens=False)
+    return lines
+
+
+def _hanging(line: str, width: int) -> str:
+    """Wrap one summary line; continuation lines indented two more than the line itself."""
+    import textwrap
+
+    indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=True,
+                                   break_on_hyphens=False)) or line
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def render_markdown(scorecard: Scorecard) -> str:

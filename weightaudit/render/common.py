@@ -14,12 +14,18 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 def human_count(n: int) -> str:
-    """22713728 -> '22.7M' (decimal units, as model sizes are quoted)."""
-    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
+    """As the Hub shows parameter counts: three significant digits, the unit chosen after rounding.
+
+    22713728 -> '22.7M', 8030261248 -> '8.03B', 999999 -> '1M' (never '1000K'), 56256 -> '56.3K'.
+    """
+    if n < 1000:
+        return str(n)
+    units = (("K", 10**3), ("M", 10**6), ("B", 10**9), ("T", 10**12))
+    for i, (unit, scale) in enumerate(units):
+        shown = f"{n / scale:.3g}"
+        if float(shown) < 1000 or i == len(units) - 1:
+            return (shown if "e" not in shown else f"{n / scale:.0f}") + unit
+    raise AssertionError("unreachable")
 
 
 def human_bytes(n: int) -> str:

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from weightaudit.report import Report, to_dict
+from weightaudit import __version__
+from weightaudit.report import SCHEMA_VERSION, Report, combined_verdict, to_dict
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
 
 
+def _dumps(document: dict) -> str:
+    return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
+
+
 def render(report: Report, options: "RenderOptions") -> str:
-    return json.dumps(to_dict(report), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
+    return _dumps(to_dict(report))
+
+
+def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
+    """Several releases: ``{"reports": [...]}`` with the combined verdict beside them."""
+    return _dumps({
+        "schema_version": SCHEMA_VERSION, "tool": {"name": "weightaudit", "version": __version__},
+        "command": reports[0].command, "target": " ".join(r.target for r in reports),
+        "verdict": combined_verdict(reports).value, "reports": [to_dict(r) for r in reports],
+    })

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from weightaudit.render.common import group_tensors, human_bytes, human_count, shape_text
-from weightaudit.report import Report, summary, torch_load_sentence, torch_load_verdict
+from weightaudit.report import (Report, combined_verdict, headline, summary, torch_load_sentence, torch_load_verdict,
+                                verdict_line)
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -17,22 +18,27 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render(report: Report, options: "RenderOptions") -> str:
-    lines = [f"# weightaudit {report.command}: `{_cell(report.target)}`", ""]
+def render(report: Report, options: "RenderOptions", level: int = 1) -> str:
+    heading = "#" * level
+    lines = [f"{heading} weightaudit {report.command}: `{_cell(report.target)}` — {report.verdict.value.upper()}", "",
+             f"**{_cell(headline(report))}**", ""]
     lines += _summary(report)
     if report.tensors:
-        lines += _tensors(report, options)
-    lines += _findings(report)
+        lines += _tensors(report, options, heading)
+    lines += _findings(report, heading)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
+    verdict = combined_verdict(reports)
+    lines = [f"# weightaudit {reports[0].command}: {len(reports)} releases — {verdict.value.upper()}", ""]
+    lines += [f"- `{_cell(r.target)}`: {r.verdict.value}" for r in reports]
+    return "\n".join(lines) + "\n\n" + "\n".join(render(r, options, level=2) for r in reports)
 
 
 def _summary(report: Report) -> list[str]:
     s = summary(report)
-    verdict = ""
-    if report.fail_on is not None:
-        failing = len(report.failing())
-        verdict = (f"**FAIL** — {failing} finding(s) at or above `{report.fail_on.label}`" if failing
-                   else f"**PASS** — nothing at or above `{report.fail_on.label}`")
+    verdict = f"**{_cell(verdict_line(report))}**"
     rows = [
         ("Formats", ", ".join(s["formats"]) or "-"),
         ("Files", s["files"]),
@@ -57,7 +63,7 @@ def _summary(report: Report) -> list[str]:
     return out + [""]
 
 
-def _tensors(report: Report, options: "RenderOptions") -> list[str]:
+def _tensors(report: Report, options: "RenderOptions", heading: str = "#") -> list[str]:
     groups = group_tensors(report.tensors) if not options.all_tensors else None
     if groups is None:
         rows = [(t.name, t.dtype, t.shape, t.parameter_count, 1, t.file) for t in report.tensors]
@@ -66,7 +72,7 @@ def _tensors(report: Report, options: "RenderOptions") -> list[str]:
         rows = [(g.label, g.dtype, g.shape, g.parameter_count, g.count, g.file or "") for g in groups]
         with_file = any(g.file for g in groups)
     head = "| Tensor | DType | Shape | Params | Count |" + (" File |" if with_file else "")
-    out = ["## Tensors", "", head, "|---|---|---|---:|---:|" + ("---|" if with_file else "")]
+    out = [f"{heading}# Tensors", "", head, "|---|---|---|---:|---:|" + ("---|" if with_file else "")]
     for name, dtype, shape, params, count, file in rows[:MAX_GROUP_ROWS]:
         out.append(f"| `{_cell(name)}` | {dtype} | {shape_text(shape)} | {params:,} | {count if count > 1 else ''} |"
                    + (f" `{_cell(file)}` |" if with_file else ""))
@@ -75,11 +81,11 @@ def _tensors(report: Report, options: "RenderOptions") -> list[str]:
     return out + [""]
 
 
-def _findings(report: Report) -> list[str]:
+def _findings(report: Report, heading: str = "#") -> list[str]:
     if not report.findings:
-        out = ["## Findings", "", "No findings."]
+        out = [f"{heading}# Findings", "", "No findings."]
     else:
-        out = ["## Findings", "", "| Severity | Rule | Path | Tensor | Message |", "|---|---|---|---|---|"]
+        out = [f"{heading}# Findings", "", "| Severity | Rule | Path | Tensor | Message |", "|---|---|---|---|---|"]
         for f in report.findings:
             out.append(f"| {f.severity.label} | {f.rule_id} | `{_cell(f.path)}` | "
                        f"{'`' + _cell(f.tensor) + '`' if f.tensor else ''} | {_cell(f.message)} |")

@@ -1,12 +1,14 @@
 """Text output with rich: summary panel, tensor table grouped by layer, findings.
 
-Styled on a terminal; plain (no colour, ASCII-safe box, fixed width) when piped or NO_COLOR is set.
+Styled on a terminal; plain (no escape codes, ASCII box) when piped or NO_COLOR is set. Always exactly
+``options.width`` columns: no line is longer, nothing is cut. The first summary row and the last line are the
+report's verdict.
 """
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from rich import box
 from rich.console import Console, Group
@@ -15,38 +17,51 @@ from rich.table import Table
 from rich.text import Text
 
 from weightaudit.model import Severity
-from weightaudit.render.common import (fmt_float, group_tensors, human_bytes, human_count, pooled_stats, shape_text,
-                                       sparkline)
-from weightaudit.report import Report, summary, torch_load_sentence, torch_load_verdict
+from weightaudit.render.common import human_bytes, human_count
+from weightaudit.render.text_tensors import tensor_section
+from weightaudit.report import (Report, Verdict, combined_verdict, headline, summary, torch_load_sentence,
+                                torch_load_verdict, verdict_line)
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red", Severity.MEDIUM: "yellow",
                   Severity.LOW: "cyan", Severity.INFO: "dim"}
+VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red", Verdict.INCOMPLETE: "bold yellow"}
 
 
 def render(report: Report, options: "RenderOptions") -> str:
     buffer = io.StringIO()
-    width = options.width + (60 if options.show_stats else 0)
-    console = Console(file=buffer, width=None if options.styled else width,
-                      force_terminal=options.styled, no_color=not options.styled,
-                      color_system="auto" if options.styled else None, highlight=False, emoji=False)
-    if not options.styled:
-        console.width = width
+    console = make_console(buffer, options)
     table_box = box.ROUNDED if options.styled else box.ASCII2
-    console.print(_summary_panel(report, table_box))
-    if report.tensors:
-        console.print(_tensor_table(report, options, table_box))
+    if not options.findings_only:
+        console.print(_summary_panel(report, table_box))
+    if report.tensors and not options.findings_only:
+        for part in tensor_section(console, report, options, table_box):
+            console.print(part)
     console.print(_findings_block(report, table_box))
     return buffer.getvalue()
+
+
+def render_verdict(verdict: Verdict, text: str, options: "RenderOptions") -> str:
+    """One verdict line, styled like the one at the end of a report (used after several reports)."""
+    buffer = io.StringIO()
+    make_console(buffer, options).print(Text(text, style=VERDICT_STYLE[verdict]))
+    return buffer.getvalue()
+
+
+def make_console(buffer: io.StringIO, options: "RenderOptions") -> Console:
+    """Exactly ``options.width`` columns; escape codes only when styled (NO_COLOR means no bold either)."""
+    return Console(file=buffer, width=options.width, force_terminal=options.styled, no_color=not options.styled,
+                   color_system="auto" if options.styled else None, highlight=False, emoji=False, soft_wrap=False)
 
 
 def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     s = summary(report)
     grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(Text("Verdict", style="bold"), Text(headline(report), style=VERDICT_STYLE[report.verdict]))
     grid.add_row("Target", report.target)
     grid.add_row("Formats", ", ".join(s["formats"]) or "-")
     grid.add_row("Files", _files_line(report))
@@ -58,15 +73,25 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     grid.add_row("Bytes", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,})")
     dtypes = ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items())
     grid.add_row("DTypes", dtypes or "-")
-    for text, paths in _metadata_groups(report):
-        where = paths[0] if len(paths) == 1 else f"{len(paths)} files"
-        grid.add_row("Metadata", f"{where}: {text}")
+    for label, text, paths in _per_file_lines(report):
+        grid.add_row(label, f"{_where(paths)}: {text}")
+    grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
+    return Panel(grid, title="weightaudit", box=table_box, expand=False)
+
+
+def _where(paths: list[str]) -> str:
+    return paths[0] if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _per_file_lines(report: Report) -> list[tuple[str, str, list[str]]]:
+    """Metadata and torch.load lines; files with the same text share one line ("12 files: ...")."""
+    out = [("Metadata", text, paths) for text, paths in _metadata_groups(report)]
+    sentences: dict[str, list[str]] = {}
     for loaded in report.files:
         verdict = torch_load_verdict(loaded)
         if verdict is not None:
-            grid.add_row("torch.load", f"{loaded.path}: {torch_load_sentence(verdict)}")
-    grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
-    return Panel(grid, title="weightaudit", box=table_box, expand=False)
+            sentences.setdefault(torch_load_sentence(verdict), []).append(loaded.path)
+    return out + [("torch.load", text, paths) for text, paths in sentences.items()]
 
 
 def _metadata_groups(report: Report) -> list[tuple[str, list[str]]]:
@@ -87,71 +112,12 @@ def _files_line(report: Report) -> str:
     return f"{len(report.files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ")"
 
 
-def _tensor_table(report: Report, options: "RenderOptions", table_box: box.Box) -> Table:
-    groups = None if options.all_tensors else group_tensors(report.tensors)
-    show_files = (options.all_tensors and len({t.file for t in report.tensors}) > 1) or \
-        (groups is not None and any(g.file for g in groups))
-    table = Table(box=table_box, title="Tensors", title_justify="left", show_edge=True)
-    table.add_column("Tensor", overflow="fold")
-    table.add_column("DType")
-    table.add_column("Shape")
-    table.add_column("Params", justify="right")
-    if not options.all_tensors:
-        table.add_column("Count", justify="right")
-    if show_files:
-        table.add_column("File", overflow="fold")
-    if options.show_stats:
-        for name in ("min", "max", "mean", "std", "nan/inf", "hist"):
-            table.add_column(name, justify="right" if name != "hist" else "left")
-    if groups is None:
-        for tensor in report.tensors:
-            row = [_role_name(tensor.name, tensor.role.value), tensor.dtype, shape_text(tensor.shape),
-                   f"{tensor.parameter_count:,}"]
-            if show_files:
-                row.append(tensor.file)
-            table.add_row(*row, *_stats_cells(report, tensor, options))
-    else:
-        for group in groups:
-            first = group.members[0]
-            file_cell = [group.file or ""] if show_files else []
-            table.add_row(_role_name(group.label, first.role.value), group.dtype, shape_text(group.shape),
-                          f"{group.parameter_count:,}", f"× {group.count}" if group.count > 1 else "",
-                          *file_cell,
-                          *(_stats_cells(report, first, options) if group.count == 1 else
-                            _group_stats(report, group, options)))
-    return table
-
-
-def _role_name(name: str, role: str) -> str:
-    return f"{name} (optimizer)" if role == "optimizer" else name
-
-
-def _stats_cells(report: Report, tensor, options: "RenderOptions") -> list[str]:
-    if not options.show_stats:
-        return []
-    st = report.stats.get(tensor.key)
-    if st is None:
-        return ["-"] * 5 + [""]
-    return [fmt_float(st.min), fmt_float(st.max), fmt_float(st.mean), fmt_float(st.std),
-            f"{st.nan}/{st.inf}", sparkline(st)]
-
-
-def _group_stats(report: Report, group, options: "RenderOptions") -> list[str]:
-    if not options.show_stats:
-        return []
-    found = [report.stats[m.key] for m in group.members if m.key in report.stats]
-    if not found:
-        return ["-"] * 5 + [""]
-    low, high, mean, std, nan, inf = pooled_stats(found)
-    return [fmt_float(low), fmt_float(high), fmt_float(mean), fmt_float(std), f"{nan}/{inf}", ""]
-
-
 def _findings_block(report: Report, table_box: box.Box):
     parts = []
     if report.findings:
         table = Table(box=table_box, title=f"Findings ({len(report.findings)})", title_justify="left")
-        table.add_column("Severity")
-        table.add_column("Rule")
+        table.add_column("Severity", no_wrap=True)
+        table.add_column("Rule", no_wrap=True)
         table.add_column("Path", overflow="fold")
         table.add_column("Message", overflow="fold")
         for finding in sorted(report.findings, key=lambda f: (-f.severity, f.sort_key())):
@@ -165,9 +131,13 @@ def _findings_block(report: Report, table_box: box.Box):
         parts.append(Text(f"{len(report.suppressed)} finding(s) suppressed by policy or baseline."))
     for note in report.notes:
         parts.append(Text(f"note: {note}"))
-    if report.fail_on is not None:
-        failing = len(report.failing())
-        verdict = f"FAIL: {failing} finding(s) at or above {report.fail_on.label}" if failing else \
-            f"PASS: nothing at or above {report.fail_on.label}"
-        parts.append(Text(verdict, style="bold red" if failing else "bold green"))
+    parts.append(Text(verdict_line(report), style=VERDICT_STYLE[report.verdict]))
     return Group(*parts)
+
+
+def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
+    """Each release's report in turn, then the combined verdict as the last line."""
+    verdict = combined_verdict(reports)
+    each = ", ".join(f"{r.target}: {r.verdict.value}" for r in reports)
+    last = f"{verdict.value.upper()} (exit {int(verdict.exit_code)}): {len(reports)} releases ({each})"
+    return "\n".join(render(r, options) for r in reports) + "\n" + render_verdict(verdict, last, options)
