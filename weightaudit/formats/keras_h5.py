@@ -46,6 +46,7 @@ import h5py
 import numpy as np
 
 from weightaudit.formats.base import LoadOptions, Probe, unreadable
+from weightaudit.formats.keras_config import config_facts
 from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo, element_count
 from weightaudit.rules import get_rule
 
@@ -380,45 +381,6 @@ def _add_dataset(obj: h5py.Dataset, path: str, rel: str, base: int | None, namin
 
 
 # ---------------------------------------------------------------- Keras config facts
-
-_KERAS_MODULE_ROOTS = ("keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv")
-
-
-def config_facts(config: Any) -> dict[str, Any]:
-    """Layers (nested), Lambda layers and custom objects of a model config, for facts and reports."""
-    layers: list[dict[str, Any]] = []
-    lambdas: list[str] = []
-    custom: list[str] = []
-
-    def walk(node: Any, path: str, depth: int) -> None:
-        if depth > 200:
-            return
-        if isinstance(node, dict):
-            config_part = node.get("config") if isinstance(node.get("config"), dict) else {}
-            name = node.get("name") if isinstance(node.get("name"), str) else config_part.get("name")
-            cls = node.get("class_name")
-            here = f"{path}/{name}" if isinstance(name, str) and cls else path
-            if cls and isinstance(name, str) and ("layers" in config_part or "function" in config_part
-                                                 or "inbound_nodes" in node or "build_config" in node):
-                layers.append({"path": here.strip("/"), "class_name": cls, "module": node.get("module")})
-            if cls in ("Lambda", "__lambda__") or config_part.get("function_type") == "lambda":
-                lambdas.append(here.strip("/") or "/")
-            module, registered = node.get("module"), node.get("registered_name")
-            if isinstance(registered, str) and ">" in registered:
-                custom.append(registered)
-            if isinstance(module, str) and not any(module == r or module.startswith(r + ".") for r in _KERAS_MODULE_ROOTS):
-                custom.append(f"{module}.{cls}")
-            for value in node.values():
-                walk(value, here, depth + 1)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, path, depth + 1)
-
-    walk(config, "", 0)
-    model_class = config.get("class_name") if isinstance(config, dict) else None
-    return {"model_class": model_class, "layers": layers, "lambda_layers": sorted(set(lambdas)),
-            "custom_objects": sorted(set(custom))}
-
 
 def _legacy_facts(handle: h5py.File) -> dict[str, Any]:
     facts: dict[str, Any] = {}

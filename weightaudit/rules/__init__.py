@@ -26,6 +26,7 @@ _RULE_MODULES = (
     "weightaudit.rules.template_rules",
     "weightaudit.rules.gguf_rules",
     "weightaudit.rules.keras_tf_rules",
+    "weightaudit.rules.keras_rules",
     "weightaudit.rules.openness",
     "weightaudit.rules.secrets",
 )

@@ -3,10 +3,8 @@
 Integrity rules and the HDF5 reference/filter rules are raised by the loaders while they parse (``check`` is
 None). The code-execution rules are release-level checks over the facts the loaders recorded:
 
-- ``keras_config`` (the model JSON of a ``.keras`` ``config.json`` or a legacy ``.h5`` ``model_config``) and
-  ``keras_metadata`` (configs from a SavedModel's ``keras_metadata.pb``) are walked to any depth for Lambda
-  layers, ``__lambda__`` bytecode, objects loaded from modules outside Keras, dangerous function references
-  and custom objects. Bytecode is reported (length and SHA-256), never unmarshalled.
+- ``keras_config`` / ``keras_metadata`` are judged by weightaudit/rules/keras_rules.py (WA430–WA434,
+  WA437–WA439) against Keras' own built-in objects.
 - ``ops`` (``(op, node, function)`` triples of a SavedModel) are matched against ops that run Python or touch
   the file system / network. Checkpoint ops (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``...) are only
   flagged outside the standard save/restore functions every SavedModel carries; ``Assert`` never is.
@@ -14,9 +12,6 @@ None). The code-execution rules are release-level checks over the facts the load
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
 from functools import lru_cache
 from importlib import resources
@@ -87,130 +82,7 @@ register(Rule(
     cwe=829, tags=("code-execution", "hdf5")))
 
 
-# ---------------------------------------------------------------- Keras config walk
-
-_KERAS_MODULES = ("keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv")
-_DANGEROUS_FUNCTIONS = frozenset({
-    "get_file", "load_model", "load_weights", "save_model", "save_weights", "deserialize_keras_object",
-    "enable_unsafe_deserialization", "exec", "eval", "compile", "system", "popen", "__import__", "open",
-})
-_OP_LAMBDAS = frozenset({"TFOpLambda", "SlicingOpLambda"})
-
-
-def _is_keras_module(module: str) -> bool:
-    return any(module == root or module.startswith(root + ".") for root in _KERAS_MODULES)
-
-
-def iter_objects(node: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, dict]]:
-    """Every dict in a Keras config, with a readable location (layer names joined by '/')."""
-    if depth > 200:
-        return
-    if isinstance(node, dict):
-        name = node.get("name")
-        if not isinstance(name, str) and isinstance(node.get("config"), dict):
-            name = node["config"].get("name")
-        here = f"{path}/{name}" if isinstance(name, str) and name and "class_name" in node else path
-        yield here.strip("/") or "/", node
-        for value in node.values():
-            yield from iter_objects(value, here, depth + 1)
-    elif isinstance(node, list):
-        for value in node:
-            yield from iter_objects(value, path, depth + 1)
-
-
-def _bytecode_summary(blob: Any) -> str:
-    text = blob if isinstance(blob, str) else ""
-    try:
-        raw = base64.b64decode(text, validate=False)
-    except (binascii.Error, ValueError):
-        raw = text.encode("utf-8", "replace")
-    return f"{len(raw)} bytes of marshalled bytecode, sha256 {hashlib.sha256(raw).hexdigest()[:16]}"
-
-
-def _lambda_message(obj: dict) -> tuple[str, Severity] | None:
-    """Why this object embeds Python code, and how bad it is; None when it does not."""
-    cls = obj.get("class_name")
-    config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
-    if cls == "__lambda__":
-        blob = config.get("code") or config.get("value")
-        if isinstance(blob, (list, tuple)) and blob:
-            blob = blob[0]
-        return f"serialized Python lambda ({_bytecode_summary(blob)})", Severity.CRITICAL
-    if cls == "Lambda":
-        function = config.get("function")
-        if isinstance(function, dict):
-            return None   # the nested {"class_name": "__lambda__"} object is reported itself
-        if config.get("function_type") == "lambda" or isinstance(function, (list, tuple)):
-            blob = function[0] if isinstance(function, (list, tuple)) and function else function
-            return f"Lambda layer with marshalled bytecode ({_bytecode_summary(blob)})", Severity.CRITICAL
-        shown = str(function)[:80]
-        return f"Lambda layer calling {shown!r} (resolved or evaluated when the model is loaded)", Severity.HIGH
-    if config.get("function_type") == "lambda" and cls != "Lambda":
-        return "layer with a marshalled-bytecode function (function_type 'lambda')", Severity.CRITICAL
-    return None
-
-
-def _config_sources(loaded: LoadedFile) -> Iterator[Any]:
-    if "keras_config" in loaded.facts and loaded.facts["keras_config"] is not None:
-        yield loaded.facts["keras_config"]
-    yield from loaded.facts.get("keras_metadata", ()) or ()
-
-
-def _keras_objects(ctx: AuditContext) -> Iterator[tuple[LoadedFile, str, dict]]:
-    for loaded in ctx.files:
-        for config in _config_sources(loaded):
-            for where, obj in iter_objects(config):
-                yield loaded, where, obj
-
-
-def check_lambda(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-    rule = _rule("WA430")
-    for loaded, where, obj in _keras_objects(ctx):
-        hit = _lambda_message(obj)
-        if hit is not None:
-            message, severity = hit
-            yield rule.finding(loaded.path, f"{message} at {where}", where=where, severity=severity)
-
-
-def check_external_module(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-    rule = _rule("WA431")
-    for loaded, where, obj in _keras_objects(ctx):
-        module = obj.get("module")
-        # A module key without class_name is a TF-Keras 2 Lambda's function home: WA430 reports it.
-        if not isinstance(module, str) or _is_keras_module(module) or obj.get("class_name") in (None, "Lambda"):
-            continue
-        yield rule.finding(loaded.path, f"object {obj.get('class_name')!r} is loaded from module {module!r}, "
-                           f"outside Keras, at {where}", where=where)
-
-
-def check_op_lambda(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-    rule = _rule("WA432")
-    for loaded, where, obj in _keras_objects(ctx):
-        if obj.get("class_name") in _OP_LAMBDAS:
-            config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
-            yield rule.finding(loaded.path, f"{obj['class_name']} layer calls TF symbol "
-                               f"{config.get('function')!r} at {where}", where=where)
-
-
-def check_function_reference(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-    rule = _rule("WA433")
-    for loaded, where, obj in _keras_objects(ctx):
-        if obj.get("class_name") != "function":
-            continue
-        target = obj.get("config")
-        name = str(target.get("name", "") if isinstance(target, dict) else target).rpartition(".")[2]
-        if name in _DANGEROUS_FUNCTIONS or str(obj.get("registered_name", "")).rpartition(">")[2] in _DANGEROUS_FUNCTIONS:
-            yield rule.finding(loaded.path, f"config calls function {obj.get('module')}.{name} when deserialized "
-                               f"(file access / nested loading) at {where}", where=where)
-
-
-def check_custom_object(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-    rule = _rule("WA434")
-    for loaded, where, obj in _keras_objects(ctx):
-        registered = obj.get("registered_name")
-        if isinstance(registered, str) and ">" in registered:
-            yield rule.finding(loaded.path, f"custom object {registered!r} needs user code to load, at {where}",
-                               where=where)
+# Keras config rules (WA430-WA434, WA437-WA439) live in weightaudit/rules/keras_rules.py.
 
 
 # ---------------------------------------------------------------- SavedModel ops
@@ -303,33 +175,6 @@ def _rule(rule_id: str) -> Rule:
 
 
 _CODE_RULES = (
-    Rule("WA430", "keras-lambda-layer", "A Keras model embeds Python code (Lambda layer or serialized lambda).",
-         Severity.CRITICAL,
-         "Lambda layers store a Python function: marshalled bytecode (critical) or a function name / source string "
-         "(high). Loading such a model with safe_mode off, or with older Keras (CVE-2024-3660), runs that code. "
-         "weightaudit reports the blob's size and hash and never unmarshals it. Replace the Lambda with a "
-         "registered custom layer whose code you review, or ship weights only.", cwe=94,
-         tags=("code-execution", "keras"), check=check_lambda),
-    Rule("WA431", "keras-external-module", "A Keras config loads an object from a module outside Keras.",
-         Severity.HIGH,
-         "Keras imports the 'module' named in a config entry to find its class or function. A module outside "
-         "keras/tf_keras/keras_hub means arbitrary code is imported at load time (CVE-2025-1550 safe_mode bypass "
-         "in Keras 3.0–3.8). Check the module and only load it if you trust and have reviewed it.", cwe=470,
-         tags=("code-execution", "keras"), check=check_external_module),
-    Rule("WA432", "keras-tf-op-lambda", "A Keras config wraps a TensorFlow symbol by name (TFOpLambda).",
-         Severity.MEDIUM,
-         "TF-Keras 2 stores calls to tf.* functions as TFOpLambda / SlicingOpLambda layers that resolve the symbol "
-         "by name at load time. Usually benign, but the name decides what runs: review it.", cwe=470,
-         tags=("code-execution", "keras"), check=check_op_lambda),
-    Rule("WA433", "keras-dangerous-function", "A Keras config references a function that reads files or loads "
-         "other models.", Severity.CRITICAL,
-         "Serialized function references such as keras.utils.get_file or load_model run during deserialization "
-         "and can download or read attacker-chosen files or nested models (safe_mode bypasses). Do not load it.",
-         cwe=502, tags=("code-execution", "keras"), check=check_function_reference),
-    Rule("WA434", "keras-custom-object", "A Keras config needs a custom (registered) object.", Severity.MEDIUM,
-         "registered_name 'package>Name' means loading requires user code registered under that name; whatever "
-         "code provides it runs at load time. Make sure it comes from a source you trust.", cwe=829,
-         tags=("code-execution", "keras"), check=check_custom_object),
     Rule("WA440", "tf-python-op", "A SavedModel graph runs Python (PyFunc / EagerPyFunc).", Severity.CRITICAL,
          "PyFunc-family ops call back into the Python process that runs the graph: a model that carries them "
          "executes arbitrary host code. Legitimate releases do not need them.", cwe=94,

@@ -1,0 +1,354 @@
+"""Keras config rules (WA430–WA434, WA437–WA439; WA173 is raised by the loader): every object a config names, judged against Keras' own
+built-in objects.
+
+The configs are the ``keras_config`` (``.keras`` ``config.json`` or legacy ``.h5`` ``model_config``), the
+``keras_training_config`` (legacy ``.h5`` ``training_config``) and ``keras_metadata`` (SavedModel
+``keras_metadata.pb``) facts. Each is walked whole (weightaudit/formats/keras_config.py) and every object with a
+``class_name`` is resolved the way Keras resolves it, but on paper: ``module + "." + class_name`` against the
+names Keras exports (``weightaudit/data/keras_allowlist.json``, generated from the Keras 3 and tf-keras sources by
+fixtures/make_keras_allowlist.py), bare legacy class names against Keras 2's, functions of ``module: "builtins"``
+against Keras' BUILTIN_MODULES. Anything else is high; what runs code or loads files is critical. Findings name
+the object and its config path (``config.layers[3].config.activation``). Bytecode is hashed, never unmarshalled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable, Iterator, Mapping
+
+from weightaudit.formats.keras_config import ConfigObject, ConfigValue, show_path, walk_config
+from weightaudit.model import Finding, LoadedFile, Severity
+from weightaudit.rules import register
+from weightaudit.rules.base import AuditContext, Rule
+
+KERAS_ROOTS = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
+DATA_FORMS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"})
+CODE_MODULES = frozenset({"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "socket", "pty", "importlib",
+                          "runpy", "pickle", "marshal", "ctypes", "code", "codeop", "webbrowser", "urllib", "http",
+                          "requests", "pathlib", "io", "tempfile", "multiprocessing", "threading", "asyncio"})
+DANGEROUS_LEAVES = frozenset({
+    "get_file", "load_model", "load_weights", "save_model", "save_weights", "model_from_json", "model_from_yaml",
+    "deserialize_keras_object", "enable_unsafe_deserialization", "set_global_attribute", "func_load", "exec", "eval",
+    "compile", "system", "popen", "Popen", "__import__", "open", "load_img", "save_img", "clear_session",
+    "register_keras_serializable",
+})
+TF_SYMBOL_DANGER = ("io.", "py_function", "numpy_function", "py_func", "compat.v1.py_func", "raw_ops.", "print",
+                    "summary.", "saved_model.", "data.", "load_op_library", "load_library", "gfile", "compat.v1.io",
+                    "debugging.experimental", "keras.utils", "keras.models", "keras.saving")
+MAX_FINDINGS_PER_RULE = 100   # per file: then one summary finding with the count
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    names: frozenset[str]            # exported + internal dotted names relative to keras[.src] / tf_keras[.src]
+    legacy: frozenset[str]           # bare class names (Keras 2 configs)
+    builtin_functions: frozenset[str]
+    flagged: Mapping[str, Mapping[str, Any]]
+    dangerous: Mapping[str, str]
+
+
+@lru_cache(maxsize=1)
+def allowlist() -> Allowlist:
+    """weightaudit/data/keras_allowlist.json (schema in its ``_schema`` key)."""
+    text = resources.files("weightaudit").joinpath("data/keras_allowlist.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    groups = data["groups"]
+    return Allowlist(
+        names=frozenset(groups["exported"]["names"]) | frozenset(groups["internal"]["names"]),
+        legacy=frozenset(groups["legacy_names"]["names"]) | frozenset(data["flagged"]),
+        builtin_functions=frozenset(groups["builtin_functions"]["names"]),
+        flagged=data["flagged"], dangerous=data["dangerous"])
+
+
+def relative_module(module: str) -> str | None:
+    """``keras.src.layers.core.dense`` -> ``layers.core.dense``; None when outside Keras."""
+    for root in KERAS_ROOTS:
+        if module == root or module.startswith(root + "."):
+            rest = module[len(root) + 1:]
+            return rest[4:] if rest.startswith("src.") else "" if rest == "src" else rest
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule_id: str
+    message: str
+    severity: Severity | None = None     # None: the rule's default
+
+
+def _bytecode_summary(blob: Any) -> str:
+    text = blob if isinstance(blob, str) else ""
+    try:
+        raw = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        raw = text.encode("utf-8", "replace")
+    return f"{len(raw)} bytes of marshalled bytecode, sha256 {hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def _inner(node: dict) -> dict:
+    return node["config"] if isinstance(node.get("config"), dict) else {}
+
+
+def _function_name(node: dict) -> str:
+    config = node.get("config")
+    name = config.get("name") if isinstance(config, dict) else config
+    return str(name) if name is not None else "?"
+
+
+def _is_dangerous(dotted: str, leaf: str) -> str | None:
+    table = allowlist().dangerous
+    if dotted in table:
+        return table[dotted]
+    if leaf in DANGEROUS_LEAVES:
+        return "reads or downloads files, loads nested models, switches safe_mode off or runs code"
+    return None
+
+
+def judge_function(module: Any, name: str) -> Verdict | None:
+    """A ``{"class_name": "function"}`` object: Keras calls ``module.name`` when it deserializes."""
+    leaf = name.rpartition(".")[2]
+    dotted = f"{module}.{name}" if isinstance(module, str) and module else name
+    reason = _is_dangerous(dotted, leaf)
+    if reason:
+        return Verdict("WA433", f"config references function {dotted} ({reason})")
+    lists = allowlist()
+    if not isinstance(module, str) or module == "builtins":
+        if name in lists.builtin_functions:
+            return None
+        return Verdict("WA437", f"function {name!r} (module {module!r}) is not a Keras built-in function")
+    rel = relative_module(module)
+    if rel is None:
+        return _external(module, f"function {name!r}")
+    if f"{rel}.{name}".strip(".") in lists.names:
+        return None
+    return Verdict("WA437", f"function {dotted} is not a Keras built-in modelling function")
+
+
+def _external(module: str, what: str) -> Verdict:
+    root = module.split(".")[0]
+    severity = Severity.CRITICAL if root in CODE_MODULES else None
+    return Verdict("WA431", f"{what} is loaded from module {module!r}, outside Keras (imported at load time)",
+                   severity)
+
+
+def judge_class(module: Any, cls: str) -> Verdict | None:
+    lists = allowlist()
+    if module is None or module == "":
+        return None if cls in lists.legacy else Verdict("WA437", f"object {cls!r} is not a Keras built-in")
+    if not isinstance(module, str):
+        return Verdict("WA437", f"object {cls!r} has a non-string module {module!r}")
+    rel = relative_module(module)
+    if rel is None:
+        return _external(module, f"object {cls!r}")
+    if f"{rel}.{cls}".strip(".") in lists.names or cls in lists.flagged:
+        return None
+    return Verdict("WA437", f"object {module}.{cls} is not a Keras built-in object")
+
+
+def _lambda_verdict(node: dict) -> Verdict | None:
+    config = _inner(node)
+    function = config.get("function")
+    if isinstance(function, dict):
+        if function.get("class_name") == "__lambda__":
+            return None     # the nested __lambda__ object is reported itself
+        target = f"{function.get('module')}.{_function_name(function)}"
+        return Verdict("WA430", f"Lambda layer calling {target} with config-chosen arguments", Severity.HIGH)
+    if config.get("function_type") == "lambda" or isinstance(function, (list, tuple)):
+        blob = function[0] if isinstance(function, (list, tuple)) and function else function
+        return Verdict("WA430", f"Lambda layer with marshalled bytecode ({_bytecode_summary(blob)})",
+                       Severity.CRITICAL)
+    return Verdict("WA430", f"Lambda layer calling {str(function)[:80]!r} (resolved or evaluated at load)",
+                   Severity.HIGH)
+
+
+def _flagged_verdicts(node: dict, cls: str) -> Iterator[Verdict]:
+    entry = allowlist().flagged[cls]
+    config = _inner(node)
+    kind = entry.get("kind")
+    if cls == "Lambda":
+        verdict = _lambda_verdict(node)
+        if verdict is not None:
+            yield verdict
+    elif kind in ("code", "external-model"):
+        yield Verdict("WA439", f"built-in layer {cls}: {entry.get('reason')}")
+    elif kind == "tf-symbol":
+        function = str(config.get("function", ""))
+        danger = function.startswith(TF_SYMBOL_DANGER) or function.rpartition(".")[2] in DANGEROUS_LEAVES
+        yield Verdict("WA432", f"{cls} layer calls TF symbol {function!r}"
+                      + (" (file, network or Python access)" if danger else ""),
+                      Severity.CRITICAL if danger else None)
+    for argument in entry.get("path_arguments", ()):
+        value = config.get(argument)
+        if isinstance(value, str) and value:
+            yield Verdict("WA438", f"{cls} argument {argument!r} is a file path or URL {value[:120]!r}, "
+                                   "read with tf.io.gfile when the model loads")
+
+
+def judge_object(node: dict) -> list[Verdict]:
+    """Every verdict on one config object (empty when it is a plain Keras built-in)."""
+    cls = node["class_name"]
+    module = node.get("module")
+    verdicts: list[Verdict] = []
+    registered = node.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and registered.partition(">")[0] not in ("keras",):
+        verdicts.append(Verdict("WA434", f"custom object {registered!r} needs user code to load"))
+    if cls in DATA_FORMS:
+        return verdicts
+    if cls == "__lambda__":
+        blob = _inner(node).get("code") or _inner(node).get("value")
+        blob = blob[0] if isinstance(blob, (list, tuple)) and blob else blob
+        verdicts.append(Verdict("WA430", f"serialized Python lambda ({_bytecode_summary(blob)})", Severity.CRITICAL))
+        return verdicts
+    if cls == "__typespec__":
+        if not (isinstance(module, str) and module.startswith(("tensorflow.", "keras.", "tf_keras."))):
+            verdicts.append(_external(str(module), f"type spec {node.get('spec_name')!r}"))
+        return verdicts
+    if cls == "function":
+        found = judge_function(module, _function_name(node))
+        return verdicts + ([found] if found else [])
+    if _inner(node).get("function_type") == "lambda" and cls != "Lambda":
+        verdicts.append(Verdict("WA430", f"{cls} with a marshalled-bytecode function", Severity.CRITICAL))
+    found = judge_class(module, cls)
+    if found is not None:
+        verdicts.append(found)
+    elif cls in allowlist().flagged:
+        verdicts.extend(_flagged_verdicts(node, cls))
+    return verdicts
+
+
+def judge_value(value: ConfigValue) -> Verdict | None:
+    if value.key == "safe_mode":
+        if value.value is True:
+            return None
+        return Verdict("WA439", f"config sets safe_mode={value.value!r} for a nested load")
+    text = str(value.value)
+    if "unsafe_deserialization" in text or "safe_mode" in text:
+        return Verdict("WA439", f"config names Keras' safe-mode switch {text[:80]!r}")
+    if value.owner in ("Lambda", "__lambda__", "__bytes__") and value.key in ("function", "code", "value", ""):
+        return None    # bytecode blobs are reported by WA430
+    return Verdict("WA438", f"file path or URL {text[:120]!r} in a config value")
+
+
+# ---------------------------------------------------------------- one analysis per audit
+
+def _sources(loaded: LoadedFile) -> Iterator[tuple[str, Any]]:
+    if loaded.facts.get("keras_config") is not None:
+        yield "", loaded.facts["keras_config"]
+    if loaded.facts.get("keras_training_config") is not None:
+        yield "training_config", loaded.facts["keras_training_config"]
+    for index, config in enumerate(loaded.facts.get("keras_metadata", ()) or ()):
+        yield f"keras_metadata[{index}]", config
+
+
+def _where(path: str, layer: str) -> str:
+    return f"{show_path(path)} (layer {layer})" if layer else show_path(path)
+
+
+def file_findings(loaded: LoadedFile) -> list[Finding]:
+    """Every Keras config finding for one file, at most MAX_FINDINGS_PER_RULE per rule plus a count."""
+    found: list[Finding] = []
+    for prefix, config in _sources(loaded):
+        walk = walk_config(config, prefix)
+        items: list[tuple[ConfigObject | ConfigValue, Verdict]] = []
+        for obj in walk.objects:
+            items.extend((obj, v) for v in judge_object(obj.node))
+        for value in walk.values:
+            verdict = judge_value(value)
+            if verdict is not None:
+                items.append((value, verdict))
+        for item, verdict in items:
+            where = _where(item.path, item.layer)
+            found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at {where}",
+                                                          where=show_path(item.path), severity=verdict.severity))
+    return _cap(found)
+
+
+def _cap(findings: list[Finding]) -> list[Finding]:
+    kept: list[Finding] = []
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.rule_id] = counts.get(finding.rule_id, 0) + 1
+        if counts[finding.rule_id] <= MAX_FINDINGS_PER_RULE:
+            kept.append(finding)
+    for rule_id, count in counts.items():
+        if count > MAX_FINDINGS_PER_RULE:
+            worst = max(f.severity for f in findings if f.rule_id == rule_id)
+            kept.append(_RULES[rule_id].finding(kept[0].path, f"{count - MAX_FINDINGS_PER_RULE} more {rule_id} "
+                                                f"findings in this file not listed", severity=worst))
+    return kept
+
+
+_CACHE: list[Any] = [None, None]
+
+
+def _all_findings(ctx: AuditContext) -> list[Finding]:
+    if _CACHE[0] is not ctx:
+        _CACHE[0], _CACHE[1] = ctx, [f for loaded in ctx.files for f in file_findings(loaded)]
+    return _CACHE[1]
+
+
+def _check_for(rule_id: str):
+    def check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+        return [f for f in _all_findings(ctx) if f.rule_id == rule_id]
+    return check
+
+
+_TAGS = ("code-execution", "keras")
+_DEFS = (
+    ("WA430", "keras-lambda-layer", "A Keras model embeds Python code (Lambda layer or serialized lambda).",
+     Severity.CRITICAL,
+     "Lambda layers store a Python function: marshalled bytecode (critical) or a reference to a function by name "
+     "(high; critical through WA433 when that function is dangerous). Loading with safe_mode off, with older Keras "
+     "(CVE-2024-3660) or from legacy HDF5 (CVE-2025-9905) runs it. weightaudit reports the blob's size and hash "
+     "and never unmarshals it. Replace the Lambda with a registered custom layer you review, or ship weights only.",
+     94),
+    ("WA431", "keras-external-module", "A Keras config loads an object from a module outside Keras.", Severity.HIGH,
+     "Keras imports the 'module' named in a config entry to find its class or function. A module outside "
+     "keras/tf_keras means code outside Keras is imported at load time (CVE-2025-1550); os, subprocess, builtins "
+     "and similar are critical. Only load it if you have reviewed and trust that module.", 470),
+    ("WA432", "keras-tf-op-lambda", "A Keras config wraps a TensorFlow symbol by name (TFOpLambda).",
+     Severity.MEDIUM,
+     "TF-Keras 2 stores calls to tf.* functions as TFOpLambda / SlicingOpLambda layers that resolve the symbol by "
+     "name at load time. Math symbols are medium; symbols that touch files, the network or Python (tf.io.*, "
+     "tf.py_function, tf.print, tf.raw_ops.*...) are critical.", 470),
+    ("WA433", "keras-dangerous-function", "A Keras config references a function that reads files, loads other "
+     "models or switches safe_mode off.", Severity.CRITICAL,
+     "Serialized function references such as keras.utils.get_file (CVE-2025-8747), keras.models.load_model or "
+     "keras.config.enable_unsafe_deserialization (CVE-2025-9906) run during deserialization or when the layer is "
+     "called: they download or read attacker-chosen files, load nested models with safe_mode off, or run code. "
+     "Keras >= 3.11 refuses its NON_MODELING_APIS; older versions do not. Do not load the model.", 502),
+    ("WA434", "keras-custom-object", "A Keras config needs a custom (registered) object.", Severity.HIGH,
+     "registered_name 'package>Name' means loading requires user code registered under that name; whatever code "
+     "provides it runs at load time and weightaudit cannot check it. Review the package before loading.", 829),
+    ("WA437", "keras-unknown-object", "A Keras config names an object that is not a Keras built-in.", Severity.HIGH,
+     "Every class and function a config names is checked against the names Keras 3 and tf-keras export for "
+     "modelling (layers, activations, initializers, regularizers, constraints, losses, metrics, optimizers, "
+     "schedules, ops) and the classes of their modelling packages (weightaudit/data/keras_allowlist.json, "
+     "generated by fixtures/make_keras_allowlist.py). Anything else needs code the config does not show "
+     "(custom objects, KerasHub classes, non-modelling Keras APIs).", 470),
+    ("WA438", "keras-path-in-config", "A Keras config value is a file path or URL.", Severity.HIGH,
+     "Absolute paths, '..', '~', drive letters and URLs (file://, http(s)://, gs://...) in a config are opened "
+     "by the layer that receives them: StringLookup/IntegerLookup/TextVectorization vocabularies are read with "
+     "tf.io.gfile (CVE-2025-12058: arbitrary file read, SSRF), TFSMLayer loads the SavedModel at the path. A "
+     "self-contained model does not point outside itself.", 73),
+    ("WA439", "keras-unsafe-builtin", "A Keras config uses a built-in that loads external models or runs code, "
+     "or switches safe_mode off.", Severity.CRITICAL,
+     "TFSMLayer loads an external SavedModel (CVE-2026-1462), TorchModuleWrapper unpickles a torch module, "
+     "JaxLayer/FlaxLayer call functions from the config; a 'safe_mode' argument or the names "
+     "enable_unsafe_deserialization / safe_mode_saving in a config turn Keras' protection off for what follows "
+     "(CVE-2025-9906). Do not load the model.", 94),
+)
+_RULES: dict[str, Rule] = {}
+for _id, _name, _summary, _severity, _help, _cwe in _DEFS:
+    _RULES[_id] = register(Rule(_id, _name, _summary, _severity, _help, cwe=_cwe, tags=_TAGS, check=_check_for(_id)))
+_RULES["WA173"] = register(Rule(
+    "WA173", "keras-config-limit", "A Keras config was not walked whole (nesting or size limit).", Severity.HIGH,
+    "The model config nests deeper than 256 levels or holds more than 2,000,000 values: the part beyond the "
+    "limit was not checked, so the file is not verified. Real Keras configs are far smaller.",
+    cwe=400, tags=("integrity", "keras")))
