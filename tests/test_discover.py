@@ -119,7 +119,7 @@ def test_fifo_is_not_opened(tmp_path: Path) -> None:
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
     (problem,) = discover([str(fifo)]).problems
-    assert problem.reason == "not a regular file; not read" and not problem.verified
+    assert problem.reason == "not a regular file (FIFO, socket or device); not opened" and not problem.verified
 
 
 def test_saved_model_pb_given_alone_means_its_folder() -> None:

@@ -10,13 +10,12 @@ an escape from the template language needs.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
+from weightaudit.safe_read import load_document
 
 MAX_SIDE_FILE_BYTES = 5_000_000
 OVERSIZED_TEMPLATE = 64 * 1024
@@ -89,8 +88,8 @@ def _structured(rel: str, path: Path) -> Iterator[Template]:
     if "template" not in text:
         return
     try:
-        data = json.loads(text) if rel.lower().endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError):
+        data = load_document(text, as_json=rel.lower().endswith(".json"))   # depth/alias-safe (safe_read)
+    except ValueError:   # invalid, too deep, an alias bomb: the pipeline reports refused files (WA133)
         return
     yield from _template_values(rel, data, "")
 

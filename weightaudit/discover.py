@@ -8,9 +8,10 @@ are not followed.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -18,8 +19,10 @@ from typing import Callable, Iterable, Sequence
 from weightaudit import formats
 from weightaudit.errors import UsageError
 from weightaudit.formats.base import LFS_MAGIC, Probe, folder_size, read_probe
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, ShardIndex, WeightFileRef
 from weightaudit.rules import integrity as R
+from weightaudit.safe_read import UnsafeDocument, is_regular, load_json, read_text
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "node_modules", ".venv", ".tox",
                        ".mypy_cache", ".pytest_cache", ".ruff_cache"})
@@ -57,6 +60,8 @@ class _Walk:
     side: dict[str, list[str]] = field(default_factory=dict)
     problems: list[LoadedFile] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    limits: Limits = DEFAULT_LIMITS
+    seen_dirs: set[tuple[int, int]] = field(default_factory=set)   # (device, inode) of every folder read
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() if path != self.root else path.name
@@ -67,7 +72,7 @@ class _Walk:
                                         verified=False))
 
 
-def discover(paths: Sequence[str]) -> Release:
+def discover(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> Release:
     """Turn file or folder paths into one Release (root = their common folder). Raises UsageError when a
     path does not exist."""
     if not paths:
@@ -82,7 +87,7 @@ def discover(paths: Sequence[str]) -> Release:
         resolved.append(path.absolute())
     units = {path for path in resolved if path.is_dir() and formats.sniff(read_probe(path)) is not None}
     root = _common_root(resolved, units)
-    walk = _Walk(root)
+    walk = _Walk(root, limits=limits)
     for path in resolved:
         if path in units:
             _claim_folder(walk, path)
@@ -123,21 +128,59 @@ def _walk_dir(walk: _Walk, folder: Path) -> None:
     if folder != walk.root and _claim_folder(walk, folder):
         return
     try:
+        walk.seen_dirs.add(_identity(os.stat(folder)))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         walk.problem(walk.rel(folder), 0, R.UNREADABLE, f"cannot list folder: {exc.strerror}", FileStatus.ERROR)
         return
     for entry in entries:
-        path = Path(entry.path)
-        if entry.is_symlink() and not _inside(walk.root, path):
-            walk.findings.append(R.SYMLINK_OUTSIDE.finding(
-                walk.rel(path), f"symbolic link to {os.readlink(path)} leaves the release; not followed"))
-            continue
-        if entry.is_dir():
-            if entry.name not in SKIP_DIRS:
-                _walk_dir(walk, path)
-        elif entry.is_file():
-            _visit_file(walk, path)
+        _visit_entry(walk, Path(entry.path), entry.name, entry.is_symlink())
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return (info.st_dev, info.st_ino)
+
+
+def _visit_entry(walk: _Walk, path: Path, name: str, is_link: bool) -> None:
+    """One folder entry: links are checked before anything follows them; every folder is read once; only
+    regular files go on to be probed (a FIFO, socket or device is reported, never opened)."""
+    rel = walk.rel(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            walk.findings.append(R.SYMLINK_LOOP.finding(rel, "symbolic link loop (the chain of links never ends); "
+                                                        "not followed"))
+        elif is_link:
+            walk.findings.append(R.SYMLINK_OUTSIDE.finding(rel, f"dangling symbolic link to {_link_text(path)}; "
+                                                           "not followed"))
+        else:
+            walk.problem(rel, 0, R.UNREADABLE, f"cannot read: {exc.strerror or exc}", FileStatus.ERROR)
+        return
+    if is_link and not _inside(walk.root, path):
+        walk.findings.append(R.SYMLINK_OUTSIDE.finding(
+            rel, f"symbolic link to {_link_text(path)} leaves the release; not followed"))
+        return
+    if stat.S_ISDIR(info.st_mode):
+        if name in SKIP_DIRS:
+            return
+        if _identity(info) in walk.seen_dirs:
+            walk.findings.append(R.SYMLINK_LOOP.finding(
+                rel, f"link to folder {_link_text(path)}, which the audit already reads; not followed again"))
+            return
+        _walk_dir(walk, path)
+    elif stat.S_ISREG(info.st_mode):
+        _visit_file(walk, path)
+    else:
+        walk.problem(rel, 0, R.UNREADABLE, "not a regular file (FIFO, socket or device); not opened",
+                     FileStatus.SKIPPED)
+
+
+def _link_text(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "(unreadable link)"
 
 
 def _claim_folder(walk: _Walk, folder: Path) -> bool:
@@ -155,8 +198,9 @@ def _visit_file(walk: _Walk, path: Path) -> None:
     if path.is_symlink() and not _inside(walk.root, path):
         walk.findings.append(R.SYMLINK_OUTSIDE.finding(rel, "symbolic link leaves the release; not followed"))
         return
-    if not path.is_file():  # a FIFO, socket or device: opening it could block or never end
-        walk.problem(rel, 0, R.UNREADABLE, "not a regular file; not read", FileStatus.SKIPPED)
+    if not is_regular(path):  # a FIFO, socket or device: opening it could block or never end
+        walk.problem(rel, 0, R.UNREADABLE, "not a regular file (FIFO, socket or device); not opened",
+                     FileStatus.SKIPPED)
         return
     try:
         probe = read_probe(path)
@@ -210,9 +254,7 @@ def _side_kind(name: str) -> str:
 
 def _read_index(walk: _Walk, path: Path, rel: str) -> None:
     try:
-        if path.stat().st_size > 200_000_000:
-            raise ValueError("index file larger than 200 MB")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(read_text(path, walk.limits.side_file_bytes), walk.limits)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
@@ -220,8 +262,12 @@ def _read_index(walk: _Walk, path: Path, rel: str) -> None:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise ValueError("'metadata' is not an object")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+    except UnsafeDocument as exc:
+        walk.findings.append(R.SIDE_FILE_REFUSED.finding(rel, f"shard index {rel} not read: {exc}"))
+        walk.side.setdefault("other", []).append(rel)
+        return
+    except (OSError, ValueError) as exc:
+        message = getattr(exc, "msg", None) or getattr(exc, "strerror", None) or str(exc)
         walk.findings.append(R.INDEX_INVALID.finding(rel, f"invalid shard index: {message}"))
         walk.side.setdefault("other", []).append(rel)
         return

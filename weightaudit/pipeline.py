@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import yaml
+
 from weightaudit import formats
 from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats
 from weightaudit.policy import Policy
 from weightaudit.report import Report
 from weightaudit.rules import AuditContext, Rule, all_rules
 from weightaudit.rules import integrity as R
+from weightaudit.safe_read import UnsafeDocument, check_json_depth, check_yaml_events, load_json, read_text
+
+STRUCTURED_SUFFIXES = (".json", ".yaml", ".yml")
 
 ProgressFn = Callable[[str], None]
 
@@ -42,25 +47,70 @@ class RunOptions:
 
 
 def run(paths: Sequence[str], options: RunOptions) -> Report:
-    release = discover(paths)
-    _phase(options, f"found {len(release.weight_files)} weight file(s) in {release.root}")
-    loaded = tuple(load_file(Path(ref.path), ref.rel, ref.format, options.load) for ref in release.weight_files)
+    load_options = options.load
+    if options.policy.limits is not DEFAULT_LIMITS:
+        load_options = replace(load_options, limits=options.policy.limits)
+    release = discover(paths, load_options.limits)
+    _phase(options, f"{release.target}: found {len(release.weight_files)} weight file(s)")
+    per_file = load_options.limits.findings_per_rule_per_file
+    loaded = tuple(_cap_findings(load_file(Path(ref.path), ref.rel, ref.format, load_options), per_file)
+                   for ref in release.weight_files)
     stats: Mapping[tuple[str, str], TensorStats] = {}
     coverage_notes: list[str] = []
     if options.stats:
         stats = _compute_stats(Path(release.root), loaded, options)
         loaded, coverage_notes = stats_coverage(loaded, stats)
     files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
-    context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release))
-    raw = list(release.findings) + [f for lf in files for f in lf.findings] + list(_run_rules(context, options))
+    context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release, load_options.limits))
+    raw = (list(release.findings) + side_file_findings(release, load_options.limits)
+           + [f for lf in files for f in lf.findings]
+           + list(_run_rules(context, options)))
     kept, suppressed, notes = apply_policy(raw, options)
     notes = coverage_notes + notes
     return Report(
         command=options.command, release=release, files=files,
-        findings=tuple(sorted(_dedupe(kept), key=Finding.sort_key)),
-        stats=stats, suppressed=tuple(sorted(_dedupe(suppressed), key=Finding.sort_key)),
+        findings=tuple(sorted(collapse_findings(_dedupe(kept), per_file), key=Finding.sort_key)),
+        stats=stats, suppressed=tuple(sorted(collapse_findings(_dedupe(suppressed), per_file), key=Finding.sort_key)),
         fail_on=None if options.policy.fail_never else options.policy.fail_on, notes=tuple(notes),
+        **_policy_field(options),
     )
+
+
+def _policy_field(options: RunOptions) -> dict[str, Any]:
+    """``audit`` reports say which policy applied (the release never chooses its own)."""
+    if options.command != "audit":
+        return {}
+    policy = options.policy
+    path = policy.source if policy.origin != "default" else None
+    return {"policy": {"path": path, "source": policy.origin}}
+
+
+def _cap_findings(loaded: LoadedFile, per_rule_per_file: int) -> LoadedFile:
+    """Collapse a loader's findings right away, so a million identical ones never reach the later stages."""
+    if len(loaded.findings) <= per_rule_per_file:
+        return loaded
+    return replace(loaded, findings=tuple(collapse_findings(list(loaded.findings), per_rule_per_file)))
+
+
+def collapse_findings(findings: list[Finding], per_rule_per_file: int) -> list[Finding]:
+    """At most ``per_rule_per_file`` findings of one rule in one file; the rest become one summary finding with
+    their count, at the highest severity among them (a file with a million bad tensors is one line, not a million)."""
+    counts: dict[tuple[str, str], int] = {}
+    extra: dict[tuple[str, str], list[Finding]] = {}
+    out: list[Finding] = []
+    for finding in findings:
+        key = (finding.path, finding.rule_id)
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] <= per_rule_per_file:
+            out.append(finding)
+        else:
+            extra.setdefault(key, []).append(finding)
+    for (path, rule_id), rest in extra.items():
+        worst = max(f.severity for f in rest)
+        out.append(Finding(rule_id, worst, path, f"{len(rest):,} more {rule_id} finding(s) in this file not listed "
+                           f"(limits.findings_per_rule_per_file = {per_rule_per_file:,}); first not listed: "
+                           f"{rest[0].message}", tensor=None, where=f"{len(rest)} collapsed"))
+    return out
 
 
 def _phase(options: RunOptions, message: str) -> None:
@@ -131,15 +181,46 @@ def _compute_stats(root: Path, loaded: tuple[LoadedFile, ...], options: RunOptio
     return stats_module.compute_stats(root, loaded, workers=options.workers, on_progress=options.on_bytes)
 
 
-def _read_config(release: Release) -> Mapping[str, Any] | None:
+def _read_config(release: Release, limits: Limits) -> Mapping[str, Any] | None:
+    """The top-level config.json (bounded, depth-safe); None when absent or refused (see side_file_findings)."""
     for rel in release.side("config"):
         if "/" not in rel:
             try:
-                data = json.loads((Path(release.root) / rel).read_text(encoding="utf-8"))
+                data = load_json(read_text(Path(release.root) / rel, limits.side_file_bytes), limits)
             except (OSError, ValueError):
                 return None
             return data if isinstance(data, dict) else None
     return None
+
+
+def side_file_findings(release: Release, limits: Limits) -> list[Finding]:
+    """WA133 for every JSON/YAML side file (and model-card front matter) that no reader can parse safely: too
+    big, nested too deep, an alias bomb, not a regular file. Readers (config, chat templates, openness) then skip
+    it quietly; this is the one place that names it. Shard indexes are checked by discovery."""
+    from weightaudit.openness.card import _split_front_matter
+
+    cards = set(release.side("model_card"))
+    out = []
+    for rel in release.all_side_files():
+        lower = rel.lower()
+        if lower.endswith(".index.json") or not (lower.endswith(STRUCTURED_SUFFIXES) or rel in cards):
+            continue
+        try:
+            text = read_text(Path(release.root) / rel, limits.side_file_bytes)
+            if lower.endswith(".json"):
+                check_json_depth(text, limits)
+            elif rel in cards:
+                lines = text.splitlines()
+                fences = _split_front_matter(lines)
+                if fences is not None:
+                    check_yaml_events("\n".join(lines[fences[0]:fences[1]]), limits)
+            else:
+                check_yaml_events(text, limits)
+        except UnsafeDocument as exc:
+            out.append(R.SIDE_FILE_REFUSED.finding(rel, f"{rel} not read: {exc}"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue   # unreadable or merely invalid: the readers report what they need
+    return out
 
 
 def _selected(rule: Rule, options: RunOptions) -> bool:

@@ -13,14 +13,23 @@ ignore:
     tensor: "*.bias"                     # optional glob on the tensor name
     reason: "known NaN in an unused head"   # required
     expires: 2027-01-31                  # optional; an expired entry no longer applies (and says so)
+limits:                                  # optional; see weightaudit/limits.py (README "Reliability")
+  side_file_bytes: 200000000
 ```
 Any error in the file is a configuration error (exit 2).
+
+Which policy applies is the user's choice, never the release's: ``--policy FILE``, else the first
+``weightaudit.yaml`` (or another POLICY_NAMES) or ``pyproject.toml`` with ``[tool.weightaudit]`` found from the
+current working directory upwards (stopping after a folder that holds ``.git``, or at the filesystem root), else
+the defaults. Folders inside an audited target are skipped, except the working directory itself when it *is* the
+target (``cd release && weightaudit audit .``): a policy shipped inside a release never applies to it otherwise.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,11 +38,13 @@ from typing import Any, Mapping
 import yaml
 
 from weightaudit.errors import PolicyError
+from weightaudit.limits import DEFAULT_LIMITS, Limits, parse_limits
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import get_rule, is_rule_id
 
 POLICY_NAMES = ("weightaudit.yaml", "weightaudit.yml", ".weightaudit.yaml", ".weightaudit.yml")
-TOP_KEYS = frozenset({"version", "fail_on", "rules", "ignore"})
+TOP_KEYS = frozenset({"version", "fail_on", "rules", "ignore", "limits"})
+POLICY_MAX_BYTES = 1_000_000
 RULE_KEYS = frozenset({"enabled", "severity"})
 IGNORE_KEYS = frozenset({"rule", "path", "tensor", "reason", "expires"})
 
@@ -69,6 +80,8 @@ class Policy:
     fail_never: bool = False
     rules: Mapping[str, RulePolicy] = field(default_factory=dict)
     ignore: tuple[IgnoreEntry, ...] = ()
+    limits: Limits = DEFAULT_LIMITS
+    origin: str = "default"      # cli (--policy) | discovered (cwd upwards) | default
 
     def rule(self, rule_id: str) -> RulePolicy:
         return self.rules.get(rule_id, RulePolicy())
@@ -83,8 +96,12 @@ def parse_fail_on(text: str) -> tuple[Severity | None, bool]:
 
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file; every problem is a PolicyError naming the file."""
+    from weightaudit.safe_read import UnsafeDocument, load_yaml, read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, POLICY_MAX_BYTES)
+    except UnsafeDocument as exc:
+        raise PolicyError(f"{path}: policy file refused: {exc}") from None
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file ({exc.strerror or exc})") from exc
     if path.name == "pyproject.toml":
@@ -92,12 +109,16 @@ def load_policy(path: Path) -> Policy:
             data = tomllib.loads(text).get("tool", {}).get("weightaudit")
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{path}: invalid TOML: {exc}") from exc
+        except RecursionError:
+            raise PolicyError(f"{path}: policy file refused: nested too deeply") from None
         if data is None:
             return Policy(source=str(path))
         data.setdefault("version", 1)
     else:
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
+        except UnsafeDocument as exc:
+            raise PolicyError(f"{path}: policy file refused: {exc}") from None
         except yaml.YAMLError as exc:
             raise PolicyError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
     return parse_policy(data, str(path))
@@ -125,7 +146,11 @@ def parse_policy(data: Any, source: str) -> Policy:
     if not isinstance(entries, list):
         raise fail("'ignore' must be a list")
     ignore = tuple(_ignore_entry(i, entry, fail) for i, entry in enumerate(entries))
-    return Policy(source=source, fail_on=fail_on, fail_never=never, rules=rules, ignore=ignore)
+    try:
+        limits = parse_limits(data.get("limits"))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    return Policy(source=source, fail_on=fail_on, fail_never=never, rules=rules, ignore=ignore, limits=limits)
 
 
 def _rule_policy(rule_id: Any, spec: Any, fail) -> RulePolicy:
@@ -177,13 +202,72 @@ def _ignore_entry(index: int, entry: Any, fail) -> IgnoreEntry:
                        tensor=entry.get("tensor"), expires=expires)
 
 
-def find_policy(root: Path) -> Path | None:
-    """The policy file that sits in the release folder, if any."""
+def find_policy(folder: Path) -> Path | None:
+    """The policy file in this one folder, if any: a POLICY_NAMES file, else a pyproject.toml that has a
+    ``[tool.weightaudit]`` table (one without it does not count, as linters do)."""
     for name in POLICY_NAMES:
-        candidate = root / name
+        candidate = folder / name
         if candidate.is_file():
             return candidate
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            with pyproject.open("rb") as handle:
+                if "weightaudit" in tomllib.load(handle).get("tool", {}):
+                    return pyproject
+        except (OSError, ValueError, TypeError, RecursionError):
+            return pyproject   # broken: load_policy reports it as a configuration error
     return None
+
+
+def _inside(folder: Path, target: Path) -> bool:
+    return folder == target or target in folder.parents
+
+
+def discover_policy(cwd: Path, targets: list[Path]) -> Path | None:
+    """The user's policy: searched from ``cwd`` upwards, never inside an audited target folder (unless that
+    target is ``cwd`` itself); the search ends after a folder holding ``.git`` or at the filesystem root."""
+    cwd = _real(cwd)
+    roots = [_real(t) for t in targets]
+    for folder in (cwd, *cwd.parents):
+        allowed = folder == cwd and cwd in roots
+        if allowed or not any(_inside(folder, root) for root in roots):
+            found = find_policy(folder)
+            if found is not None:
+                return found
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def target_folders(paths: list[str] | tuple[str, ...]) -> list[Path]:
+    """The folders a policy must never come from: each target folder, or the folder of a target file."""
+    out = []
+    for given in paths:
+        path = _real(Path(given))
+        out.append(path if path.is_dir() else path.parent)
+    return out
+
+
+def _real(path: Path) -> Path:
+    """Absolute, '..' and links resolved (a symlink loop falls back to the normalised spelling)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def resolve_policy(policy_path: str | None, paths: list[str] | tuple[str, ...], cwd: Path | None = None) -> Policy:
+    """``--policy FILE`` (origin cli), else the discovered user policy (origin discovered), else the defaults."""
+    if policy_path is not None:
+        path = Path(policy_path)
+        if not path.is_file():
+            raise PolicyError(f"{policy_path}: policy file not found")
+        return replace(load_policy(path), origin="cli")
+    found = discover_policy(cwd or Path.cwd(), target_folders(paths))
+    if found is None:
+        return Policy()
+    return replace(load_policy(found), origin="discovered", source=str(found))
 
 
 def with_cli_overrides(policy: Policy, fail_on: str | None) -> Policy:

@@ -48,8 +48,12 @@ def test_policy_ignore_with_reason_suppresses(runner, release: Path, tmp_path: P
     assert [f["rule_id"] for f in report["suppressed"]] == ["WA106"]
 
 
-def test_policy_is_auto_discovered_in_the_release(runner, release: Path) -> None:
-    (release / "weightaudit.yaml").write_text("version: 1\nrules:\n  WA106: {severity: low}\n")
+def test_policy_is_auto_discovered_from_the_working_directory(runner, release: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The user's policy applies (found from the working directory upwards); see tests/test_policy_discovery.py
+    for the release never choosing its own."""
+    (tmp_path / "weightaudit.yaml").write_text("version: 1\nrules:\n  WA106: {severity: low}\n")
+    monkeypatch.chdir(tmp_path)
     result = invoke(runner, "audit", release, "--no-stats", "--select", "WA1", "-f", "json")
     assert result.exit_code == 0
     report = json.loads(result.stdout)

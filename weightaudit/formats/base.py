@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 
 HEAD_BYTES = 4096
@@ -46,6 +47,7 @@ class LoadOptions:
     max_pickle_opcodes: int = 10_000_000
     max_header_bytes: int = 100_000_000
     extra: dict[str, object] = field(default_factory=dict)
+    limits: Limits = DEFAULT_LIMITS   # the one budget model (weightaudit/limits.py); set from the user's policy
 
 
 class Loader(Protocol):
@@ -96,7 +98,9 @@ def read_probe(path: Path) -> Probe:
         except OSError:
             entries = ()
         return Probe(path=path, size=0, head=b"", tail=b"", is_dir=True, entries=entries)
-    with open(path, "rb") as handle:
+    from weightaudit.safe_read import open_regular
+
+    with open_regular(path) as handle:   # a FIFO or device raises NotRegularFile (an OSError), never blocks
         size = os.fstat(handle.fileno()).st_size
         head = handle.read(HEAD_BYTES)
         tail = b""

@@ -68,6 +68,15 @@ def _reject_duplicates(state: _Parse):
     return hook
 
 
+def _u64_int(digits: str) -> int:
+    """JSON integers as the reference loader (serde u64/usize) reads them: more than 20 digits can never fit, and
+    Python's int() refuses over 4,300 digits with a ValueError, so longer ones are refused here, by length."""
+    if len(digits) > 21:
+        raise HeaderError(R.HEADER_INVALID_JSON, f"header holds an integer with {len(digits):,} digits "
+                          "(larger than any 64-bit value)")
+    return int(digits)
+
+
 def read_header(handle: Any, size: int, state: _Parse) -> tuple[dict[str, Any], int]:
     """Read and decode the header; returns (header object, N). Raises HeaderError when unusable."""
     if size < 8:
@@ -86,7 +95,7 @@ def read_header(handle: Any, size: int, state: _Parse) -> tuple[dict[str, Any], 
     if raw[:1] in (b" ", b"\t", b"\r", b"\n"):
         state.add(R.NON_CANONICAL, "header starts with whitespace (accepted by safetensors >= 0.5, not by older loaders)")
     try:
-        header = json.loads(text, object_pairs_hook=_reject_duplicates(state))
+        header = json.loads(text, object_pairs_hook=_reject_duplicates(state), parse_int=_u64_int)
     except (json.JSONDecodeError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         raise HeaderError(R.HEADER_INVALID_JSON, f"header is not valid JSON: {message}") from None

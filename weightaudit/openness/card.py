@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from weightaudit.safe_read import UnsafeDocument, load_yaml
+
 PLACEHOLDER = "[more information needed]"
 
 # Section topic -> words that, found in a heading, give the section that topic (first hit wins, in order).
@@ -142,10 +144,12 @@ def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
         first, last = fences
         body_start = last + 1
         try:
-            loaded = yaml.safe_load("\n".join(lines[first:last]))
+            loaded = load_yaml("\n".join(lines[first:last]))   # depth- and alias-bounded (safe_read)
             front = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError as exc:
             error = f"front matter is not valid YAML: {str(exc).splitlines()[0]}"
+        except UnsafeDocument as exc:
+            error = f"front matter refused: {exc}"
         for index in range(first, last):
             match = _FIELD.match(lines[index])
             if match:

@@ -8,7 +8,6 @@ first bytes that tell a Git LFS pointer from real content.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from weightaudit.formats.base import LFS_MAGIC
 from weightaudit.model import Release
 from weightaudit.openness.card import ModelCard, parse_model_card
 from weightaudit.openness.licenses import TextMatch, identify_license_text
+from weightaudit.safe_read import load_json, open_regular, read_bytes
 
 MAX_TEXT_BYTES = 1 << 20
 MAX_ENTRIES = 20_000
@@ -81,7 +81,7 @@ def _inside(root: Path, path: Path) -> bool:
     try:
         path.resolve().relative_to(root)
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):   # RuntimeError: a symlink loop (pathlib, Python < 3.13)
         return False
 
 
@@ -113,8 +113,7 @@ def read_text(root: Path, rel: str, limit: int = MAX_TEXT_BYTES) -> str | None:
     if not _inside(root, path):
         return None
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit)
+        data = read_bytes(path, limit, truncate=True)   # regular files only: a FIFO would block forever
     except OSError:
         return None
     return data.decode("utf-8", errors="replace")
@@ -122,7 +121,7 @@ def read_text(root: Path, rel: str, limit: int = MAX_TEXT_BYTES) -> str | None:
 
 def _is_lfs_pointer(root: Path, rel: str) -> bool:
     try:
-        with open(root / rel, "rb") as handle:
+        with open_regular(root / rel) as handle:
             return handle.read(len(LFS_POINTER_V1)) == LFS_POINTER_V1
     except OSError:
         return False
@@ -135,8 +134,8 @@ def _json(root: Path, rel: str | None) -> Mapping[str, Any] | None:
     if text is None:
         return None
     try:
-        loaded = json.loads(text)
-    except ValueError:
+        loaded = load_json(text)
+    except ValueError:   # invalid, too deep, huge integers: no config evidence (discovery reports the file)
         return None
     return loaded if isinstance(loaded, dict) else None
 

@@ -225,3 +225,36 @@ STATS_INCOMPLETE = register(Rule(
          "stream), so NaN/Inf, zero and duplicate checks did not cover them. The file is not verified and the "
          "audit is incomplete (exit 3).\n\nWhat to do: check the file's integrity; the other findings say more.",
 ))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reliability: named limits, side files parsed safely, links (WA132-WA139; README "Reliability")
+
+LIMIT_REACHED = register(Rule(
+    id="WA132", name="limit-reached", summary="A named resource limit was reached: the file was not fully checked.",
+    severity=Severity.HIGH, cwe=400, tags=("integrity", "limits"),
+    help="weightaudit bounds what one input may cost (bytes inflated, opcodes, objects visited, tensors, members, "
+         "graph nodes, nesting depth, side-file size ...; see weightaudit/limits.py). This file went past one of "
+         "those limits, so the reader stopped and the rest of the file was not verified (the audit is incomplete). "
+         "A file built to exhaust a scanner is itself suspicious.\n\n"
+         "What to do: if the file is legitimately that large, raise the named limit in YOUR policy "
+         "(`limits:` in weightaudit.yaml or --policy FILE; a policy inside the release is never read) and audit again.",
+))
+SIDE_FILE_REFUSED = register(Rule(
+    id="WA133", name="side-file-refused",
+    summary="A side file (config, shard index, tokenizer config, card front matter) could not be read safely.",
+    severity=Severity.HIGH, cwe=400, tags=("integrity", "limits"),
+    help="JSON and YAML side files are parsed with bounded nesting depth, a bounded number of YAML aliases and of "
+         "values once aliases are expanded ('billion laughs'), bounded integers and a size cap; only regular files "
+         "are opened. This file broke one of those bounds (or is a FIFO/device), so what it declares (architecture, "
+         "shard map, chat template, licence) was not checked; the rest of the audit went on.\n\n"
+         "What to do: real configs are small and shallow; inspect the file. If it is legitimate, raise the named "
+         "limit in your own policy.",
+))
+SYMLINK_LOOP = register(Rule(
+    id="WA134", name="symlink-loop", summary="A symbolic link loops or points back to a folder of the release.",
+    severity=Severity.MEDIUM, cwe=59, tags=("integrity", "discovery"),
+    help="A link such as `here -> .` or a chain of links that never ends would make a naive walker read the same "
+         "files forever or fail with ELOOP. weightaudit reads every folder once and does not follow such links.\n\n"
+         "What to do: remove the link.",
+))

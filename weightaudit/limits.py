@@ -1,0 +1,77 @@
+"""One budget model: every cap weightaudit puts on what an audited file may cost, named, with its default.
+
+A release is written by someone else, possibly an attacker; each limit below bounds the time or memory one
+input can cost. Hitting a limit is never silent and never an internal error: the reader stops, raises a
+``limit-reached`` finding (WA132, high) naming the limit and its value, and marks the file unverified (exit 3
+unless something fails the audit outright). Only the *user's* policy can change a limit (``limits:`` in
+``weightaudit.yaml`` / ``[tool.weightaudit.limits]`` / ``--policy FILE``), never a file inside the release.
+
+```yaml
+version: 1
+limits:
+  side_file_bytes: 200_000_000    # read bigger config/index/card files
+  findings_per_rule_per_file: 1000
+```
+
+Loaders get the limits in ``LoadOptions.limits``. Some format modules still keep their own module constant for
+a cap; the defaults here are the values those constants hold, so this table is the one place that documents them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Named caps with their defaults. Every field is a positive integer; the doc line says what it bounds."""
+
+    # Side files (config.json, *.index.json, tokenizer_config.json, README front matter, policy files)
+    side_file_bytes: int = 100_000_000        # bytes of one JSON/YAML/text side file that are read and parsed
+    nesting_depth: int = 200                  # nesting of arrays/objects in one JSON or YAML document
+    yaml_aliases: int = 1_000                 # alias (*name) uses in one YAML document
+    document_nodes: int = 5_000_000           # values in one JSON/YAML document, aliases expanded
+    # Weight files
+    header_bytes: int = 100_000_000           # one metadata header (safetensors JSON header, GGUF key-value area)
+    tensors_per_file: int = 10_000_000        # tensors inventoried in one file
+    gguf_kv_pairs: int = 1_000_000            # key-value pairs in one GGUF header (formats/gguf.py MAX_KV_COUNT)
+    gguf_tensors: int = 1_000_000             # tensor infos in one GGUF header (formats/gguf.py MAX_TENSOR_COUNT)
+    pickle_opcodes: int = 10_000_000          # opcodes run symbolically in one pickle stream (pickle_vm.Limits)
+    pickle_memo: int = 5_000_000              # memo entries of one pickle (pickle_vm.Limits.max_memo)
+    objects_visited: int = 5_000_000          # values one walk over a decoded object graph may visit
+    zip_members: int = 1_000_000              # members of one zip archive (formats/zipread.py MAX_ZIP_ENTRIES)
+    bytes_inflated: int = 1 << 32             # bytes decompressed from one compressed member (zip, .keras)
+    hdf5_attribute_bytes: int = 64 * 1024 * 1024   # one HDF5 attribute (formats/keras_h5.py MAX_ATTRIBUTE_BYTES)
+    graph_nodes: int = 10_000_000             # nodes of one TensorFlow graph walked (SavedModel)
+    # Reports
+    findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def parse_limits(data: Any, where: str = "limits") -> Limits:
+    """Validate a ``limits:`` mapping from a policy; raises ValueError with a one-line message."""
+    if data is None:
+        return DEFAULT_LIMITS
+    if not isinstance(data, Mapping):
+        raise ValueError(f"'{where}' must be a mapping of limit name -> positive integer")
+    known = Limits.names()
+    changes: dict[str, int] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown limit {key!r} (known: {', '.join(known)})")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{where}.{key}: expected a positive integer, not {value!r}")
+        changes[key] = value
+    return replace(DEFAULT_LIMITS, **changes)
+
+
+def describe(name: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """``limits.name = value`` as shown in findings, so a user knows which key to raise."""
+    return f"limits.{name} = {getattr(limits, name):,}"
