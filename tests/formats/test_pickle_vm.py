@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from weightaudit.formats.pickle_vm import (
-    BytesRef, Call, DynamicGlobal, ExtRef, Global, Limits, c_strtol, render, run_pickle, scan_pickle, scan_stream,
+    BytesRef, Call, DynamicGlobal, ExtRef, Global, Limits, OutOfBandBuffer, c_strtol, render, run_pickle, scan_pickle, scan_stream,
 )
 
 DATA_VALUES = [
@@ -159,7 +159,7 @@ def test_stacked_pickles_and_trailing_garbage() -> None:
 def test_limits_end_the_run_with_a_limit_anomaly(data: bytes, limits: Limits, message: str) -> None:
     result = run_pickle(data, limits=limits)
     assert not result.ok and message in result.error
-    assert [a.kind for a in result.anomalies] == ["limit"]
+    assert [a.kind for a in result.anomalies] == ["limit", "recovered"]
 
 
 def test_deep_nesting_never_recurses() -> None:
@@ -181,9 +181,12 @@ def test_huge_declared_string_is_an_error_not_an_allocation() -> None:
     assert not result.ok and "exceeds the remaining data" in result.error
 
 
-def test_out_of_band_buffer_is_refused() -> None:
-    result = run_pickle(b"\x80\x05\x97.")
-    assert not result.ok and [a.kind for a in result.anomalies] == ["out-of-band"]
+def test_out_of_band_buffer_is_read_like_cpython_with_buffers_and_reported() -> None:
+    data = b"\x80\x05\x97\x98."
+    assert pickle.loads(data, buffers=[b"x"]) == b"x"
+    result = run_pickle(data)
+    assert result.ok and isinstance(result.value, OutOfBandBuffer)
+    assert [a.kind for a in result.anomalies] == ["out-of-band"]
 
 
 def test_inst_obj_newobj_and_newobj_ex_are_calls() -> None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "Global", "DynamicGlobal", "ExtRef", "PersistentId", "BytesRef", "Call", "Mutation", "Anomaly", "GlobalUse",
-    "PickleError", "LimitExceeded", "render",
+    "Global", "DynamicGlobal", "ExtRef", "PersistentId", "BytesRef", "OutOfBandBuffer", "Call", "Mutation", "Anomaly",
+    "GlobalUse", "PickleError", "LimitExceeded", "render",
 ]
 
 
@@ -62,6 +62,14 @@ class PersistentId:
     pos: int
 
 
+@dataclass(eq=False)
+class OutOfBandBuffer:
+    """What ``NEXT_BUFFER`` takes from the loader's ``buffers`` argument (any object the loading code passes)."""
+
+    index: int
+    pos: int
+
+
 @dataclass(frozen=True)
 class BytesRef:
     """A long byte string left in place: ``length`` bytes at ``offset`` of the pickle buffer."""
@@ -87,6 +95,7 @@ class Call:
     setitems: list[tuple[Any, Any]] = field(default_factory=list)
     appends: list[Any] = field(default_factory=list)
     value: Any = None                                      # what a loader decided this call evaluates to
+    from_scan: bool = False                                # seen by the linear recovery scan, arguments unknown
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,8 @@ class Mutation:
 @dataclass(frozen=True)
 class Anomaly:
     """Something a loader or rule must report. ``kind``: limit, differential, ext, dynamic-global,
-    global-mutation, persistent-id, out-of-band, allocation."""
+    global-mutation, persistent-id, out-of-band, allocation, recovered (the run stopped early and a linear
+    scan read the rest)."""
 
     kind: str
     pos: int
@@ -115,6 +125,7 @@ class GlobalUse:
     ref: Global
     opcode: str
     pos: int
+    from_scan: bool = False     # seen by the linear recovery scan after the symbolic run had stopped
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -149,7 +160,7 @@ def _render(value: Any, depth: int) -> str:
     if isinstance(value, Global):
         return value.qualname
     if isinstance(value, Call):
-        if depth <= 0:
+        if depth <= 0 or value.from_scan:
             return f"{_render(value.func, 0)}(...)"
         args = value.args if isinstance(value.args, tuple) else (value.args,)
         parts = [_render(a, depth - 1) for a in args[:8]]
@@ -166,6 +177,8 @@ def _render(value: Any, depth: int) -> str:
         return f"persistent_load({_render(value.pid, depth - 1)})"
     if isinstance(value, BytesRef):
         return f"<{value.length} {value.kind} bytes>"
+    if isinstance(value, OutOfBandBuffer):
+        return f"<out-of-band buffer {value.index}>"
     if isinstance(value, (str, bytes, bytearray)):
         return repr(value[:120]) + ("..." if len(value) > 120 else "")
     if isinstance(value, (int, float, bool, complex, type(None))):
