@@ -8,6 +8,7 @@ report's verdict.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from typing import TYPE_CHECKING, Sequence
 
 from rich import box
@@ -136,8 +137,15 @@ def _findings_block(report: Report, table_box: box.Box):
 
 
 def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
-    """Each release's report in turn, then the combined verdict as the last line."""
+    """Each release's report in turn, one line per release, then the combined verdict as the last line."""
     verdict = combined_verdict(reports)
-    each = ", ".join(f"{r.target}: {r.verdict.value}" for r in reports)
-    last = f"{verdict.value.upper()} (exit {int(verdict.exit_code)}): {len(reports)} releases ({each})"
-    return "\n".join(render(r, options) for r in reports) + "\n" + render_verdict(verdict, last, options)
+    counts = Counter(r.verdict.value for r in reports)
+    tally = ", ".join(f"{counts[v.value]} {v.value}" for v in (Verdict.FAIL, Verdict.INCOMPLETE, Verdict.PASS)
+                      if counts[v.value])
+    buffer = io.StringIO()
+    console = make_console(buffer, options)
+    for report in reports:
+        console.print(Text(f"{report.verdict.value.upper():<10} {report.target}", overflow="fold"))
+    console.print(Text(f"{verdict.value.upper()} (exit {int(verdict.exit_code)}): {len(reports)} releases: {tally}",
+                       style=VERDICT_STYLE[verdict], overflow="fold"))
+    return "\n".join(render(r, options) for r in reports) + "\n" + buffer.getvalue()
