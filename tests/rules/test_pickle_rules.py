@@ -84,7 +84,11 @@ def test_good_checkpoints_raise_nothing(tmp_path: Path) -> None:
     ("http.client", "HTTPConnection", "denied"), ("marshal", "loads", "denied"), ("types", "FunctionType", "denied"),
     ("torch._utils", "_rebuild_tensor_v2", "allowed"), ("collections", "OrderedDict", "allowed"),
     ("torch", "BFloat16Storage", "allowed"), ("torch._utils", "evil", "unknown"),
-    ("collections", "OrderedDictEvil", "unknown"), ("copyreg", "_reconstructor", "unknown"),
+    ("collections", "OrderedDictEvil", "unknown"), ("copyreg", "_reconstructor", "allowed"),
+    ("argparse", "Namespace", "allowed"), ("transformers.training_args", "TrainingArguments", "container"),
+    ("numpy.testing._private.utils", "os", "denied"), ("torch.serialization", "os", "denied"),
+    ("pathlib", "Path.write_text", "denied"), ("builtins", "object.__subclasses__", "denied"),
+    ("torch", "_utils._rebuild_tensor_v2", "unknown"), ("antigravity", "x", "denied"),
     ("torch.nn.modules.linear", "Linear", "unknown"), ("torch.serialization", "_get_layout", "allowed"),
 ])
 def test_classify_global(module: str, name: str, verdict: str) -> None:
@@ -99,7 +103,7 @@ def test_wa401_to_wa412_on_raw_pickles(tmp_path: Path) -> None:
     call = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R."
     assert "WA401" in _raw(tmp_path, call)
     finding = next(f for f in _load(_write(tmp_path, "c.pkl", call)).findings if f.rule_id == "WA401")
-    assert finding.severity is Severity.CRITICAL and finding.message == "calls os.system('id')"
+    assert finding.severity is Severity.CRITICAL and finding.message == "calls os.system('id') (processes: spawns or controls processes)"
     assert finding.where == "pickle byte 21 (REDUCE)"
     assert "WA402" in _raw(tmp_path, b"\x80\x02cos\nsystem\n.")
     assert "WA403" in _raw(tmp_path, b"\x80\x02cmylib\nThing\n)R.")

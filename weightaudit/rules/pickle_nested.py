@@ -1,0 +1,80 @@
+"""WA411: pickles hidden in a pickle's constants (raw, hex or base64), followed up to MAX_NESTED_DEPTH levels.
+
+A constant that decodes to a protocol 2–5 pickle is run through the symbolic machine (never unpickled); the
+first call it would make outside the allowlist, or a known-dangerous import, is what the finding names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Callable
+
+from weightaudit.formats.pickle_vm import BytesRef, Limits, PickleResult, render, scan_stream
+from weightaudit.model import Finding
+from weightaudit.rules.pickle_classify import Classifier, Level
+from weightaudit.rules.pickle_rule_defs import NESTED_PICKLE
+
+__all__ = ["MAX_NESTED_DEPTH", "nested_pickle_findings"]
+
+MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
+MAX_CONSTANTS = 10_000
+MAX_NESTED_BYTES = 1 << 20
+
+
+def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
+                           data: bytes | memoryview, judge: Classifier) -> list[Finding]:
+    findings = []
+    for pos, value in result.byte_strings[:MAX_CONSTANTS]:
+        found = _nested_payload(value, data, 1, judge)
+        if found is not None:
+            call, depth = found
+            levels = "" if depth == 1 else f" ({depth} pickles deep)"
+            findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run {call}",
+                                                  where=where(pos, "constant")))
+    return findings
+
+
+def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Classifier) -> tuple[str, int] | None:
+    """(the first call a pickle hidden in this constant would make, how deep it sits), or None."""
+    for payload in _decoded_candidates(value, data):
+        inner, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
+        bad = [render(c) for r in inner for c in r.calls if not judge.is_allowed(c.func)]
+        bad += [u.ref.qualname for r in inner for u in r.globals
+                if judge.judge_global(u.ref).level is Level.DANGEROUS]
+        if bad:
+            return bad[0], depth
+        if depth < MAX_NESTED_DEPTH:
+            for r in inner:
+                for _, deeper in r.byte_strings[:1_000]:
+                    found = _nested_payload(deeper, payload, depth + 1, judge)
+                    if found is not None:
+                        return found
+    return None
+
+
+def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
+    """Raw, hex and base64 decodings of a constant that look like a protocol 2-5 pickle."""
+    if isinstance(value, BytesRef):
+        if value.length > MAX_NESTED_BYTES:
+            return []
+        raw = bytes(data[value.offset:value.offset + value.length])
+        value = raw.decode("utf-8", "replace") if value.kind == "str" else raw
+    if isinstance(value, bytearray):
+        value = bytes(value)
+    candidates: list[bytes] = []
+    if isinstance(value, bytes):
+        candidates.append(value)
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            value = ""
+    if isinstance(value, str) and len(value) >= 8:
+        text = value.strip()
+        candidates.append(text.encode("latin-1", "ignore"))
+        for decode in (bytes.fromhex, lambda s: base64.b64decode(s, validate=True)):
+            try:
+                candidates.append(decode(text))
+            except (ValueError, binascii.Error):
+                continue
+    return [c for c in candidates if len(c) >= 4 and c[0] == 0x80 and 2 <= c[1] <= 5]
