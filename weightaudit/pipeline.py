@@ -50,6 +50,8 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     load_options = options.load
     if options.policy.limits is not DEFAULT_LIMITS:
         load_options = replace(load_options, limits=options.policy.limits)
+    if options.policy.pickle_allow:
+        load_options = replace(load_options, pickle_allow=options.policy.pickle_allow)
     release = discover(paths, load_options.limits)
     _phase(options, f"{release.target}: found {len(release.weight_files)} weight file(s)")
     per_file = load_options.limits.findings_per_rule_per_file

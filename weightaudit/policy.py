@@ -43,7 +43,7 @@ from weightaudit.model import Finding, Severity
 from weightaudit.rules import get_rule, is_rule_id
 
 POLICY_NAMES = ("weightaudit.yaml", "weightaudit.yml", ".weightaudit.yaml", ".weightaudit.yml")
-TOP_KEYS = frozenset({"version", "fail_on", "rules", "ignore", "limits"})
+TOP_KEYS = frozenset({"version", "fail_on", "rules", "ignore", "limits", "pickle"})
 POLICY_MAX_BYTES = 1_000_000
 RULE_KEYS = frozenset({"enabled", "severity"})
 IGNORE_KEYS = frozenset({"rule", "path", "tensor", "reason", "expires"})
@@ -81,6 +81,7 @@ class Policy:
     rules: Mapping[str, RulePolicy] = field(default_factory=dict)
     ignore: tuple[IgnoreEntry, ...] = ()
     limits: Limits = DEFAULT_LIMITS
+    pickle_allow: tuple[Any, ...] = ()   # AllowEntry records: the user's own pickle data classes (WA420)
     origin: str = "default"      # cli (--policy) | discovered (cwd upwards) | default
 
     def rule(self, rule_id: str) -> RulePolicy:
@@ -150,7 +151,24 @@ def parse_policy(data: Any, source: str) -> Policy:
         limits = parse_limits(data.get("limits"))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    return Policy(source=source, fail_on=fail_on, fail_never=never, rules=rules, ignore=ignore, limits=limits)
+    pickle_allow = _pickle_allow(data.get("pickle"), source, fail)
+    return Policy(source=source, fail_on=fail_on, fail_never=never, rules=rules, ignore=ignore, limits=limits,
+                  pickle_allow=pickle_allow)
+
+
+def _pickle_allow(section: Any, source: str, fail) -> tuple[Any, ...]:
+    """``pickle: {allow: [{name, reason, kind?, container?}]}``: extra pickle allowlist entries (schema in
+    weightaudit/rules/pickle_allowlist.py, documented by `weightaudit rules explain WA403`)."""
+    from weightaudit.rules.pickle_allowlist import policy_entries
+
+    if section is None:
+        return ()
+    if not isinstance(section, dict) or set(section) - {"allow"}:
+        raise fail("'pickle' must be a mapping with an 'allow' list")
+    try:
+        return policy_entries(section.get("allow") or [], source)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _rule_policy(rule_id: Any, spec: Any, fail) -> RulePolicy:

@@ -48,6 +48,7 @@ class LoadOptions:
     max_header_bytes: int = 100_000_000
     extra: dict[str, object] = field(default_factory=dict)
     limits: Limits = DEFAULT_LIMITS   # the one budget model (weightaudit/limits.py); set from the user's policy
+    pickle_allow: tuple[object, ...] = ()   # the user's policy pickle.allow entries (never from the release)
 
 
 class Loader(Protocol):

@@ -36,10 +36,11 @@ class FileScan:
     error: str | None = None
     verified: bool = True
     torch_refusals: list[str] = field(default_factory=list)
+    pickle_allow: tuple[Any, ...] = ()     # the user's policy pickle.allow entries (LoadOptions.pickle_allow)
 
     def add_pickle(self, where: str, base: int, result: PickleResult, data: memoryview) -> None:
         self.results.append((where, base, result))
-        self.findings.extend(R.pickle_findings(result, self.rel, where, base, data))
+        self.findings.extend(R.pickle_findings(result, self.rel, where, base, data, allow=self.pickle_allow))
         if any(a.kind == "limit" for a in result.anomalies):
             self.verified = False
 
@@ -48,7 +49,7 @@ class FileScan:
         reasons = self.torch_refusals + R.weights_only_problems(pickles)
         if self.error:
             reasons.append(f"unreadable: {self.error}")
-        calls = R.executing_calls(pickles)
+        calls = R.executing_calls(pickles, self.pickle_allow)
         self.facts.update({
             "pickle_globals": sorted({u.ref.qualname for r in pickles for u in r.globals}),
             "pickle_calls": calls[:200],
@@ -82,7 +83,7 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
     except OSError as exc:
         return LoadedFile(rel, fmt, 0, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
                           verified=False)
-    scan = FileScan(rel, size)
+    scan = FileScan(rel, size, pickle_allow=tuple(getattr(options, "pickle_allow", ())))
     try:
         owner, view = open_map(path)
     except OSError as exc:
