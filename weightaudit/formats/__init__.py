@@ -28,8 +28,10 @@ _LOADER_SPECS: tuple[tuple[str, str], ...] = (
     ("weightaudit.formats.keras_h5", "HDF5_LOADER"),
     ("weightaudit.formats.savedmodel", "SAVEDMODEL_LOADER"),
     ("weightaudit.formats.savedmodel", "CHECKPOINT_LOADER"),
+    ("weightaudit.formats.tar_legacy", "LOADER"),
+    ("weightaudit.formats.compressed", "LOADER"),
     # The raw pickle loader must stay LAST: it claims any content that parses as a pickle.
-    ("weightaudit.formats.torch_pickle", "LOADER"),
+    ("weightaudit.formats.raw_pickle", "LOADER"),
 )
 
 _cache: list[Loader] | None = None

@@ -50,6 +50,7 @@ from typing import Any
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.numpy_npy import NPY_MAGIC, NUMPY, NumpyLoader, scan_npy
+from weightaudit.formats.raw_pickle import LOADER, PICKLE_SUFFIXES, RawPickleLoader, looks_like_pickle
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
 from weightaudit.formats.pickle_values import Call, Global, PersistentId, render
 from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle, scan_stream
@@ -67,17 +68,11 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
-PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dat", ".data",
-                             ".metadata", ".tar", ".npy", ".pck", ".model"})
 
 
 # ==============================================================================================================
 # Which zip loader claims a file
 # ==============================================================================================================
-
-
-def _looks_like_pickle(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
 
 
 _KIND_CACHE: dict[tuple[str, int, int], str | None] = {}
@@ -133,7 +128,7 @@ def _member_is_pickle(mm: memoryview, entry: ZipEntry) -> bool:
     if entry.method != 0:
         return False
     head = bytes(mm[entry.data_offset:entry.data_offset + 2])
-    return _looks_like_pickle(head)
+    return looks_like_pickle(head)
 
 
 # ==============================================================================================================
@@ -240,9 +235,9 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         head = bytes(data[:16])
     else:
         data = None
-    is_pickle = _looks_like_pickle(head) or base.endswith((".pkl", ".pickle"))
+    is_pickle = looks_like_pickle(head) or base.endswith((".pkl", ".pickle"))
     is_npy = head.startswith(NPY_MAGIC)
-    if encrypted and not (is_pickle and _looks_like_pickle(head)) and not is_npy:
+    if encrypted and not (is_pickle and looks_like_pickle(head)) and not is_npy:
         scan.findings.append(R.ENCRYPTED_MEMBER.finding(scan.rel, f"member {entry.name!r} is encrypted",
                                                         where=entry.name))
         scan.verified = False
@@ -461,124 +456,15 @@ class LegacyLoader(PickleFamilyLoader):
         return safe_load(self.name, path, rel, options, _load_legacy)
 
 
-# ==============================================================================================================
-# Raw pickles (last resort)
-# ==============================================================================================================
-
-_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVabcd}eghijl]opqrst)uGBC") | frozenset(range(0x80, 0x99))
-
-
-def _pickle_prefix(head: bytes, size: int) -> tuple[bool, int]:
-    """(the first bytes run as a pickle — to STOP, or to the end of a cut-short probe; bytes parsed before an error)."""
-    result = run_pickle(head, 0, Limits(max_opcodes=2_000))
-    if result.ok:
-        return True, result.end
-    parses = len(head) < size and result.error is not None and "truncated" in result.error
-    return parses, result.error_pos or 0
-
-
-def _load_raw(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    results, stopped = scan_stream(view, limits=limits_for(options))
-    if not results:
-        raise FileProblem("empty file")
-    for result in results:
-        scan.add_pickle("pickle" if len(results) == 1 else f"pickle #{len(scan.results) + 1}", 0, result, view)
-    first = results[0]
-    scan.torch_refusals.append("a raw pickle is not a torch checkpoint (torch.load fails on the magic number)")
-    if not first.ok:
-        scan.error = f"not a valid pickle: {first.error} at byte {first.error_pos}"
-        return
-    if len(results) > 1 and not results[-1].ok:
-        last = results[-1]
-        if last.error_pos == last.start:
-            report_trailing_data(scan, results, stopped, len(view), "file")
-        else:
-            scan.error = f"stacked pickle at byte {last.start} is broken: {last.error} at byte {last.error_pos}"
-    scan.facts["pickle_count"] = sum(1 for r in results if r.ok)
-    if _is_dcp_metadata(first):
-        scan.facts["distributed_checkpoint"] = True
-        _dcp_inventory(scan, first)
-
-
-def _is_dcp_metadata(result: PickleResult) -> bool:
-    return isinstance(result.value, Call) and isinstance(result.value.func, Global) and \
-        result.value.func.qualname == "torch.distributed.checkpoint.metadata.Metadata"
-
-
-def _dcp_inventory(scan: FileScan, result: PickleResult) -> None:
-    """Tensor names, dtypes and shapes from a distributed checkpoint's ``.metadata`` (bytes live in .distcp files)."""
-    meta = result.value
-    state = {}
-    for part in meta.state:
-        if isinstance(part, dict):
-            state.update(part)
-    entries = state.get("state_dict_metadata")
-    if not isinstance(entries, dict):
-        return
-    for name, entry in entries.items():
-        if not (isinstance(entry, Call) and isinstance(entry.args, tuple) and len(entry.args) >= 2):
-            continue
-        props, size = entry.args[0], as_int_tuple(entry.args[1])
-        dtype = "U8"
-        if isinstance(props, Call) and isinstance(props.args, tuple) and props.args \
-                and isinstance(props.args[0], Global) and props.args[0].name in TORCH_DTYPES:
-            dtype = TORCH_DTYPES[props.args[0].name]
-        if size is not None and isinstance(name, str):
-            scan.tensors.append(TensorInfo(name=name, dtype=dtype, shape=size, file=scan.rel))
-    scan.verified = False
-    scan.facts["dcp_note"] = "tensor bytes live in the .distcp files and were not checked"
-
-
-class RawPickleLoader(PickleFamilyLoader):
-    """Any pickle stream. Claims protocol 2–5 headers, and protocol 0/1 content that parses as a pickle or
-    sits in a file with a pickle-like extension (so broken pickles get a clear error, not silence)."""
-
-    name = "pickle"
-
-    def sniff(self, probe: Probe) -> bool:
-        if probe.is_dir or not probe.head:
-            return False
-        if _looks_like_pickle(probe.head):
-            return True
-        if probe.head[0] not in _OPCODE_BYTES:
-            return False
-        parses, progress = _pickle_prefix(probe.head, probe.size)
-        if parses:
-            return _plausible_pickle(probe)
-        # Broken pickles under a pickle-like name still get a clear error here (binary content, or text that runs
-        # as several opcodes before failing); plain text is left to discovery.
-        return probe.suffix in PICKLE_SUFFIXES and (progress >= 8 or not _is_text(probe.head))
-
-    def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
-        return safe_load(self.name, path, rel, options, _load_raw)
-
-
-def _plausible_pickle(probe: Probe) -> bool:
-    """Protocol 0/1 opcodes are printable, so prose can parse as a pickle ('Copyright (c) ...' does). Under a
-    name that is not a pickle's, text is claimed only when what parses imports or calls something (a payload
-    hidden in an odd file) or is the whole file."""
-    if probe.suffix in PICKLE_SUFFIXES or not _is_text(probe.head):
-        return True
-    result = run_pickle(probe.head, 0, Limits(max_opcodes=2_000))
-    if result.globals or result.calls:
-        return True
-    whole_file = probe.size == len(probe.head) and not probe.head[result.end:].strip()
-    return result.ok and whole_file
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
-
+# Bodies other containers reuse on content they unpacked (formats/container_bodies.py).
+load_zip_body = _load_zip
+load_legacy_body = _load_legacy
+is_legacy_head = _is_legacy_head
 
 PYTORCH_ZIP = ZipLoader("pytorch-zip")
 TORCHSCRIPT = ZipLoader("torchscript")
 PICKLE_ARCHIVE = ZipLoader("pickle-archive")
 LEGACY = LegacyLoader()
-LOADER = RawPickleLoader()
 
 # The registry (formats/__init__.py) and other modules import these names from here; several now live in the
 # modules split out of this one and are re-exported unchanged.

@@ -1,0 +1,294 @@
+"""The ``compressed-pickle`` loader: gzip, bz2, xz, lzma-alone, zlib and joblib's old ``ZF`` files around a pickle,
+a joblib stream, a torch archive, a tar or an ``.npy``.
+
+Recognised by magic (:data:`CODECS`), never by name: ``model.pkl.gz``, ``.pt.bz2`` and every compressed form
+``joblib.dump(compress=...)`` writes (zlib, gzip, bz2, lzma, xz; lz4 is recognised but cannot be inflated without
+the lz4 package: WA158, not verified). The stream is inflated step by step with the stdlib decompressor objects
+(``max_length`` bounds every step) into a temporary file, never past :data:`MAX_INFLATED_BYTES`
+(``LoadOptions.extra['max_inflated_bytes']``): hitting the bound is WA156 and the file is not verified, and the
+inflated prefix is still scanned. The inflated bytes are then read by the body of the loader their magic names
+(:func:`inner_body`). Tensors keep inflated-stream offsets; :meth:`CompressedLoader.iter_chunks` re-inflates
+to stream them (flat memory, one pass per tensor).
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import mmap
+import tempfile
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, Probe
+from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.pickle_scan import FileScan, safe_load
+from weightaudit.model import LoadedFile, TensorInfo
+from weightaudit.rules.container_rules import COMPRESSED_PICKLE, INFLATION_LIMIT, UNSCANNED_ARCHIVE
+
+__all__ = ["CODECS", "MAX_INFLATED_BYTES", "CompressedLoader", "LOADER", "codec_of", "inflate_to", "load_body"]
+
+MAX_INFLATED_BYTES = 4 * 1024 ** 3
+MAX_NESTING = 2                   # gzip inside gzip...
+STEP_OUTPUT = 1024 * 1024         # max_length of every decompress step
+STEP_INPUT = 256 * 1024
+ZF_HEADER = 2 + len(hex(2 ** 64))  # joblib < 0.10: b"ZF" + hex length padded to 19 characters
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One compression format: how to recognise it and a fresh decompressor (None: cannot be inflated)."""
+
+    name: str
+    matches: Callable[[bytes], bool]
+    new: Callable[[], Any] | None
+    skip: int = 0                 # header bytes before the compressed stream
+    multi_stream: bool = False    # concatenated streams are one file (gzip, bz2, xz)
+
+
+def _zlib_header(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+def _zf_header(head: bytes) -> bool:
+    if not head.startswith(b"ZF") or len(head) < ZF_HEADER:
+        return False
+    try:
+        int(head[2:ZF_HEADER].decode("ascii").strip(), 16)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+CODECS: tuple[Codec, ...] = (
+    Codec("gzip", lambda h: h.startswith(b"\x1f\x8b\x08"), lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+          multi_stream=True),
+    Codec("bz2", lambda h: h[:3] == b"BZh" and h[3:4].isdigit(), bz2.BZ2Decompressor, multi_stream=True),
+    Codec("xz", lambda h: h.startswith(b"\xfd7zXZ\x00"), lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
+          multi_stream=True),
+    Codec("lzma", lambda h: h[:1] == b"\x5d" and h[1:5] != b"" and len(h) >= 13,
+          lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)),
+    Codec("joblib-zf", _zf_header, lambda: zlib.decompressobj(zlib.MAX_WBITS), skip=ZF_HEADER),
+    Codec("zlib", _zlib_header, lambda: zlib.decompressobj(zlib.MAX_WBITS)),
+    Codec("lz4", lambda h: h.startswith(b"\x04\x22\x4d\x18"), None),
+)
+_WEAK = frozenset({"lzma", "zlib", "joblib-zf"})        # short magic: claimed only when the content is ours
+
+
+def codec_of(head: bytes) -> Codec | None:
+    return next((c for c in CODECS if c.matches(head)), None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bounded, incremental inflation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _iter_inflated(read: Callable[[int], bytes], codec: Codec) -> Iterator[bytes]:
+    """Inflated bytes, step by step (each step at most STEP_OUTPUT, each read at most STEP_INPUT: memory stays
+    flat whatever the ratio). Raises FileProblem on corrupt or truncated data."""
+    if codec.new is None:
+        raise FileProblem(f"{codec.name} data cannot be inflated here")
+    pending = b""
+    if codec.skip:
+        read(codec.skip)
+        extra = read(1)                        # joblib skips one space after the ZF length, if there is one
+        pending = b"" if extra == b" " else extra
+    decoder = codec.new()
+    while True:
+        exhausted = False
+        if not pending and _wants_input(decoder):
+            pending = read(STEP_INPUT)
+            exhausted = not pending
+        out, pending = _step(decoder, pending, codec)
+        if exhausted and not out and not decoder.eof:
+            raise FileProblem(f"{codec.name} stream ends early (truncated file)")
+        if out:
+            yield out
+        if not decoder.eof:
+            continue
+        if not codec.multi_stream:
+            return
+        pending = pending or read(STEP_INPUT)
+        if not pending.strip(b"\x00"):
+            return                             # end of file, or the zero padding tape archivers add
+        decoder = codec.new()                  # the next concatenated stream
+
+
+def _wants_input(decoder: Any) -> bool:
+    if isinstance(decoder, (bz2.BZ2Decompressor, lzma.LZMADecompressor)):
+        return decoder.needs_input
+    return True                                 # zlib: its unconsumed input is handed back in `pending`
+
+
+def _step(decoder: Any, pending: bytes, codec: Codec) -> tuple[bytes, bytes]:
+    """One bounded decompress call: (output, input still to feed)."""
+    try:
+        out = decoder.decompress(pending, STEP_OUTPUT)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise FileProblem(f"corrupt {codec.name} data ({exc})") from None
+    if isinstance(decoder, (bz2.BZ2Decompressor, lzma.LZMADecompressor)):
+        return out, decoder.unused_data if decoder.eof else b""
+    return out, decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+
+
+def inflate_to(read: Callable[[int], bytes], codec: Codec, sink: Any, limit: int) -> tuple[int, bool]:
+    """Inflate what ``read`` returns into ``sink`` up to ``limit`` bytes: (bytes written, whether the limit was hit)."""
+    written = 0
+    for out in _iter_inflated(read, codec):
+        if written + len(out) > limit:
+            sink.write(out[:limit - written])
+            return limit, True
+        sink.write(out)
+        written += len(out)
+    return written, False
+
+
+def view_reader(view: memoryview) -> Callable[[int], bytes]:
+    """A ``read(n)`` over a buffer (copies at most ``n`` bytes per call)."""
+    position = [0]
+
+    def read(n: int) -> bytes:
+        out = bytes(view[position[0]:position[0] + n])
+        position[0] += len(out)
+        return out
+
+    return read
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loader
+# --------------------------------------------------------------------------------------------------------------
+
+# (resolved file path, tensor name) -> (codec name, begin, end) in inflated-stream coordinates.
+INFLATED_RANGES: dict[tuple[str, str], tuple[str, int, int]] = {}
+
+
+def inner_body(head: bytes) -> Callable[..., None] | None:
+    """The body of the loader that reads inflated content starting with ``head`` (None: not a format of ours)."""
+    from weightaudit.formats.container_bodies import body_for
+    return body_for(head)
+
+
+def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
+    """Inflate ``view`` (bounded) into a temporary file and read what it holds with the matching body."""
+    codec = codec_of(bytes(view[:64]))
+    if codec is None:
+        raise FileProblem("not a compressed stream")
+    scan.facts["compression"] = codec.name
+    if codec.new is None:
+        scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"{codec.name} compressed data cannot be inflated "
+                                                                 "without the lz4 package; the contents are unchecked"))
+        raise FileProblem(f"{codec.name} compression is not supported: contents not verified")
+    limit = int(options.extra.get("max_inflated_bytes", MAX_INFLATED_BYTES))
+    with tempfile.TemporaryFile(prefix="weightaudit-") as spool:
+        written, hit = inflate_to(view_reader(view), codec, spool, limit)
+        spool.flush()
+        if hit:
+            scan.findings.append(INFLATION_LIMIT.finding(scan.rel, f"{codec.name} stream inflates past {limit} bytes; "
+                                                                   "the rest was not checked"))
+            scan.verified = False
+        if written == 0:
+            raise FileProblem(f"{codec.name} stream inflates to nothing")
+        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            inner = memoryview(mapped)
+            try:
+                _read_inner(scan, inner, options, path_key, codec)
+            finally:
+                inner.release()
+    scan.facts["inflated_bytes"] = written
+
+
+def _read_inner(scan: FileScan, inner: memoryview, options: LoadOptions, path_key: str, codec: Codec) -> None:
+    body = inner_body(bytes(inner[:4096]))
+    if body is None:
+        raise FileProblem(f"{codec.name} stream holds no format weightaudit reads")
+    scan.findings.append(COMPRESSED_PICKLE.finding(scan.rel, f"{codec.name}-compressed content was inflated "
+                                                             f"({len(inner)} bytes) and scanned"))
+    before = len(scan.tensors)
+    inner_key = f"{path_key}#inflated"
+    body(scan, inner, options, inner_key)
+    for index in range(before, len(scan.tensors)):
+        tensor = scan.tensors[index]
+        if tensor.data_offsets is not None and "#inflated" not in path_key:
+            INFLATED_RANGES[(path_key, tensor.name)] = (codec.name, *tensor.data_offsets)
+        else:
+            scan.verified = False            # strided or compressed records inside: not streamed from here
+        scan.tensors[index] = replace(tensor, data_offsets=None)
+
+
+class CompressedLoader:
+    """Compressed pickles and joblib files (see module docstring)."""
+
+    name = "compressed-pickle"
+
+    def sniff(self, probe: Probe) -> bool:
+        if probe.is_dir:
+            return False
+        codec = codec_of(probe.head)
+        if codec is None:
+            return False
+        if codec.new is None:
+            return True
+        try:
+            head = _inflated_head(probe.head, codec)
+        except FileProblem:
+            return codec.name not in _WEAK
+        if inner_body(head) is not None:
+            return True
+        return codec.name not in _WEAK and _pickle_like_name(probe.path)
+
+    def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
+        return safe_load(self.name, path, rel, options, load_body)
+
+    def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
+        key = (str(Path(path).resolve()), tensor.name)
+        if key not in INFLATED_RANGES:
+            self.load(Path(path), tensor.file, LoadOptions())
+        if key not in INFLATED_RANGES:
+            raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")
+        name, begin, end = INFLATED_RANGES[key]
+        codec = next(c for c in CODECS if c.name == name)
+        return _iter_range(Path(path), codec, begin, end)
+
+
+def _iter_range(path: Path, codec: Codec, begin: int, end: int) -> Iterator[memoryview]:
+    position = 0
+    with open(path, "rb") as handle:
+        for out in _iter_inflated(handle.read, codec):
+            lo, hi = max(begin - position, 0), min(end - position, len(out))
+            if lo < hi:
+                yield memoryview(out)[lo:hi]
+            position += len(out)
+            if position >= end:
+                return
+    if position < end:
+        raise FileProblem(f"{path.name}: inflated stream ends before byte {end}")
+
+
+def _inflated_head(head: bytes, codec: Codec, size: int = 4096) -> bytes:
+    """The first inflated bytes of a probe's head (bounded: at most a few steps)."""
+    chunks, total = [], 0
+    read = view_reader(memoryview(head))
+
+    try:
+        for out in _iter_inflated(read, codec):
+            chunks.append(out)
+            total += len(out)
+            if total >= size:
+                break
+    except FileProblem:
+        if not chunks:
+            raise
+    return b"".join(chunks)[:size]
+
+
+def _pickle_like_name(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    return any(s in (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz", ".tar")
+               for s in suffixes)
+
+
+LOADER = CompressedLoader()

@@ -1,0 +1,228 @@
+"""The ``pickle`` loader: any pickle stream that no other loader claimed (the last resort of the registry).
+
+Every stacked pickle is scanned, each read as ``joblib.load`` would read it (:mod:`joblib_format`: array bytes
+after a ``NumpyArrayWrapper`` BUILD are skipped and become tensors, object arrays' pickles are scanned) — for a
+plain pickle that reading is exactly ``pickle.load``'s. When joblib arrays were skipped, the plain
+``pickle.load`` reading of the same bytes is run too and its calls are reported when it reaches a clean STOP
+(a file that is a joblib file for joblib and a payload for pickle.load). Distributed-checkpoint ``.metadata``
+pickles get their tensor names and shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.joblib_format import ARRAY_WRAPPERS, NUMPY_ARRAY_CLASSES, JoblibRun, array_tensors, scan_joblib_pickle
+from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
+from weightaudit.formats.pickle_values import Call, Global
+from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle
+from weightaudit.formats.torch_tensors import TORCH_DTYPES, as_int_tuple
+from weightaudit.model import LoadedFile, TensorInfo
+from weightaudit.rules import pickle_rules as R
+from weightaudit.rules.container_rules import CONTAINER_LAYOUT, JOBLIB_SUBCLASS
+
+__all__ = ["RawPickleLoader", "LOADER", "PICKLE_SUFFIXES", "looks_like_pickle", "load_pickle_stream"]
+
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dat", ".data",
+                             ".metadata", ".tar", ".npy", ".pck", ".model"})
+MAX_STACKED_PICKLES = 1_000_000
+MAX_NAME_WALK = 1_000_000        # objects visited while naming joblib arrays
+_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVabcd}eghijl]opqrst)uGBC") | frozenset(range(0x80, 0x99))
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, label: str = "pickle",
+                       start: int = 0) -> list[PickleResult]:
+    """Scan every stacked pickle of ``view`` from ``start`` into ``scan`` (joblib arrays become tensors)."""
+    limits = limits_for(options)
+    budget = [limits.max_opcodes]
+    results: list[PickleResult] = []
+    pos = start
+    while pos < len(view) and len(results) < MAX_STACKED_PICKLES:
+        result, run = scan_joblib_pickle(view, pos, limits, budget)
+        results.append(result)
+        where = label if pos == start and result.end >= len(view) else f"{label} #{len(results)}"
+        scan.add_pickle(where, 0, result, view)
+        if run.arrays or run.compat_files:
+            _joblib_findings(scan, view, result, run, where, limits)
+        if not result.ok or result.end <= pos:
+            break
+        pos = result.end
+    if not results:
+        raise FileProblem("empty file")
+    first = results[0]
+    if not first.ok:
+        scan.error = f"not a valid pickle: {first.error} at byte {first.error_pos}"
+    elif len(results) > 1 and not results[-1].ok:
+        last = results[-1]
+        if last.error_pos == last.start:
+            report_trailing_data(scan, results, last.start, len(view), "file" if label == "pickle" else label)
+        else:
+            scan.error = f"stacked pickle at byte {last.start} is broken: {last.error} at byte {last.error_pos}"
+    scan.facts["pickle_count"] = sum(1 for r in results if r.ok)
+    return results
+
+
+def _joblib_findings(scan: FileScan, view: memoryview, result: PickleResult, run: JoblibRun, where: str,
+                     limits: Limits) -> None:
+    scan.facts["joblib"] = True
+    scan.facts["joblib_arrays"] = scan.facts.get("joblib_arrays", 0) + len(run.arrays)
+    names = _array_names(result.value) if result.ok else {}
+    scan.tensors.extend(array_tensors(run, scan.rel, names))
+    for array in run.arrays:
+        if array.pickle is not None:
+            scan.findings.append(R.OBJECT_ARRAY.finding(scan.rel, f"joblib array {array.index} has dtype object",
+                                                        where=f"{where} byte {array.begin}"))
+            scan.add_pickle(f"{where} object array {array.index}", 0, array.pickle, view)
+        if array.subclass not in NUMPY_ARRAY_CLASSES:
+            scan.findings.append(JOBLIB_SUBCLASS.finding(scan.rel, f"joblib array {array.index} is rebuilt as "
+                                                                   f"{array.subclass}", where=f"{where} byte {array.begin}"))
+    for pos, filename in run.compat_files:
+        if not (isinstance(filename, str) and filename and "/" not in filename and "\\" not in filename
+                and filename not in (".", "..")):
+            scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, f"old joblib wrapper reads the file {filename!r}, "
+                                                                    "not a sibling file", where=f"{where} byte {pos}"))
+    if run.arrays:
+        _plain_reading(scan, view, result, where, limits)
+
+
+def _plain_reading(scan: FileScan, view: memoryview, joblib_result: PickleResult, where: str, limits: Limits) -> None:
+    """What ``pickle.load`` (which does not skip joblib's array bytes) would run on the same bytes."""
+    plain = scan_pickle(view, joblib_result.start, limits)
+    if not plain.ok:
+        return
+    if set(R.executing_calls([plain])) - set(R.executing_calls([joblib_result])):
+        scan.add_pickle(f"{where} as pickle.load reads it", 0, plain, view)
+
+
+def _array_names(root: Any) -> dict[int, str]:
+    """Dotted names of joblib array wrappers in the unpickled object (dict keys, attributes, list indexes)."""
+    names: dict[int, str] = {}
+    stack: list[tuple[Any, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack and len(seen) < MAX_NAME_WALK:
+        value, name = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Call):
+            if isinstance(value.func, Global) and value.func.qualname in ARRAY_WRAPPERS:
+                names.setdefault(id(value), name or "array")
+                continue
+            for state in value.state:
+                stack.append((state, name))
+            stack.extend((v, _join(name, k)) for k, v in value.setitems)
+            stack.extend((v, _join(name, i)) for i, v in enumerate(value.appends))
+            if isinstance(value.args, tuple):
+                stack.extend((v, name) for v in value.args)
+        elif isinstance(value, dict):
+            stack.extend((v, _join(name, k)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, _join(name, i)) for i, v in enumerate(value))
+    return names
+
+
+def _join(prefix: str, key: Any) -> str:
+    text = key if isinstance(key, str) else str(key) if isinstance(key, int) else "?"
+    return f"{prefix}.{text}" if prefix else text
+
+
+def _load_raw(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
+    results = load_pickle_stream(scan, view, options)
+    scan.torch_refusals.append("a raw pickle is not a torch checkpoint (torch.load fails on the magic number)")
+    if results[0].ok and _is_dcp_metadata(results[0]):
+        scan.facts["distributed_checkpoint"] = True
+        _dcp_inventory(scan, results[0])
+
+
+def _is_dcp_metadata(result: PickleResult) -> bool:
+    return isinstance(result.value, Call) and isinstance(result.value.func, Global) and \
+        result.value.func.qualname == "torch.distributed.checkpoint.metadata.Metadata"
+
+
+def _dcp_inventory(scan: FileScan, result: PickleResult) -> None:
+    """Tensor names, dtypes and shapes from a distributed checkpoint's ``.metadata`` (bytes live in .distcp files)."""
+    meta = result.value
+    state = {}
+    for part in meta.state:
+        if isinstance(part, dict):
+            state.update(part)
+    entries = state.get("state_dict_metadata")
+    if not isinstance(entries, dict):
+        return
+    for name, entry in entries.items():
+        if not (isinstance(entry, Call) and isinstance(entry.args, tuple) and len(entry.args) >= 2):
+            continue
+        props, size = entry.args[0], as_int_tuple(entry.args[1])
+        dtype = "U8"
+        if isinstance(props, Call) and isinstance(props.args, tuple) and props.args \
+                and isinstance(props.args[0], Global) and props.args[0].name in TORCH_DTYPES:
+            dtype = TORCH_DTYPES[props.args[0].name]
+        if size is not None and isinstance(name, str):
+            scan.tensors.append(TensorInfo(name=name, dtype=dtype, shape=size, file=scan.rel))
+    scan.verified = False
+    scan.facts["dcp_note"] = "tensor bytes live in the .distcp files and were not checked"
+
+
+def _pickle_prefix(head: bytes, size: int) -> tuple[bool, int]:
+    """(the first bytes run as a pickle — to STOP, or to the end of a cut-short probe; bytes parsed before an error)."""
+    result = run_pickle(head, 0, Limits(max_opcodes=2_000))
+    if result.ok:
+        return True, result.end
+    parses = len(head) < size and result.error is not None and "truncated" in result.error
+    return parses, result.error_pos or 0
+
+
+class RawPickleLoader(PickleFamilyLoader):
+    """Any pickle stream. Claims protocol 2–5 headers, and protocol 0/1 content that parses as a pickle or
+    sits in a file with a pickle-like extension (so broken pickles get a clear error, not silence)."""
+
+    name = "pickle"
+
+    def sniff(self, probe: Probe) -> bool:
+        if probe.is_dir or not probe.head:
+            return False
+        if looks_like_pickle(probe.head):
+            return True
+        if probe.head[0] not in _OPCODE_BYTES:
+            return False
+        parses, progress = _pickle_prefix(probe.head, probe.size)
+        if parses:
+            return _plausible_pickle(probe)
+        # Broken pickles under a pickle-like name still get a clear error here (binary content, or text that runs
+        # as several opcodes before failing); plain text is left to discovery.
+        return probe.suffix in PICKLE_SUFFIXES and (progress >= 8 or not _is_text(probe.head))
+
+    def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
+        return safe_load(self.name, path, rel, options, _load_raw)
+
+
+def _plausible_pickle(probe: Probe) -> bool:
+    """Protocol 0/1 opcodes are printable, so prose can parse as a pickle ('Copyright (c) ...' does). Under a
+    name that is not a pickle's, text is claimed only when what parses imports or calls something (a payload
+    hidden in an odd file) or is the whole file."""
+    if probe.suffix in PICKLE_SUFFIXES or not _is_text(probe.head):
+        return True
+    result = run_pickle(probe.head, 0, Limits(max_opcodes=2_000))
+    if result.globals or result.calls:
+        return True
+    whole_file = probe.size == len(probe.head) and not probe.head[result.end:].strip()
+    return result.ok and whole_file
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+
+
+load_raw_body = _load_raw
+LOADER = RawPickleLoader()

@@ -1,0 +1,246 @@
+"""The ``pytorch-tar`` loader: torch's oldest checkpoint format (torch < 0.4), and any other tar of pickles.
+
+``torch.load`` still tries this format first on a seekable file (``serialization._legacy_load``: ``tarfile.open``
+and, unless tarfile raises, ``legacy_load``), so a tar is a live way to deliver pickles. The layout:
+
+- ``storages``: a pickle of the storage count, then per storage a pickle ``(key, location, storage_type)``
+  followed by an int64 element count and the raw bytes, then a pickle of the storage views;
+- ``tensors``: a pickle of the tensor count, then per tensor a pickle ``(key, storage_id, tensor_type)`` followed
+  by int32 ndim, 4 skipped bytes, ndim int64 sizes, ndim int64 strides and an int64 storage offset;
+- ``pickle``: the object, whose persistent ids are the keys above; ``sys_info``: a pickle torch does not read.
+
+The tar is parsed by hand (:func:`iter_tar_members`: 512-byte headers validated by their checksum as tarfile
+does, octal or base-256 sizes, GNU long names and PAX ``path``/``size`` records, a member cap). Every pickle of
+every member is scanned. Tensors are not inventoried from this layout yet: the file is reported not verified
+(WA159) after its pickles were checked.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, safe_load
+from weightaudit.formats.pickle_vm import Limits, PickleResult, scan_pickle, scan_stream
+from weightaudit.model import LoadedFile
+from weightaudit.rules import pickle_rules as R
+from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIVE
+
+__all__ = ["TarMember", "iter_tar_members", "is_tar_header", "TarLoader", "LOADER", "load_tar"]
+
+BLOCK = 512
+MAX_TAR_MEMBERS = 100_000
+MAX_PAX_BYTES = 1 << 20
+TORCH_MEMBERS = ("sys_info", "pickle", "tensors", "storages")
+_STORAGE_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+                     "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
+
+
+@dataclass(frozen=True)
+class TarMember:
+    name: str
+    type: bytes
+    offset: int          # of the member's data
+    size: int
+
+
+def _header_checksum_ok(header: bytes) -> bool:
+    """tarfile's test: the stored checksum equals the unsigned or the signed byte sum (checksum field as spaces)."""
+    try:
+        stored = int(header[148:156].split(b"\x00", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return False
+    blanked = header[:148] + b" " * 8 + header[156:]
+    unsigned = sum(blanked)
+    signed = sum(b - 256 if b > 127 else b for b in blanked)
+    return stored in (unsigned, signed)
+
+
+def is_tar_header(head: bytes) -> bool:
+    """True when the first 512 bytes are a tar header tarfile accepts (not all zeros, checksum right)."""
+    return len(head) >= BLOCK and head[:BLOCK].count(0) != BLOCK and _header_checksum_ok(head[:BLOCK])
+
+
+def _number(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):            # base-256 (GNU) for big sizes
+        value = int.from_bytes(field[1:], "big")
+        return value if field[0] == 0x80 else -1
+    text = field.split(b"\x00", 1)[0].strip()
+    return int(text or b"0", 8)
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space] or b"0")
+        if length <= 0:
+            break
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        pos += length
+    return records
+
+
+def iter_tar_members(view: memoryview) -> Iterator[TarMember]:
+    """Regular-file members in archive order. Raises FileProblem on a header tarfile would refuse."""
+    pos, count, long_name, pax = 0, 0, None, {}
+    while pos + BLOCK <= len(view):
+        header = bytes(view[pos:pos + BLOCK])
+        if header.count(0) == BLOCK:
+            return                                   # end-of-archive marker
+        if not _header_checksum_ok(header):
+            raise FileProblem(f"tar header at byte {pos} has a bad checksum")
+        count += 1
+        if count > MAX_TAR_MEMBERS:
+            raise FileProblem(f"tar archive has more than {MAX_TAR_MEMBERS} members")
+        try:
+            size = _number(header[124:136])
+        except ValueError:
+            raise FileProblem(f"tar header at byte {pos} has an unreadable size") from None
+        kind = header[156:157]
+        size = int(pax.get("size", size)) if kind not in (b"x", b"g") and "size" in pax else size
+        data = pos + BLOCK
+        if size < 0 or data + size > len(view):
+            raise FileProblem(f"tar member at byte {pos} extends past the end of the file")
+        if kind in (b"L", b"x", b"g"):
+            body = bytes(view[data:data + min(size, MAX_PAX_BYTES)])
+            if kind == b"L":
+                long_name = body.split(b"\x00", 1)[0].decode("utf-8", "replace")
+            elif kind == b"x":
+                pax = _pax_records(body)
+        else:
+            name = long_name or pax.get("path") or _header_name(header)
+            if kind in (b"0", b"\x00", b"7"):
+                yield TarMember(name, kind, data, size)
+            long_name, pax = None, {}
+        pos = data + (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _header_name(header: bytes) -> str:
+    name = header[0:100].split(b"\x00", 1)[0]
+    if header[257:262] == b"ustar" and header[345:346] != b"\x00":
+        name = header[345:500].split(b"\x00", 1)[0] + b"/" + name
+    return name.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading the members
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
+    members = list(iter_tar_members(view))
+    scan.facts["tar_members"] = len(members)
+    names = [m.name for m in members]
+    is_torch = "pickle" in names and ("storages" in names or "tensors" in names)
+    scan.facts["torch_tar"] = is_torch
+    for member in members:
+        data = view[member.offset:member.offset + member.size]
+        if is_torch and member.name in ("storages", "tensors"):
+            _scan_records(scan, data, member.name, options)
+        else:
+            _scan_member(scan, data, member, options, is_torch)
+    if is_torch:
+        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, "legacy torch tar checkpoint (torch < 0.4): every "
+                                                                "pickle was scanned, tensors are not inventoried",
+                                                      where="pickle"))
+        scan.torch_refusals.append("legacy tar checkpoint")
+        scan.verified = False
+
+
+def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions, is_torch: bool) -> None:
+    head = bytes(data[:8])
+    if head[:1] == b"\x80" or (is_torch and member.name in TORCH_MEMBERS):
+        results, _ = scan_stream(data, limits=limits_for(options))
+        for result in results:
+            scan.add_pickle(member.name, 0, result, data)
+        if results and not results[0].ok:
+            scan.error = scan.error or f"{member.name}: not a valid pickle ({results[0].error})"
+        if not is_torch or member.name not in TORCH_MEMBERS:
+            scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"tar member {member.name!r} holds a pickle",
+                                                         where=member.name))
+    elif head.startswith((b"PK\x03\x04", b"7z\xbc\xaf", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"tar member {member.name!r} is an archive or "
+                                                                 "compressed stream that was not unpacked",
+                                                       where=member.name))
+        scan.verified = False
+
+
+def _scan_records(scan: FileScan, data: memoryview, name: str, options: LoadOptions) -> None:
+    """``storages``/``tensors``: a count pickle, then per record a pickle plus raw bytes, then (storages) views."""
+    limits = limits_for(options)
+    budget = [limits.max_opcodes]
+    first = _record_pickle(scan, data, 0, name, limits, budget)
+    count = first.value if first.ok else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        scan.error = scan.error or f"{name}: the record count is not a count ({first.error or first.value!r})"
+        return
+    pos = first.end
+    for index in range(count):
+        result = _record_pickle(scan, data, pos, name, limits, budget)
+        if not result.ok:
+            scan.error = scan.error or f"{name} record {index}: {result.error}"
+            return
+        pos = _skip_raw(data, result, name, index)
+    if name == "storages" and pos < len(data):
+        views = _record_pickle(scan, data, pos, name, limits, budget)
+        pos = views.end
+    if pos != len(data):
+        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, f"{len(data) - pos} bytes follow the last record of "
+                                                                f"{name!r}", where=f"{name} byte {pos}"))
+
+
+def _record_pickle(scan: FileScan, data: memoryview, pos: int, name: str, limits: Limits,
+                   budget: list[int]) -> PickleResult:
+    result = scan_pickle(data, pos, limits, budget)
+    scan.add_pickle(name, 0, result, data)
+    return result
+
+
+def _skip_raw(data: memoryview, record: PickleResult, name: str, index: int) -> int:
+    """Offset after the raw bytes that follow one storage or tensor record pickle."""
+    pos, value = record.end, record.value
+    try:
+        if name == "storages":
+            numel = struct.unpack_from("<q", data, pos)[0]
+            size = _storage_itemsize(value)
+            end = pos + 8 + numel * size
+        else:
+            ndim = struct.unpack_from("<i", data, pos)[0]
+            end = pos + 8 + 16 * ndim + 8
+        if end < pos or end > len(data):
+            raise FileProblem(f"{name} record {index}: its raw data runs past the end of the member")
+    except struct.error:
+        raise FileProblem(f"{name} record {index}: the member ends inside its raw data") from None
+    return end
+
+
+def _storage_itemsize(value: object) -> int:
+    storage_type = value[2] if isinstance(value, tuple) and len(value) == 3 else None
+    name = getattr(storage_type, "name", "")
+    size = _STORAGE_ITEMSIZE.get(name.removesuffix("Storage"))
+    if size is None:
+        raise FileProblem(f"storage record with an unknown storage type {name or storage_type!r}")
+    return size
+
+
+class TarLoader(PickleFamilyLoader):
+    """Tar archives: torch's legacy tar checkpoints and any tar holding pickles."""
+
+    name = "pytorch-tar"
+
+    def sniff(self, probe: Probe) -> bool:
+        return not probe.is_dir and is_tar_header(probe.head)
+
+    def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
+        return safe_load(self.name, path, rel, options, load_tar)
+
+
+LOADER = TarLoader()
