@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import sys
 import json
 import shutil
 from pathlib import Path
@@ -57,10 +58,13 @@ def test_data_offsets_address_the_variable_bytes() -> None:
 def test_ops_listed_with_their_functions() -> None:
     loaded = SAVEDMODEL_LOADER.load(KERAS_TF / "sm_readfile", "sm_readfile", LoadOptions())
     ops = loaded.facts["ops"]
-    assert any(op == "ReadFile" and fn and fn.startswith("__inference_read_") for op, _n, fn in ops)
-    assert any(op == "SaveV2" and fn and fn.startswith("__inference__traced_save_") for op, _n, fn in ops)
-    assert any(op == "StatefulPartitionedCall" and fn is None for op, _n, fn in ops)
+    assert any(s.op == "ReadFile" and s.function and s.function.startswith("__inference_read_") for s in ops)
+    assert any(s.op == "SaveV2" and s.function and s.function.startswith("__inference__traced_save_") for s in ops)
+    assert any(s.op == "StatefulPartitionedCall" and s.function is None and s.count == 3 for s in ops)
     assert loaded.facts["op_counts"]["ReadFile"] == 1
+    assert sum(s.count for s in ops) == loaded.facts["saved_model"]["nodes"] == sum(loaded.facts["op_counts"].values())
+    callers = loaded.facts["tf_saver_callers"]
+    assert all(trusted for entries in callers.values() for _caller, trusted in entries) and len(callers) == 2
     assert loaded.facts["saved_model"]["tags"] == ["serve"]
     assert loaded.facts["saved_model"]["object_graph_variables"] == 1
 
@@ -162,8 +166,9 @@ def test_bad_graph(tmp_path: Path) -> None:
     loaded = SAVEDMODEL_LOADER.load(folder, "sm", LoadOptions())
     assert loaded.status is FileStatus.ERROR and "WA166" in _rule_ids(loaded)
     (folder / "saved_model.pb").unlink()
-    (folder / "saved_model.pbtxt").write_text("meta_graphs {}")
-    assert SAVEDMODEL_LOADER.load(folder, "sm", LoadOptions()).status is FileStatus.ERROR
+    (folder / "saved_model.pbtxt").write_text("meta_graphs { graph_def { node { name: 'x' op: ")
+    loaded = SAVEDMODEL_LOADER.load(folder, "sm", LoadOptions())
+    assert loaded.status is FileStatus.ERROR and "WA166" in _rule_ids(loaded)
 
 
 def test_missing_variables_index(tmp_path: Path) -> None:
@@ -181,3 +186,128 @@ def test_basic_pitch_savedmodel() -> None:
     assert len(loaded.tensors) == 73
     assert loaded.parameter_count == 50_441
     assert loaded.facts["saved_model"]["tensorflow_version"] == "2.4.1"
+
+
+# ---------------------------------------------------------------- text format, bounded walks (generated graphs)
+
+sys.path.insert(0, str(FIXTURES))
+import savedmodel_proto as sm  # noqa: E402
+
+
+def _facts_without_file(loaded) -> dict:
+    facts = dict(loaded.facts)
+    facts["saved_model"] = {k: v for k, v in facts["saved_model"].items() if k != "graph_file"}
+    facts["ops"] = sorted(facts["ops"], key=repr)
+    return facts
+
+
+def test_text_and_binary_encodings_give_the_same_facts(tmp_path: Path) -> None:
+    model = sm.tf2_model(serve_nodes=[sm.node("p", "PrintV2", output_stream=sm.attr_s("file:///x"))])
+    binary = SAVEDMODEL_LOADER.load(sm.write_saved_model(tmp_path / "b", model), "m", LoadOptions())
+    text = SAVEDMODEL_LOADER.load(sm.write_saved_model(tmp_path / "t", model, text=True), "m", LoadOptions())
+    assert binary.facts["saved_model"]["graph_file"] == "saved_model.pb"
+    assert text.facts["saved_model"]["graph_file"] == "saved_model.pbtxt"
+    assert _facts_without_file(binary) == _facts_without_file(text)
+    assert binary.verified and text.verified
+
+
+def test_text_format_as_tensorflow_writes_it(tmp_path: Path) -> None:
+    """Enum words, comments, ',' / ';' separators, '<>' messages, lists, escapes, adjacent strings, Any."""
+    text = """# written by tf.io.write_graph / text_format
+    saved_model_schema_version: 1
+    meta_graphs {
+      meta_info_def { tags: ["serve", 'train'] tensorflow_version: "2." "21" any_info { [type.googleapis.com/x.Y] { a: 1 } } }
+      graph_def <
+        node { name: "c" op: "Const" attr { key: "dtype" value { type: DT_STRING } } attr: { key: "value"
+               value { tensor { dtype: DT_STRING string_val: "\\x2fetc\\057passwd\\n" } } } };
+        node { name: "w" op: "Write\\u0046ile" input: "c" input: "c" device: "/cpu:0" },
+        versions { producer: 1808 min_consumer: -1 }
+      >
+    }
+    """
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "saved_model.pbtxt").write_text(text)
+    loaded = SAVEDMODEL_LOADER.load(folder, "t", LoadOptions())
+    assert loaded.status is FileStatus.OK and loaded.verified
+    assert loaded.facts["saved_model"]["tags"] == ["serve", "train"]
+    assert loaded.facts["saved_model"]["tensorflow_version"] == "2.21"
+    assert loaded.facts["op_counts"] == {"Const": 1, "WriteFile": 1}
+
+
+@pytest.mark.parametrize("bad", ["meta_graphs { graph_def { node { name: \"x\\q\" } } }", "meta_graphs { ] }",
+                                 "meta_graphs {" * 200, "meta_graphs { tags: 'unterminated\n' }"])
+def test_bad_text_is_refused_not_crashed(tmp_path: Path, bad: str) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "saved_model.pbtxt").write_text(bad)
+    loaded = SAVEDMODEL_LOADER.load(folder, "t", LoadOptions())
+    assert not loaded.verified and _rule_ids(loaded) & {"WA166", "WA175"}
+
+
+def _limited(**limits: int) -> LoadOptions:
+    return LoadOptions(extra={"savedmodel_limits": limits})
+
+
+def _tiny_node_graph(count: int) -> bytes:
+    """A SavedModel with ``count`` identical tiny nodes in one graph, built by repetition (fast)."""
+    node_field = sm.encode([(1, "node", sm.node("n", "NoOp"))])
+    graph = node_field * count
+    meta = sm.varint(2 << 3 | 2) + sm.varint(len(graph)) + graph
+    return sm.varint(2 << 3 | 2) + sm.varint(len(meta)) + meta
+
+
+def test_200k_tiny_nodes_are_walked_and_counted(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(_tiny_node_graph(200_000))
+    loaded = SAVEDMODEL_LOADER.load(folder, "big", LoadOptions())
+    assert loaded.verified and loaded.facts["op_counts"] == {"NoOp": 200_000}
+    assert len(loaded.facts["ops"]) == 1                      # one site, not 200,000 records
+
+
+def test_node_limit_is_a_finding_and_unverified(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(_tiny_node_graph(200_000))
+    loaded = SAVEDMODEL_LOADER.load(folder, "big", _limited(max_nodes=50_000))
+    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert "max_nodes=50000" in next(f.message for f in loaded.findings if f.rule_id == "WA175")
+
+
+def test_a_million_empty_meta_graphs_stop_at_the_limit(tmp_path: Path) -> None:
+    folder = tmp_path / "metas"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x12\x00" * 1_000_000)
+    loaded = SAVEDMODEL_LOADER.load(folder, "metas", LoadOptions())
+    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert loaded.facts["saved_model"]["meta_graphs"] == 65
+
+
+def test_junk_fields_are_budgeted(tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x98\x06\x00" * 300_000)     # field 99 varint 0, repeated
+    loaded = SAVEDMODEL_LOADER.load(folder, "junk", _limited(max_fields=100_000))
+    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+
+
+def test_deeply_nested_function_attributes_hit_the_depth_limit(tmp_path: Path) -> None:
+    attr = sm.attr_func("leaf")
+    for _ in range(40):
+        attr = sm.attr_func("f", inner=attr)
+    model = sm.saved_model(sm.meta_graph(sm.graph([sm.node("n", "PartitionedCall", f=attr)])))
+    loaded = SAVEDMODEL_LOADER.load(sm.write_saved_model(tmp_path / "deep", model), "deep", LoadOptions())
+    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+
+
+def test_chunked_graph_is_not_silently_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "cpb"
+    folder.mkdir()
+    (folder / "saved_model.cpb").write_bytes(b"\x00" * 16)
+    assert SAVEDMODEL_LOADER.sniff(read_probe(folder))
+    loaded = SAVEDMODEL_LOADER.load(folder, "cpb", LoadOptions())
+    assert loaded.status is FileStatus.ERROR and "WA177" in _rule_ids(loaded)
+    sm.write_saved_model(folder, sm.tf2_model())
+    loaded = SAVEDMODEL_LOADER.load(folder, "cpb", LoadOptions())
+    assert not loaded.verified and "WA177" in _rule_ids(loaded)

@@ -36,10 +36,6 @@ def facts_file(**facts) -> LoadedFile:
     return LoadedFile(path="m", format="test", size_bytes=0, facts=facts)
 
 
-def ops_file(*ops: tuple[str, str, str | None]) -> LoadedFile:
-    return facts_file(ops=tuple(ops), functions=tuple({fn for _o, _n, fn in ops if fn}))
-
-
 @pytest.mark.parametrize("name", ["lambda.keras", "lambda.h5", "nested_lambda.keras", "nested_lambda.h5"])
 def test_lambda_models_are_critical(name: str) -> None:
     findings = run_rules(load(name))
@@ -57,31 +53,7 @@ def test_benign_fixtures_raise_nothing(name: str) -> None:
     assert run_rules(load(name)) == []
 
 
-def test_read_file_savedmodel_is_high() -> None:
-    findings = run_rules(load("sm_readfile"))
-    assert [(f.rule_id, f.severity) for f in findings] == [("WA441", Severity.HIGH)]
-    assert "ReadFile" in findings[0].message and "__inference_read_" in (findings[0].where or "")
-
-
-def test_checkpoint_ops_only_outside_the_saver() -> None:
-    standard = ops_file(("SaveV2", "SaveV2", "__inference__traced_save_12"),
-                        ("RestoreV2", "RestoreV2", "__inference__traced_restore_40"),
-                        ("MergeV2Checkpoints", "MergeV2Checkpoints", "__inference__traced_save_12"),
-                        ("SaveV2", "save/SaveV2", None), ("Assert", "a/Assert", "__inference_call_3"))
-    assert run_rules(standard) == []
-    sneaky = ops_file(("RestoreV2", "RestoreV2", "__inference_serve_7"), ("SaveV2", "SaveV2", None))
-    findings = run_rules(sneaky)
-    assert [f.rule_id for f in findings] == ["WA442", "WA442"]
-    assert all(f.severity is Severity.HIGH for f in findings)
-
-
-def test_python_and_unknown_ops() -> None:
-    findings = run_rules(ops_file(("EagerPyFunc", "f", "__inference_x_1"), ("MyCustomOp", "c", None),
-                                  ("__inference_x_1", "call", None), ("MatMul", "m", "__inference_x_1")))
-    by_rule = {f.rule_id: f for f in findings}
-    assert set(by_rule) == {"WA440", "WA443"}
-    assert by_rule["WA440"].severity is Severity.CRITICAL
-    assert "MyCustomOp" in by_rule["WA443"].message and by_rule["WA443"].severity is Severity.MEDIUM
+# SavedModel op rules (WA440-WA447) are tested in tests/rules/test_savedmodel_rules.py and test_savedmodel_attacks.py.
 
 
 def test_keras_module_injection_and_functions() -> None:

@@ -2,21 +2,26 @@
 
 Two loaders:
 
-- ``tf-savedmodel`` claims a folder holding ``saved_model.pb``. It lists every op of the graph and of the
-  function library (with the function each sits in) by decoding the protobuf wire format, and the variables
-  from ``variables/variables.index`` (a TensorBundle, see ``tensorbundle.py``).
+- ``tf-savedmodel`` claims a folder holding ``saved_model.pb`` (or, as TensorFlow's loader falls back to it,
+  ``saved_model.pbtxt`` in text format). Its graphs and function libraries are walked with bounded work by
+  ``savedmodel_graph.py`` (text format parsed by ``pbtext.py``); variables come from
+  ``variables/variables.index`` (a TensorBundle, see ``tensorbundle.py``). A chunked ``saved_model.cpb`` is
+  not read (WA177); hitting a walk limit is finding WA175 and an unverified folder.
 - ``tf-checkpoint`` claims a bare checkpoint index (``ckpt-1.index``), sniffed by the SSTable magic in its
   last 8 bytes.
 
-Listing touches only the index and ``saved_model.pb`` (memory-mapped); data shards are only ``stat``-ed, and
+Listing touches only the index and the graph file (memory-mapped); data shards are only ``stat``-ed, and
 read only when ``LoadOptions.verify_checksums`` asks for CRC32C checks.
 
 ``LoadedFile.facts`` keys:
 
-- ``ops``: tuple of ``(op, node_name, function_name_or_None)`` for every node of every meta graph
-  (top-level graph nodes have function None).
+- ``ops``: tuple of ``savedmodel_graph.OpSite`` (op, meta-graph, function or None, first node, count): one per
+  op and function, never one per node.
 - ``op_counts``: ``{op: count}``; ``functions``: names of the library functions.
-- ``saved_model``: ``{"tags": [...], "tensorflow_version": str, "meta_graphs": n, "object_graph_variables": n}``.
+- ``tf_attr_values``: ``AttrSite`` records of string attributes that can name files (``debug_urls`` ...).
+- ``tf_saver_callers``: ``{saver function: (caller description, ...)}``.
+- ``saved_model``: ``{"tags", "tensorflow_version", "meta_graphs", "nodes", "object_graph_variables",
+  "graph_file", "limit"}``.
 - ``keras_metadata``: list of Keras layer config dicts found in ``keras_metadata.pb`` (TF-Keras 2 models).
 - ``bundle``: ``{"index": rel, "num_shards": n, "producer": n, "endianness": str, "slice_keys": n,
   "object_graph_bytes": n, "checksums_verified": bool}`` (absent when there is no variables index).
@@ -27,12 +32,21 @@ from __future__ import annotations
 import json
 import mmap
 import os
-from collections import Counter
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from weightaudit.formats.base import LoadOptions, Probe, folder_size, unreadable
+from weightaudit.formats.pbtext import TextFormatError, TextMessage, parse_text
+from weightaudit.formats.savedmodel_graph import (
+    Budget,
+    GraphLimits,
+    GraphRecorder,
+    WalkLimit,
+    WireMessage,
+    walk_saved_model,
+)
 from weightaudit.formats.tensorbundle import (
     CHECKPOINT_GRAPH_KEY,
     BundleEntry,
@@ -45,8 +59,11 @@ from weightaudit.formats.tensorbundle import (
 )
 from weightaudit.model import DTYPE_BITS, Finding, FileStatus, LoadedFile, Role, TensorInfo, dtype_nbytes
 from weightaudit.rules import get_rule
+from weightaudit.rules.tf_op_tables import op_tables
 
 MAX_GRAPH_BYTES = 2**31          # protobuf's own 2 GiB message limit
+MAX_TEXT_GRAPH_BYTES = 64 * 1024 * 1024   # a text-format graph is parsed into memory: cap it
+MAX_KERAS_METADATA_FIELDS = 1_000_000
 NON_POD_DTYPES = frozenset({"STRING", "OBJECT"})
 
 
@@ -172,87 +189,73 @@ def _count(shape: tuple[int, ...]) -> int:
     return total
 
 
-# ---------------------------------------------------------------- saved_model.pb -> ops
+# ---------------------------------------------------------------- saved_model.pb / .pbtxt -> ops
 
-@dataclass
-class GraphListing:
-    ops: list[tuple[str, str, str | None]] = field(default_factory=list)
-    functions: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    tensorflow_version: str = ""
-    meta_graphs: int = 0
-    object_graph_variables: int = 0
+GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")     # the order TensorFlow's loader tries them
+CHUNKED_GRAPH = "saved_model.cpb"                            # proto-splitter output: not read
 
 
-def _text(value: Any) -> str:
-    return bytes(value).decode("utf-8", "replace")
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
-def _node(value: Any) -> tuple[str, str]:
-    name = op = ""
-    for number, wire, payload in iter_fields(value):
-        if number == 1 and wire == 2:
-            name = _text(payload)
-        elif number == 2 and wire == 2:
-            op = _text(payload)
-    return name, op
+def walk_graph_file(path: Path, limits: GraphLimits) -> GraphRecorder:
+    """Walk ``saved_model.pb`` (wire format) or ``saved_model.pbtxt`` (text format).
+    Raises BundleError / TextFormatError when the file is not a SavedModel message."""
+    recorder = GraphRecorder(limits, op_tables().watched_attrs)
+    budget = Budget(limits)
+    if path.name.endswith(".pbtxt"):
+        _walk_text(path, limits, budget, recorder)
+        return recorder
+    mapped, view = _mapped(path)
+    try:
+        walk_saved_model(WireMessage(view, "SavedModel", budget), recorder)
+    finally:
+        _unmap(mapped, view)
+    return recorder
 
 
-def _walk_library(value: Any, listing: GraphListing) -> None:
-    for number, wire, function in iter_fields(value):
-        if number != 1 or wire != 2:
-            continue
-        name = ""
-        nodes: list[tuple[str, str]] = []
-        for sub, sub_wire, payload in iter_fields(function):
-            if sub == 1 and sub_wire == 2:
-                name = next((_text(v) for n, w, v in iter_fields(payload) if n == 1 and w == 2), "")
-            elif sub == 3 and sub_wire == 2:
-                nodes.append(_node(payload))
-        listing.functions.append(name)
-        listing.ops.extend((op, node, name) for node, op in nodes)
+def _unmap(mapped: mmap.mmap | None, view: memoryview) -> None:
+    """Release a mapping; when an exception's frames still pin slices of it, the GC closes it later."""
+    view.release()
+    if mapped is not None:
+        try:
+            mapped.close()
+        except BufferError:
+            pass
 
 
-def _walk_graph(value: Any, listing: GraphListing) -> None:
-    for number, wire, payload in iter_fields(value):
-        if number == 1 and wire == 2:
-            node, op = _node(payload)
-            listing.ops.append((op, node, None))
-        elif number == 2 and wire == 2:
-            _walk_library(payload, listing)
+def _walk_text(path: Path, limits: GraphLimits, budget: Budget, recorder: GraphRecorder) -> None:
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_TEXT_GRAPH_BYTES:
+            recorder.limit = WalkLimit("max_text_bytes", MAX_TEXT_GRAPH_BYTES)
+            return
+        data = handle.read(MAX_TEXT_GRAPH_BYTES + 1)
+    try:
+        tree = parse_text(data, budget)
+    except WalkLimit as hit:
+        recorder.limit = hit
+        return
+    walk_saved_model(TextMessage(tree, "SavedModel", budget), recorder)
 
 
-def _walk_meta_info(value: Any, listing: GraphListing) -> None:
-    for number, wire, payload in iter_fields(value):
-        if number == 4 and wire == 2:
-            listing.tags.append(_text(payload))
-        elif number == 5 and wire == 2:
-            listing.tensorflow_version = _text(payload)
-
-
-def _count_object_variables(value: Any) -> int:
-    total = 0
-    for number, wire, saved_object in iter_fields(value):
-        if number == 1 and wire == 2:
-            total += any(n == 7 and w == 2 for n, w, _ in iter_fields(saved_object))
-    return total
-
-
-def list_graph(view: memoryview) -> GraphListing:
-    """Every op of every meta graph of a serialized ``SavedModel``. Raises BundleError on bad protobuf."""
-    listing = GraphListing()
-    for number, wire, meta_graph in iter_fields(view):
-        if number != 2 or wire != 2:
-            continue
-        listing.meta_graphs += 1
-        for sub, sub_wire, payload in iter_fields(meta_graph):
-            if sub == 1 and sub_wire == 2:
-                _walk_meta_info(payload, listing)
-            elif sub == 2 and sub_wire == 2:
-                _walk_graph(payload, listing)
-            elif sub == 7 and sub_wire == 2:
-                listing.object_graph_variables += _count_object_variables(payload)
-    return listing
+def graph_facts(recorder: GraphRecorder, graph_name: str) -> dict[str, Any]:
+    """``LoadedFile.facts`` entries describing the walked graph (see the module docstring)."""
+    return {
+        "ops": recorder.op_sites(),
+        "op_counts": dict(recorder.op_counts),
+        "functions": tuple(recorder.functions),
+        "tf_attr_values": tuple(recorder.attr_values),
+        "tf_saver_callers": {name: tuple(callers) for name, callers in recorder.saver_callers.items()},
+        "saved_model": {"tags": recorder.tags, "tensorflow_version": recorder.tensorflow_version,
+                        "meta_graphs": recorder.meta_graphs, "nodes": recorder.nodes,
+                        "object_graph_variables": recorder.object_graph_variables, "graph_file": graph_name,
+                        "limit": str(recorder.limit) if recorder.limit else None},
+    }
 
 
 def _mapped(path: Path) -> tuple[mmap.mmap | None, memoryview]:
@@ -266,12 +269,18 @@ def _mapped(path: Path) -> tuple[mmap.mmap | None, memoryview]:
     return mapped, memoryview(mapped)
 
 
-def _iter_json_strings(view: Any, depth: int = 0) -> Iterator[Any]:
-    """JSON objects stored as strings anywhere in a protobuf message (keras_metadata.pb ``metadata`` fields)."""
+def _iter_json_strings(view: Any, budget: list[int], depth: int = 0) -> Iterator[Any]:
+    """JSON objects stored as strings anywhere in a protobuf message (keras_metadata.pb ``metadata`` fields).
+    ``budget`` holds the number of fields still allowed to be visited (shared by the whole walk)."""
     if depth > 6:
         return
+    fields = []
     try:
-        fields = list(iter_fields(view))
+        for item in iter_fields(view):
+            budget[0] -= 1
+            if budget[0] < 0:
+                return
+            fields.append(item)
     except BundleError:
         return
     for _number, wire, payload in fields:
@@ -283,7 +292,7 @@ def _iter_json_strings(view: Any, depth: int = 0) -> Iterator[Any]:
                 continue
             except ValueError:
                 pass
-        yield from _iter_json_strings(payload, depth + 1)
+        yield from _iter_json_strings(payload, budget, depth + 1)
 
 
 def read_keras_metadata(path: Path) -> list[Any]:
@@ -292,11 +301,9 @@ def read_keras_metadata(path: Path) -> list[Any]:
         return []
     mapped, view = _mapped(path)
     try:
-        return list(_iter_json_strings(view))
+        return list(_iter_json_strings(view, [MAX_KERAS_METADATA_FIELDS]))
     finally:
-        view.release()
-        if mapped is not None:
-            mapped.close()
+        _unmap(mapped, view)
 
 
 # ---------------------------------------------------------------- loaders
@@ -307,7 +314,7 @@ class SavedModelLoader:
     name = "tf-savedmodel"
 
     def sniff(self, probe: Probe) -> bool:
-        return probe.is_dir and ("saved_model.pb" in probe.entries or "saved_model.pbtxt" in probe.entries)
+        return probe.is_dir and any(name in probe.entries for name in (*GRAPH_FILES, CHUNKED_GRAPH))
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         try:
@@ -318,50 +325,60 @@ class SavedModelLoader:
 
     def _load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         size = folder_size(path)
-        graph_path = path / "saved_model.pb"
-        graph_rel = _join(rel, "saved_model.pb")
-        if not graph_path.is_file():
-            reason = f"{rel}: text-format saved_model.pbtxt is not supported"
-            return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(rel, reason)])
-        mapped, view = _mapped(graph_path)
+        graph_path = next((path / name for name in GRAPH_FILES if _regular_file(path / name)), None)
+        if graph_path is None:
+            return self._no_graph(path, rel, size)
+        graph_rel = _join(rel, graph_path.name)
         try:
-            listing = list_graph(view)
-        except BundleError as exc:
+            recorder = walk_graph_file(graph_path, GraphLimits.from_extra(options.extra))
+        except (BundleError, TextFormatError) as exc:
             reason = f"{graph_rel}: not a valid SavedModel protobuf ({exc})"
             return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
-        finally:
-            view.release()
-            if mapped is not None:
-                mapped.close()
-        facts: dict[str, Any] = {
-            "ops": tuple(listing.ops),
-            "op_counts": dict(Counter(op for op, _node, _fn in listing.ops)),
-            "functions": tuple(listing.functions),
-            "saved_model": {"tags": listing.tags, "tensorflow_version": listing.tensorflow_version,
-                            "meta_graphs": listing.meta_graphs,
-                            "object_graph_variables": listing.object_graph_variables},
-            "keras_metadata": read_keras_metadata(path / "keras_metadata.pb"),
-        }
-        findings: list[Finding] = []
-        if listing.meta_graphs == 0:
+        if recorder.meta_graphs == 0 and recorder.limit is None:
             reason = f"{graph_rel}: no MetaGraphDef in the SavedModel"
             return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
+        facts = graph_facts(recorder, graph_path.name)
+        facts["keras_metadata"] = read_keras_metadata(path / "keras_metadata.pb")
+        findings = self._graph_findings(path, rel, graph_rel, recorder)
+        verified = recorder.limit is None and not any(f.rule_id == "WA177" for f in findings)
+        return self._with_variables(path, rel, size, options, facts, findings, verified)
+
+    def _no_graph(self, path: Path, rel: str, size: int) -> LoadedFile:
+        if (path / CHUNKED_GRAPH).exists():
+            reason = f"{rel}: only a chunked {CHUNKED_GRAPH} graph, which weightaudit does not read"
+            return unreadable(rel, self.name, size, reason, [get_rule("WA177").finding(rel, reason)])
+        reason = f"{rel}: saved_model.pb / saved_model.pbtxt is not a regular file"
+        return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(rel, reason)])
+
+    def _graph_findings(self, path: Path, rel: str, graph_rel: str, recorder: GraphRecorder) -> list[Finding]:
+        findings: list[Finding] = []
+        if recorder.limit is not None:
+            findings.append(get_rule("WA175").finding(
+                graph_rel, f"{recorder.limit} (after {recorder.meta_graphs} meta-graphs, {recorder.nodes} nodes)"))
+        if (path / CHUNKED_GRAPH).exists():
+            findings.append(get_rule("WA177").finding(
+                _join(rel, CHUNKED_GRAPH), f"{CHUNKED_GRAPH} sits beside {graph_rel.rpartition('/')[2]} and was "
+                "not read: TensorFlow versions that merge chunked graphs would run ops no one checked"))
+        return findings
+
+    def _with_variables(self, path: Path, rel: str, size: int, options: LoadOptions, facts: dict[str, Any],
+                        findings: list[Finding], verified: bool) -> LoadedFile:
         index_path = path / "variables" / "variables.index"
         if not index_path.is_file():
-            if listing.object_graph_variables:
+            declared = facts["saved_model"]["object_graph_variables"]
+            if declared:
                 findings.append(get_rule("WA167").finding(
-                    rel, f"the object graph declares {listing.object_graph_variables} variables but "
-                    "variables/variables.index is missing"))
+                    rel, f"the object graph declares {declared} variables but variables/variables.index is missing"))
                 return LoadedFile(rel, self.name, size, (), tuple(findings), facts, FileStatus.ERROR,
                                   f"{rel}: variables/variables.index is missing", False)
-            return LoadedFile(rel, self.name, size, (), tuple(findings), facts)
+            return LoadedFile(rel, self.name, size, (), tuple(findings), facts, FileStatus.OK, None, verified)
         bundle = read_bundle_inventory(index_path, _join(rel, "variables/variables.index"), options)
         facts.update(bundle.facts)
         findings.extend(bundle.findings)
         status = FileStatus.ERROR if bundle.error else FileStatus.OK
         reason = f"{rel}: {bundle.error}" if bundle.error else None
         return LoadedFile(rel, self.name, size, tuple(bundle.tensors), tuple(findings), facts, status, reason,
-                          bundle.verified)
+                          bundle.verified and verified)
 
 
 class CheckpointLoader:

@@ -27,6 +27,7 @@ _RULE_MODULES = (
     "weightaudit.rules.gguf_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.keras_rules",
+    "weightaudit.rules.tf_rules",
     "weightaudit.rules.openness",
     "weightaudit.rules.secrets",
 )

@@ -1,0 +1,353 @@
+"""Walk a SavedModel's graphs (binary ``saved_model.pb`` or text ``saved_model.pbtxt``) with bounded work.
+
+Both encodings are read through one small message interface (``items()`` yields ``(field name, value)``) so
+one walker applies the same checks to both: ``WireMessage`` decodes the protobuf wire format lazily from a
+memory-mapped buffer; ``pbtext.TextMessage`` wraps the text-format parse. Only the fields the audit needs
+are described in ``SCHEMA``; everything else is skipped (but counted against the field budget).
+
+What is recorded (``GraphRecorder``), never one Python object per node:
+
+- op *sites*: one entry per (op, meta-graph, function) with the first node's name and a count;
+- string values of the attributes that can name files (``tf_op_dangerous.yaml`` ``file_attributes``);
+- who calls the standard saver functions (``__inference__traced_save_N`` / ``_restore_N``) and which top-level
+  nodes the signatures name, so checkpoint ops are trusted only where TensorFlow's saver puts them.
+
+Every dimension is capped by ``GraphLimits``; hitting a cap stops the walk with ``WalkLimit`` (the loader
+turns it into finding WA175 and an unverified file). Work is linear in the bytes of the graph.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterator, Mapping
+
+from weightaudit.formats.tensorbundle import iter_fields
+
+# message type -> {field number: (field name, value type)}. Value types: "string" / "bytes" (UTF-8 or raw
+# length-delimited), "present" (only presence matters), or another message type of this table.
+SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
+    "SavedModel": {2: ("meta_graphs", "MetaGraphDef")},
+    "MetaGraphDef": {1: ("meta_info_def", "MetaInfoDef"), 2: ("graph_def", "GraphDef"),
+                     5: ("signature_def", "SignatureEntry"), 7: ("object_graph_def", "SavedObjectGraph")},
+    "MetaInfoDef": {4: ("tags", "string"), 5: ("tensorflow_version", "string")},
+    "GraphDef": {1: ("node", "NodeDef"), 2: ("library", "FunctionDefLibrary")},
+    "FunctionDefLibrary": {1: ("function", "FunctionDef")},
+    "FunctionDef": {1: ("signature", "OpDef"), 3: ("node_def", "NodeDef")},
+    "OpDef": {1: ("name", "string")},
+    "NodeDef": {1: ("name", "string"), 2: ("op", "string"), 5: ("attr", "AttrEntry")},
+    "AttrEntry": {1: ("key", "string"), 2: ("value", "AttrValue")},
+    "AttrValue": {1: ("list", "ListValue"), 2: ("s", "bytes"), 10: ("func", "NameAttrList")},
+    "ListValue": {2: ("s", "bytes"), 9: ("func", "NameAttrList")},
+    "NameAttrList": {1: ("name", "string"), 2: ("attr", "AttrEntry")},
+    "SignatureEntry": {1: ("key", "string"), 2: ("value", "SignatureDef")},
+    "SignatureDef": {1: ("inputs", "TensorInfoEntry"), 2: ("outputs", "TensorInfoEntry")},
+    "TensorInfoEntry": {1: ("key", "string"), 2: ("value", "TensorInfo")},
+    "TensorInfo": {1: ("name", "string")},
+    "SavedObjectGraph": {1: ("nodes", "SavedObject")},
+    "SavedObject": {7: ("variable", "present")},
+}
+SAVER_FUNCTION = re.compile(r"__inference__traced_(save|restore)_\d+")
+MAX_CALLERS = 16               # callers kept per saver function and kind (trusted / not)
+MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to this many characters
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    """Named caps of one SavedModel walk (override with ``LoadOptions.extra['savedmodel_limits']``)."""
+
+    max_fields: int = 50_000_000        # protobuf fields visited, known or not
+    max_meta_graphs: int = 64
+    max_nodes: int = 1_000_000           # NodeDefs in all graphs and functions
+    max_functions: int = 100_000
+    max_attr_depth: int = 16             # nesting of function-valued attributes (NameAttrList in NameAttrList)
+    max_sites: int = 100_000             # distinct (op, meta-graph, function) triples
+    max_attr_values: int = 1_000         # recorded file-naming attribute values
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, object]) -> "GraphLimits":
+        given = extra.get("savedmodel_limits") if extra else None
+        if not isinstance(given, Mapping):
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return replace(cls(), **{k: int(v) for k, v in given.items() if k in names})  # type: ignore[arg-type]
+
+
+class WalkLimit(Exception):
+    """A named limit was reached; the walk stopped there."""
+
+    def __init__(self, limit: str, value: int) -> None:
+        super().__init__(f"limit {limit}={value} reached; the rest of the graph was not checked")
+        self.limit = limit
+        self.value = value
+
+
+@dataclass(frozen=True)
+class OpSite:
+    """All nodes running ``op`` in one function (None: the top-level graph) of one meta-graph."""
+
+    op: str
+    meta_graph: int
+    function: str | None
+    node: str            # the first such node
+    count: int
+
+    @property
+    def where(self) -> str:
+        scope = f"function {self.function}" if self.function else "the top-level graph"
+        more = f" (+{self.count - 1} more)" if self.count > 1 else ""
+        return f"meta-graph {self.meta_graph}, {scope}, node {self.node!r}{more}"
+
+
+@dataclass(frozen=True)
+class AttrSite:
+    """A string attribute of a node that may name a file or URL."""
+
+    op: str
+    meta_graph: int
+    function: str | None
+    node: str
+    attr: str
+    value: str
+
+    @property
+    def where(self) -> str:
+        scope = f"function {self.function}" if self.function else "the top-level graph"
+        return f"meta-graph {self.meta_graph}, {scope}, node {self.node!r}, attr {self.attr}"
+
+
+@dataclass
+class Budget:
+    limits: GraphLimits
+    fields: int = 0
+
+    def tick(self) -> None:
+        self.fields += 1
+        if self.fields > self.limits.max_fields:
+            raise WalkLimit("max_fields", self.limits.max_fields)
+
+
+class WireMessage:
+    """A protobuf message in wire format, decoded lazily by ``SCHEMA``."""
+
+    __slots__ = ("buf", "kind", "budget")
+
+    def __init__(self, buf: Any, kind: str, budget: Budget) -> None:
+        self.buf, self.kind, self.budget = buf, kind, budget
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        spec = SCHEMA[self.kind]
+        tick = self.budget.tick
+        for number, wire, payload in iter_fields(self.buf):
+            tick()
+            known = spec.get(number)
+            if known is None or wire != 2:
+                continue
+            name, kind = known
+            if kind == "string":
+                yield name, bytes(payload).decode("utf-8", "replace")
+            elif kind == "bytes":
+                yield name, bytes(payload[:MAX_TEXT_VALUE])
+            elif kind == "present":
+                yield name, True
+            else:
+                yield name, WireMessage(payload, kind, self.budget)
+
+
+@dataclass
+class GraphRecorder:
+    """What the walk keeps: bounded aggregates, never a per-node list."""
+
+    limits: GraphLimits
+    watched_attrs: frozenset[str]
+    sites: dict[tuple[str, int, str | None], list] = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)
+    attr_values: list[AttrSite] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)
+    saver_callers: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)   # (caller, trusted)
+    tags: list[str] = field(default_factory=list)
+    tensorflow_version: str = ""
+    meta_graphs: int = 0
+    nodes: int = 0
+    object_graph_variables: int = 0
+    limit: WalkLimit | None = None
+
+    def node(self, op: str, name: str, meta_graph: int, function: str | None) -> None:
+        self.nodes += 1
+        if self.nodes > self.limits.max_nodes:
+            raise WalkLimit("max_nodes", self.limits.max_nodes)
+        self.op_counts[op] = self.op_counts.get(op, 0) + 1
+        key = (op, meta_graph, function)
+        site = self.sites.get(key)
+        if site is not None:
+            site[1] += 1
+            return
+        if len(self.sites) >= self.limits.max_sites:
+            raise WalkLimit("max_sites", self.limits.max_sites)
+        self.sites[key] = [name, 1]
+
+    def saver_caller(self, function: str, caller: str, trusted: bool) -> None:
+        """Remember up to MAX_CALLERS trusted and MAX_CALLERS untrusted callers of a saver function."""
+        callers = self.saver_callers.setdefault(function, [])
+        if sum(1 for _c, kind in callers if kind == trusted) < MAX_CALLERS:
+            callers.append((caller, trusted))
+
+    def attr_value(self, site: AttrSite) -> None:
+        if len(self.attr_values) >= self.limits.max_attr_values:
+            raise WalkLimit("max_attr_values", self.limits.max_attr_values)
+        self.attr_values.append(site)
+
+    def op_sites(self) -> tuple[OpSite, ...]:
+        return tuple(OpSite(op, mg, fn, first, count) for (op, mg, fn), (first, count) in self.sites.items())
+
+
+# ---------------------------------------------------------------- the walk
+
+def walk_saved_model(root: Any, recorder: GraphRecorder) -> None:
+    """Walk every meta-graph of a SavedModel message; a ``WalkLimit`` is recorded, not raised."""
+    try:
+        for name, meta_graph in root.items():
+            if name != "meta_graphs":
+                continue
+            recorder.meta_graphs += 1
+            if recorder.meta_graphs > recorder.limits.max_meta_graphs:
+                raise WalkLimit("max_meta_graphs", recorder.limits.max_meta_graphs)
+            _walk_meta_graph(meta_graph, recorder.meta_graphs - 1, recorder)
+    except WalkLimit as hit:
+        recorder.limit = WalkLimit(hit.limit, hit.value)     # without the traceback: it pins buffer slices
+
+
+@dataclass
+class _MetaGraphCalls:
+    """Per meta-graph: top-level nodes that call saver functions, and nodes the signatures name."""
+
+    saver_nodes: dict[str, list[str]] = field(default_factory=dict)   # node -> saver functions it calls
+    signature_nodes: set[str] = field(default_factory=set)
+
+
+def _walk_meta_graph(meta_graph: Any, index: int, recorder: GraphRecorder) -> None:
+    calls = _MetaGraphCalls()
+    for name, value in meta_graph.items():
+        if name == "meta_info_def":
+            _walk_meta_info(value, recorder)
+        elif name == "graph_def":
+            _walk_graph(value, index, recorder, calls)
+        elif name == "signature_def":
+            _walk_signature(value, calls, recorder.limits)
+        elif name == "object_graph_def":
+            recorder.object_graph_variables += sum(
+                any(n == "variable" for n, _ in obj.items()) for n, obj in value.items() if n == "nodes")
+    for node, functions in calls.saver_nodes.items():
+        named = node in calls.signature_nodes
+        caller = f"top-level node {node!r} of meta-graph {index}" + (", named by a signature" if named else "")
+        for function in functions:
+            recorder.saver_caller(function, caller, not named)
+
+
+def _walk_meta_info(value: Any, recorder: GraphRecorder) -> None:
+    for name, item in value.items():
+        if name == "tags":
+            recorder.tags.append(item)
+        elif name == "tensorflow_version":
+            recorder.tensorflow_version = item
+
+
+def _walk_signature(entry: Any, calls: _MetaGraphCalls, limits: GraphLimits) -> None:
+    for name, signature in entry.items():
+        if name != "value":
+            continue
+        for _kind, tensor_entry in signature.items():
+            for key, tensor in tensor_entry.items():
+                if key != "value":
+                    continue
+                for tensor_field, tensor_name in tensor.items():
+                    if tensor_field == "name" and len(calls.signature_nodes) < limits.max_nodes:
+                        calls.signature_nodes.add(tensor_name.lstrip("^").partition(":")[0])
+
+
+def _walk_graph(graph: Any, index: int, recorder: GraphRecorder, calls: _MetaGraphCalls) -> None:
+    for name, value in graph.items():
+        if name == "node":
+            node_name, callees = _walk_node(value, index, None, recorder)
+            if callees:
+                calls.saver_nodes.setdefault(node_name, []).extend(callees)
+        elif name == "library":
+            for item, function in value.items():
+                if item == "function":
+                    _walk_function(function, index, recorder)
+
+
+def _function_name(function: Any) -> str:
+    """The function's name (``signature.name``; the last one wins, as protobuf merges repeated messages)."""
+    name = ""
+    for item, value in function.items():
+        if item == "signature":
+            name = next((v for n, v in value.items() if n == "name"), name)
+    return name
+
+
+def _walk_function(function: Any, index: int, recorder: GraphRecorder) -> None:
+    name = _function_name(function)      # a first pass: the signature may follow the nodes on the wire
+    if len(recorder.functions) >= recorder.limits.max_functions:
+        raise WalkLimit("max_functions", recorder.limits.max_functions)
+    recorder.functions.append(name)
+    for item, node in function.items():
+        if item != "node_def":
+            continue
+        node_name, callees = _walk_node(node, index, name, recorder)
+        for callee in callees:
+            recorder.saver_caller(callee, f"node {node_name!r} of function {name} (meta-graph {index})", False)
+
+
+def _walk_node(node: Any, index: int, function: str | None, recorder: GraphRecorder) -> tuple[str, list[str]]:
+    """Record one NodeDef (last ``name``/``op`` wins, as in protobuf). Returns its name and the saver
+    functions it calls."""
+    name = op = ""
+    attrs: list[Any] = []
+    for item, value in node.items():
+        if item == "name":
+            name = value
+        elif item == "op":
+            op = value
+        elif item == "attr":
+            attrs.append(value)
+    recorder.node(op, name, index, function)
+    called: list[str] = [op] if SAVER_FUNCTION.fullmatch(op) else []
+    for entry in attrs:
+        _walk_attr_entry(entry, op, name, index, function, recorder, called, 0)
+    return name, called
+
+
+def _walk_attr_entry(entry: Any, op: str, node: str, index: int, function: str | None, recorder: GraphRecorder,
+                     called: list[str], depth: int) -> None:
+    if depth > recorder.limits.max_attr_depth:
+        raise WalkLimit("max_attr_depth", recorder.limits.max_attr_depth)
+    key = ""
+    for item, value in entry.items():
+        if item == "key":
+            key = value
+        elif item == "value":
+            for kind, content in value.items():
+                _attr_content(kind, content, key, op, node, index, function, recorder, called, depth)
+
+
+def _attr_content(kind: str, content: Any, key: str, op: str, node: str, index: int, function: str | None,
+                  recorder: GraphRecorder, called: list[str], depth: int) -> None:
+    if kind == "s":
+        if key in recorder.watched_attrs:
+            text = content.decode("utf-8", "replace")
+            recorder.attr_value(AttrSite(op, index, function, node, key, text))
+    elif kind == "func":
+        _walk_func_ref(content, op, node, index, function, recorder, called, depth + 1)
+    elif kind == "list":
+        for sub_kind, sub in content.items():
+            _attr_content(sub_kind, sub, key, op, node, index, function, recorder, called, depth + 1)
+
+
+def _walk_func_ref(ref: Any, op: str, node: str, index: int, function: str | None, recorder: GraphRecorder,
+                   called: list[str], depth: int) -> None:
+    for item, value in ref.items():
+        if item == "name" and SAVER_FUNCTION.fullmatch(value):
+            called.append(value)
+        elif item == "attr":
+            _walk_attr_entry(value, op, node, index, function, recorder, called, depth)
