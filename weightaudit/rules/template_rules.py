@@ -1,58 +1,94 @@
-"""WA460–WA469: chat templates (Jinja2 programs shipped with the tokenizer), read statically."""
+"""WA460–WA469: chat templates (Jinja2 programs shipped with the tokenizer), judged on Jinja2's syntax tree.
+
+WA460 critical: reaches Python internals. WA461 high: builds names indirectly or calls what the chat API never
+provides. WA462 low: unusual (huge loops, other templates loaded, oversized). WA463 high: a template (or a file
+that holds one) could not be fully analysed — checked by pattern only, or not read at all.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
-from weightaudit.chat_templates import analyse, find_templates
+from weightaudit.chat_templates import Template, TemplateIssue, Unread, analyse, scan_sources
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
 
-_WHY = ("Chat templates are Jinja2 programs in tokenizer_config.json (chat_template), chat_template.jinja and "
-        "the like. transformers renders them in Jinja's sandbox, but other runtimes have not (llama-cpp-python "
-        "before 0.2.72: CVE-2024-34359, remote code execution from a GGUF's template), and templates travel "
-        "between formats. weightaudit reads the template text and never renders it.")
+_WHY = ("Chat templates are Jinja2 programs in tokenizer_config.json (chat_template), chat_template.jinja, GGUF "
+        "metadata (tokenizer.chat_template) and the like. transformers renders them in Jinja's sandbox, but other "
+        "runtimes have not (llama-cpp-python before 0.2.72: CVE-2024-34359, remote code execution from a GGUF's "
+        "template), and templates travel between formats. weightaudit parses the template with Jinja2's own "
+        "parser (configured as transformers configures it) and walks the syntax tree; it never renders it. String "
+        "expressions are folded (~, +, |join, |format, %, .format(), |replace, |reverse, slices, {% set %} "
+        "variables and namespaces across statements), so a name assembled from pieces is seen whole; {% raw %} "
+        "text and string literals are data.")
+
+
+def template_findings(template: Template, label: str) -> Iterator[Finding]:
+    """One finding per kind of issue in ``template``: the first line's issue that reaches furthest (the longest
+    chain, e.g. ``cycler.__init__.__globals__.os.popen(...)``), with the count of the others.
+    ``label`` says where the template is (``chat template chat_template[tool_use]``)."""
+    issues = analyse(template)
+    for kind in dict.fromkeys(issue.kind for issue in issues):
+        same = [issue for issue in issues if issue.kind == kind]
+        shown = min(same, key=lambda issue: (issue.line or 0, -len(issue.snippet)))
+        yield _BY_KIND[kind].finding(template.path, _message(label, shown, len(same) - 1), where=template.where)
+
+
+def _message(label: str, issue: TemplateIssue, others: int) -> str:
+    line = f" line {issue.line}" if issue.line else ""
+    detail = f": {issue.snippet}" if issue.snippet else ""
+    more = f" (+{others} more of this kind)" if others else ""
+    return f"{label}{line} {issue.reason}{detail}{more}"
 
 
 def _check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     root = Path(ctx.release.root)
-    rel_paths = ctx.release.all_side_files()
-    for template in find_templates(root, rel_paths):
-        seen: set[str] = set()
-        for issue in analyse(template):
-            if issue.kind in seen:
-                continue
-            seen.add(issue.kind)
-            rule = _BY_KIND[issue.kind]
-            detail = f": {issue.snippet}" if issue.snippet else ""
-            yield rule.finding(template.path, f"chat template {template.where} {issue.reason}{detail}",
-                               where=template.where)
+    for found in scan_sources(root, ctx.release.all_side_files()):
+        if isinstance(found, Unread):
+            yield UNANALYSED.finding(found.path, f"side file that may hold a chat template {found.reason}")
+        else:
+            yield from template_findings(found, f"chat template {found.where}")
 
 
 EXECUTION = register(Rule(
     id="WA460", name="chat-template-code-execution",
     summary="A chat template reaches Python internals (template injection).", severity=Severity.CRITICAL,
     cwe=1336, tags=("security", "chat-template"), check=_check,
-    help="The template uses dunder attributes (__class__, __globals__, __builtins__ ...), names them in strings, "
-         "or calls eval/exec/__import__/getattr: the steps of a server-side template injection that runs shell "
-         f"commands when the template is rendered without a sandbox.\n\n{_WHY}\n\nWhat to do: do not render "
-         "this template; replace it with the model family's published template.",
+    help="The template reads a dunder attribute or item (__class__, __globals__, __builtins__ ...) however the "
+         "name is assembled, a name-mangled or frame attribute (_TemplateReference__context, f_globals), a module "
+         "(os, sys, __builtins__), loops over what such internals return (__subclasses__()), or calls eval, exec, "
+         "__import__, getattr and the like: the steps of a server-side template injection that runs shell commands "
+         f"when the template is rendered without a sandbox.\n\n{_WHY}\n\nWhat to do: do not render this template; "
+         "replace it with the model family's published template.",
 ))
 OBFUSCATION = register(Rule(
     id="WA461", name="chat-template-obfuscation",
-    summary="A chat template builds names indirectly or starts from an escape gadget.", severity=Severity.HIGH,
-    cwe=1336, tags=("security", "chat-template"),
-    help="chr()/ord(), the attr filter, escaped characters that decode to '_' or '.', or a Jinja/Flask global "
-         "(cycler, joiner, lipsum, request, config, self) used as the root of an attribute chain: ordinary chat "
-         f"templates need none of these; template-injection payloads use them to dodge scanners.\n\n{_WHY}",
+    summary="A chat template builds names indirectly or calls what the chat API does not provide.",
+    severity=Severity.HIGH, cwe=1336, tags=("security", "chat-template"),
+    help="The template reads an attribute or item whose name is assembled at render time and cannot be folded, "
+         "uses escapes that spell '_' or '.', reads a private attribute, starts an attribute chain from a "
+         "Jinja/Flask global (cycler, joiner, lipsum, namespace, self, request, config), or calls a function or "
+         "method the chat API never hands a template (the known inputs, globals and methods are listed in "
+         f"weightaudit/data/chat_template_names.yaml). Ordinary chat templates need none of these.\n\n{_WHY}",
 ))
 UNUSUAL = register(Rule(
     id="WA462", name="chat-template-unusual",
-    summary="A chat template is malformed, oversized or loops over a huge range.", severity=Severity.LOW,
+    summary="A chat template is oversized, loads other templates or loops over a huge range.", severity=Severity.LOW,
     cwe=400, tags=("chat-template",),
-    help="Unbalanced delimiters (the template will not render), a template over 64 KB, or a loop over millions "
-         f"of items (a denial of service when rendered).\n\n{_WHY}",
+    help="A template over 64 KB, an include/import/extends (chat runtimes have no template loader), a loop over "
+         f"millions of items or a string too big to build (a denial of service when rendered).\n\n{_WHY}",
 ))
-_BY_KIND = {"execution": EXECUTION, "obfuscation": OBFUSCATION, "unusual": UNUSUAL}
+UNANALYSED = register(Rule(
+    id="WA463", name="chat-template-unanalysed",
+    summary="A chat template could not be fully analysed (checked by pattern only, or not read).",
+    severity=Severity.HIGH, cwe=1336, tags=("security", "chat-template"),
+    help="Jinja2's parser could not read the template (a syntax error, nesting deeper than the parser follows, "
+         "a template over the 128 KB parse limit, or a tokenizer_config.json that is not valid JSON), so it was "
+         "checked by fixed patterns only; or a side file that may hold a template was over the size limit for "
+         "reading (64 MB for JSON, 4 MB for YAML) or could not be read. A template that was not fully analysed is "
+         f"not known to be safe, so this blocks at the default --fail-on high.\n\n{_WHY}\n\nWhat to do: fix or "
+         "replace the template; or review it by hand and suppress this finding for this file in your policy.",
+))
+_BY_KIND = {"execution": EXECUTION, "obfuscation": OBFUSCATION, "unusual": UNUSUAL, "unparsed": UNANALYSED}

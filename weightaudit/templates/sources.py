@@ -1,0 +1,138 @@
+"""Where chat templates are in a release: JSON/YAML side files (``tokenizer_config.json`` ``chat_template``, as a
+string or a list of ``{name, template}``) and raw template files (``chat_template.jinja``, ``*.j2`` ...).
+
+Bounded and never silent: files up to the named limits are read whole (JSON parsed by the C parser, YAML by a
+loader that refuses aliases); a bigger file that mentions "template" is reported as unread (``Unread``), found
+by a streamed search in fixed-size chunks. A file that mentions "chat_template" but does not parse is checked by
+pattern only. Only regular files are opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from weightaudit.templates.issues import Template
+
+MAX_JSON_BYTES = 64 * 1024 * 1024    # tokenizer_config.json of real releases: up to a few MB (added tokens)
+MAX_YAML_BYTES = 4 * 1024 * 1024     # YAML is parsed in pure Python (about 1 MB/s)
+MAX_RAW_BYTES = 64 * 1024 * 1024
+MAX_KEY_DEPTH = 8                    # templates are looked for this deep in a JSON/YAML document
+STREAM_CHUNK = 1024 * 1024
+RAW_TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".template", ".tmpl")
+STRUCTURED_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A side file that may hold a chat template and was not read (too big, not a regular file...)."""
+
+    path: str
+    reason: str
+
+
+def find_templates(root: Path, rel_paths: list[str]) -> Iterator[Template]:
+    """The chat templates that could be read (see ``scan_sources`` for the unread files too)."""
+    for found in scan_sources(root, rel_paths):
+        if isinstance(found, Template):
+            yield found
+
+
+def scan_sources(root: Path, rel_paths: list[str]) -> Iterator[Template | Unread]:
+    for rel in rel_paths:
+        lower = rel.lower()
+        raw = lower.endswith(RAW_TEMPLATE_SUFFIXES) or Path(lower).name.startswith("chat_template")
+        structured = lower.endswith(STRUCTURED_SUFFIXES)
+        if raw or structured:
+            yield from _one_file(root / rel, rel, structured)
+
+
+def _one_file(path: Path, rel: str, structured: bool) -> Iterator[Template | Unread]:
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        limit = _limit(rel, structured)
+        if info.st_size > limit:
+            if _mentions_template(path):
+                yield Unread(rel, f"{info.st_size:,} bytes, over the {limit:,}-byte limit for reading chat "
+                                  "templates: its templates were not checked")
+            return
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        yield Unread(rel, f"cannot be read ({exc.strerror or exc})")
+        return
+    if structured:
+        yield from _structured(rel, text)
+    else:
+        yield Template(rel, None, text)
+
+
+def _limit(rel: str, structured: bool) -> int:
+    if not structured:
+        return MAX_RAW_BYTES
+    return MAX_JSON_BYTES if rel.lower().endswith(".json") else MAX_YAML_BYTES
+
+
+def _mentions_template(path: Path) -> bool:
+    """Whether the file contains b"template", read in chunks (memory stays at one chunk)."""
+    tail = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(STREAM_CHUNK):
+            if b"template" in (tail + chunk).lower():
+                return True
+            tail = chunk[-16:]
+    return False
+
+
+def _structured(rel: str, text: str) -> Iterator[Template]:
+    if "template" not in text:
+        return
+    try:
+        data = json.loads(text) if rel.lower().endswith(".json") else yaml.load(text, Loader=_NoAliasLoader)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        if "chat_template" in text:
+            yield Template(rel, "(whole file)", text, unparsed=f"the file itself does not parse ({_brief(exc)})")
+        return
+    yield from _template_values(rel, data, "", 0)
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+
+
+def _template_values(rel: str, data: Any, prefix: str, depth: int) -> Iterator[Template]:
+    """Strings under keys containing 'template' (also lists of {name, template}), down to MAX_KEY_DEPTH."""
+    if depth > MAX_KEY_DEPTH:
+        return
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if "template" in str(key).lower() and isinstance(value, str):
+                yield Template(rel, name, value)
+            elif "template" in str(key).lower() and isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict) and isinstance(item.get("template"), str):
+                        yield Template(rel, f"{name}[{item.get('name', i)}]", item["template"])
+            else:
+                yield from _template_values(rel, value, name, depth + 1)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            yield from _template_values(rel, item, f"{prefix}[{i}]", depth + 1)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses aliases (``*a``): nested aliases expand exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases are not accepted in side files",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
