@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from weightaudit.chat_templates import Template, analyse
+from weightaudit.chat_templates import Template
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.model import FileStatus, Finding, LoadedFile, Severity, TensorInfo
 from weightaudit.rules import gguf_rules as G
 from weightaudit.rules import integrity as R
-from weightaudit.rules.template_rules import EXECUTION, OBFUSCATION, UNUSUAL
+from weightaudit.rules.template_rules import template_findings
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = frozenset({2, 3})
@@ -531,18 +531,10 @@ def _check_trailing(state: _Parse, size: int) -> None:
 # ------------------------------------------------------------------------------------------ templates, facts
 
 def _template_findings(state: _Parse) -> Iterator[Finding]:
-    by_kind = {"execution": EXECUTION, "obfuscation": OBFUSCATION, "unusual": UNUSUAL}
     for kv in state.kvs:
-        if not _is_template_key(kv.key) or not isinstance(kv.value, str):
-            continue
-        seen: set[str] = set()
-        for issue in analyse(Template(state.rel, kv.key, kv.value)):
-            if issue.kind in seen:
-                continue
-            seen.add(issue.kind)
-            detail = f": {issue.snippet}" if issue.snippet else ""
-            yield by_kind[issue.kind].finding(state.rel, f"chat template in GGUF metadata {kv.key} {issue.reason}"
-                                              f"{detail}", where=kv.key)
+        if _is_template_key(kv.key) and isinstance(kv.value, str):
+            template = Template(state.rel, kv.key, kv.value)
+            yield from template_findings(template, f"chat template in GGUF metadata {kv.key}")
 
 
 def _scalar_text(value: Any) -> str | None:
