@@ -50,10 +50,16 @@ _TENSOR_REBUILDERS = frozenset({"torch._utils._rebuild_tensor", "torch._utils._r
                                 "torch._utils._rebuild_tensor_v3"})
 _PARAMETER_REBUILDERS = frozenset({"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
                                    "torch.nn.parameter.Parameter"})
-_UNSUPPORTED_REBUILDERS = frozenset({"torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
-                                     "torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_wrapper_subclass",
+_UNSUPPORTED_REBUILDERS = frozenset({"torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_wrapper_subclass",
                                      "torch._utils._rebuild_device_tensor_from_numpy",
                                      "torch._utils._rebuild_device_tensor_from_cpu_tensor"})
+# torch/_utils.py _rebuild_sparse_tensor: the component tensors of each layout, in the order torch saves them
+_SPARSE_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "sparse_coo": ("indices", "values"),
+    "sparse_csr": ("crow_indices", "col_indices", "values"), "sparse_bsr": ("crow_indices", "col_indices", "values"),
+    "sparse_csc": ("ccol_indices", "row_indices", "values"), "sparse_bsc": ("ccol_indices", "row_indices", "values"),
+}
+_PER_CHANNEL_QSCHEMES = frozenset({"per_channel_affine", "per_channel_symmetric", "per_channel_affine_float_qparams"})
 _MODULE_SEGMENTS = frozenset({"_parameters", "_buffers", "_modules"})
 _DICT_TYPES = frozenset({"collections.OrderedDict", "builtins.dict", "collections.defaultdict"})
 
@@ -209,8 +215,46 @@ class TensorCollector:
         if func in _UNSUPPORTED_REBUILDERS or func == "torch._utils._rebuild_meta_tensor_no_storage":
             self.inventory.unsupported.append((name, func))
             return True
-        if func not in _TENSOR_REBUILDERS or len(args) < 4:
+        if func == "torch._utils._rebuild_sparse_tensor":
+            return self._sparse(name, args, optimizer)
+        if func == "torch._utils._rebuild_qtensor" and len(args) >= 5:
+            self._quantizer_tensors(name, args[4], optimizer)
+        elif func not in _TENSOR_REBUILDERS:
             return False
+        return self._strided(name, func, args, optimizer)
+
+    def _sparse(self, name: str, args: tuple, optimizer: bool) -> bool:
+        """``_rebuild_sparse_tensor(layout, data)``: each index/value tensor is inventoried as ``name.<part>``."""
+        layout = args[0] if args else None
+        if isinstance(layout, Call) and isinstance(layout.func, Global) \
+                and layout.func.qualname == "torch.serialization._get_layout" and layout.args:
+            layout_name = str(layout.args[0]).removeprefix("torch.")
+        else:
+            layout_name = layout.name if isinstance(layout, Global) and layout.module == "torch" else ""
+        parts = _SPARSE_COMPONENTS.get(layout_name)
+        data = args[1] if len(args) > 1 else None
+        if parts is None or not isinstance(data, tuple) or len(data) < len(parts):
+            self.inventory.unsupported.append((name, f"sparse layout {render(layout, depth=1)}"))
+            return True
+        for part, value in zip(parts, data):
+            if not (isinstance(value, Call) and self._tensor(_join(name, part), value, optimizer)):
+                self.inventory.problems.append(f"{name}: sparse {part} is not a tensor")
+        return True
+
+    def _quantizer_tensors(self, name: str, qparams: Any, optimizer: bool) -> None:
+        """Per-channel quantized tensors carry their scales and zero points as tensors: inventory them too."""
+        if not (isinstance(qparams, tuple) and len(qparams) >= 3 and isinstance(qparams[0], Global)
+                and qparams[0].name in _PER_CHANNEL_QSCHEMES):
+            return
+        for part, value in (("q_scales", qparams[1]), ("q_zero_points", qparams[2])):
+            if isinstance(value, Call):
+                self._tensor(_join(name, part), value, optimizer)
+
+    def _strided(self, name: str, func: str, args: tuple, optimizer: bool) -> bool:
+        """A tensor that views ``size``/``stride`` of a storage (plain, parameter, or quantized codes)."""
+        if len(args) < 4:
+            self.inventory.problems.append(f"{name}: malformed {func} arguments")
+            return True
         storage_ref, offset = args[0], args[1]
         size, stride = as_int_tuple(args[2]), as_int_tuple(args[3])
         if not isinstance(storage_ref, PersistentId) or not isinstance(offset, int) or size is None or stride is None \

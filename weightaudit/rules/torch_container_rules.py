@@ -78,6 +78,7 @@ LEGACY_LAYOUT = _integrity_rule(
     "keys, then each storage as int64 count plus bytes. Extra or missing parts are read differently by "
     "different loaders.")
 UNSUPPORTED_TENSOR = _integrity_rule(
-    "WA155", "unsupported-tensor", "A tensor kind could not be inventoried (quantized, sparse, nested, subclass).",
+    "WA155", "unsupported-tensor", "A tensor kind could not be inventoried (nested, meta, wrapper subclass).",
     Severity.LOW, "The tensor is rebuilt by a torch function weightaudit does not model yet; its bytes were not "
-    "checked.", cwe=None)
+    "checked. Plain, parameter, quantized (codes plus per-channel scale/zero-point tensors) and sparse "
+    "(COO/CSR/CSC/BSR/BSC component tensors) tensors are inventoried.", cwe=None)
