@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import FIXTURES, real_sample
 from weightaudit.formats import get_loader, read_probe, sniff
-from weightaudit.formats import keras_h5
+from weightaudit.formats import hdf5_read, keras_h5
 from weightaudit.formats.base import LoadOptions, tensor_view
 from weightaudit.formats.keras_h5 import HDF5_LOADER, KERAS_ZIP_LOADER, keras3_variable_names, legacy_tensor_name
 from weightaudit.model import FileStatus, Role
@@ -195,7 +195,7 @@ def test_shape_bomb(tmp_path: Path) -> None:
 
 
 def test_filter_plugin_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keras_h5, "_filters", lambda dataset: [32004])   # an LZ4 plugin, say
+    monkeypatch.setattr(hdf5_read, "dataset_filters", lambda plist: (32004,))   # an LZ4 plugin, say
     loaded = _load(KERAS_TF / "plain.h5")
     assert "WA436" in {f.rule_id for f in loaded.findings} and not loaded.verified
 
@@ -246,16 +246,16 @@ def test_huge_attribute_is_refused_not_read(tmp_path) -> None:
     import h5py
     import numpy as np
 
-    from weightaudit.formats import keras_h5
+    from weightaudit.formats import hdf5_read, keras_h5
 
     path = tmp_path / "bomb.h5"
     with h5py.File(path, "w", libver="latest") as handle:
         handle.attrs["layer_names"] = np.array([b"x" * 64] * 20_000)   # 1.28 MB, stored densely
         handle.create_dataset("w", data=np.zeros(3, np.float32))
-    original = keras_h5.MAX_ATTRIBUTE_BYTES
-    keras_h5.MAX_ATTRIBUTE_BYTES = 1_000_000
+    original = hdf5_read.MAX_ATTRIBUTE_BYTES
+    hdf5_read.MAX_ATTRIBUTE_BYTES = 1_000_000
     try:
         loaded = keras_h5.HDF5_LOADER.load(path, "bomb.h5", __import__("weightaudit.formats.base", fromlist=["x"]).LoadOptions())
     finally:
-        keras_h5.MAX_ATTRIBUTE_BYTES = original
+        hdf5_read.MAX_ATTRIBUTE_BYTES = original
     assert not loaded.verified and "too large to read" in (loaded.reason or "")
