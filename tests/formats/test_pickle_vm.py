@@ -201,3 +201,94 @@ def test_inst_obj_newobj_and_newobj_ex_are_calls() -> None:
 def test_render_is_bounded() -> None:
     value = run_pickle(pickle.dumps([list(range(50))] * 3)).value
     assert len(render(value)) <= 160
+
+
+# --------------------------------------------------------------------------------------------------------------
+# No early stop: a linear scan reads on after an error or a limit (attack samples first)
+# --------------------------------------------------------------------------------------------------------------
+
+def _call_reduce(module: bytes, name: bytes, arg: bytes) -> bytes:
+    return b"c" + module + b"\n" + name + b"\n(X" + struct.pack("<I", len(arg)) + arg + b"tR"
+
+
+# empty APPENDS on an int, BUILD(None) on an int, then the call: CPython runs it, the old machine refused the prefix
+ODD_PREFIX_THEN_SYSTEM = b"K\x01(e0K\x02Nb0" + _call_reduce(b"os", b"system", b"id") + b"."
+SYSTEM_THEN_BAD_OPCODE = _call_reduce(b"posix", b"system", b"id") + b"\xff" + b"garbage"
+POPEN_AFTER_UNDERFLOW = b"\x80\x02K\x01s" + _call_reduce(b"subprocess", b"Popen", b"id") + b"."
+
+
+def _su(text: bytes) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text
+
+
+def _stack_global_attack() -> bytes:
+    """A bad byte, then subprocess.Popen through STACK_GLOBAL with memoised operands, fetched again by GET."""
+    return (b"\x80\x04N\xfe" + _su(b"subprocess") + b"\x94" + _su(b"Popen") + b"\x94\x93\x8c\x02id\x85R0"
+            + b"h\x00h\x01\x93)R.")
+
+
+def test_odd_but_legal_prefix_no_longer_stops_the_machine() -> None:
+    result = run_pickle(ODD_PREFIX_THEN_SYSTEM)
+    assert result.ok, result.error
+    assert [render(c) for c in result.calls] == ["os.system('id')"]
+
+
+def test_call_before_a_bad_opcode_is_kept_and_the_rest_is_scanned() -> None:
+    result = run_pickle(SYSTEM_THEN_BAD_OPCODE)
+    assert not result.ok and "invalid load key" in result.error
+    assert [render(c) for c in result.calls] == ["posix.system('id')"]
+    assert result.recovered_from == len(SYSTEM_THEN_BAD_OPCODE) - len(b"\xffgarbage")
+
+
+def test_call_after_an_error_is_found_by_the_recovery_scan() -> None:
+    result = run_pickle(POPEN_AFTER_UNDERFLOW)
+    assert not result.ok and "underflow" in result.error
+    scanned = [(u.ref.qualname, u.from_scan) for u in result.globals]
+    assert scanned == [("subprocess.Popen", True)]
+    assert [(render(c), c.opcode, c.from_scan) for c in result.calls] == [("subprocess.Popen(...)", "REDUCE", True)]
+
+
+def test_recovery_scan_follows_stack_global_operands_through_the_memo() -> None:
+    result = run_pickle(_stack_global_attack())
+    assert not result.ok
+    assert [u.ref.qualname for u in result.globals] == ["subprocess.Popen", "subprocess.Popen"]
+    assert {render(c) for c in result.calls} == {"subprocess.Popen(...)"}
+
+
+def test_recovery_scan_reads_past_an_opcode_limit_and_is_bounded() -> None:
+    data = b"N0" * 2_000 + _call_reduce(b"os", b"system", b"id") + b"."
+    result = run_pickle(data, limits=Limits(max_opcodes=1_000))
+    assert "opcodes" in result.error
+    assert [render(c) for c in result.calls] == ["os.system(...)"]
+    bounded = run_pickle(data, limits=Limits(max_opcodes=1_000, max_scan_steps=100))
+    assert bounded.calls == [] and [a.kind for a in bounded.anomalies] == ["limit", "limit", "recovered"]
+
+
+def test_recovery_scan_ignores_names_that_are_not_identifiers() -> None:
+    result = run_pickle(b"\xff" + b"c\x00\x01\n\x02\n" + b"cnot a name\nx y\n")
+    assert result.globals == [] and result.calls == []
+
+
+def test_later_stacked_pickle_after_a_broken_one_is_scanned() -> None:
+    data = pickle.dumps([1]) + b"K\x01s" + pickle.dumps(2)[:-1] + _call_reduce(b"os", b"system", b"x") + b"."
+    results, _ = scan_stream(data)
+    assert [render(c) for r in results for c in r.calls] == ["os.system(...)"]
+
+
+@pytest.mark.parametrize("payload, call, verified", [
+    (ODD_PREFIX_THEN_SYSTEM, "os.system", True),
+    (SYSTEM_THEN_BAD_OPCODE, "posix.system", False),
+    (POPEN_AFTER_UNDERFLOW, "subprocess.Popen", False),
+    (_stack_global_attack(), "subprocess.Popen", False),
+])
+def test_audit_fails_with_a_critical_finding_on_payloads_around_errors(runner, tmp_path, payload: bytes,
+                                                                        call: str, verified: bool) -> None:
+    from tests.conftest import invoke_json
+
+    target = tmp_path / "model.pkl"
+    target.write_bytes(payload)
+    code, report = invoke_json(runner, "audit", target)
+    findings = [f for file in report["files"] for f in file.get("findings", [])] + report.get("findings", [])
+    critical = [f for f in findings if f["severity"] == "critical" and call in f["message"]]
+    assert code == 1 and {f["rule_id"] for f in critical} == {"WA401"}, findings
+    assert report["files"][0]["verified"] is verified
