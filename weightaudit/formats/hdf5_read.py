@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.model import Finding, Role, TensorInfo, element_count
 from weightaudit.rules import get_rule
 
@@ -385,14 +386,21 @@ def _tensor(data: _Dataset, name: str, rel: str, role: Role, base: int | None) -
                       byte_order="big" if data.dtype.byteorder == ">" else "little")
 
 
-def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming) -> Inventory:
-    """Every dataset of the file, named by ``naming`` when it knows them, else by HDF5 path."""
+def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming,
+                   max_datasets: int = DEFAULT_LIMITS.tensors_per_file) -> Inventory:
+    """Every dataset of the file (at most ``max_datasets``: then WA132), named by ``naming`` when it knows them,
+    else by HDF5 path."""
     inventory = Inventory(findings=list(naming.findings))
     for path, kind, target in naming.scan.links:
         inventory.findings.append(get_rule("WA435").finding(rel, f"{kind} {path!r} -> {target!r}", where=path))
         inventory.verified = False
     groups = _GroupIds()
-    for path in naming.scan.datasets:
+    if len(naming.scan.datasets) > max_datasets:
+        inventory.findings.append(get_rule("WA132").finding(
+            rel, f"{len(naming.scan.datasets):,} datasets: only the first {max_datasets:,} were inventoried "
+            f"(limits.tensors_per_file = {max_datasets:,})"))
+        inventory.verified = False
+    for path in naming.scan.datasets[:max_datasets]:
         data = _Dataset.open(handle, path, groups)
         inventory.datasets += 1
         inventory.chunked += data.layout == h5py.h5d.CHUNKED

@@ -9,8 +9,8 @@ The walk visits every dict and list, iteratively and within named limits, and yi
   with the ``class_name`` of the object that holds it.
 
 Nothing is resolved or imported: rules (weightaudit/rules/keras_rules.py) judge the objects against Keras'
-own built-in names. Limits: :data:`MAX_DEPTH` nesting levels and :data:`MAX_NODES` values; a walk that hits one
-says so in ``ConfigWalk.limit`` (the loader turns that into WA173 and an unverified file).
+own built-in names. Limits: ``nesting_depth`` levels and ``objects_visited`` values (weightaudit/limits.py); a walk that hits one
+names it in ``ConfigWalk.limit`` (the loader turns that into WA132 and an unverified file).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_DEPTH = 256            # Keras configs nest a few dozen levels; deeper is an attack on the walker
-MAX_NODES = 2_000_000      # dicts, lists and scalars visited per config
+from weightaudit.limits import DEFAULT_LIMITS
+
+MAX_DEPTH = DEFAULT_LIMITS.nesting_depth        # Keras configs nest a few dozen levels
+MAX_NODES = DEFAULT_LIMITS.objects_visited      # dicts, lists and values visited per config
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}:/")      # file:/ http:// gs:// s3:// hdfs:// ...
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -81,7 +83,7 @@ def _layer_label(node: dict, layer: str) -> str:
     return layer
 
 
-def walk_config(config: Any, prefix: str = "") -> ConfigWalk:
+def walk_config(config: Any, prefix: str = "", max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> ConfigWalk:
     """Every object and suspicious value of ``config``; ``prefix`` starts the config paths."""
     walk = ConfigWalk()
     stack: list[tuple[Any, str, str, str | None, int]] = [(config, prefix, "", None, 0)]
@@ -89,11 +91,11 @@ def walk_config(config: Any, prefix: str = "") -> ConfigWalk:
     while stack:
         node, path, layer, owner, depth = stack.pop()
         visited += 1
-        if visited > MAX_NODES:
-            walk.limit = f"more than {MAX_NODES:,} values"
+        if visited > max_nodes:
+            walk.limit = "objects_visited"
             break
-        if depth > MAX_DEPTH:
-            walk.limit = f"nested deeper than {MAX_DEPTH} levels at {path or '(root)'}"
+        if depth > max_depth:
+            walk.limit = "nesting_depth"
             continue
         if isinstance(node, dict):
             cls = node.get("class_name")
@@ -131,9 +133,12 @@ def _is_keras(module: Any) -> bool:
     return isinstance(module, str) and any(module == r or module.startswith(r + ".") for r in _KERAS_MODULE_ROOTS)
 
 
-def config_facts(config: Any) -> dict[str, Any]:
-    """Layers (nested), Lambda layers and custom objects of a model config, for facts and reports."""
-    walk = walk_config(config)
+def config_facts(config: Any, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> dict[str, Any]:
+    """Layers (nested), Lambda layers and custom objects of a model config, for facts and reports.
+
+    ``keras_config_limit`` names the limit (weightaudit/limits.py) the walk hit, else None.
+    """
+    walk = walk_config(config, "", max_depth, max_nodes)
     layers: list[dict[str, Any]] = []
     lambdas: set[str] = set()
     custom: set[str] = set()
@@ -153,4 +158,5 @@ def config_facts(config: Any) -> dict[str, Any]:
             custom.add(f"{module}.{cls}")
     model_class = config.get("class_name") if isinstance(config, dict) else None
     return {"model_class": model_class, "layers": layers, "lambda_layers": sorted(lambdas),
-            "custom_objects": sorted(custom), "keras_config_limit": walk.limit}
+            "custom_objects": sorted(custom), "keras_config_limit": walk.limit,
+            "keras_walk_limits": [max_depth, max_nodes]}

@@ -8,8 +8,9 @@ Two loaders:
 - ``keras-zip``: a ``.keras`` zip holding ``config.json`` + ``model.weights.h5`` (+ ``metadata.json``). A STORED
   inner HDF5 (what Keras writes) is read in place through a bounded window on the archive, so contiguous
   datasets get absolute offsets in the ``.keras`` file. A compressed member is inflated ONCE, front to back, into
-  an anonymous temporary file of at most :data:`MAX_SPOOL_BYTES` (h5py seeks backwards, and every backward seek
-  in a deflate stream would inflate it again from the start); past the bound: WA172 and an unverified file.
+  an anonymous temporary file of at most ``limits.bytes_inflated`` bytes (h5py seeks backwards, and every backward seek
+  in a deflate stream would inflate it again from the start); past ``limits.bytes_inflated``: WA132 and an
+  unverified file.
 - ``hdf5``: any HDF5 file, inventoried once (hdf5_read.py).
 
 Contiguous datasets with absolute offsets are streamed straight from the file; others through one cached open
@@ -21,7 +22,7 @@ file per process (hdf5_read.open_cached).
 - ``keras_version``, ``backend``, ``model_class``, ``date_saved`` (when recorded).
 - ``layers``: list of ``{"path", "class_name", "module"}`` from the model config, nested models included.
 - ``lambda_layers``: layer paths of Lambda / ``__lambda__`` objects; ``custom_objects``: ``registered_name`` /
-  ``module`` values outside Keras; ``keras_config_limit``: why the config walk stopped early (else None).
+  ``module`` values outside Keras; ``keras_config_limit``: the limit the config walk hit (else None).
 - ``keras_config``: the parsed model config; ``keras_training_config`` (legacy ``training_config``).
 - ``hdf5``: ``{"datasets": n, "chunked": n, "filters": [ids], "inner_offset": int|None}``.
 - ``archive`` (keras-zip only): ``{"members": [...], "weights_stored": bool}``.
@@ -41,12 +42,14 @@ from typing import Any, BinaryIO
 
 import h5py
 
+from weightaudit.formats.hdf5_userblock import superblock_offset, user_block_findings
 from weightaudit.formats.base import LoadOptions, Probe, iter_contiguous_chunks, unreadable
 from weightaudit.formats.hdf5_read import (  # noqa: F401  (re-exported for tests and callers)
     BOMB_FLOOR_BYTES, BOMB_RATIO, Inventory, Naming, dtype_code, inventory_file, iter_dataset_blocks, json_attr,
     keras3_variable_names, legacy_tensor_name, name_datasets, open_cached, stream_tensor, text,
 )
 from weightaudit.formats.keras_config import config_facts
+from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 from weightaudit.rules import get_rule
 
@@ -54,8 +57,6 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 MAX_JSON_BYTES = 64 * 1024 * 1024
-MAX_SPOOL_BYTES = 1 << 32      # a deflated model.weights.h5 is inflated to a temporary file up to 4 GiB
-SPOOL_OPTION = "max_keras_spool_bytes"
 _OPEN_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, zipfile.BadZipFile,
                 UnicodeDecodeError, struct.error, EOFError, NotImplementedError, SystemError, OverflowError,
                 AttributeError)  # h5py surfaces corrupt files as any of these (SystemError seen by fuzzing)
@@ -114,15 +115,16 @@ def _cache_key(path: Path, kind: str) -> tuple:
 
 # ---------------------------------------------------------------- facts
 
-def _config_facts(config: Any, rel: str, findings: list[Finding]) -> dict[str, Any]:
-    """Facts of a model config; a config too deep or too large to walk whole is WA173 (file unverified)."""
-    facts = config_facts(config)
-    if facts.get("keras_config_limit"):
-        findings.append(get_rule("WA173").finding(rel, f"model config not walked whole: {facts['keras_config_limit']}"))
+def _config_facts(config: Any, rel: str, findings: list[Finding], limits: Limits) -> dict[str, Any]:
+    """Facts of a model config; a config too deep or too large to walk whole is WA132 (file unverified)."""
+    facts = config_facts(config, limits.nesting_depth, limits.objects_visited)
+    hit = facts.get("keras_config_limit")
+    if hit:
+        findings.append(get_rule("WA132").finding(rel, f"Keras model config not walked whole: {describe(hit, limits)}"))
     return facts
 
 
-def _legacy_facts(handle: h5py.File, rel: str, findings: list[Finding]) -> dict[str, Any]:
+def _legacy_facts(handle: h5py.File, rel: str, findings: list[Finding], limits: Limits) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for key in ("keras_version", "backend"):
         source = handle.attrs if key in handle.attrs else handle.get("model_weights", handle).attrs
@@ -131,18 +133,19 @@ def _legacy_facts(handle: h5py.File, rel: str, findings: list[Finding]) -> dict[
     config = json_attr(handle, "model_config")
     if config is not None:
         facts["keras_config"] = config
-        facts.update(_config_facts(config, rel, findings))
+        facts.update(_config_facts(config, rel, findings, limits))
     training = json_attr(handle, "training_config")
     if training is not None:
         facts["keras_training_config"] = training
     return facts
 
 
-def read_hdf5(handle: h5py.File, rel: str, base: int | None) -> tuple[Inventory, dict[str, Any]]:
+def read_hdf5(handle: h5py.File, rel: str, base: int | None,
+              limits: Limits = DEFAULT_LIMITS) -> tuple[Inventory, dict[str, Any]]:
     """Inventory and facts of an open HDF5 file whose bytes start at ``base`` in ``rel`` (None: not addressable)."""
     naming = name_datasets(handle, rel)
-    inventory = inventory_file(handle, rel, base, naming)
-    facts = _legacy_facts(handle, rel, inventory.findings) if naming.layout.startswith("keras-legacy") else {}
+    inventory = inventory_file(handle, rel, base, naming, limits.tensors_per_file)
+    facts = _legacy_facts(handle, rel, inventory.findings, limits) if naming.layout.startswith("keras-legacy") else {}
     facts["layout"] = naming.layout
     facts["hdf5"] = {"datasets": inventory.datasets, "chunked": inventory.chunked,
                      "filters": sorted(inventory.filters), "inner_offset": base}
@@ -170,18 +173,19 @@ class Hdf5Loader:
     name = "hdf5"
 
     def sniff(self, probe: Probe) -> bool:
-        return not probe.is_dir and _sniff_hdf5(probe.head)
+        return not probe.is_dir and superblock_offset(probe) is not None   # 0, 512, 1024 ... as libhdf5 searches
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         size = _size(path)
         try:
             with h5py.File(path, "r") as handle:
-                inventory, facts = read_hdf5(handle, rel, 0)
+                inventory, facts = read_hdf5(handle, rel, 0, options.limits)
         except _OPEN_ERRORS as exc:
             reason = f"{rel}: not a readable HDF5 file ({_describe(exc)})"
             return unreadable(rel, self.name, size, reason, [get_rule("WA171").finding(rel, reason)])
-        return LoadedFile(rel, self.name, size, tuple(inventory.tensors), tuple(inventory.findings), facts,
-                          FileStatus.OK, None, inventory.verified)
+        block_findings, block_checked = user_block_findings(path, rel, options)   # a pickle before the superblock
+        return LoadedFile(rel, self.name, size, tuple(inventory.tensors), tuple(inventory.findings) + tuple(block_findings),
+                          facts, FileStatus.OK, None, inventory.verified and block_checked)
 
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int) -> Iterator[memoryview]:
         yield from _stream(path, tensor, chunk_bytes, lambda: (h5py.File(path, "r"), ()), "hdf5")
@@ -254,11 +258,6 @@ def _archive_problem(archive: zipfile.ZipFile) -> str | None:
     return None
 
 
-def _spool_limit(options: LoadOptions) -> int:
-    value = options.extra.get(SPOOL_OPTION, MAX_SPOOL_BYTES)
-    return int(value) if isinstance(value, int) and value > 0 else MAX_SPOOL_BYTES
-
-
 class KerasZipLoader:
     """Keras 3 ``.keras`` archives: config.json facts plus the inner model.weights.h5, read without re-inflation."""
 
@@ -277,12 +276,12 @@ class KerasZipLoader:
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         size = _size(path)
         try:
-            return self._load(path, rel, size, _spool_limit(options))
+            return self._load(path, rel, size, options.limits)
         except _OPEN_ERRORS as exc:
             reason = f"{rel}: unreadable .keras archive ({_describe(exc)})"
             return unreadable(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
 
-    def _load(self, path: Path, rel: str, size: int, limit: int) -> LoadedFile:
+    def _load(self, path: Path, rel: str, size: int, limits: Limits) -> LoadedFile:
         with zipfile.ZipFile(path) as archive:
             problem = _archive_problem(archive)
             if problem:
@@ -293,16 +292,16 @@ class KerasZipLoader:
             stored = archive.getinfo("model.weights.h5").compress_type == zipfile.ZIP_STORED
             members = sorted(archive.namelist())
             try:
-                stream, base = _open_weights(path, archive, limit)
+                stream, base = _open_weights(path, archive, limits.bytes_inflated)
             except SpoolLimit as exc:
                 inventory, facts = Inventory(verified=False), {"layout": "unread"}
-                inventory.findings.append(get_rule("WA172").finding(
-                    rel, f"model.weights.h5 is deflated and {exc} (bound {limit:,} bytes, policy key "
-                    f"{SPOOL_OPTION}): its weights were not read", where="model.weights.h5"))
+                inventory.findings.append(get_rule("WA132").finding(
+                    rel, f"model.weights.h5 is deflated and {exc}: {describe('bytes_inflated', limits)}; its "
+                    "weights were not read", where="model.weights.h5"))
             else:
                 with stream, h5py.File(stream, "r") as handle:
-                    inventory, facts = read_hdf5(handle, rel, base)
-        facts.update(_config_facts(config, rel, inventory.findings))
+                    inventory, facts = read_hdf5(handle, rel, base, limits)
+        facts.update(_config_facts(config, rel, inventory.findings, limits))
         inventory.verified = inventory.verified and not facts.get("keras_config_limit")
         facts["keras_config"] = config
         if isinstance(metadata, dict):
@@ -314,7 +313,8 @@ class KerasZipLoader:
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int) -> Iterator[memoryview]:
         def opener() -> tuple[h5py.File, tuple[Any, ...]]:
             with zipfile.ZipFile(path) as archive:
-                stream, _base = _open_weights(path, archive, MAX_SPOOL_BYTES)
+                info = archive.getinfo("model.weights.h5")   # load() already held it to limits.bytes_inflated
+                stream, _base = _open_weights(path, archive, info.file_size)
             try:
                 return h5py.File(stream, "r"), (stream,)
             except BaseException:
@@ -326,4 +326,4 @@ class KerasZipLoader:
 KERAS_ZIP_LOADER = KerasZipLoader()
 HDF5_LOADER = Hdf5Loader()
 LOADER = HDF5_LOADER
-__all__ = ["KERAS_ZIP_LOADER", "HDF5_LOADER", "LOADER", "read_hdf5", "spool_member", "MAX_SPOOL_BYTES"]
+__all__ = ["KERAS_ZIP_LOADER", "HDF5_LOADER", "LOADER", "read_hdf5", "spool_member"]

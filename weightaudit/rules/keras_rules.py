@@ -1,4 +1,4 @@
-"""Keras config rules (WA430–WA434, WA437–WA439; WA173 is raised by the loader): every object a config names, judged against Keras' own
+"""Keras config rules (WA430–WA434, WA437–WA439): every object a config names, judged against Keras' own
 built-in objects.
 
 The configs are the ``keras_config`` (``.keras`` ``config.json`` or legacy ``.h5`` ``model_config``), the
@@ -22,7 +22,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Iterator, Mapping
 
-from weightaudit.formats.keras_config import ConfigObject, ConfigValue, show_path, walk_config
+from weightaudit.formats.keras_config import MAX_DEPTH, MAX_NODES, ConfigObject, ConfigValue, show_path, walk_config
 from weightaudit.model import Finding, LoadedFile, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
@@ -41,7 +41,6 @@ DANGEROUS_LEAVES = frozenset({
 TF_SYMBOL_DANGER = ("io.", "py_function", "numpy_function", "py_func", "compat.v1.py_func", "raw_ops.", "print",
                     "summary.", "saved_model.", "data.", "load_op_library", "load_library", "gfile", "compat.v1.io",
                     "debugging.experimental", "keras.utils", "keras.models", "keras.saving")
-MAX_FINDINGS_PER_RULE = 100   # per file: then one summary finding with the count
 
 
 @dataclass(frozen=True)
@@ -251,10 +250,11 @@ def _where(path: str, layer: str) -> str:
 
 
 def file_findings(loaded: LoadedFile) -> list[Finding]:
-    """Every Keras config finding for one file, at most MAX_FINDINGS_PER_RULE per rule plus a count."""
+    """Every Keras config finding for one file (the pipeline caps findings per rule per file)."""
     found: list[Finding] = []
     for prefix, config in _sources(loaded):
-        walk = walk_config(config, prefix)
+        depth, nodes = loaded.facts.get("keras_walk_limits") or (MAX_DEPTH, MAX_NODES)
+        walk = walk_config(config, prefix, depth, nodes)
         items: list[tuple[ConfigObject | ConfigValue, Verdict]] = []
         for obj in walk.objects:
             items.extend((obj, v) for v in judge_object(obj.node))
@@ -266,22 +266,7 @@ def file_findings(loaded: LoadedFile) -> list[Finding]:
             where = _where(item.path, item.layer)
             found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at {where}",
                                                           where=show_path(item.path), severity=verdict.severity))
-    return _cap(found)
-
-
-def _cap(findings: list[Finding]) -> list[Finding]:
-    kept: list[Finding] = []
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding.rule_id] = counts.get(finding.rule_id, 0) + 1
-        if counts[finding.rule_id] <= MAX_FINDINGS_PER_RULE:
-            kept.append(finding)
-    for rule_id, count in counts.items():
-        if count > MAX_FINDINGS_PER_RULE:
-            worst = max(f.severity for f in findings if f.rule_id == rule_id)
-            kept.append(_RULES[rule_id].finding(kept[0].path, f"{count - MAX_FINDINGS_PER_RULE} more {rule_id} "
-                                                f"findings in this file not listed", severity=worst))
-    return kept
+    return found
 
 
 _CACHE: list[Any] = [None, None]
@@ -347,8 +332,3 @@ _DEFS = (
 _RULES: dict[str, Rule] = {}
 for _id, _name, _summary, _severity, _help, _cwe in _DEFS:
     _RULES[_id] = register(Rule(_id, _name, _summary, _severity, _help, cwe=_cwe, tags=_TAGS, check=_check_for(_id)))
-_RULES["WA173"] = register(Rule(
-    "WA173", "keras-config-limit", "A Keras config was not walked whole (nesting or size limit).", Severity.HIGH,
-    "The model config nests deeper than 256 levels or holds more than 2,000,000 values: the part beyond the "
-    "limit was not checked, so the file is not verified. Real Keras configs are far smaller.",
-    cwe=400, tags=("integrity", "keras")))
