@@ -9,12 +9,14 @@ import lzma
 import pickle
 import zlib
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from weightaudit.formats import LoadOptions, read_probe, sniff
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.model import FileStatus, LoadedFile, Severity
 
 PAYLOAD = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R."          # os.system("id"): never loaded
@@ -32,10 +34,10 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def load(path: Path, **extra: object) -> tuple[str, LoadedFile]:
+def load(path: Path, **limits: int) -> tuple[str, LoadedFile]:
     loader = sniff(read_probe(path))
     assert loader is not None, path
-    return loader.name, loader.load(path, path.name, LoadOptions(extra=dict(extra)))
+    return loader.name, loader.load(path, path.name, LoadOptions(limits=replace(DEFAULT_LIMITS, **limits)))
 
 
 def rules(loaded: LoadedFile) -> dict[str, Severity]:
@@ -79,7 +81,7 @@ def test_inflation_bound_is_a_finding_and_not_verified(tmp_path: Path) -> None:
     path = tmp_path / "bomb.pkl.gz"
     big = pickle.dumps(b"\x00" * 5_000_000, protocol=4)
     path.write_bytes(gzip.compress(big))
-    _, loaded = load(path, max_inflated_bytes=100_000)
+    _, loaded = load(path, bytes_inflated=100_000)
     assert rules(loaded)["WA156"] is Severity.HIGH
     assert not loaded.verified
 

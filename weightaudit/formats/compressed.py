@@ -4,8 +4,8 @@ a joblib stream, a torch archive, a tar or an ``.npy``.
 Recognised by magic (:data:`CODECS`), never by name: ``model.pkl.gz``, ``.pt.bz2`` and every compressed form
 ``joblib.dump(compress=...)`` writes (zlib, gzip, bz2, lzma, xz; lz4 is recognised but cannot be inflated without
 the lz4 package: WA158, not verified). The stream is inflated step by step with the stdlib decompressor objects
-(``max_length`` bounds every step) into a temporary file, never past :data:`MAX_INFLATED_BYTES`
-(``LoadOptions.extra['max_inflated_bytes']``): hitting the bound is WA156 and the file is not verified, and the
+(``max_length`` bounds every step) into a temporary file, never past ``limits.bytes_inflated`` (the user's
+policy; default 4 GiB): hitting the bound is WA156 and the file is not verified, and the
 inflated prefix is still scanned. The inflated bytes are then read by the body of the loader their magic names
 (:func:`inner_body`). Tensors keep inflated-stream offsets; :meth:`CompressedLoader.iter_chunks` re-inflates
 to stream them (flat memory, one pass per tensor).
@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterator
 from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, safe_load
+from weightaudit.limits import describe
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules.container_rules import COMPRESSED_PICKLE, INFLATION_LIMIT, UNSCANNED_ARCHIVE
 
-__all__ = ["CODECS", "MAX_INFLATED_BYTES", "CompressedLoader", "LOADER", "codec_of", "inflate_to", "load_body"]
+__all__ = ["CODECS", "CompressedLoader", "LOADER", "codec_of", "inflate_to", "load_body"]
 
-MAX_INFLATED_BYTES = 4 * 1024 ** 3
 MAX_NESTING = 2                   # gzip inside gzip...
 STEP_OUTPUT = 1024 * 1024         # max_length of every decompress step
 STEP_INPUT = 256 * 1024
@@ -182,12 +182,13 @@ def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
         scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"{codec.name} compressed data cannot be inflated "
                                                                  "without the lz4 package; the contents are unchecked"))
         raise FileProblem(f"{codec.name} compression is not supported: contents not verified")
-    limit = int(options.extra.get("max_inflated_bytes", MAX_INFLATED_BYTES))
+    limit = options.limits.bytes_inflated
     with tempfile.TemporaryFile(prefix="weightaudit-") as spool:
         written, hit = inflate_to(view_reader(view), codec, spool, limit)
         spool.flush()
         if hit:
-            scan.findings.append(INFLATION_LIMIT.finding(scan.rel, f"{codec.name} stream inflates past {limit} bytes; "
+            scan.findings.append(INFLATION_LIMIT.finding(scan.rel, f"{codec.name} stream inflates past "
+                                                                   f"{describe('bytes_inflated', options.limits)}; "
                                                                    "the rest was not checked"))
             scan.verified = False
         if written == 0:

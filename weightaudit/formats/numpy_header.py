@@ -164,8 +164,16 @@ class _Literal:
         self.allow_long_suffix = allow_long_suffix
 
     def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
+        """Spaces, and comments to the end of their line (Python's tokenizer drops both)."""
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == "#":
+                end = self.text.find("\n", self.pos)
+                self.pos = len(self.text) if end < 0 else end
+            elif char in " \t\r\n\f":
+                self.pos += 1
+            else:
+                return
 
     def peek(self) -> str:
         self.skip_space()

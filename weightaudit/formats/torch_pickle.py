@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import mmap
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.numpy_header import NpyRefused
 from weightaudit.formats.numpy_npy import NPY_MAGIC, NUMPY, NumpyLoader, scan_npy
 from weightaudit.formats.raw_pickle import LOADER, PICKLE_SUFFIXES, RawPickleLoader, looks_like_pickle
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
@@ -63,6 +65,7 @@ from weightaudit.formats.zipread import (
 )
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules import pickle_rules as R
+from weightaudit.rules.container_rules import LOADER_REFUSES, UNSCANNED_ARCHIVE
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -147,6 +150,9 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
     _zip_member_checks(scan, entries, duplicates)
     pkl_name = _main_pickle_name(table)
     main_entry = table.get(pkl_name) if pkl_name else None
+    scan.facts["npz"] = main_entry is None and _is_npz(path_key, entries)
+    if scan.facts["npz"]:
+        _zipfile_accepts(scan, path_key)
     main: PickleResult | None = None
     for entry in entries:
         scanned = _scan_zip_member(scan, view, entry, options, is_main=entry is main_entry, path_key=path_key)
@@ -187,6 +193,24 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
     if compressed:
         scan.findings.append(R.COMPRESSED_RECORD.finding(scan.rel, f"{len(compressed)} tensors are in compressed records",
                                                          tensor=compressed[0]))
+
+
+def _is_npz(path_key: str, entries: list[ZipEntry]) -> bool:
+    """An archive numpy.load reads: named .npz, or nothing but .npy members."""
+    name = path_key.removesuffix("#inflated").lower()
+    return name.endswith(".npz") or (bool(entries) and all(e.name.endswith(".npy") for e in entries))
+
+
+def _zipfile_accepts(scan: FileScan, path_key: str) -> None:
+    """numpy.load opens .npz files with zipfile: where zipfile refuses the central directory, so do we."""
+    if "#inflated" in path_key:
+        return
+    try:
+        with zipfile.ZipFile(path_key) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        scan.findings.append(LOADER_REFUSES.finding(scan.rel, f"numpy.load (zipfile) refuses the archive: {exc}"))
+        scan.verified = False
 
 
 def _main_pickle_name(table: dict[str, ZipEntry]) -> str | None:
@@ -244,6 +268,10 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         scan.error = scan.error or f"member {entry.name!r} is encrypted and cannot be checked"
         return []
     if not (is_pickle or is_npy):
+        if scan.facts.get("npz"):
+            scan.findings.append(LOADER_REFUSES.finding(scan.rel, f"member {entry.name!r} is not an array: numpy.load "
+                                                                  "hands it out as raw bytes", where=entry.name))
+            scan.verified = False
         return []
     if encrypted:
         scan.findings.append(R.ZIP_FLAGS.finding(scan.rel, f"member {entry.name!r} is flagged encrypted but holds "
@@ -254,8 +282,11 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
                                                where=entry.name))
     if is_npy:
         stored = entry.method == 0
-        scan_npy(scan, data, entry.name, options, entry.data_offset if stored else None,
-                 compressed=None if stored else (path_key, entry))
+        try:
+            scan_npy(scan, data, entry.name, options, entry.data_offset if stored else None,
+                     compressed=None if stored else (path_key, entry))
+        except NpyRefused:               # WA157 already reported; the other members are still read
+            scan.verified = False
         return []
     if not is_main and not base.endswith((".pkl", ".pickle", ".debug_pkl")):
         scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"member {entry.name!r} holds a pickle",
@@ -356,6 +387,9 @@ def _load_7z(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
             if result.ok:
                 scan.add_pickle(f"embedded pickle at byte {pos}", 0, result, view)
         pos = data.find(b"\x80", pos + 1)
+    found = len(scan.results)
+    scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, "7z archive: members are not unpacked"
+                                                             f"{f'; {found} uncompressed pickles found and scanned' if found else ''}"))
     scan.error = "7z archive: members are not unpacked, so the contents are not verified"
 
 

@@ -26,7 +26,7 @@ INFLATION_LIMIT = _container_rule(
     "WA156", "inflation-limit", "A compressed container inflates past weightaudit's limit; the rest was not checked.",
     Severity.HIGH,
     "gzip, bz2, xz/lzma, zlib and joblib's compressed files are inflated step by step with a named bound on the "
-    "inflated bytes (LoadOptions.extra['max_inflated_bytes'], default 4 GiB). A file past the bound is a "
+    "inflated bytes (limits.bytes_inflated in your policy, default 4 GiB). A file past the bound is a "
     "decompression bomb or not a weights file; what lies beyond it was not checked.", cwe=409)
 LOADER_REFUSES = _container_rule(
     "WA157", "loader-refuses", "The real loader (numpy, zipfile, torch, joblib) refuses this file or part of it.",
