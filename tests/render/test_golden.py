@@ -1,9 +1,15 @@
-"""Golden files for every output format. Regenerate with UPDATE_GOLDEN=1 after an intended change."""
+"""Golden files for every output format, and text output at 80 and 120 columns for every command on the bundled
+example (tiny-bert) and the defects fixture; every line fits its width.
+
+Regenerate after an intended change (other helpers' new rules shift audit outputs too) and review the diff:
+    UPDATE_GOLDEN=1 pytest -q tests/render/test_golden.py
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,9 +29,18 @@ CASES = {
 }
 
 
+WIDTHS = (80, 120)
+COMMANDS = {"inspect": ("inspect",), "inspect-stats": ("inspect", "--stats"), "audit": ("audit",),
+            "scorecard": ("scorecard",)}
+WIDE_CASES = {f"{name}-{target}-{width}.txt": (args, target, width)
+              for name, args in COMMANDS.items() for target in ("tiny-bert", "defects") for width in WIDTHS}
+
+
 @pytest.fixture
 def targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(FIXTURES / "tiny-bert", tmp_path / "tiny-bert")
+    shutil.copytree(FIXTURES / "defects", tmp_path / "defects")
+    monkeypatch.setenv("COLUMNS", "100")
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for name in ("WA106-duplicate-key.safetensors", "WA111-offset-hole.safetensors", "valid.safetensors"):
@@ -55,6 +70,29 @@ def test_output_matches_golden(runner, targets: Path, golden: str) -> None:
     assert actual == path.read_text()
     if fmt in ("json", "sarif"):
         json.loads(actual)
+
+
+def _check_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(actual)
+    assert path.exists(), f"missing golden file {path.name}: run with UPDATE_GOLDEN=1 and review it"
+    assert actual == path.read_text()
+
+
+@pytest.mark.parametrize("golden", sorted(WIDE_CASES))
+def test_text_at_80_and_120_columns(runner, targets: Path, monkeypatch: pytest.MonkeyPatch, golden: str) -> None:
+    args, target, width = WIDE_CASES[golden]
+    monkeypatch.setenv("COLUMNS", str(width))
+    result = invoke(runner, *args, target)
+    actual = _normalise(result.stdout)
+    _check_golden(golden, actual)
+    too_long = [line for line in actual.splitlines() if len(line) > width]
+    assert too_long == [], f"{golden}: {len(too_long)} line(s) wider than {width} columns"
+    assert re.search(r"\d…|…\d", actual) is None, f"{golden}: a number was cut"
+    if args[0] != "scorecard":
+        assert actual.rstrip().splitlines()[-1].startswith(("PASS (exit 0)", "FAIL (exit 1)", "INCOMPLETE (exit 3)"))
+        assert actual.rstrip().splitlines()[-1].split(" ")[2].rstrip("):") == str(result.exit_code)
 
 
 def test_json_goldens_validate_against_the_report_schema() -> None:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red", Severity.MEDIUM: "yellow",
                   Severity.LOW: "cyan", Severity.INFO: "dim"}
+FINDINGS_TABLE_MIN_WIDTH = 100   # narrower: one finding per heading line, its message wrapped under it
+FINDING_INDENT = 10
 VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red", Verdict.INCOMPLETE: "bold yellow"}
 
 
@@ -40,7 +42,7 @@ def render(report: Report, options: "RenderOptions") -> str:
     if report.tensors and not options.findings_only:
         for part in tensor_section(console, report, options, table_box):
             console.print(part)
-    console.print(_findings_block(report, table_box))
+    console.print(_findings_block(report, table_box, options.width))
     return buffer.getvalue()
 
 
@@ -113,19 +115,43 @@ def _files_line(report: Report) -> str:
     return f"{len(report.files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ")"
 
 
-def _findings_block(report: Report, table_box: box.Box):
-    parts = []
+def _findings_table(findings: list, table_box: box.Box) -> list:
+    table = Table(box=table_box, title=f"Findings ({len(findings)})", title_justify="left")
+    table.add_column("Severity", no_wrap=True)
+    table.add_column("Rule", no_wrap=True)
+    table.add_column("Path", overflow="fold")
+    table.add_column("Message", overflow="fold")
+    for finding in findings:
+        where = f" [{finding.where}]" if finding.where else ""
+        table.add_row(Text(finding.severity.label, style=SEVERITY_STYLE[finding.severity]), finding.rule_id,
+                      finding.path, finding.message + where)
+    return [table]
+
+
+def _findings_stacked(findings: list, width: int) -> list:
+    """Narrow terminals: severity, rule and path on one line, the message word-wrapped under it."""
+    import textwrap
+
+    out: list = [Text(f"Findings ({len(findings)})")]
+    indent = " " * FINDING_INDENT
+    for finding in findings:
+        head = Text(f"{finding.severity.label:<{FINDING_INDENT - 1}} ", style=SEVERITY_STYLE[finding.severity])
+        head.append(f"{finding.rule_id}  {finding.path}")
+        head.overflow = "fold"
+        out.append(head)
+        where = f" [{finding.where}]" if finding.where else ""
+        wrapped = textwrap.wrap(finding.message + where, width=width, initial_indent=indent,
+                                subsequent_indent=indent, break_on_hyphens=False)
+        out += [Text(line, overflow="fold") for line in wrapped]
+    return out
+
+
+def _findings_block(report: Report, table_box: box.Box, width: int):
+    parts: list = []
     if report.findings:
-        table = Table(box=table_box, title=f"Findings ({len(report.findings)})", title_justify="left")
-        table.add_column("Severity", no_wrap=True)
-        table.add_column("Rule", no_wrap=True)
-        table.add_column("Path", overflow="fold")
-        table.add_column("Message", overflow="fold")
-        for finding in sorted(report.findings, key=lambda f: (-f.severity, f.sort_key())):
-            where = f" [{finding.where}]" if finding.where else ""
-            table.add_row(Text(finding.severity.label, style=SEVERITY_STYLE[finding.severity]), finding.rule_id,
-                          finding.path, finding.message + where)
-        parts.append(table)
+        ordered = sorted(report.findings, key=lambda f: (-f.severity, f.sort_key()))
+        parts += _findings_table(ordered, table_box) if width >= FINDINGS_TABLE_MIN_WIDTH else \
+            _findings_stacked(ordered, width)
     else:
         parts.append(Text("No findings."))
     if report.suppressed:

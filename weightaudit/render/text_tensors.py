@@ -92,22 +92,28 @@ def _wide_table(rows: list[TensorRow], options: "RenderOptions", with_files: boo
 
 
 def _stacked(rows: list[TensorRow], options: "RenderOptions", with_files: bool, width: int) -> list[RenderableType]:
-    """Name on its own line, the numbers aligned under it; statistics on a third line when needed."""
-    base = [[r.dtype, r.shape, r.params, r.count] for r in rows]
-    stat_cells = [[f"{n} {v}" for n, v in zip(STAT_NAMES, r.stats)] + ([r.hist] if r.hist else []) for r in rows]
-    base_lines = _aligned(base, right={2})
-    stat_lines = _aligned(stat_cells, right=set()) if options.show_stats else [""] * len(rows)
+    """Name on its own line, the numbers aligned under it; statistics and histogram beside them when they fit,
+    else on lines of their own."""
+    base_lines = _aligned([[r.dtype, r.shape, r.params, r.count] for r in rows], right={2})
+    stat_lines = _aligned([[f"{n} {v}" for n, v in zip(STAT_NAMES, r.stats)] for r in rows], right=set()) \
+        if options.show_stats else [""] * len(rows)
     out: list[RenderableType] = [Text("Tensors")]
     for row, numbers, stats in zip(rows, base_lines, stat_lines):
         out.append(Text(row.name + (f"  ({row.file})" if with_files and row.file else ""), style="bold",
                         overflow="fold"))
-        together = f"{INDENT}{numbers}  {stats}".rstrip()
-        if not stats or len(together) <= width:
-            out.append(Text(together, overflow="fold"))
-        else:
-            out.append(Text(f"{INDENT}{numbers}".rstrip(), overflow="fold"))
-            out.append(Text(f"{INDENT}{stats}".rstrip(), overflow="fold"))
+        out += [Text(line, overflow="fold") for line in _detail_lines(numbers, stats, row.hist, width)]
     return out
+
+
+def _detail_lines(numbers: str, stats: str, hist: str, width: int) -> list[str]:
+    """The first arrangement whose lines all fit: one line, then stats apart, then the histogram apart too."""
+    parts = [p for p in (numbers, stats, hist) if p]
+    candidates = [[parts], [parts[:1], parts[1:]], [[p] for p in parts]]
+    for candidate in candidates:
+        lines = [(INDENT + "  ".join(group)).rstrip() for group in candidate if group]
+        if all(len(line) <= width for line in lines):
+            return lines
+    return [(INDENT + p).rstrip() for p in parts]
 
 
 def _aligned(table: list[list[str]], right: set[int]) -> list[str]:
