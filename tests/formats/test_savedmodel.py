@@ -311,3 +311,10 @@ def test_chunked_graph_is_not_silently_skipped(tmp_path: Path) -> None:
     sm.write_saved_model(folder, sm.tf2_model())
     loaded = SAVEDMODEL_LOADER.load(folder, "cpb", LoadOptions())
     assert not loaded.verified and "WA177" in _rule_ids(loaded)
+
+
+def test_text_graph_over_the_size_limit_is_unverified(tmp_path: Path) -> None:
+    folder = sm.write_saved_model(tmp_path / "t", sm.tf2_model(), text=True)
+    loaded = SAVEDMODEL_LOADER.load(folder, "t", _limited(max_text_bytes=1000))
+    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert "max_text_bytes=1000" in next(f.message for f in loaded.findings if f.rule_id == "WA175")

@@ -167,3 +167,31 @@ def test_missing_header_is_an_error(tmp_path: Path) -> None:
     write_index(index, [(b"a", entry_proto(1, (1,), 0, 4))])
     with pytest.raises(tb.BundleError, match="BundleHeaderProto"):
         tb.read_bundle(index)
+
+
+def test_crc_backends_agree_on_test_data() -> None:
+    """google-crc32c's C extension (the dependency) and the pure-Python fallback give identical CRCs."""
+    assert tb.CRC32C_BACKEND == "google_crc32c"
+    samples = [b"", b"a", b"123456789", bytes(range(256)) * 37, b"\xff" * 4097]
+    samples += [(PREFIXES[name].with_name(PREFIXES[name].name + ".data-00000-of-00001")).read_bytes()
+                for name in sorted(PREFIXES)]
+    for data in samples:
+        fast = tb.crc32c_extend(0, data)
+        assert fast == tb._crc32c_python(0, data)
+        assert tb.crc32c_extend(tb.crc32c_extend(0, memoryview(data)[:7]), memoryview(data)[7:]) == fast
+        assert tb.mask_crc(fast) == tb.mask_crc(tb._crc32c_python(0, data))
+
+
+def test_pure_python_fallback_when_the_extension_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_crc_packages(name, *args, **kwargs):
+        if name in ("google_crc32c", "crc32c"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_crc_packages)
+    extend, backend = tb._fast_crc32c()
+    assert backend == "python" and extend(0, b"123456789") == 0xE3069283

@@ -168,3 +168,19 @@ def test_basic_pitch_savedmodel_is_silent(runner) -> None:
     code, findings = _audit(runner, folder)
     assert [f for f in findings if f["severity"] in HIGH] == []
     assert code == 0
+
+
+def test_walk_limit_makes_the_audit_incomplete(runner, tmp_path: Path) -> None:
+    folder = tmp_path / "metas"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x12\x00" * 100_000)      # 100,000 empty meta-graphs
+    code, report = invoke_json(runner, "audit", folder, "--no-stats")
+    assert code == 3
+    assert [(f["rule_id"], f["severity"]) for f in report["findings"] if f["rule_id"] == "WA175"] == [("WA175", "medium")]
+
+
+def test_dangerous_op_before_the_limit_still_fails(runner, tmp_path: Path) -> None:
+    model = _in_serving(sm.node("w", "WriteFile")) + [(2, "meta_graphs", [])] * 100
+    folder = sm.write_saved_model(tmp_path / "m", model)
+    code, findings = _audit(runner, folder)
+    assert code == 1 and {"WA441", "WA175"} <= {f["rule_id"] for f in findings}

@@ -1,7 +1,8 @@
 """A small, bounded reader for protobuf text format (``saved_model.pbtxt``, ``*.pbtxt`` graphs).
 
-Hand-written tokenizer and recursive-descent parser, no regular expressions: every byte is looked at a
-constant number of times. It accepts the subset of text format that TensorFlow writes and that the
+Hand-written tokenizer and recursive-descent parser; the only regular expressions are two single
+character-class scans (whitespace runs, bare words), which cannot backtrack: every byte is looked at a constant
+number of times. It accepts the subset of text format that TensorFlow writes and that the
 audit needs: ``name: value``, ``name { ... }`` / ``name < ... >`` (with or without ``:``), ``[a, b]`` lists,
 ``[type.googleapis.com/...]`` extension / Any names, quoted strings with C escapes (adjacent strings
 concatenate), bare identifiers and numbers, ``#`` comments, ``,``/``;`` separators.
@@ -13,13 +14,16 @@ reader, typed by ``savedmodel_graph.SCHEMA``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 from weightaudit.formats.savedmodel_graph import SCHEMA, Budget, WalkLimit
 
 MAX_TEXT_DEPTH = 100          # protobuf's own default recursion limit
 _PUNCT = frozenset(b"{}<>:[],;")
-_SPACE = frozenset(b" \t\r\n\f\v")
+# Single character-class scans (no alternation, no nesting): linear, nothing to backtrack.
+_SPACE_RUN = re.compile(rb"[ \t\r\n\f\v]*")
+_WORD = re.compile(rb"[^ \t\r\n\f\v{}<>:\[\],;\"'#]*")
 _SIMPLE_ESCAPES = {ord("n"): 10, ord("t"): 9, ord("r"): 13, ord("a"): 7, ord("b"): 8, ord("f"): 12, ord("v"): 11,
                    ord("\\"): 92, ord("'"): 39, ord('"'): 34, ord("?"): 63}
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -49,16 +53,11 @@ class _Lexer:
         return token
 
     def _skip_space(self) -> None:
-        data, pos, end = self.data, self.pos, len(self.data)
-        while pos < end:
-            byte = data[pos]
-            if byte in _SPACE:
-                pos += 1
-            elif byte == 35:                       # '#': comment to end of line
-                newline = data.find(b"\n", pos)
-                pos = end if newline < 0 else newline + 1
-            else:
-                break
+        data, end = self.data, len(self.data)
+        pos = _SPACE_RUN.match(data, self.pos).end()
+        while pos < end and data[pos] == 35:       # '#': comment to end of line
+            newline = data.find(b"\n", pos)
+            pos = end if newline < 0 else _SPACE_RUN.match(data, newline).end()
         self.pos = pos
 
     def _next(self) -> tuple[str, Any] | None:
@@ -72,9 +71,7 @@ class _Lexer:
         if byte in (34, 39):
             return "s", self._strings()
         start = self.pos
-        while self.pos < len(self.data) and self.data[self.pos] not in _PUNCT and self.data[self.pos] not in _SPACE \
-                and self.data[self.pos] not in (34, 39, 35):
-            self.pos += 1
+        self.pos = _WORD.match(self.data, start).end()
         return "w", self.data[start:self.pos].decode("utf-8", "replace")
 
     def _strings(self) -> bytes:
@@ -88,6 +85,10 @@ class _Lexer:
 
     def _string(self) -> bytes:
         data, quote = self.data, self.data[self.pos]
+        close = data.find(quote, self.pos + 1)
+        if close > 0 and data.find(92, self.pos + 1, close) < 0 and data.find(10, self.pos + 1, close) < 0:
+            start, self.pos = self.pos + 1, close + 1       # no escapes: one slice
+            return data[start:close]
         pos, out = self.pos + 1, bytearray()
         while True:
             if pos >= len(data) or data[pos] == 10:

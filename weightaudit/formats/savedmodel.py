@@ -62,7 +62,6 @@ from weightaudit.rules import get_rule
 from weightaudit.rules.tf_op_tables import op_tables
 
 MAX_GRAPH_BYTES = 2**31          # protobuf's own 2 GiB message limit
-MAX_TEXT_GRAPH_BYTES = 64 * 1024 * 1024   # a text-format graph is parsed into memory: cap it
 MAX_KERAS_METADATA_FIELDS = 1_000_000
 NON_POD_DTYPES = frozenset({"STRING", "OBJECT"})
 
@@ -231,10 +230,10 @@ def _unmap(mapped: mmap.mmap | None, view: memoryview) -> None:
 def _walk_text(path: Path, limits: GraphLimits, budget: Budget, recorder: GraphRecorder) -> None:
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size > MAX_TEXT_GRAPH_BYTES:
-            recorder.limit = WalkLimit("max_text_bytes", MAX_TEXT_GRAPH_BYTES)
+        if size > limits.max_text_bytes:
+            recorder.limit = WalkLimit("max_text_bytes", limits.max_text_bytes)
             return
-        data = handle.read(MAX_TEXT_GRAPH_BYTES + 1)
+        data = handle.read(limits.max_text_bytes + 1)
     try:
         tree = parse_text(data, budget)
     except WalkLimit as hit:

@@ -48,6 +48,7 @@ SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
     "SavedObject": {7: ("variable", "present")},
 }
 SAVER_FUNCTION = re.compile(r"__inference__traced_(save|restore)_\d+")
+SAVER_PREFIX = "__inference__traced_"
 MAX_CALLERS = 16               # callers kept per saver function and kind (trusted / not)
 MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to this many characters
 
@@ -63,6 +64,7 @@ class GraphLimits:
     max_attr_depth: int = 16             # nesting of function-valued attributes (NameAttrList in NameAttrList)
     max_sites: int = 100_000             # distinct (op, meta-graph, function) triples
     max_attr_values: int = 1_000         # recorded file-naming attribute values
+    max_text_bytes: int = 16 * 1024 * 1024   # a saved_model.pbtxt is parsed in memory (~1 s per MB)
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, object]) -> "GraphLimits":
@@ -137,21 +139,59 @@ class WireMessage:
 
     def items(self) -> Iterator[tuple[str, Any]]:
         spec = SCHEMA[self.kind]
-        tick = self.budget.tick
+        budget = self.budget
+        cap = budget.limits.max_fields
         for number, wire, payload in iter_fields(self.buf):
-            tick()
+            budget.fields += 1
+            if budget.fields > cap:
+                raise WalkLimit("max_fields", cap)
             known = spec.get(number)
             if known is None or wire != 2:
                 continue
             name, kind = known
             if kind == "string":
-                yield name, bytes(payload).decode("utf-8", "replace")
+                yield name, str(payload, "utf-8", "replace")
             elif kind == "bytes":
                 yield name, bytes(payload[:MAX_TEXT_VALUE])
             elif kind == "present":
                 yield name, True
             else:
-                yield name, WireMessage(payload, kind, self.budget)
+                yield name, WireMessage(payload, kind, budget)
+
+    def node_parts(self) -> tuple[str, str, list[Any]]:
+        """A NodeDef's (name, op, attr entries): the hot path of big graphs, decoded without the schema."""
+        name = op = ""
+        attrs: list[Any] = []
+        budget = self.budget
+        for number, wire, payload in iter_fields(self.buf):
+            budget.fields += 1
+            if wire != 2:
+                continue
+            if number == 2:
+                op = str(payload, "utf-8", "replace")
+            elif number == 1:
+                name = str(payload, "utf-8", "replace")
+            elif number == 5:
+                attrs.append(WireMessage(payload, "AttrEntry", budget))
+        if budget.fields > budget.limits.max_fields:
+            raise WalkLimit("max_fields", budget.limits.max_fields)
+        return name, op, attrs
+
+
+def node_parts(node: Any) -> tuple[str, str, list[Any]]:
+    """(name, op, attr entries) of a NodeDef from any message reader (last ``name``/``op`` wins)."""
+    if isinstance(node, WireMessage):
+        return node.node_parts()
+    name = op = ""
+    attrs: list[Any] = []
+    for item, value in node.items():
+        if item == "name":
+            name = value
+        elif item == "op":
+            op = value
+        elif item == "attr":
+            attrs.append(value)
+    return name, op, attrs
 
 
 @dataclass
@@ -302,17 +342,9 @@ def _walk_function(function: Any, index: int, recorder: GraphRecorder) -> None:
 def _walk_node(node: Any, index: int, function: str | None, recorder: GraphRecorder) -> tuple[str, list[str]]:
     """Record one NodeDef (last ``name``/``op`` wins, as in protobuf). Returns its name and the saver
     functions it calls."""
-    name = op = ""
-    attrs: list[Any] = []
-    for item, value in node.items():
-        if item == "name":
-            name = value
-        elif item == "op":
-            op = value
-        elif item == "attr":
-            attrs.append(value)
+    name, op, attrs = node_parts(node)
     recorder.node(op, name, index, function)
-    called: list[str] = [op] if SAVER_FUNCTION.fullmatch(op) else []
+    called: list[str] = [op] if op.startswith(SAVER_PREFIX) and SAVER_FUNCTION.fullmatch(op) else []
     for entry in attrs:
         _walk_attr_entry(entry, op, name, index, function, recorder, called, 0)
     return name, called

@@ -59,27 +59,36 @@ def as_int64(value: int) -> int:
 
 def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
     """Yield ``(field number, wire type, value)``; LEN values are bytes, the others ints. Unknown fields are
-    yielded too (callers skip what they do not need); groups (wire types 3/4) are rejected."""
+    yielded too (callers skip what they do not need); groups (wire types 3/4) are rejected. One-byte keys
+    and lengths (nearly all of them) are decoded inline: this loop runs once per protobuf field."""
     pos = 0
     end = len(buf)
     while pos < end:
-        key, pos = read_varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise BundleError("protobuf field number 0", "proto")
-        if wire == 0:
+        if wire == 2:
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos)
+            if pos + length > end:
+                raise BundleError("length-delimited field runs past its message", "proto")
+            value = buf[pos:pos + length]
+            pos += length
+        elif wire == 0:
             value, pos = read_varint(buf, pos)
         elif wire == 1:
             if pos + 8 > end:
                 raise BundleError("truncated fixed64 field", "proto")
             value = int.from_bytes(buf[pos:pos + 8], "little")
             pos += 8
-        elif wire == 2:
-            length, pos = read_varint(buf, pos)
-            if pos + length > end:
-                raise BundleError("length-delimited field runs past its message", "proto")
-            value = buf[pos:pos + length]
-            pos += length
         elif wire == 5:
             if pos + 4 > end:
                 raise BundleError("truncated fixed32 field", "proto")
