@@ -26,7 +26,7 @@ from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, safe_load
 from weightaudit.formats.pickle_vm import Limits, PickleResult, scan_pickle, scan_stream
-from weightaudit.model import LoadedFile
+from weightaudit.model import LoadedFile, Severity
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIVE
 
@@ -150,7 +150,7 @@ def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
     if is_torch:
         scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, "legacy torch tar checkpoint (torch < 0.4): every "
                                                                 "pickle was scanned, tensors are not inventoried",
-                                                      where="pickle"))
+                                                      where="pickle", severity=Severity.LOW))
         scan.torch_refusals.append("legacy tar checkpoint")
         scan.verified = False
 

@@ -105,8 +105,9 @@ def hidden_pickle_findings(path: str, value: str, where: str) -> list[Finding]:
         return []
     from weightaudit.formats.pickle_vm import Limits, scan_stream
     from weightaudit.rules import pickle_rules as P
+    from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
     findings = []
-    for payload in P._decoded_candidates(value, b""):
+    for payload in _decoded_candidates(value, b""):
         results, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
         if not results or not results[0].ok:
             continue
