@@ -79,6 +79,7 @@ class Verdict:
     rule_id: str
     message: str
     severity: Severity | None = None     # None: the rule's default
+    subpath: str = ""                    # appended to the object's config path (".config.vocabulary")
 
 
 def _bytecode_summary(blob: Any) -> str:
@@ -186,7 +187,7 @@ def _flagged_verdicts(node: dict, cls: str) -> Iterator[Verdict]:
         value = config.get(argument)
         if isinstance(value, str) and value:
             yield Verdict("WA438", f"{cls} argument {argument!r} is a file path or URL {value[:120]!r}, "
-                                   "read with tf.io.gfile when the model loads")
+                                   "opened when the model loads", subpath=f".config.{argument}")
 
 
 def judge_object(node: dict) -> list[Verdict]:
@@ -231,7 +232,11 @@ def judge_value(value: ConfigValue) -> Verdict | None:
         return Verdict("WA439", f"config names Keras' safe-mode switch {text[:80]!r}")
     if value.owner in ("Lambda", "__lambda__", "__bytes__") and value.key in ("function", "code", "value", ""):
         return None    # bytecode blobs are reported by WA430
-    return Verdict("WA438", f"file path or URL {text[:120]!r} in a config value")
+    flagged = allowlist().flagged.get(value.owner or "")
+    if flagged and value.key in flagged.get("path_arguments", ()) and value.path.endswith(f"config.{value.key}"):
+        return None    # reported with the layer that opens it (judge_object)
+    owner = f" of {value.owner}" if value.owner else ""
+    return Verdict("WA438", f"file path or URL {text[:120]!r} in a config value{owner}")
 
 
 # ---------------------------------------------------------------- one analysis per audit
@@ -263,9 +268,10 @@ def file_findings(loaded: LoadedFile) -> list[Finding]:
             if verdict is not None:
                 items.append((value, verdict))
         for item, verdict in items:
-            where = _where(item.path, item.layer)
+            path = f"{item.path}{verdict.subpath}" if item.path or not verdict.subpath else verdict.subpath[1:]
+            where = _where(path, item.layer)
             found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at {where}",
-                                                          where=show_path(item.path), severity=verdict.severity))
+                                                          where=show_path(path), severity=verdict.severity))
     return found
 
 
