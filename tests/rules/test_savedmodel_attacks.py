@@ -94,6 +94,10 @@ def _second_meta_graph() -> list:
 
 
 ATTACKS["signature-names-saver-node"] = (_signature_names_saver(), "WA442", "high", "SaveV2", sm.SAVE_FN)
+ATTACKS["saver-in-object-graph"] = (sm.tf2_model(object_functions=(sm.SERVE_FN, sm.SAVE_FN)), "WA442", "high",
+                                    "SaveV2", "object graph")
+ATTACKS["saver-called-by-unnamed-node"] = (sm.tf2_model(saver=sm.saver_def("other", "StatefulPartitionedCall_2")),
+                                           "WA442", "high", "SaveV2", "SaverDef does not name")
 ATTACKS["second-meta-graph"] = (_second_meta_graph(), "WA441", "high", "WriteFile", "meta-graph 1")
 
 

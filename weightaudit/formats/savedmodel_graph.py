@@ -28,8 +28,10 @@ from weightaudit.formats.tensorbundle import iter_fields
 # length-delimited), "present" (only presence matters), or another message type of this table.
 SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
     "SavedModel": {2: ("meta_graphs", "MetaGraphDef")},
-    "MetaGraphDef": {1: ("meta_info_def", "MetaInfoDef"), 2: ("graph_def", "GraphDef"),
+    "MetaGraphDef": {1: ("meta_info_def", "MetaInfoDef"), 2: ("graph_def", "GraphDef"), 3: ("saver_def", "SaverDef"),
                      5: ("signature_def", "SignatureEntry"), 7: ("object_graph_def", "SavedObjectGraph")},
+    "SaverDef": {1: ("filename_tensor_name", "string"), 2: ("save_tensor_name", "string"),
+                 3: ("restore_op_name", "string")},
     "MetaInfoDef": {4: ("tags", "string"), 5: ("tensorflow_version", "string")},
     "GraphDef": {1: ("node", "NodeDef"), 2: ("library", "FunctionDefLibrary")},
     "FunctionDefLibrary": {1: ("function", "FunctionDef")},
@@ -44,7 +46,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
     "SignatureDef": {1: ("inputs", "TensorInfoEntry"), 2: ("outputs", "TensorInfoEntry")},
     "TensorInfoEntry": {1: ("key", "string"), 2: ("value", "TensorInfo")},
     "TensorInfo": {1: ("name", "string")},
-    "SavedObjectGraph": {1: ("nodes", "SavedObject")},
+    "SavedObjectGraph": {1: ("nodes", "SavedObject"), 2: ("concrete_functions", "ConcreteFunctionEntry")},
+    "ConcreteFunctionEntry": {1: ("key", "string")},
     "SavedObject": {7: ("variable", "present")},
 }
 SAVER_FUNCTION = re.compile(r"__inference__traced_(save|restore)_\d+")
@@ -263,6 +266,8 @@ class _MetaGraphCalls:
 
     saver_nodes: dict[str, list[str]] = field(default_factory=dict)   # node -> saver functions it calls
     signature_nodes: set[str] = field(default_factory=set)
+    saver_def_nodes: set[str] = field(default_factory=set)            # nodes the SaverDef names
+    object_functions: set[str] = field(default_factory=set)           # saver functions the object graph lists
 
 
 def _walk_meta_graph(meta_graph: Any, index: int, recorder: GraphRecorder) -> None:
@@ -274,14 +279,39 @@ def _walk_meta_graph(meta_graph: Any, index: int, recorder: GraphRecorder) -> No
             _walk_graph(value, index, recorder, calls)
         elif name == "signature_def":
             _walk_signature(value, calls, recorder.limits)
+        elif name == "saver_def":
+            calls.saver_def_nodes.update(_node_of(v) for _n, v in value.items())
         elif name == "object_graph_def":
-            recorder.object_graph_variables += sum(
-                any(n == "variable" for n, _ in obj.items()) for n, obj in value.items() if n == "nodes")
+            _walk_object_graph(value, recorder, calls)
+    _record_saver_calls(calls, index, recorder)
+
+
+def _node_of(tensor_name: str) -> str:
+    return tensor_name.lstrip("^").partition(":")[0]
+
+
+def _walk_object_graph(value: Any, recorder: GraphRecorder, calls: _MetaGraphCalls) -> None:
+    for name, item in value.items():
+        if name == "nodes":
+            recorder.object_graph_variables += any(n == "variable" for n, _ in item.items())
+        elif name == "concrete_functions":
+            key = next((v for n, v in item.items() if n == "key"), "")
+            if SAVER_FUNCTION.fullmatch(key):
+                calls.object_functions.add(key)
+
+
+def _record_saver_calls(calls: _MetaGraphCalls, index: int, recorder: GraphRecorder) -> None:
+    """TensorFlow's own saver functions are called only from the top-level nodes its SaverDef names, which no
+    signature names, and are not callable from Python objects (absent from the object graph)."""
     for node, functions in calls.saver_nodes.items():
         named = node in calls.signature_nodes
-        caller = f"top-level node {node!r} of meta-graph {index}" + (", named by a signature" if named else "")
+        trusted = node in calls.saver_def_nodes and not named
+        caller = f"top-level node {node!r} of meta-graph {index}" + (
+            ", named by a signature" if named else "" if trusted else ", which the SaverDef does not name")
         for function in functions:
-            recorder.saver_caller(function, caller, not named)
+            recorder.saver_caller(function, caller, trusted)
+    for function in calls.object_functions:
+        recorder.saver_caller(function, f"the object graph of meta-graph {index} (callable from Python)", False)
 
 
 def _walk_meta_info(value: Any, recorder: GraphRecorder) -> None:
@@ -302,7 +332,7 @@ def _walk_signature(entry: Any, calls: _MetaGraphCalls, limits: GraphLimits) -> 
                     continue
                 for tensor_field, tensor_name in tensor.items():
                     if tensor_field == "name" and len(calls.signature_nodes) < limits.max_nodes:
-                        calls.signature_nodes.add(tensor_name.lstrip("^").partition(":")[0])
+                        calls.signature_nodes.add(_node_of(tensor_name))
 
 
 def _walk_graph(graph: Any, index: int, recorder: GraphRecorder, calls: _MetaGraphCalls) -> None:
