@@ -133,10 +133,34 @@ def test_standard_export_is_silent(runner, tmp_path: Path, text: bool) -> None:
     assert code == 0 and findings == []
 
 
+TF1_SAVER = sm.saver_def("save/control_dependency", "save/restore_all")
+
+
+def _tf1_model(extra: list, signature_output: str = "y:0", saver: list | None = TF1_SAVER) -> list:
+    nodes = [sm.node("x", "Placeholder"), sm.node("y", "Relu", "x"), sm.node("save/Const", "PlaceholderWithDefault"),
+             sm.node("save/SaveV2", "SaveV2", "save/Const"), sm.node("save/RestoreV2", "RestoreV2", "save/Const"),
+             sm.node("save/control_dependency", "Identity", "save/Const"), sm.node("save/restore_all", "NoOp"), *extra]
+    signatures = {"serving_default": sm.signature({"y": signature_output}, {"x": "x:0"})}
+    return sm.saved_model(sm.meta_graph(sm.graph(nodes), signatures=signatures, saver=saver))
+
+
 def test_tf1_saver_scope_is_trusted(runner, tmp_path: Path) -> None:
-    nodes = [sm.node("save/SaveV2", "SaveV2"), sm.node("save/RestoreV2", "RestoreV2"), sm.node("x", "Placeholder")]
-    folder = sm.write_saved_model(tmp_path / "tf1", sm.saved_model(sm.meta_graph(sm.graph(nodes))))
+    folder = sm.write_saved_model(tmp_path / "tf1", _tf1_model([]))
     assert _audit(runner, folder) == (0, [])
+
+
+@pytest.mark.parametrize("model, why", [
+    (_tf1_model([sm.node("export/SaveV2", "SaveV2")]), "outside the saver scope save/"),
+    (_tf1_model([sm.node("save/evil", "SaveV2")], signature_output="save/control_dependency:0"),
+     "which a signature names"),
+    (_tf1_model([], saver=None), "SaverDef names no saver scope"),
+], ids=["outside-scope", "signature-into-scope", "no-saver-def"])
+def test_tf1_checkpoint_ops_outside_the_saver_fail(runner, tmp_path: Path, model: list, why: str) -> None:
+    folder = sm.write_saved_model(tmp_path / "tf1", model)
+    code, findings = _audit(runner, folder)
+    assert code == 1
+    assert findings and all(f["rule_id"] == "WA442" and f["severity"] == "high" for f in findings)
+    assert any(why in f["message"] and "SaveV2" in f["message"] for f in findings)
 
 
 @pytest.mark.parametrize("op, rule", [("FIFOQueueV2", "WA447"), ("MyCompany>FancyOp", "WA443")])

@@ -37,8 +37,10 @@ def test_checkpoint_ops_are_trusted_only_in_the_saver() -> None:
                           ("Assert", "__inference_call_3", "a/Assert"), callers=TRUSTED)
     assert run_rules(standard) == []
     sneaky = sites_file(("RestoreV2", "__inference_serve_7", "RestoreV2"), ("SaveV2", None, "SaveV2"))
+    sneaky.facts["tf_untrusted_checkpoint_nodes"] = (("SaveV2", 0, "SaveV2", "outside the saver scope save/"),)
     findings = run_rules(sneaky)
     assert [(f.rule_id, f.severity) for f in findings] == [("WA442", Severity.HIGH)] * 2
+    assert findings[1].where == "meta-graph 0, the top-level graph, node 'SaveV2'"
 
 
 def test_saver_function_called_from_elsewhere_is_not_trusted() -> None:

@@ -19,7 +19,9 @@ read only when ``LoadOptions.verify_checksums`` asks for CRC32C checks.
   op and function, never one per node.
 - ``op_counts``: ``{op: count}``; ``functions``: names of the library functions.
 - ``tf_attr_values``: ``AttrSite`` records of string attributes that can name files (``debug_urls`` ...).
-- ``tf_saver_callers``: ``{saver function: (caller description, ...)}``.
+- ``tf_saver_callers``: ``{saver function: ((caller description, trusted), ...)}``.
+- ``tf_untrusted_checkpoint_nodes``: ``(op, meta-graph, node, why)`` of top-level checkpoint ops outside the
+  TF1 saver scope its SaverDef names.
 - ``saved_model``: ``{"tags", "tensorflow_version", "meta_graphs", "nodes", "object_graph_variables",
   "graph_file", "limit"}``.
 - ``keras_metadata``: list of Keras layer config dicts found in ``keras_metadata.pb`` (TF-Keras 2 models).
@@ -204,7 +206,9 @@ def _regular_file(path: Path) -> bool:
 def walk_graph_file(path: Path, limits: GraphLimits) -> GraphRecorder:
     """Walk ``saved_model.pb`` (wire format) or ``saved_model.pbtxt`` (text format).
     Raises BundleError / TextFormatError when the file is not a SavedModel message."""
-    recorder = GraphRecorder(limits, op_tables().watched_attrs)
+    tables = op_tables()
+    checkpoint_ops = frozenset(op for op, category in tables.category.items() if category.rule == "WA442")
+    recorder = GraphRecorder(limits, tables.watched_attrs, checkpoint_ops=checkpoint_ops)
     budget = Budget(limits)
     if path.name.endswith(".pbtxt"):
         _walk_text(path, limits, budget, recorder)
@@ -250,6 +254,7 @@ def graph_facts(recorder: GraphRecorder, graph_name: str) -> dict[str, Any]:
         "functions": tuple(recorder.functions),
         "tf_attr_values": tuple(recorder.attr_values),
         "tf_saver_callers": {name: tuple(callers) for name, callers in recorder.saver_callers.items()},
+        "tf_untrusted_checkpoint_nodes": tuple(recorder.untrusted_checkpoint_nodes),
         "saved_model": {"tags": recorder.tags, "tensorflow_version": recorder.tensorflow_version,
                         "meta_graphs": recorder.meta_graphs, "nodes": recorder.nodes,
                         "object_graph_variables": recorder.object_graph_variables, "graph_file": graph_name,

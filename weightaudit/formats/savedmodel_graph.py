@@ -52,6 +52,7 @@ SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
 }
 SAVER_FUNCTION = re.compile(r"__inference__traced_(save|restore)_\d+")
 SAVER_PREFIX = "__inference__traced_"
+MAX_CHECKPOINT_NODES = 1_000   # top-level checkpoint-op nodes judged per meta-graph / reported per file
 MAX_CALLERS = 16               # callers kept per saver function and kind (trusted / not)
 MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to this many characters
 
@@ -208,6 +209,8 @@ class GraphRecorder:
     attr_values: list[AttrSite] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
     saver_callers: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)   # (caller, trusted)
+    checkpoint_ops: frozenset[str] = frozenset()      # ops trusted only inside TensorFlow's own saver
+    untrusted_checkpoint_nodes: list[tuple[str, int, str, str]] = field(default_factory=list)  # op, mg, node, why
     tags: list[str] = field(default_factory=list)
     tensorflow_version: str = ""
     meta_graphs: int = 0
@@ -267,6 +270,7 @@ class _MetaGraphCalls:
     saver_nodes: dict[str, list[str]] = field(default_factory=dict)   # node -> saver functions it calls
     signature_nodes: set[str] = field(default_factory=set)
     saver_def_nodes: set[str] = field(default_factory=set)            # nodes the SaverDef names
+    checkpoint_nodes: list[tuple[str, str]] = field(default_factory=list)  # top-level (op, node) of checkpoint ops
     object_functions: set[str] = field(default_factory=set)           # saver functions the object graph lists
 
 
@@ -312,6 +316,31 @@ def _record_saver_calls(calls: _MetaGraphCalls, index: int, recorder: GraphRecor
             recorder.saver_caller(function, caller, trusted)
     for function in calls.object_functions:
         recorder.saver_caller(function, f"the object graph of meta-graph {index} (callable from Python)", False)
+    _record_tf1_checkpoint_nodes(calls, index, recorder)
+
+
+def _saver_scope(saver_def_nodes: set[str]) -> str | None:
+    """The name scope of a TF1 Saver (``save/``, ``save_1/``...), from the nodes its SaverDef names."""
+    scopes = {node.rpartition("/")[0] for node in saver_def_nodes if "/" in node}
+    return scopes.pop() + "/" if len(scopes) == 1 else None
+
+
+def _record_tf1_checkpoint_nodes(calls: _MetaGraphCalls, index: int, recorder: GraphRecorder) -> None:
+    """Top-level checkpoint ops are TensorFlow's own only inside the SaverDef's scope, and only when no
+    signature reaches into that scope (a signature could feed the file name and run the save op)."""
+    scope = _saver_scope(calls.saver_def_nodes)
+    exposed = scope is not None and any(node.startswith(scope) for node in calls.signature_nodes)
+    for op, node in calls.checkpoint_nodes:
+        if scope is None:
+            why = "in a graph whose SaverDef names no saver scope"
+        elif not node.startswith(scope):
+            why = f"outside the saver scope {scope}"
+        elif exposed:
+            why = f"in the saver scope {scope}, which a signature names"
+        else:
+            continue
+        if len(recorder.untrusted_checkpoint_nodes) < MAX_CHECKPOINT_NODES:
+            recorder.untrusted_checkpoint_nodes.append((op, index, node, why))
 
 
 def _walk_meta_info(value: Any, recorder: GraphRecorder) -> None:
@@ -338,9 +367,11 @@ def _walk_signature(entry: Any, calls: _MetaGraphCalls, limits: GraphLimits) -> 
 def _walk_graph(graph: Any, index: int, recorder: GraphRecorder, calls: _MetaGraphCalls) -> None:
     for name, value in graph.items():
         if name == "node":
-            node_name, callees = _walk_node(value, index, None, recorder)
+            node_name, op, callees = _walk_node(value, index, None, recorder)
             if callees:
                 calls.saver_nodes.setdefault(node_name, []).extend(callees)
+            if op in recorder.checkpoint_ops and len(calls.checkpoint_nodes) < MAX_CHECKPOINT_NODES:
+                calls.checkpoint_nodes.append((op, node_name))
         elif name == "library":
             for item, function in value.items():
                 if item == "function":
@@ -364,20 +395,20 @@ def _walk_function(function: Any, index: int, recorder: GraphRecorder) -> None:
     for item, node in function.items():
         if item != "node_def":
             continue
-        node_name, callees = _walk_node(node, index, name, recorder)
+        node_name, _op, callees = _walk_node(node, index, name, recorder)
         for callee in callees:
             recorder.saver_caller(callee, f"node {node_name!r} of function {name} (meta-graph {index})", False)
 
 
-def _walk_node(node: Any, index: int, function: str | None, recorder: GraphRecorder) -> tuple[str, list[str]]:
-    """Record one NodeDef (last ``name``/``op`` wins, as in protobuf). Returns its name and the saver
+def _walk_node(node: Any, index: int, function: str | None, recorder: GraphRecorder) -> tuple[str, str, list[str]]:
+    """Record one NodeDef (last ``name``/``op`` wins, as in protobuf). Returns its name, its op and the saver
     functions it calls."""
     name, op, attrs = node_parts(node)
     recorder.node(op, name, index, function)
     called: list[str] = [op] if op.startswith(SAVER_PREFIX) and SAVER_FUNCTION.fullmatch(op) else []
     for entry in attrs:
         _walk_attr_entry(entry, op, name, index, function, recorder, called, 0)
-    return name, called
+    return name, op, called
 
 
 def _walk_attr_entry(entry: Any, op: str, node: str, index: int, function: str | None, recorder: GraphRecorder,

@@ -11,7 +11,6 @@ gives one finding per distinct op, naming up to three places.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Iterator, Mapping
 
 from weightaudit.formats.savedmodel_graph import SAVER_FUNCTION, OpSite
@@ -21,7 +20,6 @@ from weightaudit.rules.base import AuditContext, Rule
 from weightaudit.rules.tf_op_tables import op_tables
 
 SHOWN_SITES = 3
-_TF1_SAVER_SCOPE = re.compile(r"save(_\d+)?/")
 
 # ---------------------------------------------------------------- integrity rules raised by the loader
 
@@ -96,10 +94,8 @@ def _untrusted_callers(loaded: LoadedFile, function: str) -> list[str]:
 
 
 def _saver_problem(loaded: LoadedFile, site: OpSite) -> str | None:
-    """Why this checkpoint-op site is not TensorFlow's own saver; None when it is."""
-    if site.function is None:
-        return None if _TF1_SAVER_SCOPE.match(site.node) else "outside the save/ scope of the graph"
-    if not SAVER_FUNCTION.fullmatch(site.function):
+    """Why this checkpoint-op site inside a function is not TensorFlow's own saver; None when it is."""
+    if not SAVER_FUNCTION.fullmatch(site.function or ""):
         return "outside the __inference__traced_save/_restore functions"
     untrusted = _untrusted_callers(loaded, site.function)
     if untrusted:
@@ -113,12 +109,16 @@ def check_checkpoint_ops(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[
     for loaded in ctx.files:
         for site in _sites(loaded):
             category = tables.category.get(site.op)
-            if category is None or category.rule != rule.id:
+            if category is None or category.rule != rule.id or site.function is None:
                 continue
             problem = _saver_problem(loaded, site)
             if problem is not None:
                 yield rule.finding(loaded.path, f"checkpoint op {site.op} {problem} can read or write arbitrary "
                                    f"paths when the model runs ({site.where})", where=site.where)
+        for op, meta_graph, node, why in loaded.facts.get("tf_untrusted_checkpoint_nodes", ()) or ():
+            where = f"meta-graph {meta_graph}, the top-level graph, node {node!r}"
+            yield rule.finding(loaded.path, f"checkpoint op {op} {why} can read or write arbitrary paths when the "
+                               f"model runs ({where})", where=where)
 
 
 # ---------------------------------------------------------------- attributes naming files
