@@ -448,6 +448,7 @@ class OpenFile:
     handle: h5py.File
     paths: dict[str, str]
     closers: tuple[Any, ...] = ()
+    groups: _GroupIds = field(default_factory=lambda: _GroupIds())
 
     def close(self) -> None:
         self.handle.close()
@@ -477,7 +478,18 @@ def open_cached(key: tuple, opener: Callable[[], tuple[h5py.File, tuple[Any, ...
 
 
 def stream_tensor(entry: OpenFile, tensor: TensorInfo, chunk_bytes: int) -> Iterator[memoryview]:
+    """A tensor's raw bytes from the cached open file: small numeric datasets in one low-level read."""
     path = entry.paths.get(tensor.name)
     if path is None:
         raise ValueError(f"{tensor.file}: no dataset for tensor {tensor.name!r}")
-    yield from iter_dataset_blocks(entry.handle[path], chunk_bytes)
+    parent, _, leaf = path.rpartition("/")
+    dsid = h5py.h5d.open(entry.groups.get(entry.handle, parent), leaf.encode("utf-8", "surrogateescape"))
+    dtype = dsid.dtype
+    shape = tuple(int(d) for d in (dsid.shape or ()))
+    if dtype.kind in "fiu" and dtype.itemsize * element_count(shape) <= chunk_bytes:
+        block = np.empty(shape, dtype)
+        if block.size:
+            dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, block)
+        yield memoryview(block).cast("B")
+        return
+    yield from iter_dataset_blocks(h5py.Dataset(dsid), chunk_bytes)
