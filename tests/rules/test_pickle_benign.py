@@ -291,3 +291,113 @@ def test_big_endian_archive_is_read_in_its_byte_order(benign_release: Path) -> N
     loaded = _load(benign_release / "big_endian.pt")
     assert [(t.name, t.byte_order) for t in loaded.tensors] == [("w", "big")]
     assert loaded.findings == () or max(f.severity for f in loaded.findings) < Severity.MEDIUM
+
+
+# Allowlist entries no file built here can show, each with the writer that needs it.
+NEEDED_ELSEWHERE = {
+    "torch._utils._rebuild_tensor": "torch < 0.4 checkpoints",
+    "torch._utils._rebuild_device_tensor_from_numpy": "XLA / MTIA tensors (no such device here)",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": "XLA / MTIA tensors (no such device here)",
+    "torch._utils._rebuild_wrapper_subclass": "wrapper subclasses (DTensor on a device mesh)",
+    "pathlib.WindowsPath": "paths pickled on Windows",
+    "numpy.core.numeric._frombuffer": "numpy 1.x arrays pickled with protocol 5",
+    "torch.nn.parameter.Parameter": "torch 0.4 checkpoints (Parameter(data, requires_grad) by REDUCE)",
+    **{f"torch.{n}Tensor": "torch < 0.4 tar checkpoints (legacy tensor type values)" for n in (
+        "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")},
+    **{f"torch.jit._pickle.{n}": "torch.jit.save archives with typed list attributes" for n in (
+        "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist", "build_complexlist",
+        "build_tensor_from_id", "restore_type_tag")},
+}
+LIBRARY_PREFIXES = ("transformers.", "accelerate.", "lightning.", "lightning_fabric.", "pytorch_lightning.",
+                    "omegaconf.", "sklearn.")       # not installed: spelled as in their sources, partly faked above
+
+
+def _globals_of(data: bytes) -> set[str]:
+    from weightaudit.formats.pickle_vm import scan_stream
+
+    results, _ = scan_stream(data)
+    return {use.ref.qualname for result in results for use in result.globals}
+
+
+def _torch_globals(obj, **kwargs) -> set[str]:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    raw = buffer.getvalue()
+    if not raw.startswith(b"PK"):
+        return _globals_of(raw)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        return set().union(*(_globals_of(archive.read(n)) for n in archive.namelist() if n.endswith(".pkl")))
+
+
+def _more_real_globals() -> set[str]:
+    import argparse
+    import collections
+    import datetime
+    import decimal
+    import fractions
+    import pathlib
+    import types
+    import typing
+    import uuid
+
+    seen: set[str] = set()
+    dtypes = [v for v in vars(torch).values() if isinstance(v, torch.dtype)]
+    seen |= _torch_globals({str(d): d for d in dtypes})
+    for dtype in dtypes:
+        try:
+            seen |= _torch_globals({"t": torch.zeros(2, dtype=dtype)})
+        except (RuntimeError, TypeError, NotImplementedError, KeyError):
+            continue
+    seen |= _torch_globals({"q8": torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint32),
+                            "qs": torch.quantize_per_channel(torch.ones(2, 2), torch.tensor([0.1, 0.1]),
+                                                             torch.tensor([0, 0]), 0, torch.qint8),
+                            "u": torch.UntypedStorage(4), "size": torch.Size([2]), "version": torch.__version__,
+                            "uninit": torch.nn.parameter.UninitializedParameter(), "meta": torch.empty(2, device="meta"),
+                            "p": torch.nn.Parameter(torch.ones(2)), "tensor_type": torch.Tensor,
+                            "nested": torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])})
+    for scheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams,
+                   torch.per_tensor_affine, torch.per_channel_affine):
+        seen |= _torch_globals({"scheme": scheme})
+    for dtype in (torch.quint4x2, torch.quint2x4, torch.quint8):
+        seen |= _torch_globals({"q": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, dtype)})
+    tagged = torch.ones(2)
+    tagged.note = "x"
+    param = torch.nn.Parameter(torch.ones(2))
+    param.note = "x"
+    seen |= _torch_globals({"tagged": tagged, "param": param})
+    rngs = [np.random.RandomState(0), np.random.default_rng(0)] + [
+        np.random.Generator(g(0)) for g in (np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937)]
+    values = {"rngs": rngs, "seed": np.random.SeedSequence(0), "ns": argparse.Namespace(a=1),
+              "sn": types.SimpleNamespace(a=1), "paths": [pathlib.PurePosixPath("x"), pathlib.PureWindowsPath("x"),
+                                                          pathlib.PosixPath("x")],
+              "times": [datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), datetime.date(2020, 1, 1),
+                        datetime.time(1), datetime.timedelta(1)],
+              "numbers": [decimal.Decimal("1.5"), fractions.Fraction(1, 3), 1j], "uuid": uuid.UUID(int=1),
+              "any": typing.Any, "containers": [collections.OrderedDict(a=1), collections.Counter("ab"),
+                                                collections.deque([1]), collections.defaultdict(list),
+                                                bytearray(b"x"), {1}, frozenset({1}), slice(1, 2), range(3), b"x"],
+              "types": [dict, list, tuple, int, float, str, bytes, bool, object]}
+    for proto in range(6):
+        seen |= _globals_of(pickle.dumps(values, protocol=proto))
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump({"a": np.arange(3)}, buffer)
+    return seen | _globals_of(buffer.getvalue())
+
+
+def test_every_allowlist_entry_is_needed_by_a_real_file(benign_release: Path) -> None:
+    from weightaudit.rules.pickle_allowlist import builtin_allowlist
+
+    seen = _more_real_globals()
+    for path in benign_release.iterdir():
+        raw = path.read_bytes()
+        if raw.startswith(b"PK"):
+            with zipfile.ZipFile(path) as archive:
+                seen |= set().union(*(_globals_of(archive.read(n)) for n in archive.namelist() if n.endswith(".pkl")))
+        else:
+            seen |= _globals_of(raw)
+    unused = {name for name in builtin_allowlist().entries if name not in seen and name not in NEEDED_ELSEWHERE
+              and not name.startswith(LIBRARY_PREFIXES)}
+    assert unused == set()
+    assert not {name for name in NEEDED_ELSEWHERE if name in seen}, "an entry is seen now: drop it from NEEDED_ELSEWHERE"
