@@ -213,3 +213,12 @@ def test_allowlist_table_is_documented() -> None:
     for entry in builtin_allowlist().entries.values():
         assert entry.reason.strip() and entry.needed_by.strip() and "." in entry.name
     assert {c.category for c in danger_table().categories} >= {"run-code", "processes", "files", "network", "loaders"}
+
+
+@pytest.mark.parametrize("rule_id", ["WA401", "WA402", "WA403", "WA417", "WA418"])
+def test_rules_explain_documents_the_allowlists_and_the_policy_extension(runner, rule_id: str) -> None:
+    result = invoke(runner, "rules", "explain", rule_id)
+    assert result.exit_code == 0
+    for needle in ("weightaudit/data/pickle_allowlist.yaml", "weightaudit/data/pickle_dangerous.yaml",
+                   "kind: function|class|constant", "needed_by", "pickle:\n    allow:", "reason:", "WA420"):
+        assert needle in result.stdout, needle
