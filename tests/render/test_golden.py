@@ -55,6 +55,20 @@ def _normalise(text: str) -> str:
     return text.replace(__version__, "<version>")
 
 
+def _sarif_without_rule_texts(text: str) -> str:
+    """The rule catalogue is every registered rule's help (owned by the rule modules, tested there): the golden
+    keeps the rules the results use, by position, so new rules elsewhere do not churn it."""
+    sarif = json.loads(text)
+    for run in sarif["runs"]:
+        rules = run["tool"]["driver"]["rules"]
+        used = {r["ruleIndex"] for r in run["results"] if "ruleIndex" in r}
+        run["tool"]["driver"]["rules"] = {
+                                          "used": sorted(rules[i]["id"] for i in used)}
+        for result in run["results"]:
+            result["ruleIndex"] = "<index>"
+    return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
+
+
 @pytest.mark.parametrize("golden", sorted(CASES))
 def test_output_matches_golden(runner, targets: Path, golden: str) -> None:
     command, target, fmt = CASES[golden]
@@ -63,6 +77,8 @@ def test_output_matches_golden(runner, targets: Path, golden: str) -> None:
         args.append("--no-stats")
     result = invoke(runner, *args)
     actual = _normalise(result.stdout)
+    if fmt == "sarif":
+        actual = _sarif_without_rule_texts(actual)
     path = GOLDEN / golden
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(actual)
