@@ -222,3 +222,21 @@ def test_rules_explain_documents_the_allowlists_and_the_policy_extension(runner,
     for needle in ("weightaudit/data/pickle_allowlist.yaml", "weightaudit/data/pickle_dangerous.yaml",
                    "kind: function|class|constant", "needed_by", "pickle:\n    allow:", "reason:", "WA420"):
         assert needle in result.stdout, needle
+
+
+def test_hostile_shapes_are_judged_in_bounded_work(tmp_path: Path) -> None:
+    """A million-part attribute chain, sized calls nested thousands deep and one big list handed to many calls."""
+    from weightaudit.formats.pickle_vm import scan_stream
+    from weightaudit.rules.pickle_rules import pickle_findings
+
+    assert classify_global("builtins", "a." * 500_000 + "b") == "denied"
+    nested = call(glob("builtins", "range"), num(10**10))
+    for _ in range(3000):
+        nested = call(glob("builtins", "set"), nested)
+    shared = lst(*[glob("mylib", "hook")] + [num(i) for i in range(20_000)]) + b"q\x00"
+    many = shared + b"".join(glob("builtins", "set") + b"h\x00\x85R0" for _ in range(2_000))
+    for body in (nested, many):
+        (result,), _ = scan_stream(pkl(body))
+        assert result.ok, result.error
+        findings = pickle_findings(result, "x.pkl", "x.pkl")
+        assert any(f.rule_id in ("WA417", "WA419") for f in findings)

@@ -37,7 +37,7 @@ def _args(call: Call) -> tuple:
     return call.args if isinstance(call.args, tuple) else ()
 
 
-def _range_len(call: Call) -> int | None:
+def _range_len(call: Call, depth: int = 0) -> int | None:
     ints = [_int(a) for a in _args(call)]
     if not ints or len(ints) > 3 or any(i is None for i in ints):
         return None
@@ -48,12 +48,15 @@ def _range_len(call: Call) -> int | None:
         return abs(stop - start) // max(abs(step or 1), 1)
 
 
-def value_units(value: Any) -> int | None:
+MAX_MEASURE_DEPTH = 8      # set(list(range(n))): sized calls nested deeper are not measured
+
+
+def value_units(value: Any, depth: int = 0) -> int | None:
     """Elements a value stands for: an int count, a sized call, or a literal's length."""
     if _int(value) is not None:
         return max(value, 0)
     if isinstance(value, Call):
-        return call_units(value)
+        return call_units(value, depth + 1)
     if isinstance(value, (list, tuple, set, frozenset, dict, str, bytes, bytearray)):
         return len(value)
     if isinstance(value, BytesRef):
@@ -61,12 +64,12 @@ def value_units(value: Any) -> int | None:
     return None
 
 
-def _first_arg_units(call: Call) -> int | None:
+def _first_arg_units(call: Call, depth: int) -> int | None:
     args = _args(call)
-    return value_units(args[0]) if args else None
+    return value_units(args[0], depth) if args else None
 
 
-def _shape_units(call: Call) -> int | None:
+def _shape_units(call: Call, depth: int = 0) -> int | None:
     args = _args(call)
     shape = args[1] if len(args) > 1 and call.func.name == "_reconstruct" else (args[0] if args else None)
     if _int(shape) is not None:
@@ -97,7 +100,7 @@ def _exponent(call: Call) -> int | None:
     return None
 
 
-_SIZED: dict[str, Callable[[Call], int | None]] = {
+_SIZED: dict[str, Callable[[Call, int], int | None]] = {
     "builtins.range": _range_len,
     **{name: _first_arg_units for name in (
         "builtins.bytearray", "builtins.bytes", "builtins.set", "builtins.frozenset", "builtins.list",
@@ -111,10 +114,10 @@ _NUMBERS = frozenset({"builtins.int", "decimal.Decimal", "fractions.Fraction", "
 def call_units(call: Call, depth: int = 0) -> int | None:
     """Elements/bytes the call would produce (None: not a sized call or not measurable)."""
     func = call.func
-    if not isinstance(func, Global) or depth > 8:
+    if not isinstance(func, Global) or depth > MAX_MEASURE_DEPTH:
         return None
     measure = _SIZED.get(func.qualname)
-    return measure(call) if measure is not None else None
+    return measure(call, depth) if measure is not None else None
 
 
 def _grade(units: int, notable: int, limit: int) -> Severity | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from weightaudit.formats.pickle_values import Call, DynamicGlobal, ExtRef, Global, render
@@ -27,7 +27,11 @@ from weightaudit.rules.pickle_allowlist import (
     AllowEntry, Allowlist, DangerTable, builtin_allowlist, danger_table,
 )
 
-__all__ = ["Level", "Verdict", "Classifier", "classifier_for", "DEFAULT_CLASSIFIER"]
+__all__ = ["Level", "Verdict", "Classifier", "classifier_for", "DEFAULT_CLASSIFIER", "MAX_NAME_PARTS",
+           "MAX_CACHED_NAMES"]
+
+MAX_NAME_PARTS = 32          # a longer attribute chain is judged an attribute walk without matching every suffix
+MAX_CACHED_NAMES = 100_000   # verdicts remembered per classifier (one pickle may name a global a million times)
 
 
 class Level(enum.IntEnum):
@@ -61,9 +65,22 @@ def _is_dunder(part: str) -> bool:
 class Classifier:
     allow: Allowlist
     danger: DangerTable
+    _cache: dict[tuple[str, str], Verdict] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def judge_name(self, module: str, name: str) -> Verdict:
+        key = (module, name)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = self._judge_name(module, name)
+            if len(self._cache) < MAX_CACHED_NAMES:
+                self._cache[key] = verdict
+        return verdict
+
+    def _judge_name(self, module: str, name: str) -> Verdict:
         qualname = f"{module}.{name}"
+        if name.count(".") >= MAX_NAME_PARTS:
+            return Verdict(Level.DANGEROUS, qualname[:200], f"an attribute chain of more than {MAX_NAME_PARTS} parts",
+                           "attribute-walker")
         parts = name.split(".")
         if len(parts) == 1:
             entry = self.allow.get(qualname)

@@ -30,16 +30,23 @@ _NEWOBJ_OPCODES = frozenset({"NEWOBJ", "NEWOBJ_EX"})
 Where = Callable[[int, str], str]
 
 
-def _iter_globals(value: Any) -> Iterator[Global]:
-    """Globals inside a call's arguments, not descending into nested calls (they are judged themselves)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+def _iter_globals(roots: tuple[Any, ...], walked: set[int]) -> Iterator[Global]:
+    """Globals inside a call's arguments, not descending into nested calls (they are judged themselves).
+
+    ``walked`` holds the ids of containers already walked for this pickle, so a container shared through the
+    memo by many calls is walked once: total work stays linear in the pickle's size. A global past the bounds is
+    still reported where it is imported (WA402/WA403), so nothing passes silently."""
+    stack: list[tuple[Any, int]] = [(root, 0) for root in roots]
     budget = MAX_ARGUMENT_NODES
     while stack and budget > 0:
         item, depth = stack.pop()
         budget -= 1
         if isinstance(item, Global):
             yield item
-        elif depth < MAX_ARGUMENT_DEPTH:
+        elif depth < MAX_ARGUMENT_DEPTH and isinstance(item, (dict, tuple, list, set, frozenset)):
+            if id(item) in walked:
+                continue
+            walked.add(id(item))
             if isinstance(item, dict):
                 stack.extend((v, depth + 1) for pair in list(item.items())[:budget] for v in pair)
             elif isinstance(item, (tuple, list, set, frozenset)):
@@ -56,6 +63,7 @@ class VerdictCollector:
     findings: list[Finding] = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
     policy_noted: set[str] = field(default_factory=set)
+    walked: set[int] = field(default_factory=set)
 
     def _note_policy(self, verdict: Verdict, pos: int, opcode: str) -> None:
         entry = verdict.entry
@@ -100,7 +108,7 @@ class VerdictCollector:
         reconstructor = isinstance(call.func, Global) and call.func.qualname in _RECONSTRUCTORS \
             and verdict.level is Level.ALLOWED
         seen: set[str] = set()
-        for ref in _iter_globals((call.args, call.kwargs)):
+        for ref in _iter_globals((call.args, call.kwargs), self.walked):   # both live on the Call
             if ref.qualname in seen:
                 continue
             seen.add(ref.qualname)
