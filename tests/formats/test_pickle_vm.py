@@ -292,3 +292,82 @@ def test_audit_fails_with_a_critical_finding_on_payloads_around_errors(runner, t
     critical = [f for f in findings if f["severity"] == "critical" and call in f["message"]]
     assert code == 1 and {f["rule_id"] for f in critical} == {"WA401"}, findings
     assert report["files"][0]["verified"] is verified
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cost (issue 10): deep nesting, memo graphs with exponentially many paths, opcode floods
+# --------------------------------------------------------------------------------------------------------------
+
+DEPTH = 200_000
+
+
+def _torch_zip(path: Any, data_pkl: bytes) -> Any:
+    """A torch.save-shaped archive around a hand-built data.pkl (no tensors needed)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/.data/version", "3\n")
+    return path
+
+
+def _deep_dicts(depth: int) -> bytes:
+    """{'a': {'a': {... 'a': 1}}}: the dotted names of a walker that copies prefixes grow to depth**2 bytes."""
+    return b"\x80\x02" + b"}U\x01a" * depth + b"K\x01" + b"s" * depth + b"."
+
+
+def _memo_graph(levels: int) -> bytes:
+    """Each level is a list holding the previous level twice (by memo): 2**levels paths, linear size."""
+    out = bytearray(b"\x80\x02]q\x00")
+    for level in range(1, levels + 1):
+        out += b"]h" + bytes([level - 1]) + b"h" + bytes([level - 1]) + b"\x86aq" + bytes([level])
+    return bytes(out + b".")
+
+
+@pytest.mark.parametrize("data", [
+    b"]" * DEPTH + b"a" * (DEPTH - 1) + b".",
+    b"}" + b"U\x01k}" * (DEPTH - 1) + b"s" * (DEPTH - 1) + b".",
+    _deep_dicts(DEPTH),
+])
+def test_deep_nesting_runs_and_renders_without_recursion(data: bytes) -> None:
+    result = run_pickle(data)
+    assert result.ok, result.error
+    assert len(render(result.value)) <= 160
+
+
+def test_deep_tuple_chain_is_a_limit_not_a_crash() -> None:
+    """Hashing a tuple nested 200,000 deep recurses in C without a guard (CPython segfaults)."""
+    data = b")" + b"\x85" * DEPTH + b"}\x8c\x01k" + b")" + b"\x85" * DEPTH + b"K\x01s."
+    result = run_pickle(data)
+    assert "tuples nested more than 1000 deep" in result.error
+    assert [a.kind for a in result.anomalies] == ["limit", "recovered"]
+
+
+@pytest.mark.parametrize("data, finding, verified", [
+    (_deep_dicts(DEPTH), None, True),
+    (_memo_graph(60), None, True),
+    (b"\x80\x02" + b")" + b"\x85" * DEPTH + b".", "WA405", False),
+])
+def test_costly_shapes_in_a_torch_zip_give_a_report(runner, tmp_path, data: bytes, finding: str | None,
+                                                    verified: bool) -> None:
+    from tests.conftest import invoke_json
+
+    target = _torch_zip(tmp_path / "model.pt", data)
+    code, report = invoke_json(runner, "audit", target, "--no-stats")
+    rules = {f["rule_id"] for f in report["findings"]}
+    assert "internal error" not in str(report).lower()
+    assert report["files"][0]["verified"] is verified, report["files"][0]
+    if finding:
+        assert finding in rules and code in (1, 3)
+
+
+def test_opcode_flood_is_bounded_by_a_named_limit(tmp_path) -> None:
+    from weightaudit.formats import LoadOptions
+    from weightaudit.formats.raw_pickle import RawPickleLoader
+
+    target = tmp_path / "flood.pkl"
+    target.write_bytes(b"N0" * 50_000 + b"N.")
+    loaded = RawPickleLoader().load(target, "flood.pkl", LoadOptions(max_pickle_opcodes=10_000))
+    assert not loaded.verified
+    assert [f.rule_id for f in loaded.findings if f.rule_id == "WA405"] == ["WA405"]

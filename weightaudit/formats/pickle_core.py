@@ -33,6 +33,7 @@ class MachineCore:
         self.reader = FrameReader(data, start, file_mode)
         self.data = data
         self.limits = limits
+        self.max_stack = limits.max_stack
         self.budget = budget                 # [opcodes left], shared across stacked pickles
         self.stack: list[Any] = []
         self.marks: list[int] = []
@@ -42,6 +43,19 @@ class MachineCore:
         self.result = PickleResult(start=start, end=start, mode="file" if file_mode else "bytes")
         self.op_pos = start
         self.op_name = ""
+        self.tuple_depth: dict[int, int] = {}      # id -> tuple-in-tuple nesting, for tuples deeper than 1
+
+    def make_tuple(self, items: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:
+        """A tuple, with its tuple-in-tuple depth bounded: hashing a deep chain recurses in C (no guard, crash)."""
+        made = tuple(items)
+        depth = 1 + max((self.tuple_depth.get(id(i), 1) for i in made if type(i) is tuple), default=0)
+        if depth > self.limits.max_tuple_depth:
+            raise LimitExceeded(f"tuples nested more than {self.limits.max_tuple_depth} deep", self.op_pos)
+        if depth > 1:
+            self.tuple_depth[id(made)] = depth
+        else:
+            self.tuple_depth.pop(id(made), None)
+        return made
 
     # ---- stack helpers (C semantics: the top mark fences the stack) ----
     @property
@@ -52,19 +66,22 @@ class MachineCore:
         return PickleError(f"{self.op_name}: unpickling stack underflow", self.op_pos)
 
     def push(self, value: Any) -> None:
-        if len(self.stack) >= self.limits.max_stack:
-            raise LimitExceeded(f"stack depth above {self.limits.max_stack}", self.op_pos)
-        self.stack.append(value)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise LimitExceeded(f"stack depth above {self.max_stack}", self.op_pos)
+        stack.append(value)
 
     def pop(self) -> Any:
-        if len(self.stack) <= self.fence:
+        stack = self.stack
+        if len(stack) <= (self.marks[-1] if self.marks else 0):
             raise self.underflow()
-        return self.stack.pop()
+        return stack.pop()
 
     def top(self) -> Any:
-        if len(self.stack) <= self.fence:
+        stack = self.stack
+        if len(stack) <= (self.marks[-1] if self.marks else 0):
             raise self.underflow()
-        return self.stack[-1]
+        return stack[-1]
 
     def pop_mark(self) -> list[Any]:
         if not self.marks:
@@ -77,10 +94,12 @@ class MachineCore:
     def memo_put(self, key: int) -> None:
         if key < 0:
             raise PickleError(f"negative {self.op_name} argument", self.op_pos)
-        value = self.top()
-        if key not in self.memo and len(self.memo) >= self.limits.max_memo:
+        stack, memo = self.stack, self.memo
+        if len(stack) <= (self.marks[-1] if self.marks else 0):
+            raise self.underflow()
+        if len(memo) >= self.limits.max_memo and key not in memo:
             raise LimitExceeded(f"memo above {self.limits.max_memo} entries", self.op_pos)
-        self.memo[key] = value
+        memo[key] = stack[-1]
 
     def memo_get(self, key: int) -> None:
         if key not in self.memo:
@@ -95,7 +114,12 @@ class MachineCore:
         return self.reader.read(n, self.op_pos)
 
     def read_uint(self, n: int) -> int:
-        return int.from_bytes(self.read(n), "little", signed=False)
+        reader, pos = self.reader, self.reader.pos
+        end = pos + n
+        if end > len(self.data) or pos < reader.frame_end < end:
+            return int.from_bytes(self.read(n), "little", signed=False)   # truncated, or straddling a frame
+        reader.pos = end
+        return self.data[pos] if n == 1 else int.from_bytes(self.data[pos:end], "little", signed=False)
 
     def read_sint(self, n: int) -> int:
         return int.from_bytes(self.read(n), "little", signed=True)
@@ -144,7 +168,18 @@ class MachineCore:
         return res
 
     def _loop(self) -> None:
-        reader, data, table, counts, budget = self.reader, self.data, self.DISPATCH, self.result.opcodes, self.budget
+        counts = [0] * 256
+        try:
+            self._dispatch(counts)
+        finally:
+            table, opcodes = self.DISPATCH, self.result.opcodes
+            for code, count in enumerate(counts):
+                if count:
+                    name = table[code][0]                       # type: ignore[index]
+                    opcodes[name] = opcodes.get(name, 0) + count
+
+    def _dispatch(self, counts: list[int]) -> None:
+        reader, data, table, budget = self.reader, self.data, self.DISPATCH, self.budget
         size = len(data)
         while True:
             pos = reader.pos
@@ -155,14 +190,14 @@ class MachineCore:
             if pos >= size:
                 raise PickleError("pickle data was truncated (no STOP)" if pos > self.result.start
                                   else "ran out of input", pos)
-            entry = table[data[pos]]
+            code = data[pos]
+            entry = table[code]
             if entry is None:
-                raise PickleError(f"invalid load key {bytes([data[pos]])!r}", pos)
+                raise PickleError(f"invalid load key {bytes([code])!r}", pos)
             reader.pos = pos + 1
-            name, handler = entry
-            self.op_name = name
-            counts[name] = counts.get(name, 0) + 1
-            handler(self)
+            self.op_name = entry[0]
+            counts[code] += 1
+            entry[1](self)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -133,12 +133,12 @@ class CallOps(ValueOps):
         items = self.pop_mark()
         if not items:
             raise self.underflow()
-        self._call(items[0], tuple(items[1:]))
+        self._call(items[0], self.make_tuple(items[1:]))
 
     def op_inst(self) -> None:
         module = self._line_utf8()
         name = self._line_utf8()
-        args = tuple(self.pop_mark())
+        args = self.make_tuple(self.pop_mark())
         self._call(self._find_class(module, name), args)
 
     # ---- BUILD: __setstate__, or __dict__ and slot updates ----

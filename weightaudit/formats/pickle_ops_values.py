@@ -245,12 +245,12 @@ class ValueOps(MachineCore):
         self.push(set())
 
     def op_tuple(self) -> None:
-        self.push(tuple(self.pop_mark()))
+        self.push(self.make_tuple(self.pop_mark()))
 
     def _tuple_n(self, n: int) -> None:
         if len(self.stack) - self.fence < n:
             raise self.underflow()
-        items = tuple(self.stack[len(self.stack) - n:])
+        items = self.make_tuple(self.stack[len(self.stack) - n:])
         del self.stack[len(self.stack) - n:]
         self.push(items)
 

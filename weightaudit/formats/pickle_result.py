@@ -28,6 +28,7 @@ class Limits:
     max_inline_bytes: int = 1 << 12         # longer byte strings stay in the file as BytesRef
     max_alloc: int = 1 << 32                # bytearray(n)/bytes(n) style declared allocations
     max_scan_steps: int = 4_000_000         # linear recovery scan after an error or a limit
+    max_tuple_depth: int = 1_000            # tuple-in-tuple nesting (hashing deeper chains crashes CPython)
 
 
 @dataclass

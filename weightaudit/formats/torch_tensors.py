@@ -132,8 +132,15 @@ def _key_text(key: Any) -> str:
     return render(key, depth=1, width=60)
 
 
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+MAX_NAME = 512          # characters of a dotted tensor name; deeper paths are shortened, not copied per level
+
+
+def _join(prefix: str, key: str, serial: int = 0) -> str:
+    """``prefix.key``; past MAX_NAME characters a bounded ``head...key#serial`` (unique, constant size), so a
+    pickle nested 200,000 deep costs linear time and memory instead of copying ever longer prefixes."""
+    if len(prefix) + len(key) < MAX_NAME:
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix[:MAX_NAME // 2]}...{key[:64]}#{serial}"
 
 
 def _is_optimizer_dict(value: dict) -> bool:
@@ -149,13 +156,13 @@ class TensorCollector:
         self.visits_left = max_visits
 
     def collect(self, root: Any) -> Inventory:
-        stack: list[tuple[str, Any, bool, Any]] = [("", root, False, None)]
-        on_path: set[int] = set()
+        """Each container is expanded once (a memo graph with 2**60 paths costs its size, not its paths); a tensor
+        reached through several containers (tied weights) is named once per reference."""
+        stack: list[tuple[str, Any, bool]] = [("", root, False)]
+        expanded: set[int] = set()
+        serial = 0
         while stack:
-            name, value, optimizer, marker = stack.pop()
-            if marker == "exit":
-                on_path.discard(id(value))
-                continue
+            name, value, optimizer = stack.pop()
             self.visits_left -= 1
             if self.visits_left < 0:
                 self.inventory.truncated = True
@@ -163,17 +170,15 @@ class TensorCollector:
                 break
             if isinstance(value, (str, bytes, int, float, bool, type(None), BytesRef, Global)):
                 continue
-            if id(value) in on_path:
+            if id(value) in expanded:
                 continue
             if isinstance(value, Call) and self._tensor(name, value, optimizer):
                 continue
             children = self._children(value, optimizer)
-            if not children:
-                continue
-            on_path.add(id(value))
-            stack.append((name, value, optimizer, "exit"))
+            expanded.add(id(value))
             for key, child, child_opt in reversed(children):
-                stack.append((_join(name, key) if key is not None else name, child, child_opt, None))
+                serial += 1
+                stack.append((_join(name, key, serial) if key is not None else name, child, child_opt))
         return self.inventory
 
     def _children(self, value: Any, optimizer: bool) -> list[tuple[str | None, Any, bool]]:
