@@ -401,3 +401,24 @@ def test_every_allowlist_entry_is_needed_by_a_real_file(benign_release: Path) ->
               and not name.startswith(LIBRARY_PREFIXES)}
     assert unused == set()
     assert not {name for name in NEEDED_ELSEWHERE if name in seen}, "an entry is seen now: drop it from NEEDED_ELSEWHERE"
+
+
+def test_protocol_0_and_1_records_are_medium_through_copyreg(tmp_path: Path, fake_libraries) -> None:
+    from transformers.training_args import TrainingArguments
+
+    for proto in (0, 1):
+        path = tmp_path / f"args_p{proto}.pkl"
+        path.write_bytes(pickle.dumps(TrainingArguments(output_dir="x"), protocol=proto))
+        loaded = _load(path)
+        assert loaded.verified and max(f.severity for f in loaded.findings) == Severity.MEDIUM, \
+            [(f.rule_id, f.severity, f.message) for f in loaded.findings]
+        assert any(f.rule_id == "WA418" and "copyreg._reconstructor" in f.message for f in loaded.findings)
+
+
+def test_enum_called_with_more_than_its_value_is_high(tmp_path: Path) -> None:
+    from tests.rules.pickle_builders import call, glob, pkl, text
+
+    path = tmp_path / "enum.pkl"
+    path.write_bytes(pkl(call(glob("transformers.trainer_utils", "IntervalStrategy"), text("Evil"), text("a b"))))
+    found = {(f.rule_id, f.severity) for f in _load(path).findings}
+    assert ("WA403", Severity.HIGH) in found
