@@ -66,3 +66,19 @@ def test_compressed_npz_gets_statistics_like_a_stored_one(tmp_path: Path, runner
     stats = {(t["file"], t["name"]): t["stats"] for t in report["tensors"]}
     for name in ("w", "b"):
         assert stats[("deflated.npz", name)] == stats[("stored.npz", name)]
+
+
+def test_entries_match_zipfile_on_many_members_with_comments_and_extras(tmp_path: Path) -> None:
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(300):
+            info = zipfile.ZipInfo(f"dir/member{index}")
+            info.comment = b"c" * (index % 5)
+            info.extra = b"\xfe\xca\x02\x00ab" if index % 3 == 0 else b""
+            info.compress_type = zipfile.ZIP_DEFLATED if index % 2 else zipfile.ZIP_STORED
+            archive.writestr(info, bytes([index % 256]) * index)
+    ours = read_zip_entries(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        theirs = archive.infolist()
+    assert [(e.name, e.header_offset, e.compressed_size, e.size, e.crc, e.method) for e in ours] == \
+        [(i.filename, i.header_offset, i.compress_size, i.file_size, i.CRC, i.compress_type) for i in theirs]

@@ -61,7 +61,7 @@ from weightaudit.formats.torch_tensors import (
     build_tensors, itemsize, storage_from_pid,
 )
 from weightaudit.formats.zipread import (
-    MAX_MEMBER_SCAN, ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries,
+    MAX_MEMBER_SCAN, ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries, read_zip_names,
 )
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules import pickle_rules as R
@@ -100,10 +100,9 @@ def _zip_kind_uncached(path: Path) -> str | None:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
             try:
-                entries = read_zip_entries(view)
-                names = [e.name for e in entries]
-                kind = _classify_zip_names(path, names)
+                kind = _classify_zip_names(path, read_zip_names(view))
                 if kind is None:
+                    entries = read_zip_entries(view)
                     kind = "pickle-archive" if any(_member_is_pickle(view, e) for e in entries[:1000]) else None
                 return kind
             finally:

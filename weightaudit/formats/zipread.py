@@ -16,7 +16,8 @@ from typing import Iterator
 
 from weightaudit.formats.mapped_file import FileProblem
 
-__all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "member_data", "entries_by_name",
+__all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "read_zip_names", "member_data",
+           "entries_by_name",
            "iter_member_range"]
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -24,7 +25,7 @@ MAX_ZIP_ENTRIES = 1_000_000
 MAX_MEMBER_SCAN = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZipEntry:
     """One central-directory entry joined to its local header."""
 
@@ -39,8 +40,36 @@ class ZipEntry:
     data_offset: int
 
 
+_CD_ENTRY = struct.Struct("<4s4xHH4xIIIHHH8xI")     # signature, flags, method, crc, sizes, name/extra/comment, offset
+_LOCAL_HEADER = struct.Struct("<4s2xH18xHH")          # signature, flags, name and extra lengths
+
+
 def read_zip_entries(mm: memoryview | bytes) -> list[ZipEntry]:
-    """All entries in central-directory order (duplicates kept). Raises FileProblem when unreadable."""
+    """All entries in central-directory order (duplicates kept). Raises FileProblem when unreadable.
+
+    One pass over the central directory with precompiled structs, one local-header read per entry: linear in
+    the member count, a few hundred bytes of Python objects per entry."""
+    size = len(mm)
+    count, cd_offset = _central_directory(mm)
+    entries, pos = [], cd_offset
+    unpack = _CD_ENTRY.unpack_from
+    for _ in range(count):
+        if pos + 46 > size:
+            raise FileProblem(f"bad central directory entry at byte {pos}")
+        sig, flags, method, crc, csize, usize, nlen, elen, clen, offset = unpack(mm, pos)
+        if sig != b"PK\x01\x02":
+            raise FileProblem(f"bad central directory entry at byte {pos}")
+        name = bytes(mm[pos + 46:pos + 46 + nlen]).decode("utf-8", "replace")
+        if elen and (usize == 0xFFFFFFFF or csize == 0xFFFFFFFF or offset == 0xFFFFFFFF):
+            extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
+            usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
+        entries.append(_join_local_header(mm, name, flags, method, crc, csize, usize, offset))
+        pos += 46 + nlen + elen + clen
+    return entries
+
+
+def _central_directory(mm: memoryview | bytes) -> tuple[int, int]:
+    """(entry count, offset) of the central directory, from the (ZIP64) end-of-central-directory record."""
     size = len(mm)
     tail_start = max(0, size - 65_557)
     eocd = bytes(mm[tail_start:]).rfind(b"PK\x05\x06")
@@ -52,20 +81,22 @@ def read_zip_entries(mm: memoryview | bytes) -> list[ZipEntry]:
         count, cd_size, cd_offset = _zip64_directory(mm, eocd)
     if count > MAX_ZIP_ENTRIES or cd_offset + cd_size > size:
         raise FileProblem("zip central directory lies outside the file or is too large")
-    entries, pos = [], cd_offset
-    for _ in range(count):
-        if bytes(mm[pos:pos + 4]) != b"PK\x01\x02":
+    return count, cd_offset
+
+
+def read_zip_names(mm: memoryview | bytes, limit: int = MAX_ZIP_ENTRIES) -> list[str]:
+    """Member names from the central directory only (no local headers): what sniffing needs, at a third of
+    :func:`read_zip_entries`' cost. Raises FileProblem when the directory is unreadable."""
+    size = len(mm)
+    count, cd_offset = _central_directory(mm)
+    names, pos = [], cd_offset
+    for _ in range(min(count, limit)):
+        if pos + 46 > size or bytes(mm[pos:pos + 4]) != b"PK\x01\x02":
             raise FileProblem(f"bad central directory entry at byte {pos}")
-        flags, method = struct.unpack_from("<HH", mm, pos + 8)
-        crc, csize, usize = struct.unpack_from("<III", mm, pos + 16)
         nlen, elen, clen = struct.unpack_from("<HHH", mm, pos + 28)
-        offset = struct.unpack_from("<I", mm, pos + 42)[0]
-        name = bytes(mm[pos + 46:pos + 46 + nlen]).decode("utf-8", "replace")
-        extra = bytes(mm[pos + 46 + nlen:pos + 46 + nlen + elen])
-        usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
-        entries.append(_join_local_header(mm, name, flags, method, crc, csize, usize, offset))
+        names.append(bytes(mm[pos + 46:pos + 46 + nlen]).decode("utf-8", "replace"))
         pos += 46 + nlen + elen + clen
-    return entries
+    return names
 
 
 def _zip64_directory(mm: memoryview | bytes, eocd: int) -> tuple[int, int, int]:
@@ -97,11 +128,14 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
 
 def _join_local_header(mm: memoryview | bytes, name: str, flags: int, method: int, crc: int, csize: int,
                        usize: int, offset: int) -> ZipEntry:
-    if offset + 30 > len(mm) or bytes(mm[offset:offset + 4]) != ZIP_MAGIC:
+    if offset + 30 > len(mm):
         raise FileProblem(f"member {name!r}: local header missing at byte {offset}")
-    nlen, elen = struct.unpack_from("<HH", mm, offset + 26)
-    flags |= struct.unpack_from("<H", mm, offset + 6)[0]      # either copy of the flags can make zipfile refuse
+    sig, local_flags, nlen, elen = _LOCAL_HEADER.unpack_from(mm, offset)
+    if sig != ZIP_MAGIC:
+        raise FileProblem(f"member {name!r}: local header missing at byte {offset}")
+    flags |= local_flags                      # either copy of the flags can make zipfile refuse
     local_name = bytes(mm[offset + 30:offset + 30 + nlen]).decode("utf-8", "replace")
+    local_name = name if local_name == name else local_name     # one string object when they agree
     data_offset = offset + 30 + nlen + elen
     if data_offset + csize > len(mm):
         raise FileProblem(f"member {name!r}: data extends past the end of the file")
