@@ -45,3 +45,11 @@ def test_data_only_pickle_is_medium_and_ordinary_values_are_silent(tmp_path: Pat
                                                       "name": "gAJ-not-base64", "hex": "80", "text": "hello world"}))
     _safetensors(tmp_path / "model.safetensors", {"format": "pt", "note": "gAN says hi"})
     assert _findings(tmp_path) == [("WA426", "config.json", Severity.MEDIUM)]
+
+
+def test_pickle_in_shard_index_metadata_is_critical(tmp_path: Path) -> None:
+    _safetensors(tmp_path / "model-00001-of-00001.safetensors", {"format": "pt"})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {"total_size": 8, "note": base64.b64encode(PAYLOAD).decode()},
+        "weight_map": {"w": "model-00001-of-00001.safetensors"}}))
+    assert _findings(tmp_path) == [("WA426", "model.safetensors.index.json", Severity.CRITICAL)]

@@ -55,8 +55,9 @@ _hidden_rule = rule_family(
 
 MAX_SIDE_JSON_BYTES = 16 * 1024 * 1024
 MAX_JSON_FILES = 2_000
-# JSON string literals: one unambiguous alternation, so the scan is linear in the file size.
-_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+# JSON string literals, linear in the file size: possessive, and an unterminated string runs to the end of the
+# text (otherwise each later quote of 1 MB of \" restarts the scan: quadratic).
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*+)(?:"|\\?\Z)', re.S)
 # Raw pickle protocol 2-5 headers, their hex spelling and their base64 spelling (gAI gAJ gAN gAS gAU...).
 _PICKLE_PREFIX = re.compile(r"^(?:\x80[\x02-\x05]|\\u0080|80 ?0[2-5]|gA[JNSU])", re.I)
 
@@ -68,6 +69,10 @@ def _hidden_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding
             for key, value in list(metadata.items())[:100_000]:
                 if isinstance(value, str):
                     yield from hidden_pickle_findings(loaded.path, value, f"__metadata__[{key!r}]")
+    for index in ctx.release.shard_indexes:
+        for key, value in list((index.metadata or {}).items())[:100_000]:
+            if isinstance(value, str):
+                yield from hidden_pickle_findings(index.rel, value, f"metadata[{key!r}]")
     root = Path(ctx.release.root)
     for rel in [r for r in ctx.release.all_side_files() if r.lower().endswith(".json")][:MAX_JSON_FILES]:
         text = _read_text(root / rel)
