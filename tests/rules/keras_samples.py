@@ -207,3 +207,13 @@ LEGACY_TRAINING = {"loss": "categorical_crossentropy", "metrics": [[{"class_name
                    "optimizer_config": {"class_name": "Adam", "config": {"name": "Adam", "learning_rate": 0.001,
                                                                          "decay": 0.0, "beta_1": 0.9, "beta_2": 0.999,
                                                                          "epsilon": 1e-07, "amsgrad": False}}}
+
+
+# tf.keras 2.11-2.15 writes its optimizers under their default registration, "Custom>Adam".
+LEGACY_TRAINING_TF211 = {**LEGACY_TRAINING, "optimizer_config": {
+    "class_name": "Custom>Adam", "config": {"name": "Adam", "weight_decay": None, "clipnorm": None,
+                                            "global_clipnorm": None, "clipvalue": None, "use_ema": False,
+                                            "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                                            "jit_compile": False, "is_legacy_optimizer": False,
+                                            "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999,
+                                            "epsilon": 1e-07, "amsgrad": False}}}

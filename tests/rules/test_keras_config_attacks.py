@@ -162,6 +162,8 @@ ATTACKS = [
     Attack("tf-op-lambda-write-file", lambda: ks.legacy_sequential({"class_name": "TFOpLambda", "config": {
         "name": "tf.io.write_file", "function": "io.write_file"}}),
            "WA432", "config.layers[2]", "io.write_file", legacy=True),
+    Attack("legacy-custom-optimizer", lambda: ks.legacy_sequential(),
+           "WA434", "training_config.optimizer_config", "evil>Adam", legacy=True),
     Attack("keras-hub-class", lambda: with_layer(ks.layer("GemmaBackbone", "g", ["features"],
                                                           module="keras_hub.src.models.gemma.gemma_backbone")),
            "WA431", "config.layers[1]", "keras_hub"),
@@ -172,7 +174,10 @@ def _write(tmp_path: Path, attack: Attack) -> Path:
     release = tmp_path / "release"
     release.mkdir()
     if attack.legacy:
-        ks.write_legacy_h5(release / "model.h5", attack.config(), ks.LEGACY_TRAINING)
+        training = ks.LEGACY_TRAINING
+        if attack.name == "legacy-custom-optimizer":
+            training = {**training, "optimizer_config": {"class_name": "evil>Adam", "config": {"name": "Adam"}}}
+        ks.write_legacy_h5(release / "model.h5", attack.config(), training)
     else:
         ks.write_keras(release / "model.keras", attack.config())
     return release
@@ -201,10 +206,12 @@ def test_benign_keras3_models_pass(runner, tmp_path: Path, build: Callable[[], d
     assert _keras_findings(report) == [] and code == 0, report["findings"]
 
 
-def test_benign_legacy_model_passes(runner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("training", [ks.LEGACY_TRAINING, ks.LEGACY_TRAINING_TF211], ids=["keras2", "tf2.11"])
+def test_benign_legacy_model_passes(runner, tmp_path: Path, training: dict) -> None:
     release = tmp_path / "release"
     release.mkdir()
-    ks.write_legacy_h5(release / "model.h5", ks.legacy_sequential(), ks.LEGACY_TRAINING)
+    old_layer = {"class_name": "Convolution2D", "config": {"name": "conv", "nb_filter": 4, "nb_row": 3, "nb_col": 3}}
+    ks.write_legacy_h5(release / "model.h5", ks.legacy_sequential(old_layer), training)
     code, report = invoke_json(runner, "audit", release)
     assert _keras_findings(report) == [] and code == 0, report["findings"]
 

@@ -48,6 +48,7 @@ class Allowlist:
     names: frozenset[str]            # exported + internal dotted names relative to keras[.src] / tf_keras[.src]
     legacy: frozenset[str]           # bare class names (Keras 2 configs)
     builtin_functions: frozenset[str]
+    registered: frozenset[str]       # "Custom>Adam": Keras' own @register_keras_serializable() classes
     flagged: Mapping[str, Mapping[str, Any]]
     dangerous: Mapping[str, str]
 
@@ -62,6 +63,7 @@ def allowlist() -> Allowlist:
         names=frozenset(groups["exported"]["names"]) | frozenset(groups["internal"]["names"]),
         legacy=frozenset(groups["legacy_names"]["names"]) | frozenset(data["flagged"]),
         builtin_functions=frozenset(groups["builtin_functions"]["names"]),
+        registered=frozenset(groups["registered_names"]["names"]),
         flagged=data["flagged"], dangerous=data["dangerous"])
 
 
@@ -140,7 +142,11 @@ def _external(module: str, what: str) -> Verdict:
 def judge_class(module: Any, cls: str) -> Verdict | None:
     lists = allowlist()
     if module is None or module == "":
-        return None if cls in lists.legacy else Verdict("WA437", f"object {cls!r} is not a Keras built-in")
+        if cls in lists.legacy or cls in lists.registered:
+            return None
+        if ">" in cls:
+            return Verdict("WA434", f"custom object {cls!r} needs user code to load")
+        return Verdict("WA437", f"object {cls!r} is not a Keras built-in")
     if not isinstance(module, str):
         return Verdict("WA437", f"object {cls!r} has a non-string module {module!r}")
     rel = relative_module(module)
@@ -196,7 +202,7 @@ def judge_object(node: dict) -> list[Verdict]:
     module = node.get("module")
     verdicts: list[Verdict] = []
     registered = node.get("registered_name")
-    if isinstance(registered, str) and ">" in registered and registered.partition(">")[0] not in ("keras",):
+    if isinstance(registered, str) and ">" in registered and registered not in allowlist().registered:
         verdicts.append(Verdict("WA434", f"custom object {registered!r} needs user code to load"))
     if cls in DATA_FORMS:
         return verdicts
