@@ -35,6 +35,7 @@ MAX_NESTING = 2                   # gzip inside gzip...
 STEP_OUTPUT = 1024 * 1024         # max_length of every decompress step
 STEP_INPUT = 256 * 1024
 ZF_HEADER = 2 + len(hex(2 ** 64))  # joblib < 0.10: b"ZF" + hex length padded to 19 characters
+LZMA_MEMLIMIT = 256 * 1024 * 1024   # a header may declare a 4 GiB dictionary: refuse instead of allocating it
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,10 @@ CODECS: tuple[Codec, ...] = (
     Codec("gzip", lambda h: h.startswith(b"\x1f\x8b\x08"), lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
           multi_stream=True),
     Codec("bz2", lambda h: h[:3] == b"BZh" and h[3:4].isdigit(), bz2.BZ2Decompressor, multi_stream=True),
-    Codec("xz", lambda h: h.startswith(b"\xfd7zXZ\x00"), lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
-          multi_stream=True),
-    Codec("lzma", lambda h: h[:1] == b"\x5d" and h[1:5] != b"" and len(h) >= 13,
-          lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)),
+    Codec("xz", lambda h: h.startswith(b"\xfd7zXZ\x00"),
+          lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT), multi_stream=True),
+    Codec("lzma", lambda h: h[:1] == b"\x5d" and len(h) >= 13,
+          lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT)),
     Codec("joblib-zf", _zf_header, lambda: zlib.decompressobj(zlib.MAX_WBITS), skip=ZF_HEADER),
     Codec("zlib", _zlib_header, lambda: zlib.decompressobj(zlib.MAX_WBITS)),
     Codec("lz4", lambda h: h.startswith(b"\x04\x22\x4d\x18"), None),
