@@ -254,3 +254,6 @@ def test_repeated_per_file_lines_collapse(runner, tmp_path: Path) -> None:
     result = invoke(runner, "inspect", release, "--fail-on", "never")
     lines = [line for line in result.stdout.splitlines() if "torch.load" in line and "weights_only" in line]
     assert len(lines) == 1 and "12 files:" in lines[0]
+    markdown = invoke(runner, "inspect", release, "--fail-on", "never", "-f", "markdown").stdout
+    assert len([line for line in markdown.splitlines() if line.startswith("- ") and "weights_only" in line]) == 1
+    assert "- 12 files: torch.load" in markdown

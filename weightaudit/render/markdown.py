@@ -52,8 +52,13 @@ def _summary(report: Report) -> list[str]:
     ]
     out = ([verdict, ""] if verdict else []) + ["| | |", "|---|---|"]
     out += [f"| {k} | {_cell(v)} |" for k, v in rows]
-    verdicts = [(f.path, torch_load_verdict(f)) for f in report.files]
-    lines = [f"- `{_cell(path)}`: {_cell(torch_load_sentence(v))}" for path, v in verdicts if v is not None]
+    sentences: dict[str, list[str]] = {}
+    for loaded in report.files:
+        verdict = torch_load_verdict(loaded)
+        if verdict is not None:
+            sentences.setdefault(torch_load_sentence(verdict), []).append(loaded.path)
+    lines = [f"- {'`' + _cell(paths[0]) + '`' if len(paths) == 1 else f'{len(paths)} files'}: {_cell(text)}"
+             for text, paths in sentences.items()]    # 12 shards with the same verdict: one line
     if lines:
         out += ["", "**What `torch.load` would do:**", ""] + lines
     unverified = [f for f in report.files if not f.verified]

@@ -112,6 +112,8 @@ def _files_line(report: Report) -> str:
     counts: dict[str, int] = {}
     for loaded in report.files:
         counts[loaded.status.value] = counts.get(loaded.status.value, 0) + 1
+    if not counts:
+        return "0"
     return f"{len(report.files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ")"
 
 
