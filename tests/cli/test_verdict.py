@@ -257,3 +257,20 @@ def test_repeated_per_file_lines_collapse(runner, tmp_path: Path) -> None:
     markdown = invoke(runner, "inspect", release, "--fail-on", "never", "-f", "markdown").stdout
     assert len([line for line in markdown.splitlines() if line.startswith("- ") and "weights_only" in line]) == 1
     assert "- 12 files: torch.load" in markdown
+
+
+@pytest.mark.parametrize("columns", ["80", "120", "200"])
+def test_names_are_printed_verbatim_never_as_markup(runner, tmp_path: Path, monkeypatch, columns: str) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    monkeypatch.setenv("COLUMNS", columns)
+    release = tmp_path / "release"
+    release.mkdir()
+    name = "w [v2] [bold red]x[red].safetensors"
+    shutil.copy(FIXTURES / "malformed" / "WA106-duplicate-key.safetensors", release / name)
+    save_file({"layer.[red]weight[/red]": np.zeros(2, dtype=np.float32)}, str(release / "t.safetensors"))
+    text = invoke(runner, "audit", release, "--no-stats").stdout
+    flat = "".join(line.strip("|+ ") for line in text.splitlines())
+    assert flat.count(name) >= 2 or text.count(name) >= 2      # verdict row and findings, whatever the layout
+    assert "[red]weight[/red]" in text

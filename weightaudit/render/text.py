@@ -65,8 +65,8 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row(Text("Verdict", style="bold"), Text(headline(report), style=VERDICT_STYLE[report.verdict]))
-    grid.add_row("Target", report.target)
-    grid.add_row("Formats", ", ".join(s["formats"]) or "-")
+    grid.add_row("Target", Text(report.target))    # names and messages are data: never rich markup
+    grid.add_row("Formats", Text(", ".join(s["formats"]) or "-"))
     grid.add_row("Files", _files_line(report))
     grid.add_row("Tensors", f"{s['tensor_count']:,}")
     grid.add_row("Parameters", f"{human_count(s['parameter_count'])} ({s['parameter_count']:,})")
@@ -75,9 +75,9 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
                                     f"({s['optimizer_parameter_count']:,}) of them are optimizer state")
     grid.add_row("Bytes", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,})")
     dtypes = ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items())
-    grid.add_row("DTypes", dtypes or "-")
+    grid.add_row("DTypes", Text(dtypes or "-"))
     for label, text, paths in _per_file_lines(report):
-        grid.add_row(label, f"{_where(paths)}: {text}")
+        grid.add_row(label, Text(f"{_where(paths)}: {text}"))
     grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
     return Panel(grid, title="weightaudit", box=table_box, expand=False)
 
@@ -126,7 +126,7 @@ def _findings_table(findings: list, table_box: box.Box) -> list:
     for finding in findings:
         where = f" [{finding.where}]" if finding.where else ""
         table.add_row(Text(finding.severity.label, style=SEVERITY_STYLE[finding.severity]), finding.rule_id,
-                      finding.path, finding.message + where)
+                      Text(finding.path), Text(finding.message + where))
     return [table]
 
 
@@ -159,7 +159,7 @@ def _findings_block(report: Report, table_box: box.Box, width: int):
     if report.suppressed:
         parts.append(Text(f"{len(report.suppressed)} finding(s) suppressed by policy or baseline."))
     for note in report.notes:
-        parts.append(Text(f"note: {note}"))
+        parts.append(Text(f"note: {note}"))   # Text: never parsed as markup
     parts.append(Text(verdict_line(report), style=VERDICT_STYLE[report.verdict]))
     return Group(*parts)
 

@@ -87,7 +87,7 @@ def _wide_table(rows: list[TensorRow], options: "RenderOptions", with_files: boo
         cells += [row.count] if not options.all_tensors else []
         cells += [row.file] if with_files else []
         cells += [*row.stats, row.hist] if options.show_stats else []
-        table.add_row(*cells)
+        table.add_row(*(Text(cell) for cell in cells))     # tensor and file names are data, never markup
     return table
 
 
