@@ -6,12 +6,19 @@ Loaders (registered in ``formats/__init__.py``; the raw pickle loader must stay 
   ``.pt/.pth/.bin/.ckpt/.pth.tar``). Entries are located like torch's miniz reader: names from the central
   directory, data offsets from the *local* headers, and the *last* of duplicate names wins.
 - ``torchscript``   — a zip with ``constants.pkl`` (TorchScript); flagged, its ``data/`` records inventoried.
-- ``pickle-archive`` — other zips with pickle or ``.npy`` members (``.npz``, picklescan-style zips).
+- ``pickle-archive`` — other zips with pickle or ``.npy`` members (``.npz``, picklescan-style zips), and 7z archives.
+  An ``.npz`` is read as numpy reads it: a member that is not an array, or a central directory zipfile refuses,
+  is WA157 and the file is not verified.
 - ``pytorch-legacy`` — the pre-1.6 stream: magic, protocol, sys_info, object, storage keys, raw storages.
 - ``numpy``         — ``.npy`` arrays (object arrays carry a pickle, which is scanned); defined in
   :mod:`~weightaudit.formats.numpy_npy`.
-- ``pickle``        — any other pickle stream (every stacked pickle is scanned), e.g. ``.pkl``, raw ``.bin``,
-  ``training_args.bin``, distributed-checkpoint ``.metadata``.
+- ``pickle``        — any other pickle stream, read as joblib reads it; defined in
+  :mod:`~weightaudit.formats.raw_pickle` (re-exported here as ``LOADER``).
+
+Other pickle containers have their own modules: :mod:`~weightaudit.formats.compressed` (gzip/bz2/xz/zlib/joblib
+compression), :mod:`~weightaudit.formats.tar_legacy` (torch's tar checkpoints), :mod:`~weightaudit.formats.joblib_format`
+(joblib's arrays after their wrapper), :mod:`~weightaudit.formats.archive_kind` (which zip loader claims an archive;
+7z archives).
 
 Pickles run through :mod:`weightaudit.formats.pickle_vm` (symbolic; nothing imported or called). Tensors come
 from torch's rebuild calls joined to their storage records; raw bytes are zero-copy ``mmap`` ranges
@@ -34,6 +41,7 @@ to be defined here are re-exported (see ``__all__``).
 - ``executes_code``: would ``torch.load with weights_only=False`` / the pickle module import or call anything beyond
   torch's tensor machinery (bool);
 - ``torchscript``: the archive is TorchScript (bool); ``zip_members``: member count; ``byteorder``; ``version``;
+  ``npz``: the archive is read as numpy.load reads it (bool); ``joblib``/``joblib_arrays``: joblib arrays read;
 - ``shared_storages``: storage key -> tensor names, for storages used by more than one tensor (tied weights);
 - ``optimizer_parameter_count``: elements of optimizer-state tensors;
 - ``storage_locations``: sorted devices the storages were saved from (``cpu``, ``cuda:0``...).
@@ -41,96 +49,35 @@ to be defined here are re-exported (see ``__all__``).
 
 from __future__ import annotations
 
-import mmap
 import struct
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
+from weightaudit.formats.archive_kind import SEVENZIP_MAGIC, load_7z, zip_kind
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.numpy_header import NpyRefused
 from weightaudit.formats.numpy_npy import NPY_MAGIC, NUMPY, NumpyLoader, scan_npy
 from weightaudit.formats.raw_pickle import LOADER, PICKLE_SUFFIXES, RawPickleLoader, looks_like_pickle
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
-from weightaudit.formats.pickle_values import Call, Global, PersistentId, render
+from weightaudit.formats.pickle_values import Global, PersistentId, render
 from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle, scan_stream
 from weightaudit.formats.torch_tensors import (
-    STORAGE_DTYPES, TENSOR_LAYOUTS, TORCH_DTYPES, Inventory, Storage, TensorCollector, TensorSpec, as_int_tuple,
+    STORAGE_DTYPES, TENSOR_LAYOUTS, TORCH_DTYPES, Inventory, Storage, TensorCollector, TensorSpec,
     build_tensors, itemsize, storage_from_pid,
 )
 from weightaudit.formats.zipread import (
-    MAX_MEMBER_SCAN, ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries, read_zip_names,
+    MAX_MEMBER_SCAN, ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries,
 )
-from weightaudit.model import LoadedFile, TensorInfo
+from weightaudit.model import LoadedFile
 from weightaudit.rules import pickle_rules as R
-from weightaudit.rules.container_rules import LOADER_REFUSES, UNSCANNED_ARCHIVE
+from weightaudit.rules.container_rules import LOADER_REFUSES
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
-
-
-# ==============================================================================================================
-# Which zip loader claims a file
-# ==============================================================================================================
-
-
-_KIND_CACHE: dict[tuple[str, int, int], str | None] = {}
-
-
-def _zip_kind(path: Path) -> str | None:
-    """Which zip loader claims this file: torchscript, pytorch-zip, pickle-archive or None (cached per file)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _KIND_CACHE:
-        if len(_KIND_CACHE) > 4096:
-            _KIND_CACHE.clear()
-        _KIND_CACHE[key] = _zip_kind_uncached(path)
-    return _KIND_CACHE[key]
-
-
-def _zip_kind_uncached(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                kind = _classify_zip_names(path, read_zip_names(view))
-                if kind is None:
-                    entries = read_zip_entries(view)
-                    kind = "pickle-archive" if any(_member_is_pickle(view, e) for e in entries[:1000]) else None
-                return kind
-            finally:
-                view.release()
-    except (OSError, ValueError, FileProblem, struct.error):
-        return "pickle-archive" if path.suffix.lower() in PICKLE_SUFFIXES | {".zip", ".npz"} else None
-
-
-def _classify_zip_names(path: Path, names: list[str]) -> str | None:
-    base = {n.rsplit("/", 1)[-1] for n in names}
-    if path.suffix.lower() == ".keras" or "model.weights.h5" in base:
-        return None
-    if "data.pkl" in base and "constants.pkl" in base:
-        return "torchscript"
-    if "data.pkl" in base:
-        return "pytorch-zip"
-    if any(n.lower().endswith((".pkl", ".pickle", ".npy", ".joblib")) for n in names):
-        return "pickle-archive"
-    if path.suffix.lower() in PICKLE_SUFFIXES | {".zip", ".npz"}:
-        return "pickle-archive"
-    return None
-
-
-def _member_is_pickle(mm: memoryview, entry: ZipEntry) -> bool:
-    if entry.method != 0:
-        return False
-    head = bytes(mm[entry.data_offset:entry.data_offset + 2])
-    return looks_like_pickle(head)
 
 
 # ==============================================================================================================
@@ -364,7 +311,7 @@ class ZipLoader(PickleFamilyLoader):
             return self.name == "pickle-archive"
         if not probe.head.startswith(ZIP_MAGIC):
             return False
-        return _zip_kind(probe.path) == self.name
+        return zip_kind(probe.path) == self.name
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
         try:
@@ -372,24 +319,7 @@ class ZipLoader(PickleFamilyLoader):
                 is_7z = handle.read(6) == SEVENZIP_MAGIC
         except OSError:
             is_7z = False
-        return safe_load(self.name, path, rel, options, _load_7z if is_7z else _load_zip)
-
-
-def _load_7z(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    """7z archives are not unpacked (no LZMA container reader): pickles stored uncompressed are found by their
-    protocol-4/5 frame header and scanned; the file is always reported as not verified."""
-    data = bytes(view[: 64 * 1024 * 1024])
-    pos = data.find(b"\x80", 6)
-    while pos >= 0:
-        if data[pos + 1:pos + 3] in (b"\x04\x95", b"\x05\x95"):
-            result = scan_pickle(view, pos, limits_for(options))
-            if result.ok:
-                scan.add_pickle(f"embedded pickle at byte {pos}", 0, result, view)
-        pos = data.find(b"\x80", pos + 1)
-    found = len(scan.results)
-    scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, "7z archive: members are not unpacked"
-                                                             f"{f'; {found} uncompressed pickles found and scanned' if found else ''}"))
-    scan.error = "7z archive: members are not unpacked, so the contents are not verified"
+        return safe_load(self.name, path, rel, options, load_7z if is_7z else _load_zip)
 
 
 # ==============================================================================================================
