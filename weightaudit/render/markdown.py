@@ -47,7 +47,8 @@ def _summary(report: Report) -> list[str]:
         ("Optimizer state", f"{s['optimizer_parameter_count']:,}"),
         ("Bytes", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,})"),
         ("DTypes", ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items()) or "-"),
-        ("Verified", "yes" if s["verified"] else "**no** — some files could not be fully checked"),
+        ("Coverage", "every file fully read and checked" if s["verified"]
+         else "**not** all files could be fully read and checked"),
         ("Findings", ", ".join(f"{k} {v}" for k, v in s["findings_by_severity"].items() if v) or "none"),
     ]
     out = ([verdict, ""] if verdict else []) + ["| | |", "|---|---|"]

@@ -78,7 +78,8 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     grid.add_row("DTypes", Text(dtypes or "-"))
     for label, text, paths in _per_file_lines(report):
         grid.add_row(label, Text(f"{_where(paths)}: {text}"))
-    grid.add_row("Verified", "yes" if s["verified"] else "NO — some files could not be fully checked")
+    grid.add_row("Coverage", "every file fully read and checked" if s["verified"]
+                 else "NOT all files could be fully read and checked")
     return Panel(grid, title="weightaudit", box=table_box, expand=False)
 
 
