@@ -227,3 +227,28 @@ def test_finding_names_the_layer_path(runner, tmp_path: Path) -> None:
     assert code == 1 and hit["severity"] == "critical"
     assert hit["where"] == "config.layers[3].config.layers[4].config.function"
     assert "(layer model/block/fetch)" in hit["message"]
+
+
+def test_many_paths_are_capped_and_counted() -> None:
+    from weightaudit.model import LoadedFile
+    from weightaudit.rules.keras_rules import MAX_FINDINGS_PER_RULE, file_findings
+
+    config = ks.benign_sequential()
+    config["config"]["extra"] = [{"class_name": "Nope", "config": {}} for _ in range(MAX_FINDINGS_PER_RULE + 5)]
+    findings = file_findings(LoadedFile(path="m.keras", format="keras-zip", size_bytes=0,
+                                        facts={"keras_config": config}))
+    unknown = [f for f in findings if f.rule_id == "WA437"]
+    assert len(unknown) == MAX_FINDINGS_PER_RULE + 1 and "5 more WA437" in unknown[-1].message
+
+
+def test_keras_metadata_walk_limit_is_reported() -> None:
+    from weightaudit.model import LoadedFile
+    from weightaudit.rules.keras_rules import file_findings
+
+    deep: dict = {"class_name": "Dense", "config": {}}
+    node = deep
+    for _ in range(300):
+        node["config"] = {"x": {}}
+        node = node["config"]["x"]
+    findings = file_findings(LoadedFile(path="sm", format="savedmodel", size_bytes=0, facts={"keras_metadata": [deep]}))
+    assert [(f.rule_id, f.where) for f in findings] == [("WA132", "keras_metadata[0]")]

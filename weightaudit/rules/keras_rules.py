@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from weightaudit.formats.keras_config import MAX_DEPTH, MAX_NODES, ConfigObject, ConfigValue, show_path, walk_config
 from weightaudit.model import Finding, LoadedFile, Severity
-from weightaudit.rules import register
+from weightaudit.rules import get_rule, register
 from weightaudit.rules.base import AuditContext, Rule
 
 KERAS_ROOTS = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
@@ -41,6 +41,7 @@ DANGEROUS_LEAVES = frozenset({
 TF_SYMBOL_DANGER = ("io.", "py_function", "numpy_function", "py_func", "compat.v1.py_func", "raw_ops.", "print",
                     "summary.", "saved_model.", "data.", "load_op_library", "load_library", "gfile", "compat.v1.io",
                     "debugging.experimental", "keras.utils", "keras.models", "keras.saving")
+MAX_FINDINGS_PER_RULE = 1_000   # per file, before the pipeline's own (policy) cap: bounds memory on huge configs
 
 
 @dataclass(frozen=True)
@@ -260,24 +261,42 @@ def _where(path: str, layer: str) -> str:
     return f"{show_path(path)} (layer {layer})" if layer else show_path(path)
 
 
+def _verdicts(walk: Any) -> Iterator[tuple[ConfigObject | ConfigValue, Verdict]]:
+    for obj in walk.objects:
+        for verdict in judge_object(obj.node):
+            yield obj, verdict
+    for value in walk.values:
+        verdict = judge_value(value)
+        if verdict is not None:
+            yield value, verdict
+
+
 def file_findings(loaded: LoadedFile) -> list[Finding]:
-    """Every Keras config finding for one file (the pipeline caps findings per rule per file)."""
+    """Every Keras config finding for one file: at most MAX_FINDINGS_PER_RULE per rule, then one count (the
+    pipeline's own per-rule cap applies after). A walk stopped by a limit is WA132 (the loader already reported
+    it for the model config and left the file unverified; a SavedModel's keras_metadata is reported here)."""
     found: list[Finding] = []
+    counts: dict[str, int] = {}
     for prefix, config in _sources(loaded):
         depth, nodes = loaded.facts.get("keras_walk_limits") or (MAX_DEPTH, MAX_NODES)
         walk = walk_config(config, prefix, depth, nodes)
-        items: list[tuple[ConfigObject | ConfigValue, Verdict]] = []
-        for obj in walk.objects:
-            items.extend((obj, v) for v in judge_object(obj.node))
-        for value in walk.values:
-            verdict = judge_value(value)
-            if verdict is not None:
-                items.append((value, verdict))
-        for item, verdict in items:
+        for item, verdict in _verdicts(walk):
+            counts[verdict.rule_id] = counts.get(verdict.rule_id, 0) + 1
+            if counts[verdict.rule_id] > MAX_FINDINGS_PER_RULE:
+                continue
             path = f"{item.path}{verdict.subpath}" if item.path or not verdict.subpath else verdict.subpath[1:]
-            where = _where(path, item.layer)
-            found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at {where}",
-                                                          where=show_path(path), severity=verdict.severity))
+            found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at "
+                                                          f"{_where(path, item.layer)}", where=show_path(path),
+                                                          severity=verdict.severity))
+        if walk.limit and prefix:
+            found.append(get_rule("WA132").finding(loaded.path, f"Keras config {prefix} not walked whole: "
+                                                   f"limits.{walk.limit}", where=prefix))
+    for rule_id, count in counts.items():
+        if count > MAX_FINDINGS_PER_RULE:
+            worst = max((f.severity for f in found if f.rule_id == rule_id), default=_RULES[rule_id].severity)
+            found.append(_RULES[rule_id].finding(loaded.path, f"{count - MAX_FINDINGS_PER_RULE:,} more {rule_id} "
+                                                 "findings in this file's Keras config were not listed",
+                                                 severity=worst))
     return found
 
 
@@ -291,8 +310,9 @@ def _all_findings(ctx: AuditContext) -> list[Finding]:
 
 
 def _check_for(rule_id: str):
+    also = ("WA132",) if rule_id == "WA437" else ()     # walk limits are reported with the unknown-object check
     def check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-        return [f for f in _all_findings(ctx) if f.rule_id == rule_id]
+        return [f for f in _all_findings(ctx) if f.rule_id == rule_id or f.rule_id in also]
     return check
 
 
