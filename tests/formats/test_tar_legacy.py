@@ -52,7 +52,11 @@ def load(path: Path) -> tuple[str, LoadedFile]:
 
 
 def rules(loaded: LoadedFile) -> dict[str, Severity]:
-    return {f.rule_id: f.severity for f in loaded.findings}
+    """The highest severity of each rule that fired."""
+    found: dict[str, Severity] = {}
+    for finding in loaded.findings:
+        found[finding.rule_id] = max(found.get(finding.rule_id, finding.severity), finding.severity)
+    return found
 
 
 def _legacy(path: Path, main: bytes) -> Path:
@@ -110,3 +114,21 @@ def test_7z_archive_is_unverified_and_its_stored_pickles_scanned(tmp_path: Path)
     fmt, loaded = load(path)
     found = rules(loaded)
     assert found["WA158"] is Severity.HIGH and found["WA401"] is Severity.CRITICAL and not loaded.verified
+
+
+def test_storages_member_that_is_a_symlink_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "old.pth"
+    with tarfile.open(path, "w") as archive:
+        link = tarfile.TarInfo("storages")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        archive.addfile(link)
+        for name, data in (("pickle", pickle.dumps({"w": "0"}, protocol=2)), ("tensors", _tensors()),
+                           ("../escape.pkl", PAYLOAD)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    _, loaded = load(path)
+    found = rules(loaded)
+    assert found["WA159"] is Severity.HIGH and found["WA149"] is Severity.HIGH and found["WA401"] is Severity.CRITICAL
+    assert not loaded.verified

@@ -36,6 +36,8 @@ BLOCK = 512
 MAX_TAR_MEMBERS = 100_000
 MAX_PAX_BYTES = 1 << 20
 TORCH_MEMBERS = ("sys_info", "pickle", "tensors", "storages")
+REGULAR_TYPES = frozenset({b"0", b"\x00", b"7"})
+LINK_TYPES = frozenset({b"1", b"2"})
 _STORAGE_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
                      "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
 
@@ -89,7 +91,8 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 def iter_tar_members(view: memoryview) -> Iterator[TarMember]:
-    """Regular-file members in archive order. Raises FileProblem on a header tarfile would refuse."""
+    """Members in archive order (GNU long names and PAX records applied, not yielded). Raises FileProblem on a
+    header tarfile would refuse."""
     pos, count, long_name, pax = 0, 0, None, {}
     while pos + BLOCK <= len(view):
         header = bytes(view[pos:pos + BLOCK])
@@ -117,8 +120,7 @@ def iter_tar_members(view: memoryview) -> Iterator[TarMember]:
                 pax = _pax_records(body)
         else:
             name = long_name or pax.get("path") or _header_name(header)
-            if kind in (b"0", b"\x00", b"7"):
-                yield TarMember(name, kind, data, size)
+            yield TarMember(name, kind, data, size)
             long_name, pax = None, {}
         pos = data + (size + BLOCK - 1) // BLOCK * BLOCK
 
@@ -142,6 +144,9 @@ def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
     is_torch = "pickle" in names and ("storages" in names or "tensors" in names)
     scan.facts["torch_tar"] = is_torch
     for member in members:
+        _member_checks(scan, member)
+        if member.type not in REGULAR_TYPES:
+            continue
         data = view[member.offset:member.offset + member.size]
         if is_torch and member.name in ("storages", "tensors"):
             _scan_records(scan, data, member.name, options)
@@ -152,6 +157,20 @@ def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
                                                                 "pickle was scanned, tensors are not inventoried",
                                                       where="pickle", severity=Severity.LOW))
         scan.torch_refusals.append("legacy tar checkpoint")
+        scan.verified = False
+
+
+def _member_checks(scan: FileScan, member: TarMember) -> None:
+    """Names that leave the archive, links (tarfile.extract follows them: torch extracts 'storages' and
+    'tensors' to a temporary folder and opens them), and members torch would read twice."""
+    parts = member.name.replace("\\", "/").split("/")
+    if member.name.startswith(("/", "\\")) or ".." in parts:
+        scan.findings.append(R.PATH_TRAVERSAL.finding(scan.rel, f"tar member name {member.name!r} leaves the archive",
+                                                      where=member.name))
+    if member.type in LINK_TYPES:
+        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, f"tar member {member.name!r} is a link: extracting it "
+                                                                "reads or writes a file outside the archive",
+                                                      where=member.name))
         scan.verified = False
 
 
