@@ -58,6 +58,8 @@ MAX_ARRAY_DEPTH = 4
 KEPT_STRING_CHARS = 4096          # non-template strings are kept up to this many characters
 ARRAY_SAMPLE = 8                  # elements kept from each array
 INT64_MAX = 2**63 - 1
+_U32, _U64, _TYPE_OFFSET = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<IQ")
+_DIMS = tuple(struct.Struct(f"<{n}Q") for n in range(5))   # 0..GGML_MAX_DIMS dimensions
 SIZE_MAX = 2**64 - 1
 MIN_KV_BYTES = 8 + 1 + 4 + 1      # key length, a 1-byte key, value type, a 1-byte value
 MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -368,6 +370,8 @@ class _Parser:
     def _tensor_infos(self) -> None:
         seen: set[bytes | str] = set()
         for index in range(self.state.tensor_count or 0):
+            if self._fast_tensor_info(seen):
+                continue
             start, length = self.cur.raw_string(f"tensor name {index}")
             raw = bytes(self.cur.buf[start:start + length])
             name = raw.decode("utf-8", errors="replace")
@@ -386,6 +390,40 @@ class _Parser:
                                "and the gguf Python package refuse the file)", tensor=name)
                 tensor.dtype = ""          # only the first one is in the inventory
             seen.update((ggml_name, name))
+
+    def _fast_tensor_info(self, seen: set[bytes | str]) -> bool:
+        """The common case in one pass of struct reads, with no message built: a well-formed entry (name shorter
+        than GGML_MAX_NAME, at most 4 dimensions whose product fits, a known type, whole blocks) that lies within
+        the file and the header limit and is not a duplicate. Anything else returns False *without moving*, and
+        the careful path reads the entry again and says what is wrong (1 M tensors: 30 s -> a few s)."""
+        cur = self.cur
+        buf, pos, end = cur.buf, cur.pos, min(cur.size, cur.limit)
+        if pos + 8 > end:
+            return False
+        (length,) = _U64.unpack_from(buf, pos)
+        dims_at = pos + 8 + length
+        if length >= GGML_MAX_NAME or dims_at + 4 > end:
+            return False
+        (n_dims,) = _U32.unpack_from(buf, dims_at)
+        after = dims_at + 4 + 8 * n_dims + 12
+        if n_dims > GGML_MAX_DIMS or after > end:
+            return False
+        ne = _DIMS[n_dims].unpack_from(buf, dims_at + 4)
+        ggml_type, offset = _TYPE_OFFSET.unpack_from(buf, after - 12)
+        gtype = GGML_TYPES.get(ggml_type)
+        count = _product(ne)
+        if gtype is None or count > INT64_MAX or (ne and ne[0] % gtype.block_elements):
+            return False
+        raw = bytes(buf[pos + 8:dims_at])
+        if not raw.isascii() or b"\0" in raw or raw in seen:
+            return False
+        # ASCII without NUL: the C-string name is the whole name and equals its text, so the bytes alone
+        # identify it in ``seen`` (a later non-ASCII or NUL-bearing name can only match through its bytes).
+        nbytes = count // gtype.block_elements * gtype.block_bytes
+        self.state.tensors.append(_Tensor(raw.decode("ascii"), ne, ggml_type, offset, nbytes, gtype.code))
+        seen.add(raw)
+        cur.pos = after
+        return True
 
     def _dims(self, name: str, problems: list[str]) -> tuple[int, ...]:
         n_dims = self.cur.u32(f"the dimension count of tensor {_show(name)}")

@@ -58,6 +58,9 @@ class _Parse:
 
 def _reject_duplicates(state: _Parse):
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        fast = dict(pairs)                 # C speed; the loop below only runs when a key repeats
+        if len(fast) == len(pairs):
+            return fast
         seen: dict[str, Any] = {}
         for key, value in pairs:
             if key in seen:
@@ -68,13 +71,13 @@ def _reject_duplicates(state: _Parse):
     return hook
 
 
-def _u64_int(digits: str) -> int:
-    """JSON integers as the reference loader (serde u64/usize) reads them: more than 20 digits can never fit, and
-    Python's int() refuses over 4,300 digits with a ValueError, so longer ones are refused here, by length."""
-    if len(digits) > 21:
-        raise HeaderError(R.HEADER_INVALID_JSON, f"header holds an integer with {len(digits):,} digits "
-                          "(larger than any 64-bit value)")
-    return int(digits)
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    # int() refuses integers over 4,300 digits (ValueError); the reference loader refuses any beyond u64.
+    return f"an integer too long to read ({str(exc).splitlines()[0]})"
 
 
 def read_header(handle: Any, size: int, state: _Parse) -> tuple[dict[str, Any], int]:
@@ -95,10 +98,9 @@ def read_header(handle: Any, size: int, state: _Parse) -> tuple[dict[str, Any], 
     if raw[:1] in (b" ", b"\t", b"\r", b"\n"):
         state.add(R.NON_CANONICAL, "header starts with whitespace (accepted by safetensors >= 0.5, not by older loaders)")
     try:
-        header = json.loads(text, object_pairs_hook=_reject_duplicates(state), parse_int=_u64_int)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise HeaderError(R.HEADER_INVALID_JSON, f"header is not valid JSON: {message}") from None
+        header = json.loads(text, object_pairs_hook=_reject_duplicates(state))
+    except (ValueError, RecursionError) as exc:
+        raise HeaderError(R.HEADER_INVALID_JSON, f"header is not valid JSON: {_json_problem(exc)}") from None
     if not isinstance(header, dict):
         raise HeaderError(R.HEADER_INVALID_JSON, f"header is a JSON {type(header).__name__}, not an object")
     return header, n
@@ -108,7 +110,31 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_INT_ONLY = {int}
+
+
+def _fast_entry(name: str, spec: Any) -> _Entry | None:
+    """The common case without building a message: exactly dtype/shape/data_offsets, a known dtype, a shape of
+    non-negative ints, two ordered non-negative int offsets. None sends the entry down the careful path."""
+    if type(spec) is not dict or len(spec) != 3:
+        return None
+    dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if (type(dtype) is not str or dtype not in SAFETENSORS_DTYPES or type(shape) is not list
+            or type(offsets) is not list or len(offsets) != 2):
+        return None
+    if shape and (set(map(type, shape)) != _INT_ONLY or min(shape) < 0):
+        return None
+    begin, end = offsets
+    if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
+        return None
+    return _Entry(name, dtype, tuple(shape), begin, end)
+
+
 def _parse_entry(name: str, spec: Any, state: _Parse) -> _Entry | None:
+    fast = _fast_entry(name, spec)
+    if fast is not None:
+        _check_size(fast, state)
+        return fast
     if not isinstance(spec, dict):
         state.add(R.HEADER_INVALID_JSON, f"entry for tensor {name!r} is not an object", tensor=name)
         return None
