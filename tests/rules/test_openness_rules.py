@@ -84,10 +84,14 @@ def test_unrecognised_licence(tmp_path: Path) -> None:
     assert not _ids(_fixture("card_only_apache"))["WA507"]
 
 
-def test_licence_only_inside_the_weight_file_is_low_not_medium(runner) -> None:
-    """A GGUF whose metadata says general.license = apache-2.0, with no card or LICENSE beside it."""
+def test_licence_only_inside_the_weight_file_is_low_not_medium(runner, tmp_path) -> None:
+    """A GGUF whose metadata says general.license = apache-2.0, with no card or LICENSE beside it (a release
+    folder: a file given alone is judged as that file, without release-level openness rules)."""
+    import shutil
+
     from tests.conftest import FIXTURES, invoke_json
 
-    code, report = invoke_json(runner, "audit", FIXTURES / "gguf" / "quantized-q8_0-q4_0.gguf", "--select", "WA501")
+    shutil.copy(FIXTURES / "gguf" / "quantized-q8_0-q4_0.gguf", tmp_path / "model.gguf")
+    code, report = invoke_json(runner, "audit", tmp_path, "--select", "WA501")
     (finding,) = report["findings"]
     assert finding["severity"] == "low" and "apache-2.0" in finding["message"]
