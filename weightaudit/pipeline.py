@@ -23,6 +23,7 @@ from weightaudit.rules import integrity as R
 from weightaudit.safe_read import UnsafeDocument, check_json_depth, check_yaml_events, load_json, read_text
 
 STRUCTURED_SUFFIXES = (".json", ".yaml", ".yml")
+COLLAPSED = " collapsed"   # ``where`` of a summary finding ends with this
 
 ProgressFn = Callable[[str], None]
 
@@ -101,6 +102,9 @@ def collapse_findings(findings: list[Finding], per_rule_per_file: int) -> list[F
     extra: dict[tuple[str, str], list[Finding]] = {}
     out: list[Finding] = []
     for finding in findings:
+        if finding.where is not None and finding.where.endswith(COLLAPSED):   # already a summary: keep it
+            out.append(finding)
+            continue
         key = (finding.path, finding.rule_id)
         counts[key] = counts.get(key, 0) + 1
         if counts[key] <= per_rule_per_file:
@@ -111,7 +115,7 @@ def collapse_findings(findings: list[Finding], per_rule_per_file: int) -> list[F
         worst = max(f.severity for f in rest)
         out.append(Finding(rule_id, worst, path, f"{len(rest):,} more {rule_id} finding(s) in this file not listed "
                            f"(limits.findings_per_rule_per_file = {per_rule_per_file:,}); first not listed: "
-                           f"{rest[0].message}", tensor=None, where=f"{len(rest)} collapsed"))
+                           f"{rest[0].message}", tensor=None, where=f"{len(rest)}{COLLAPSED}"))
     return out
 
 

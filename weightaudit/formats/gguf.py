@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping
 
 from weightaudit.chat_templates import Template
 from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, Severity, TensorInfo
 from weightaudit.rules import gguf_rules as G
 from weightaudit.rules import integrity as R
@@ -52,7 +53,7 @@ FIXED_HEADER_BYTES = 24           # magic, version, tensor_count, kv_count
 DEFAULT_ALIGNMENT = 32
 GGML_MAX_DIMS = 4
 GGML_MAX_NAME = 64                # names must be shorter than this (ggml's GGML_MAX_NAME)
-MAX_KV_COUNT = 1_000_000
+MAX_KV_COUNT = 1_000_000         # defaults of limits.gguf_kv_pairs / limits.gguf_tensors (weightaudit/limits.py)
 MAX_TENSOR_COUNT = 1_000_000
 MAX_ARRAY_DEPTH = 4
 KEPT_STRING_CHARS = 4096          # non-template strings are kept up to this many characters
@@ -236,8 +237,8 @@ class _Cursor:
 class _Parser:
     """Walks the header in ggml's order, recording findings on the shared ``_Parse``."""
 
-    def __init__(self, cursor: _Cursor, state: _Parse) -> None:
-        self.cur, self.state = cursor, state
+    def __init__(self, cursor: _Cursor, state: _Parse, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.cur, self.state, self.limits = cursor, state, limits
 
     def run(self) -> None:
         self._fixed_header()
@@ -257,12 +258,14 @@ class _Parser:
             raise HeaderError(G.BAD_VERSION, _version_problem(version))
         state.tensor_count = cur.u64("the tensor count")
         state.kv_count = cur.u64("the metadata count")
-        self._count(state.tensor_count, MAX_TENSOR_COUNT, MIN_TENSOR_INFO_BYTES, "tensor count")
-        self._count(state.kv_count, MAX_KV_COUNT, MIN_KV_BYTES, "metadata key/value count")
+        limits = self.limits
+        self._count(state.tensor_count, (limits.gguf_tensors, "gguf_tensors"), MIN_TENSOR_INFO_BYTES, "tensor count")
+        self._count(state.kv_count, (limits.gguf_kv_pairs, "gguf_kv_pairs"), MIN_KV_BYTES, "metadata key/value count")
 
-    def _count(self, count: int, cap: int, min_bytes: int, what: str) -> None:
-        if count > cap:
-            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} exceeds the limit of {cap:,}")
+    def _count(self, count: int, cap: tuple[int, str], min_bytes: int, what: str) -> None:
+        if count > cap[0]:
+            raise HeaderError(R.LIMIT_REACHED, f"{what} {count:,} exceeds limits.{cap[1]} = {cap[0]:,}; the file "
+                              "was not read (raise the limit in your policy to read it)")
         if count * min_bytes > self.cur.remaining():
             raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} cannot fit in the {self.cur.size:,}-byte "
                               f"file (each entry takes at least {min_bytes} bytes)")
@@ -632,7 +635,7 @@ def parse(path: Path, rel: str, options: LoadOptions | None = None) -> LoadedFil
         else:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 try:
-                    _Parser(_Cursor(mapped, size, limit), state).run()
+                    _Parser(_Cursor(mapped, size, limit), state, (options or LoadOptions()).limits).run()
                 except HeaderError as exc:
                     fatal = str(exc)
                     state.add(exc.rule, fatal, where=exc.where)

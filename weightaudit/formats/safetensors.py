@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from weightaudit.formats.base import LFS_MAGIC, LoadOptions, Probe
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import DTYPE_BITS, FileStatus, Finding, LoadedFile, TensorInfo, element_count
 from weightaudit.rules import integrity as R
 
@@ -210,7 +211,7 @@ def _check_alignment(entries: list[_Entry], data_start: int, state: _Parse) -> N
                       f"not a multiple of its {item}-byte element size", tensor=entry.name)
 
 
-def parse(path: Path, rel: str) -> LoadedFile:
+def parse(path: Path, rel: str, limits: Limits = DEFAULT_LIMITS) -> LoadedFile:
     """Parse one safetensors file's header into a LoadedFile (never raises on bad content)."""
     state = _Parse(rel)
     with open(path, "rb") as handle:
@@ -221,6 +222,11 @@ def parse(path: Path, rel: str) -> LoadedFile:
             state.add(exc.rule, str(exc))
             return LoadedFile(rel, LOADER.name, size, findings=tuple(state.findings), status=FileStatus.ERROR,
                               reason=str(exc), verified=False)
+    if len(header) > limits.tensors_per_file:
+        message = (f"header declares {len(header):,} entries, more than limits.tensors_per_file = "
+                   f"{limits.tensors_per_file:,}; tensors not inventoried")
+        return LoadedFile(rel, LOADER.name, size, findings=(R.LIMIT_REACHED.finding(rel, message),),
+                          status=FileStatus.ERROR, reason=message, verified=False)
     metadata = _check_metadata(header.pop("__metadata__", None), state)
     located = [e for name, spec in header.items() if (e := _parse_entry(name, spec, state)) is not None]
     entries = [e for e in located if e.usable]
@@ -261,7 +267,7 @@ class SafetensorsLoader:
         return first == b"{"
 
     def load(self, path: Path, rel: str, options: LoadOptions) -> LoadedFile:
-        return parse(path, rel)
+        return parse(path, rel, options.limits)
 
 
 LOADER = SafetensorsLoader()

@@ -1,0 +1,104 @@
+"""Issue 10: one budget model. Limits have documented defaults, only the user's policy changes them, a limit hit
+is a WA132 finding on an unverified file, and findings per rule per file collapse into one summary finding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from weightaudit.errors import PolicyError
+from weightaudit.limits import DEFAULT_LIMITS, Limits, parse_limits
+from weightaudit.model import Finding, Severity
+from weightaudit.pipeline import RunOptions, collapse_findings, run
+from weightaudit.policy import Policy, load_policy
+
+from tests.conftest import FIXTURES
+
+GGUF = FIXTURES / "gguf" / "valid-f32-f16.gguf"
+
+
+def _policy(tmp_path: Path, text: str) -> Policy:
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\n" + text)
+    return load_policy(path)
+
+
+def test_limits_default_and_are_set_by_the_policy(tmp_path: Path) -> None:
+    assert _policy(tmp_path, "").limits is DEFAULT_LIMITS
+    policy = _policy(tmp_path, "limits:\n  nesting_depth: 50\n  findings_per_rule_per_file: 7\n")
+    assert policy.limits == Limits(nesting_depth=50, findings_per_rule_per_file=7)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("limits: {bogus: 1}\n", "unknown limit 'bogus'"),
+    ("limits: {nesting_depth: 0}\n", "expected a positive integer"),
+    ("limits: {nesting_depth: true}\n", "expected a positive integer"),
+    ("limits: [1]\n", "must be a mapping"),
+])
+def test_invalid_limits_are_a_configuration_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        _policy(tmp_path, text)
+
+
+def test_every_limit_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [name for name in Limits.names() if f"`{name}`" not in readme]
+    assert missing == []
+
+
+def test_parse_limits_keeps_defaults_for_unset_keys() -> None:
+    assert parse_limits({"yaml_aliases": 5}).nesting_depth == DEFAULT_LIMITS.nesting_depth
+
+
+def test_gguf_over_the_tensor_limit_is_limit_reached_and_unverified(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, "limits: {gguf_tensors: 1}\n")
+    report = run([str(GGUF)], RunOptions(command="audit", policy=policy))
+    (loaded,) = report.files
+    assert not loaded.verified and "limits.gguf_tensors = 1" in (loaded.reason or "")
+    assert [(f.rule_id, f.severity) for f in report.findings if f.rule_id == "WA132"] == [("WA132", Severity.HIGH)]
+
+
+def _safetensors(path: Path, count: int, extra_field: bool = False) -> Path:
+    header = {}
+    for i in range(count):
+        spec = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+        if extra_field:
+            spec["note"] = "x"
+        header[f"t{i:04d}"] = spec
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * (4 * count))
+    return path
+
+
+def test_safetensors_over_the_tensor_limit_is_limit_reached(tmp_path: Path) -> None:
+    target = _safetensors(tmp_path / "model.safetensors", 5)
+    policy = _policy(tmp_path, "limits: {tensors_per_file: 4}\n")
+    report = run([str(target)], RunOptions(command="audit", policy=policy))
+    assert [f.rule_id for f in report.findings if f.rule_id.startswith("WA1")] == ["WA132"]
+    assert not report.files[0].verified and report.files[0].tensors == ()
+
+
+def test_findings_per_rule_per_file_collapse_into_one_summary(tmp_path: Path) -> None:
+    target = _safetensors(tmp_path / "model.safetensors", 250, extra_field=True)   # WA116 on every tensor
+    report = run([str(target)], RunOptions(command="audit"))
+    unknown = [f for f in report.findings if f.rule_id == "WA116"]
+    assert len(unknown) == DEFAULT_LIMITS.findings_per_rule_per_file + 1
+    summary = [f for f in unknown if f.tensor is None]
+    assert len(summary) == 1 and summary[0].message.startswith("150 more WA116 finding(s) in this file not listed")
+    assert summary[0].severity is Severity.LOW
+    assert len(report.files[0].tensors) == 250
+
+
+def test_collapse_keeps_the_worst_severity_and_other_rules_and_files() -> None:
+    findings = [Finding("WA999", Severity.LOW, "a", f"m{i}", tensor=f"t{i}") for i in range(5)]
+    findings.append(Finding("WA999", Severity.HIGH, "a", "bad", tensor="x"))
+    findings.append(Finding("WA999", Severity.LOW, "b", "other file"))
+    findings.append(Finding("WA998", Severity.LOW, "a", "other rule"))
+    out = collapse_findings(findings, 2)
+    assert [(f.path, f.rule_id, f.severity) for f in out if f.tensor is None and "more" in f.message] == [
+        ("a", "WA999", Severity.HIGH)]
+    assert len(out) == 2 + 1 + 1 + 1
