@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.formats.test_sevenzip import seven_zip
 from weightaudit.formats import LoadOptions, read_probe, sniff
 
 PAYLOAD = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R."
@@ -32,10 +33,11 @@ def _seeds() -> list[bytes]:
     wrapper = pickle.dumps({"a": [1, 2]}, protocol=2)
     return [gzip.compress(wrapper), bz2.compress(wrapper), lzma.compress(wrapper),
             lzma.compress(wrapper, format=lzma.FORMAT_ALONE), npy.getvalue(), tar.getvalue(),
-            b"\x5d" + struct.pack("<I", 0xFFFFFFFF) + b"\xff" * 8 + b"\x00" * 32]
+            b"\x5d" + struct.pack("<I", 0xFFFFFFFF) + b"\xff" * 8 + b"\x00" * 32,
+            seven_zip({"a.pkl": PAYLOAD, "b": b"x" * 100}, encode=True)]
 
 
-@pytest.mark.parametrize("seed", range(7))
+@pytest.mark.parametrize("seed", range(8))
 def test_mutants_never_raise(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     base = _seeds()[seed]

@@ -16,6 +16,7 @@ from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, limits_for
 from weightaudit.formats.pickle_vm import PickleMachine
 from weightaudit.formats.raw_pickle import PICKLE_SUFFIXES, looks_like_pickle
+from weightaudit.formats.sevenzip import list_7z_names
 from weightaudit.formats.zipread import ZipEntry, read_zip_entries, read_zip_names
 from weightaudit.rules.container_rules import UNSCANNED_ARCHIVE
 
@@ -97,5 +98,19 @@ def load_7z(scan: FileScan, view: memoryview, options: LoadOptions, path_key: st
         pos = data.find(b"\x80", pos + 1)
     found = len(scan.results)
     scan.findings.append(UNSCANNED_ARCHIVE.finding(
-        scan.rel, f"7z archive: members are not unpacked{f'; {found} stored pickles found and scanned' if found else ''}"))
+        scan.rel, f"7z archive: {_describe_members(scan, view)} not unpacked"
+                  f"{f'; {found} stored pickles found and scanned' if found else ''}"))
     scan.error = "7z archive: members are not unpacked, so the contents are not verified"
+
+
+def _describe_members(scan: FileScan, view: memoryview) -> str:
+    """'members a.pkl, b.bin (2 of 5 look like pickles)' from the 7z headers, or why they could not be listed."""
+    try:
+        names = list_7z_names(view)
+    except (FileProblem, struct.error, ValueError) as exc:
+        return f"members (not listed: {exc})"
+    scan.facts["archive_members"] = names[:1000]
+    scan.facts["archive_member_count"] = len(names)
+    picklish = [n for n in names if n.lower().endswith(tuple(PICKLE_SUFFIXES | {".pkl.gz", ".joblib"}))]
+    shown = f": {', '.join(picklish[:5])}" if picklish else ""
+    return f"{len(names)} members ({len(picklish)} named like pickles{shown})"
