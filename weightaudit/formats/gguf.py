@@ -263,12 +263,12 @@ class _Parser:
         self._count(state.kv_count, (limits.gguf_kv_pairs, "gguf_kv_pairs"), MIN_KV_BYTES, "metadata key/value count")
 
     def _count(self, count: int, cap: tuple[int, str], min_bytes: int, what: str) -> None:
+        if count * min_bytes > self.cur.remaining():   # malformed first: a count the file cannot hold
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} cannot fit in the {self.cur.size:,}-byte "
+                              f"file (each entry takes at least {min_bytes} bytes)")
         if count > cap[0]:
             raise HeaderError(R.LIMIT_REACHED, f"{what} {count:,} exceeds limits.{cap[1]} = {cap[0]:,}; the file "
                               "was not read (raise the limit in your policy to read it)")
-        if count * min_bytes > self.cur.remaining():
-            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} {count:,} cannot fit in the {self.cur.size:,}-byte "
-                              f"file (each entry takes at least {min_bytes} bytes)")
 
     def _metadata(self) -> None:
         seen: set[bytes] = set()
