@@ -195,3 +195,52 @@ def test_pure_python_fallback_when_the_extension_is_missing(monkeypatch: pytest.
     monkeypatch.setattr(builtins, "__import__", no_crc_packages)
     extend, backend = tb._fast_crc32c()
     assert backend == "python" and extend(0, b"123456789") == 0xE3069283
+
+
+def test_sixty_megabyte_block_is_checked_fast_and_a_huge_record_refused(tmp_path: Path) -> None:
+    """Issue 10: an SSTable with a 60 MB block (CRC32C in C, not pure Python) whose one record is 60 MB of
+    protobuf fields (30 M of them): refused by size before decoding, not walked field by field."""
+    index = tmp_path / "x.index"
+    huge = entry_proto(1, (2,), 0, 8) + b"\x50\x00" * 30_000_000
+    write_index(index, [(b"", header_proto()), (b"w", huge)])
+    with pytest.raises(tb.BundleError) as caught:
+        tb.read_bundle(index)
+    assert caught.value.kind == "proto" and "byte record" in str(caught.value)
+
+
+def _raw_index(path: Path, data_blocks: list[bytes], handles: list[tuple[int, int]]) -> None:
+    """An SSTable whose index block lists ``handles`` (offset, size) into the concatenated ``data_blocks``."""
+    out = bytearray()
+
+    def add(contents: bytes) -> tuple[int, int]:
+        offset = len(out)
+        out.extend(contents + b"\x00" + struct.pack("<I", tb.mask_crc(tb.crc32c(contents + b"\x00"))))
+        return offset, len(contents)
+
+    for block in data_blocks:
+        add(block)
+    meta = add(_block([]))
+    index_items = [(b"%05d" % n, varint(o) + varint(sz)) for n, (o, sz) in enumerate(handles)]
+    index = add(_block(index_items))
+    handles_bytes = varint(meta[0]) + varint(meta[1]) + varint(index[0]) + varint(index[1])
+    out.extend(handles_bytes.ljust(40, b"\x00") + struct.pack("<Q", tb.TABLE_MAGIC))
+    path.write_bytes(bytes(out))
+
+
+def test_index_handles_reusing_one_block_are_refused(tmp_path: Path) -> None:
+    block = _block([(b"", header_proto())])
+    index = tmp_path / "x.index"
+    _raw_index(index, [block], [(0, len(block))] * 1000)       # 1000 handles to the same block
+    with pytest.raises(tb.BundleError, match="overlaps"):
+        list(tb.iter_table(index))
+
+
+def test_shared_prefix_keys_are_capped(tmp_path: Path) -> None:
+    long_key = b"k" * 60_000
+    first = varint(0) + varint(len(long_key)) + varint(0) + long_key
+    repeat = (varint(len(long_key)) + varint(0) + varint(0)) * 200_000    # 200,000 empty entries, same long key
+    block = first + repeat + struct.pack("<II", 0, 1)
+    index = tmp_path / "x.index"
+    _raw_index(index, [block], [(0, len(block))])
+    with pytest.raises(tb.BundleError, match="in total"):
+        list(tb.iter_table(index))

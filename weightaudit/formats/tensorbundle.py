@@ -24,6 +24,9 @@ FOOTER_BYTES = 48
 BLOCK_TRAILER_BYTES = 5
 MAX_BLOCK_BYTES = 64 * 1024 * 1024     # a sane cap: TF writes 256 KiB blocks
 MAX_INDEX_BYTES = 1 << 31
+MAX_ENTRY_BYTES = 1 << 20             # one BundleEntryProto: shape, offsets, CRC, slice extents
+MAX_KEY_BYTES = 1 << 16               # one key (a variable name)
+MAX_TOTAL_KEY_BYTES = 1 << 30         # all keys of one table, as rebuilt from their shared prefixes
 CRC_MASK_DELTA = 0xA282EAD8
 CHECKPOINT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -191,8 +194,11 @@ def _read_block(handle, file_size: int, block: BlockHandle, what: str) -> bytes:
     return contents
 
 
-def iter_block(contents: bytes, what: str = "data") -> Iterator[tuple[bytes, bytes]]:
-    """Entries of one block: prefix-compressed keys, stopping at the restart array."""
+def iter_block(contents: bytes, what: str = "data", key_budget: list[int] | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Entries of one block: prefix-compressed keys, stopping at the restart array. Keys are capped at
+    MAX_KEY_BYTES and, through ``key_budget`` (bytes left, shared by a whole table), in total: rebuilding a
+    long shared prefix for millions of empty entries would otherwise copy terabytes."""
+    budget = key_budget if key_budget is not None else [MAX_TOTAL_KEY_BYTES]
     if len(contents) < 4:
         raise BundleError(f"{what} block too short")
     restarts = int.from_bytes(contents[-4:], "little")
@@ -207,6 +213,11 @@ def iter_block(contents: bytes, what: str = "data") -> Iterator[tuple[bytes, byt
         value_len, pos = read_varint(contents, pos)
         if shared > len(key) or pos + unshared + value_len > limit:
             raise BundleError(f"{what} block entry at byte {pos} runs past the block")
+        if shared + unshared > MAX_KEY_BYTES:
+            raise BundleError(f"{what} block key of {shared + unshared} bytes, over the {MAX_KEY_BYTES}-byte cap")
+        budget[0] -= shared + unshared
+        if budget[0] < 0:
+            raise BundleError(f"keys of the table exceed {MAX_TOTAL_KEY_BYTES} bytes in total")
         key = key[:shared] + contents[pos:pos + unshared]
         pos += unshared
         yield key, contents[pos:pos + value_len]
@@ -229,12 +240,17 @@ def iter_table(path: Path) -> Iterator[tuple[bytes, bytes]]:
         index_handle, _ = _decode_handle(footer, pos)
         index_block = _read_block(handle, size, index_handle, "index")
         previous = b""
-        for separator, value in iter_block(index_block, "index"):
+        next_free = 0
+        key_budget = [MAX_TOTAL_KEY_BYTES]
+        for separator, value in iter_block(index_block, "index", key_budget):
             if separator < previous:
                 raise BundleError("index block keys are out of order")
             previous = separator
             data_handle, _ = _decode_handle(value, 0)
-            yield from iter_block(_read_block(handle, size, data_handle, "data"), "data")
+            if data_handle.offset < next_free:     # TensorFlow writes blocks in order: overlap = re-reading
+                raise BundleError(f"data block at byte {data_handle.offset} overlaps or precedes the previous one")
+            next_free = data_handle.offset + data_handle.size + BLOCK_TRAILER_BYTES
+            yield from iter_block(_read_block(handle, size, data_handle, "data"), "data", key_budget)
 
 
 # ---------------------------------------------------------------- bundle protos
@@ -360,6 +376,9 @@ def read_bundle(index_path: Path) -> Bundle:
     entries: list[BundleEntry] = []
     slice_keys = 0
     for raw_key, value in iter_table(index_path):
+        if len(value) > MAX_ENTRY_BYTES:
+            raise BundleError(f"entry {raw_key[:40]!r} holds a {len(value)}-byte record, over the "
+                              f"{MAX_ENTRY_BYTES}-byte cap (TensorFlow writes a few hundred bytes)", "proto")
         if raw_key == b"":
             header = _decode_header(value)
             continue
