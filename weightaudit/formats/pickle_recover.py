@@ -4,9 +4,11 @@ When :class:`~weightaudit.formats.pickle_machine.PickleMachine` stops early (a m
 construct it refuses), the bytes after that point still reach a loader that is laxer, or are where a "broken
 pickle" hides its payload. This scan walks the opcodes from there to the end of the buffer the way
 ``pickletools.genops`` does (no stack semantics), resynchronising one byte at a time on bytes that are not an
-opcode, and reports every ``GLOBAL``/``INST``, every ``STACK_GLOBAL`` with the string constants before it (memo
-``PUT``/``GET`` of strings and globals followed), every ``REDUCE``/``NEWOBJ``/``NEWOBJ_EX``/``OBJ``/``INST`` call
-(attributed to the last global seen, arguments unknown) and every ``EXT`` code. Records carry ``from_scan=True``.
+opcode, and reports every ``GLOBAL``/``INST``, every ``STACK_GLOBAL`` whose two operands are string constants it saw (memo
+``PUT``/``GET`` of strings and globals followed; other operands name nothing and are skipped), every ``REDUCE``/``NEWOBJ``/``NEWOBJ_EX``/``OBJ``/``INST`` call
+(attributed to the last global seen, arguments unknown). Records carry ``from_scan=True``. ``EXT`` codes and
+``STACK_GLOBAL`` operands it cannot read name nothing and are skipped (a corrupt tail would otherwise produce noise
+on every byte that looks like an opcode); the result keeps its error, so the file stays unverified.
 
 Cost is linear in the bytes scanned: one step per opcode or skipped byte, at most ``Limits.max_scan_steps``.
 """
@@ -18,16 +20,17 @@ from typing import Any
 
 from weightaudit.formats.pickle_machine import OPCODE_ARGS, OPCODE_NAMES
 from weightaudit.formats.pickle_result import Limits, PickleResult
-from weightaudit.formats.pickle_values import Anomaly, Call, DynamicGlobal, Global, GlobalUse
+from weightaudit.formats.pickle_values import Anomaly, Call, Global, GlobalUse
 
 __all__ = ["recover"]
 
 _FIXED = {"": 0, "u1": 1, "u2": 2, "u4": 4, "s4": 4, "u8": 8, "f8": 8}
 _COUNTED = {"n1": (1, False), "n4": (4, False), "s4n": (4, True), "n8": (8, False)}
+# Opcodes that push nothing (or whose push the scan does not track as a value).
+_NO_PUSH = frozenset({"MARK", "STOP", "POP", "POP_MARK", "FRAME", "BUILD", "APPEND", "APPENDS", "SETITEM",
+                      "SETITEMS", "ADDITEMS", "READONLY_BUFFER"})
 _STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING"})
 _CALL_OPS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ"})
-_MEMO_PUT = frozenset({"BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"})
-_MEMO_GET = frozenset({"BINGET", "LONG_BINGET", "GET"})
 _MAX_LINE = 1 << 16
 _MAX_NAME = 1 << 12
 _OTHER = object()          # a pushed value that is neither a string nor a global
@@ -35,6 +38,19 @@ _OTHER = object()          # a pushed value that is neither a string nor a globa
 
 def _dotted(text: str) -> bool:
     return 0 < len(text) <= _MAX_NAME and all(part.isidentifier() for part in text.split("."))
+
+
+def _plan(shape: str, name: str) -> tuple[str, str, int, bool]:
+    if shape in _FIXED:
+        return name, "fixed", _FIXED[shape], False
+    if shape in _COUNTED:
+        return (name, "counted") + _COUNTED[shape]
+    return name, shape, 0, False
+
+
+# Per opcode byte: (name, "fixed" | "counted" | "line" | "2lines", argument width, signed), None for non-opcodes.
+_PLAN: list[tuple[str, str, int, bool] | None] = [
+    _plan(OPCODE_ARGS[code], OPCODE_NAMES[code]) if code in OPCODE_ARGS else None for code in range(256)]
 
 
 class _Scan:
@@ -68,42 +84,45 @@ class _Scan:
 
     # ---- one opcode; returns the next position, or None to resynchronise ----
     def step(self, pos: int) -> int | None:
-        code = self.data[pos]
-        shape = OPCODE_ARGS.get(code)
-        if shape is None:
+        plan = _PLAN[self.data[pos]]
+        if plan is None:
             return None
-        name = OPCODE_NAMES[code]
-        if shape in _FIXED:
-            end = pos + 1 + _FIXED[shape]
+        name, kind, width, signed = plan
+        if kind == "fixed":
+            end = pos + 1 + width
             if end > len(self.data):
                 return None
-            self.fixed(name, pos, bytes(self.data[pos + 1:end]))
+            special = _SPECIAL.get(name)
+            if special is None:
+                if name not in _NO_PUSH:
+                    self.recent = [self.recent[1], _OTHER]
+            else:
+                special(self, name, pos, self.data[pos + 1:end])
             return end
-        if shape in _COUNTED:
-            return self.counted(name, pos, *_COUNTED[shape])
-        return self.lines(name, pos, 2 if shape == "2lines" else 1)
+        if kind == "counted":
+            return self.counted(name, pos, width, signed)
+        return self.lines(name, pos, 2 if kind == "2lines" else 1)
 
-    def fixed(self, name: str, pos: int, arg: bytes) -> None:
-        if name == "PROTO":
-            self.proto = arg[0]
-        elif name in ("BINPUT", "LONG_BINPUT"):
-            self.memo[int.from_bytes(arg, "little")] = self.recent[1]
-        elif name in ("BINGET", "LONG_BINGET"):
-            self.pushed(self.memo.get(int.from_bytes(arg, "little"), _OTHER))
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = self.recent[1]
-        elif name.startswith("EXT"):
-            code = int.from_bytes(arg, "little", signed=name == "EXT4")
-            self.result.anomalies.append(Anomaly("ext", pos, f"{name} code {code} (seen by the recovery scan): "
-                                                             "resolves only through copyreg's extension registry"))
-            self.last_callable = None
-        elif name == "STACK_GLOBAL":
-            self.stack_global(pos)
-        elif name in _CALL_OPS:
-            self.call(name, pos)
-        elif name not in ("MARK", "STOP", "POP", "POP_MARK", "FRAME", "BUILD", "APPEND", "APPENDS", "SETITEM",
-                          "SETITEMS", "ADDITEMS", "READONLY_BUFFER"):
-            self.push(_OTHER)
+    def memo_put(self, name: str, pos: int, arg: memoryview) -> None:
+        index = len(self.memo) if name == "MEMOIZE" else int.from_bytes(arg, "little")
+        self.memo[index] = self.recent[1]
+
+    def memo_get(self, name: str, pos: int, arg: memoryview) -> None:
+        self.pushed(self.memo.get(int.from_bytes(arg, "little"), _OTHER))
+
+    def proto_op(self, name: str, pos: int, arg: memoryview) -> None:
+        self.proto = arg[0]
+
+    def ext(self, name: str, pos: int, arg: memoryview) -> None:
+        """An EXT code names a global only through the loading process's registry: nothing to name here."""
+        self.last_callable = None
+        self.push(_OTHER)
+
+    def stack_global_op(self, name: str, pos: int, arg: memoryview) -> None:
+        self.stack_global(pos)
+
+    def call_op(self, name: str, pos: int, arg: memoryview) -> None:
+        self.call(name, pos)
 
     def counted(self, name: str, pos: int, width: int, signed: bool) -> int | None:
         if pos + 1 + width > len(self.data):
@@ -187,15 +206,23 @@ class _Scan:
         if isinstance(module, str) and isinstance(attr, str) and _dotted(module) and _dotted(attr):
             self.record_global(module, attr, "STACK_GLOBAL", pos)
             return
-        self.result.anomalies.append(Anomaly("dynamic-global", pos, "STACK_GLOBAL (seen by the recovery scan) "
-                                                                    "imports a name the scan could not read"))
-        self.last_callable = DynamicGlobal(None, None, pos)
+        # Operands the scan cannot read (computed, or bytes that only look like opcodes): nothing to name. The
+        # file is unverified anyway; reporting every 0x93 byte of a corrupt tail would only add noise.
+        self.last_callable = None
         self.push(_OTHER)
 
     def call(self, name: str, pos: int) -> None:
         if self.last_callable is not None:
             self.result.calls.append(Call(self.last_callable, (), None, name, pos, from_scan=True))
         self.push(_OTHER)
+
+
+_SPECIAL = {
+    "BINPUT": _Scan.memo_put, "LONG_BINPUT": _Scan.memo_put, "MEMOIZE": _Scan.memo_put,
+    "BINGET": _Scan.memo_get, "LONG_BINGET": _Scan.memo_get, "PROTO": _Scan.proto_op,
+    "EXT1": _Scan.ext, "EXT2": _Scan.ext, "EXT4": _Scan.ext, "STACK_GLOBAL": _Scan.stack_global_op,
+    **{name: _Scan.call_op for name in _CALL_OPS},
+}
 
 
 def recover(data: memoryview, start: int, limits: Limits, result: PickleResult, memo: dict[int, Any],
