@@ -697,14 +697,17 @@ def test_mutated_pickles_are_accepted_and_rejected_alike(start: int) -> None:
     problems = []
     for name, data in corpus()[start:start + 100]:
         for i, mutant in enumerate(_mutants(rng, data)):
-            result = run_pickle(mutant, file_mode=False)
-            if _skip_bytes_mode(result):
-                continue
-            accepted, value = cpython(mutant)
-            if not _disagreement(result, accepted, value):
-                continue
-            if not result.ok and accepted:
-                problems.append(f"{name}/mutant {i}: machine rejects ({result.error}) what CPython loads: {mutant!r}")
-            if result.ok and not accepted and isinstance(value, (pickle.UnpicklingError, EOFError)):
-                problems.append(f"{name}/mutant {i}: machine accepts what CPython refuses ({value!r}): {mutant!r}")
+            for mode in ("bytes", "file"):
+                result = run_pickle(mutant, file_mode=mode == "file")
+                if mode == "bytes" and _skip_bytes_mode(result):
+                    continue
+                accepted, value = cpython(mutant, mode)
+                if not _disagreement(result, accepted, value):
+                    continue
+                if not result.ok and accepted:
+                    problems.append(f"{name}/mutant {i} {mode}: machine rejects ({result.error}) what CPython "
+                                    f"loads: {mutant!r}")
+                if result.ok and not accepted and isinstance(value, (pickle.UnpicklingError, EOFError)):
+                    problems.append(f"{name}/mutant {i} {mode}: machine accepts what CPython refuses ({value!r}): "
+                                    f"{mutant!r}")
     assert problems == []

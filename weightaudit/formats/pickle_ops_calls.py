@@ -145,7 +145,7 @@ class CallOps(ValueOps):
     def op_build(self) -> None:
         state = self.pop()
         target = self.top()
-        if is_concrete(target) and not isinstance(target, BytesRef):
+        if is_concrete(target):
             self._build_plain(state)
             return
         self._record_mutation(target, state=state)
