@@ -79,11 +79,60 @@ def test_payload_in_a_storage_record_is_found(tmp_path: Path) -> None:
     assert rules(loaded)["WA401"] is Severity.CRITICAL
 
 
-def test_benign_legacy_tar_is_scanned_but_not_verified(tmp_path: Path) -> None:
-    _, loaded = load(_legacy(tmp_path / "old.pth", pickle.dumps({"w": "0"}, protocol=2)))
-    found = rules(loaded)
-    assert found["WA159"] is Severity.LOW and max(found.values()) <= Severity.LOW
-    assert not loaded.verified
+class _Ref:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> str | None:
+        return obj.key if isinstance(obj, _Ref) else None
+
+
+def _benign_legacy(path: Path) -> Path:
+    """Two tensors (one a strided view) on one float storage and one int tensor, as legacy_load expects them."""
+    storages, tensors = io.BytesIO(), io.BytesIO()
+    pickle.dump(2, storages, protocol=2)
+    pickle.dump((0, "cpu", torch.FloatStorage), storages, protocol=2)
+    storages.write(struct.pack("<q", 6) + struct.pack("<6f", 1, 2, 3, 4, 5, 6))
+    pickle.dump((1, "cpu", torch.IntStorage), storages, protocol=2)
+    storages.write(struct.pack("<q", 2) + struct.pack("<2i", 7, 8))
+    pickle.dump([], storages, protocol=2)
+    pickle.dump(3, tensors, protocol=2)
+    for key, storage, ttype, sizes, strides, offset in ((10, 0, torch.FloatTensor, (2, 3), (3, 1), 0),
+                                                        (11, 0, torch.FloatTensor, (3,), (2,), 1),
+                                                        (12, 1, torch.IntTensor, (2,), (1,), 0)):
+        pickle.dump((key, storage, ttype), tensors, protocol=2)
+        tensors.write(struct.pack("<i", len(sizes)) + b"\x00" * 4 + struct.pack(f"<{len(sizes)}q", *sizes)
+                      + struct.pack(f"<{len(strides)}q", *strides) + struct.pack("<q", offset))
+    main = io.BytesIO()
+    _Pickler(main, protocol=2).dump({"layer": {"weight": _Ref("10"), "column": _Ref("11")}, "steps": _Ref("12")})
+    return _tar(path, {"sys_info": pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2),
+                       "pickle": main.getvalue(), "storages": storages.getvalue(), "tensors": tensors.getvalue()})
+
+
+def test_benign_legacy_tar_matches_torchs_legacy_load(tmp_path: Path) -> None:
+    path = _benign_legacy(tmp_path / "old.pth")
+    _, loaded = load(path)
+    assert loaded.verified, loaded.reason
+    assert max(rules(loaded).values()) <= Severity.LOW
+    expected = torch.load(path, weights_only=False)          # a file this test built from harmless globals
+    flat = {"layer.weight": expected["layer"]["weight"], "layer.column": expected["layer"]["column"],
+            "steps": expected["steps"]}
+    ours = {t.name: t for t in loaded.tensors}
+    assert sorted(ours) == sorted(flat)
+    loader = sniff(read_probe(path))
+    for name, tensor in flat.items():
+        assert ours[name].shape == tuple(tensor.shape) and ours[name].strides == tuple(tensor.stride())
+        got = b"".join(bytes(c) for c in loader.iter_chunks(path, ours[name], 4))
+        assert got == tensor.contiguous().numpy().tobytes(), name
+
+
+def test_legacy_tar_whose_pickle_names_a_missing_tensor_is_not_verified(tmp_path: Path) -> None:
+    main = io.BytesIO()
+    _Pickler(main, protocol=2).dump({"w": _Ref("99")})
+    _, loaded = load(_legacy(tmp_path / "old.pth", main.getvalue()))
+    assert rules(loaded)["WA159"] is Severity.LOW and not loaded.verified
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])

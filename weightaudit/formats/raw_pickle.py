@@ -16,6 +16,7 @@ from typing import Any
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.joblib_format import ARRAY_WRAPPERS, NUMPY_ARRAY_CLASSES, JoblibRun, array_tensors, scan_joblib_pickle
 from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.object_names import dotted_names
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
 from weightaudit.formats.pickle_values import Call, Global
 from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle
@@ -29,7 +30,6 @@ __all__ = ["RawPickleLoader", "LOADER", "PICKLE_SUFFIXES", "looks_like_pickle", 
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dat", ".data",
                              ".metadata", ".tar", ".npy", ".pck", ".model"})
 MAX_STACKED_PICKLES = 1_000_000
-MAX_NAME_WALK = 1_000_000        # objects visited while naming joblib arrays
 _OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVabcd}eghijl]opqrst)uGBC") | frozenset(range(0x80, 0x99))
 
 
@@ -103,34 +103,10 @@ def _plain_reading(scan: FileScan, view: memoryview, joblib_result: PickleResult
 
 def _array_names(root: Any) -> dict[int, str]:
     """Dotted names of joblib array wrappers in the unpickled object (dict keys, attributes, list indexes)."""
-    names: dict[int, str] = {}
-    stack: list[tuple[Any, str]] = [(root, "")]
-    seen: set[int] = set()
-    while stack and len(seen) < MAX_NAME_WALK:
-        value, name = stack.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, Call):
-            if isinstance(value.func, Global) and value.func.qualname in ARRAY_WRAPPERS:
-                names.setdefault(id(value), name or "array")
-                continue
-            for state in value.state:
-                stack.append((state, name))
-            stack.extend((v, _join(name, k)) for k, v in value.setitems)
-            stack.extend((v, _join(name, i)) for i, v in enumerate(value.appends))
-            if isinstance(value.args, tuple):
-                stack.extend((v, name) for v in value.args)
-        elif isinstance(value, dict):
-            stack.extend((v, _join(name, k)) for k, v in value.items())
-        elif isinstance(value, (list, tuple)):
-            stack.extend((v, _join(name, i)) for i, v in enumerate(value))
-    return names
+    def is_wrapper(value: Any) -> bool:
+        return isinstance(value, Call) and isinstance(value.func, Global) and value.func.qualname in ARRAY_WRAPPERS
 
-
-def _join(prefix: str, key: Any) -> str:
-    text = key if isinstance(key, str) else str(key) if isinstance(key, int) else "?"
-    return f"{prefix}.{text}" if prefix else text
+    return {id(value): name or "array" for name, value in dotted_names(root, is_wrapper)}
 
 
 def _load_raw(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:

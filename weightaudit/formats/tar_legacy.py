@@ -20,13 +20,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from weightaudit.formats.base import LoadOptions, Probe
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, safe_load
+from weightaudit.formats.object_names import dotted_names
+from weightaudit.formats.pickle_values import PersistentId
 from weightaudit.formats.pickle_vm import Limits, PickleResult, scan_pickle, scan_stream
-from weightaudit.model import LoadedFile, Severity
+from weightaudit.formats.torch_tensors import STORAGE_DTYPES, Storage, TensorSpec, build_tensors, itemsize
+from weightaudit.model import LoadedFile, Role, Severity
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIVE
 
@@ -143,21 +146,91 @@ def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
     names = [m.name for m in members]
     is_torch = "pickle" in names and ("storages" in names or "tensors" in names)
     scan.facts["torch_tar"] = is_torch
+    parts: dict[str, Any] = {}                  # torch reads the last member of each name (tarfile.getmember)
     for member in members:
         _member_checks(scan, member)
         if member.type not in REGULAR_TYPES:
             continue
         data = view[member.offset:member.offset + member.size]
         if is_torch and member.name in ("storages", "tensors"):
-            _scan_records(scan, data, member.name, options)
+            parts[member.name] = _scan_records(scan, data, member.name, options, member.offset)
         else:
-            _scan_member(scan, data, member, options, is_torch)
+            results = _scan_member(scan, data, member, options, is_torch)
+            if member.name == "pickle" and results:
+                parts["pickle"] = results[0]
     if is_torch:
-        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, "legacy torch tar checkpoint (torch < 0.4): every "
-                                                                "pickle was scanned, tensors are not inventoried",
+        scan.torch_refusals.append("legacy tar checkpoint (torch.load with weights_only=True refuses it)")
+        _torch_inventory(scan, parts, path_key)
+
+
+def _torch_inventory(scan: FileScan, parts: dict[str, Any], path_key: str) -> None:
+    """Tensors of a legacy tar checkpoint, joined as legacy_load joins them (else not verified, WA159 low)."""
+    main = parts.get("pickle")
+    problem = None if main is not None and main.ok and "storages" in parts and "tensors" in parts \
+        else "the storages, tensors or pickle member could not be read"
+    if problem is None:
+        try:
+            specs = _tensor_specs(parts["storages"], parts["tensors"], main)
+        except FileProblem as exc:
+            problem, specs = str(exc), []
+    if problem is not None:
+        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, f"legacy torch tar checkpoint: tensors not "
+                                                                f"inventoried ({problem}); every pickle was scanned",
                                                       where="pickle", severity=Severity.LOW))
-        scan.torch_refusals.append("legacy tar checkpoint")
         scan.verified = False
+        return
+    infos, shared, ok = build_tensors(specs, path_key, scan.rel, "little", scan.findings)
+    scan.tensors.extend(infos)
+    scan.facts["shared_storages"] = shared
+    scan.verified = scan.verified and ok
+
+
+def _tensor_specs(storages: Any, tensors: Any, main: PickleResult) -> list[TensorSpec]:
+    by_key: dict[int, Storage] = {}
+    for value, raw in storages[0]:
+        key, location, storage_type = value
+        numel = raw[2]
+        dtype = STORAGE_DTYPES[storage_type.name]
+        by_key[_int_key(key)] = Storage(str(key), dtype, numel, str(location), raw[1] + 8, numel * itemsize(dtype),
+                                        f"storages[{key}]")
+    for view_record in storages[1] if isinstance(storages[1], list) else ():
+        target, root, offset, numel = _view(view_record)
+        base = by_key.get(_int_key(root))
+        if base is None or base.data_offset is None:
+            raise FileProblem(f"storage view of a missing storage {root!r}")
+        size = itemsize(base.dtype)
+        by_key[_int_key(target)] = Storage(str(target), base.dtype, numel, base.location, base.data_offset + offset * size,
+                                           numel * size, f"storages[{target}]")
+    by_tensor: dict[int, tuple[Storage, int, tuple[int, ...], tuple[int, ...]]] = {}
+    for value, raw in tensors[0]:
+        key, storage_id = value[0], value[1]
+        storage = by_key.get(_int_key(storage_id))
+        if storage is None:
+            raise FileProblem(f"tensor {key!r} refers to a missing storage {storage_id!r}")
+        by_tensor[_int_key(key)] = (storage, raw[2], raw[3], raw[4])
+    specs = []
+    for name, pid in dotted_names(main.value, lambda v: isinstance(v, PersistentId)):
+        if isinstance(pid.pid, tuple):
+            continue                                     # a module's source record, not a tensor
+        found = by_tensor.get(_int_key(pid.pid))
+        if found is None:
+            raise FileProblem(f"persistent id {pid.pid!r} names no tensor")
+        storage, offset, size, stride = found
+        specs.append(TensorSpec(name or "tensor", storage, storage.dtype, offset, size, stride, Role.PARAMETER))
+    return specs
+
+
+def _int_key(key: Any) -> int:
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        raise FileProblem(f"record key {key!r} is not an integer (legacy_load looks keys up with int())") from None
+
+
+def _view(record: Any) -> tuple[Any, Any, int, int]:
+    if not (isinstance(record, tuple) and len(record) == 4 and all(type(x) is int for x in record[2:])):
+        raise FileProblem(f"malformed storage view {record!r:.80}")
+    return record
 
 
 def _member_checks(scan: FileScan, member: TarMember) -> None:
@@ -174,7 +247,9 @@ def _member_checks(scan: FileScan, member: TarMember) -> None:
         scan.verified = False
 
 
-def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions, is_torch: bool) -> None:
+def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions,
+                 is_torch: bool) -> list[PickleResult]:
+    """Scan a member that holds (or, for torch's own names, must hold) pickles; its pickle results."""
     head = bytes(data[:8])
     if head[:1] == b"\x80" or (is_torch and member.name in TORCH_MEMBERS):
         results, _ = scan_stream(data, limits=limits_for(options))
@@ -185,35 +260,42 @@ def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: L
         if not is_torch or member.name not in TORCH_MEMBERS:
             scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"tar member {member.name!r} holds a pickle",
                                                          where=member.name))
-    elif head.startswith((b"PK\x03\x04", b"7z\xbc\xaf", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        return results
+    if head.startswith((b"PK\x03\x04", b"7z\xbc\xaf", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
         scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"tar member {member.name!r} is an archive or "
                                                                  "compressed stream that was not unpacked",
                                                        where=member.name))
         scan.verified = False
+    return []
 
 
-def _scan_records(scan: FileScan, data: memoryview, name: str, options: LoadOptions) -> None:
-    """``storages``/``tensors``: a count pickle, then per record a pickle plus raw bytes, then (storages) views."""
+def _scan_records(scan: FileScan, data: memoryview, name: str, options: LoadOptions, base: int) -> tuple[list, Any]:
+    """``storages``/``tensors``: a count pickle, then per record a pickle plus raw bytes, then (storages) views.
+    Returns ([(record value, raw layout)], views value); raw layouts carry absolute file offsets."""
     limits = limits_for(options)
     budget = [limits.max_opcodes]
+    records: list[tuple[Any, tuple]] = []
     first = _record_pickle(scan, data, 0, name, limits, budget)
     count = first.value if first.ok else None
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         scan.error = scan.error or f"{name}: the record count is not a count ({first.error or first.value!r})"
-        return
+        return records, None
     pos = first.end
     for index in range(count):
         result = _record_pickle(scan, data, pos, name, limits, budget)
         if not result.ok:
             scan.error = scan.error or f"{name} record {index}: {result.error}"
-            return
-        pos = _skip_raw(data, result, name, index)
+            return records, None
+        raw, pos = _read_raw(data, result, name, index)
+        records.append((result.value, (raw[0], base + raw[1], *raw[2:])))
+    views = None
     if name == "storages" and pos < len(data):
-        views = _record_pickle(scan, data, pos, name, limits, budget)
-        pos = views.end
+        result = _record_pickle(scan, data, pos, name, limits, budget)
+        views, pos = result.value, result.end
     if pos != len(data):
         scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, f"{len(data) - pos} bytes follow the last record of "
                                                                 f"{name!r}", where=f"{name} byte {pos}"))
+    return records, views
 
 
 def _record_pickle(scan: FileScan, data: memoryview, pos: int, name: str, limits: Limits,
@@ -223,22 +305,27 @@ def _record_pickle(scan: FileScan, data: memoryview, pos: int, name: str, limits
     return result
 
 
-def _skip_raw(data: memoryview, record: PickleResult, name: str, index: int) -> int:
-    """Offset after the raw bytes that follow one storage or tensor record pickle."""
+def _read_raw(data: memoryview, record: PickleResult, name: str, index: int) -> tuple[tuple, int]:
+    """The raw bytes after one record pickle: storages (None, offset, numel); tensors (None, offset,
+    storage_offset, sizes, strides). Returns (layout, offset after the bytes)."""
     pos, value = record.end, record.value
     try:
         if name == "storages":
             numel = struct.unpack_from("<q", data, pos)[0]
-            size = _storage_itemsize(value)
-            end = pos + 8 + numel * size
+            end = pos + 8 + numel * _storage_itemsize(value)
+            layout: tuple = (None, pos, numel)
         else:
             ndim = struct.unpack_from("<i", data, pos)[0]
+            if not 0 <= ndim <= 64:
+                raise FileProblem(f"{name} record {index}: {ndim} dimensions")
+            dims = struct.unpack_from(f"<{2 * ndim + 1}q", data, pos + 8)
             end = pos + 8 + 16 * ndim + 8
+            layout = (None, pos, dims[-1], tuple(dims[:ndim]), tuple(dims[ndim:2 * ndim]))
         if end < pos or end > len(data):
             raise FileProblem(f"{name} record {index}: its raw data runs past the end of the member")
     except struct.error:
         raise FileProblem(f"{name} record {index}: the member ends inside its raw data") from None
-    return end
+    return layout, end
 
 
 def _storage_itemsize(value: object) -> int:
