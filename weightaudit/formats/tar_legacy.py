@@ -11,8 +11,10 @@ and, unless tarfile raises, ``legacy_load``), so a tar is a live way to deliver 
 
 The tar is parsed by hand (:func:`iter_tar_members`: 512-byte headers validated by their checksum as tarfile
 does, octal or base-256 sizes, GNU long names and PAX ``path``/``size`` records, a member cap). Every pickle of
-every member is scanned. Tensors are not inventoried from this layout yet: the file is reported not verified
-(WA159) after its pickles were checked.
+every member is scanned. Tensors are inventoried as ``legacy_load`` builds them (the last member of each name,
+storages and their views by integer key, tensor records, the object's persistent ids); when they cannot be joined
+the file is not verified (WA159, low). Links and names leaving the archive are flagged (tarfile extracts them).
+torch >= 2.6 refuses this format with ``weights_only=True``; ``weights_only=False`` runs every pickle in it.
 """
 
 from __future__ import annotations
