@@ -43,7 +43,11 @@ class Limits:
     zip_members: int = 1_000_000              # members of one zip archive (formats/zipread.py MAX_ZIP_ENTRIES)
     bytes_inflated: int = 1 << 32             # bytes decompressed from one compressed member (zip, .keras)
     hdf5_attribute_bytes: int = 64 * 1024 * 1024   # one HDF5 attribute (formats/keras_h5.py MAX_ATTRIBUTE_BYTES)
-    graph_nodes: int = 10_000_000             # nodes of one TensorFlow graph walked (SavedModel)
+    graph_nodes: int = 1_000_000              # NodeDefs walked in one SavedModel, all graphs and functions (~6 s)
+    graph_meta_graphs: int = 64               # MetaGraphDefs of one SavedModel (real ones have 1-3)
+    graph_functions: int = 100_000            # library functions of one SavedModel
+    graph_protobuf_fields: int = 50_000_000   # protobuf fields visited in one saved_model.pb, known or not
+    graph_text_bytes: int = 16 * 1024 * 1024  # one saved_model.pbtxt, parsed in memory (~1 s per MB)
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

@@ -242,7 +242,7 @@ def test_bad_text_is_refused_not_crashed(tmp_path: Path, bad: str) -> None:
     folder.mkdir()
     (folder / "saved_model.pbtxt").write_text(bad)
     loaded = SAVEDMODEL_LOADER.load(folder, "t", LoadOptions())
-    assert not loaded.verified and _rule_ids(loaded) & {"WA166", "WA175"}
+    assert not loaded.verified and _rule_ids(loaded) & {"WA166", "WA132"}
 
 
 def _limited(**limits: int) -> LoadOptions:
@@ -271,8 +271,8 @@ def test_node_limit_is_a_finding_and_unverified(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(_tiny_node_graph(200_000))
     loaded = SAVEDMODEL_LOADER.load(folder, "big", _limited(max_nodes=50_000))
-    assert not loaded.verified and "WA175" in _rule_ids(loaded)
-    assert "max_nodes=50000" in next(f.message for f in loaded.findings if f.rule_id == "WA175")
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
+    assert "limits.graph_nodes = 50,000" in next(f.message for f in loaded.findings if f.rule_id == "WA132")
 
 
 def test_a_million_empty_meta_graphs_stop_at_the_limit(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_a_million_empty_meta_graphs_stop_at_the_limit(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(b"\x12\x00" * 1_000_000)
     loaded = SAVEDMODEL_LOADER.load(folder, "metas", LoadOptions())
-    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
     assert loaded.facts["saved_model"]["meta_graphs"] == 65
 
 
@@ -289,7 +289,7 @@ def test_junk_fields_are_budgeted(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(b"\x98\x06\x00" * 300_000)     # field 99 varint 0, repeated
     loaded = SAVEDMODEL_LOADER.load(folder, "junk", _limited(max_fields=100_000))
-    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
 
 
 def test_deeply_nested_function_attributes_hit_the_depth_limit(tmp_path: Path) -> None:
@@ -298,7 +298,7 @@ def test_deeply_nested_function_attributes_hit_the_depth_limit(tmp_path: Path) -
         attr = sm.attr_func("f", inner=attr)
     model = sm.saved_model(sm.meta_graph(sm.graph([sm.node("n", "PartitionedCall", f=attr)])))
     loaded = SAVEDMODEL_LOADER.load(sm.write_saved_model(tmp_path / "deep", model), "deep", LoadOptions())
-    assert not loaded.verified and "WA175" in _rule_ids(loaded)
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
 
 
 def test_chunked_graph_is_not_silently_skipped(tmp_path: Path) -> None:
@@ -316,5 +316,29 @@ def test_chunked_graph_is_not_silently_skipped(tmp_path: Path) -> None:
 def test_text_graph_over_the_size_limit_is_unverified(tmp_path: Path) -> None:
     folder = sm.write_saved_model(tmp_path / "t", sm.tf2_model(), text=True)
     loaded = SAVEDMODEL_LOADER.load(folder, "t", _limited(max_text_bytes=1000))
-    assert not loaded.verified and "WA175" in _rule_ids(loaded)
-    assert "max_text_bytes=1000" in next(f.message for f in loaded.findings if f.rule_id == "WA175")
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
+    assert "limits.graph_text_bytes = 1,000" in next(f.message for f in loaded.findings if f.rule_id == "WA132")
+
+
+def test_the_users_policy_sets_the_node_limit(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from weightaudit.limits import DEFAULT_LIMITS
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(_tiny_node_graph(20_000))
+    assert SAVEDMODEL_LOADER.load(folder, "big", LoadOptions()).verified
+    loaded = SAVEDMODEL_LOADER.load(folder, "big", LoadOptions(limits=replace(DEFAULT_LIMITS, graph_nodes=1_000)))
+    assert not loaded.verified
+    assert [(f.rule_id, f.severity.name) for f in loaded.findings] == [("WA132", "HIGH")]
+    assert "limits.graph_nodes = 1,000" in loaded.findings[0].message
+
+
+def test_keras_metadata_too_deep_is_a_limit_not_a_crash(tmp_path: Path) -> None:
+    folder = _copy("sm_keras", tmp_path)
+    deep = "{" + '"a": [' * 5000 + "]" * 5000 + "}"
+    (folder / "keras_metadata.pb").write_bytes(sm.encode([(1, "nodes", [(4, "metadata", deep)])]))
+    loaded = SAVEDMODEL_LOADER.load(folder, "sm_keras", LoadOptions())
+    assert not loaded.verified and "WA132" in _rule_ids(loaded)
+    assert "limits.nesting_depth" in next(f.message for f in loaded.findings if f.rule_id == "WA132")

@@ -24,7 +24,7 @@ HIGH = ("high", "critical")
 
 def _audit(runner, folder: Path) -> tuple[int, list[dict]]:
     code, report = invoke_json(runner, "audit", folder, "--no-stats")
-    return code, [f for f in report["findings"] if f["rule_id"].startswith(("WA44", "WA16", "WA17"))]
+    return code, [f for f in report["findings"] if f["rule_id"].startswith(("WA44", "WA16", "WA17", "WA132"))]
 
 
 def _const(name: str, text: str) -> list:
@@ -198,17 +198,17 @@ def test_basic_pitch_savedmodel_is_silent(runner) -> None:
     assert code == 0
 
 
-def test_walk_limit_makes_the_audit_incomplete(runner, tmp_path: Path) -> None:
+def test_walk_limit_is_a_limit_finding_and_unverified(runner, tmp_path: Path) -> None:
     folder = tmp_path / "metas"
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(b"\x12\x00" * 100_000)      # 100,000 empty meta-graphs
     code, report = invoke_json(runner, "audit", folder, "--no-stats")
-    assert code == 3
-    assert [(f["rule_id"], f["severity"]) for f in report["findings"] if f["rule_id"] == "WA175"] == [("WA175", "medium")]
+    assert code == 1 and report["summary"]["verified"] is False
+    assert [(f["rule_id"], f["severity"]) for f in report["findings"] if f["rule_id"] == "WA132"] == [("WA132", "high")]
 
 
 def test_dangerous_op_before_the_limit_still_fails(runner, tmp_path: Path) -> None:
     model = _in_serving(sm.node("w", "WriteFile")) + [(2, "meta_graphs", [])] * 100
     folder = sm.write_saved_model(tmp_path / "m", model)
     code, findings = _audit(runner, folder)
-    assert code == 1 and {"WA441", "WA175"} <= {f["rule_id"] for f in findings}
+    assert code == 1 and {"WA441", "WA132"} <= {f["rule_id"] for f in findings}

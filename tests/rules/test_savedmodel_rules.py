@@ -92,7 +92,7 @@ def test_tables_are_consistent() -> None:
 
 
 def test_rule_metadata() -> None:
-    for rule_id in (*TF_RULES, "WA175", "WA177"):
+    for rule_id in (*TF_RULES, "WA177"):
         rule = get_rule(rule_id)
         assert rule.name and rule.summary and len(rule.help) > 40
-        assert (rule.check is None) == (rule_id in ("WA175", "WA177"))
+        assert (rule.check is None) == (rule_id == "WA177")

@@ -6,7 +6,7 @@ Two loaders:
   ``saved_model.pbtxt`` in text format). Its graphs and function libraries are walked with bounded work by
   ``savedmodel_graph.py`` (text format parsed by ``pbtext.py``); variables come from
   ``variables/variables.index`` (a TensorBundle, see ``tensorbundle.py``). A chunked ``saved_model.cpb`` is
-  not read (WA177); hitting a walk limit is finding WA175 and an unverified folder.
+  not read (WA177); hitting a walk limit is finding WA132 (limit-reached) and an unverified folder.
 - ``tf-checkpoint`` claims a bare checkpoint index (``ckpt-1.index``), sniffed by the SSTable magic in its
   last 8 bytes.
 
@@ -31,7 +31,6 @@ read only when ``LoadOptions.verify_checksums`` asks for CRC32C checks.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import stat
@@ -62,6 +61,8 @@ from weightaudit.formats.tensorbundle import (
 from weightaudit.model import DTYPE_BITS, Finding, FileStatus, LoadedFile, Role, TensorInfo, dtype_nbytes
 from weightaudit.rules import get_rule
 from weightaudit.rules.tf_op_tables import op_tables
+from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
+from weightaudit.safe_read import json_depth_exceeds, load_json
 
 MAX_GRAPH_BYTES = 2**31          # protobuf's own 2 GiB message limit
 MAX_KERAS_METADATA_FIELDS = 1_000_000
@@ -273,16 +274,25 @@ def _mapped(path: Path) -> tuple[mmap.mmap | None, memoryview]:
     return mapped, memoryview(mapped)
 
 
-def _iter_json_strings(view: Any, budget: list[int], depth: int = 0) -> Iterator[Any]:
-    """JSON objects stored as strings anywhere in a protobuf message (keras_metadata.pb ``metadata`` fields).
-    ``budget`` holds the number of fields still allowed to be visited (shared by the whole walk)."""
-    if depth > 6:
+@dataclass
+class _MetadataWalk:
+    """State of one keras_metadata.pb walk: fields still allowed, configs found, what could not be checked."""
+
+    fields_left: int = MAX_KERAS_METADATA_FIELDS
+    configs: list[Any] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _walk_json_strings(view: Any, walk: _MetadataWalk, limits: Limits, depth: int = 0) -> None:
+    """JSON objects stored as strings anywhere in a protobuf message (keras_metadata.pb ``metadata`` fields)."""
+    if depth > 6 or walk.problems:
         return
     fields = []
     try:
         for item in iter_fields(view):
-            budget[0] -= 1
-            if budget[0] < 0:
+            walk.fields_left -= 1
+            if walk.fields_left < 0:
+                walk.problems.append(f"more than {MAX_KERAS_METADATA_FIELDS} protobuf fields")
                 return
             fields.append(item)
     except BundleError:
@@ -291,23 +301,30 @@ def _iter_json_strings(view: Any, budget: list[int], depth: int = 0) -> Iterator
         if wire != 2:
             continue
         if bytes(payload[:1]) == b"{":
+            text = str(payload, "utf-8", "replace")
+            if json_depth_exceeds(text, limits.nesting_depth):
+                walk.problems.append(f"a layer config nested deeper than {describe('nesting_depth', limits)}")
+                return
             try:
-                yield json.loads(bytes(payload))
+                walk.configs.append(load_json(text, limits))
                 continue
             except ValueError:
                 pass
-        yield from _iter_json_strings(payload, budget, depth + 1)
+        _walk_json_strings(payload, walk, limits, depth + 1)
 
 
-def read_keras_metadata(path: Path) -> list[Any]:
-    """Keras configs stored in a TF-Keras 2 ``keras_metadata.pb`` (empty when absent or unreadable)."""
-    if not path.is_file():
-        return []
+def read_keras_metadata(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[list[Any], list[str]]:
+    """Keras configs stored in a TF-Keras 2 ``keras_metadata.pb`` (none when absent), and what could not be
+    checked (a limit hit: the caller reports it and marks the folder unverified)."""
+    if not _regular_file(path):
+        return [], []
     mapped, view = _mapped(path)
+    walk = _MetadataWalk()
     try:
-        return list(_iter_json_strings(view, [MAX_KERAS_METADATA_FIELDS]))
+        _walk_json_strings(view, walk, limits)
     finally:
         _unmap(mapped, view)
+    return walk.configs, walk.problems
 
 
 # ---------------------------------------------------------------- loaders
@@ -334,7 +351,7 @@ class SavedModelLoader:
             return self._no_graph(path, rel, size)
         graph_rel = _join(rel, graph_path.name)
         try:
-            recorder = walk_graph_file(graph_path, GraphLimits.from_extra(options.extra))
+            recorder = walk_graph_file(graph_path, GraphLimits.from_options(options.limits, options.extra))
         except (BundleError, TextFormatError) as exc:
             reason = f"{graph_rel}: not a valid SavedModel protobuf ({exc})"
             return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
@@ -342,9 +359,11 @@ class SavedModelLoader:
             reason = f"{graph_rel}: no MetaGraphDef in the SavedModel"
             return unreadable(rel, self.name, size, reason, [get_rule("WA166").finding(graph_rel, reason)])
         facts = graph_facts(recorder, graph_path.name)
-        facts["keras_metadata"] = read_keras_metadata(path / "keras_metadata.pb")
+        facts["keras_metadata"], problems = read_keras_metadata(path / "keras_metadata.pb", options.limits)
         findings = self._graph_findings(path, rel, graph_rel, recorder)
-        verified = recorder.limit is None and not any(f.rule_id == "WA177" for f in findings)
+        findings += [get_rule("WA132").finding(_join(rel, "keras_metadata.pb"), f"{problem}: the Keras configs were "
+                                               "not all checked") for problem in problems]
+        verified = recorder.limit is None and not problems and not any(f.rule_id == "WA177" for f in findings)
         return self._with_variables(path, rel, size, options, facts, findings, verified)
 
     def _no_graph(self, path: Path, rel: str, size: int) -> LoadedFile:
@@ -357,8 +376,9 @@ class SavedModelLoader:
     def _graph_findings(self, path: Path, rel: str, graph_rel: str, recorder: GraphRecorder) -> list[Finding]:
         findings: list[Finding] = []
         if recorder.limit is not None:
-            findings.append(get_rule("WA175").finding(
-                graph_rel, f"{recorder.limit} (after {recorder.meta_graphs} meta-graphs, {recorder.nodes} nodes)"))
+            findings.append(get_rule("WA132").finding(
+                graph_rel, f"SavedModel graph not walked whole: {recorder.limit} (after {recorder.meta_graphs} "
+                f"meta-graphs, {recorder.nodes:,} nodes)"))
         if (path / CHUNKED_GRAPH).exists():
             findings.append(get_rule("WA177").finding(
                 _join(rel, CHUNKED_GRAPH), f"{CHUNKED_GRAPH} sits beside {graph_rel.rpartition('/')[2]} and was "

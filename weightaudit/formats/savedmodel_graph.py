@@ -13,7 +13,7 @@ What is recorded (``GraphRecorder``), never one Python object per node:
   nodes the signatures name, so checkpoint ops are trusted only where TensorFlow's saver puts them.
 
 Every dimension is capped by ``GraphLimits``; hitting a cap stops the walk with ``WalkLimit`` (the loader
-turns it into finding WA175 and an unverified file). Work is linear in the bytes of the graph.
+turns it into finding WA132, limit-reached, and an unverified file). Work is linear in the bytes of the graph.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping
 
 from weightaudit.formats.tensorbundle import iter_fields
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 
 # message type -> {field number: (field name, value type)}. Value types: "string" / "bytes" (UTF-8 or raw
 # length-delimited), "present" (only presence matters), or another message type of this table.
@@ -57,33 +58,41 @@ MAX_CALLERS = 16               # callers kept per saver function and kind (trust
 MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to this many characters
 
 
+# GraphLimits field -> the user's policy limit (weightaudit/limits.py) it comes from
+POLICY_LIMITS = {"max_fields": "graph_protobuf_fields", "max_meta_graphs": "graph_meta_graphs",
+                 "max_nodes": "graph_nodes", "max_functions": "graph_functions", "max_text_bytes": "graph_text_bytes"}
+
+
 @dataclass(frozen=True)
 class GraphLimits:
-    """Named caps of one SavedModel walk (override with ``LoadOptions.extra['savedmodel_limits']``)."""
+    """Caps of one SavedModel walk. The first five come from the user's policy (``limits.graph_*``); the rest
+    bound bookkeeping only (tests may override any with ``LoadOptions.extra['savedmodel_limits']``)."""
 
-    max_fields: int = 50_000_000        # protobuf fields visited, known or not
-    max_meta_graphs: int = 64
-    max_nodes: int = 1_000_000           # NodeDefs in all graphs and functions
-    max_functions: int = 100_000
+    max_fields: int = DEFAULT_LIMITS.graph_protobuf_fields
+    max_meta_graphs: int = DEFAULT_LIMITS.graph_meta_graphs
+    max_nodes: int = DEFAULT_LIMITS.graph_nodes
+    max_functions: int = DEFAULT_LIMITS.graph_functions
+    max_text_bytes: int = DEFAULT_LIMITS.graph_text_bytes
     max_attr_depth: int = 16             # nesting of function-valued attributes (NameAttrList in NameAttrList)
     max_sites: int = 100_000             # distinct (op, meta-graph, function) triples
     max_attr_values: int = 1_000         # recorded file-naming attribute values
-    max_text_bytes: int = 16 * 1024 * 1024   # a saved_model.pbtxt is parsed in memory (~1 s per MB)
 
     @classmethod
-    def from_extra(cls, extra: Mapping[str, object]) -> "GraphLimits":
-        given = extra.get("savedmodel_limits") if extra else None
-        if not isinstance(given, Mapping):
-            return cls()
-        names = {f.name for f in fields(cls)}
-        return replace(cls(), **{k: int(v) for k, v in given.items() if k in names})  # type: ignore[arg-type]
+    def from_options(cls, limits: Limits, extra: Mapping[str, object] | None = None) -> "GraphLimits":
+        values = {name: getattr(limits, policy) for name, policy in POLICY_LIMITS.items()}
+        given = (extra or {}).get("savedmodel_limits")
+        if isinstance(given, Mapping):
+            names = {f.name for f in fields(cls)}
+            values.update({k: int(v) for k, v in given.items() if k in names})  # type: ignore[call-overload]
+        return replace(cls(), **values)
 
 
 class WalkLimit(Exception):
     """A named limit was reached; the walk stopped there."""
 
     def __init__(self, limit: str, value: int) -> None:
-        super().__init__(f"limit {limit}={value} reached; the rest of the graph was not checked")
+        shown = f"limits.{POLICY_LIMITS[limit]} = {value:,}" if limit in POLICY_LIMITS else f"{limit} = {value:,}"
+        super().__init__(f"{shown} reached; the rest of the graph was not checked")
         self.limit = limit
         self.value = value
 

@@ -79,4 +79,4 @@ register(Rule(
 # Keras config rules (WA430-WA434, WA437-WA439) live in weightaudit/rules/keras_rules.py.
 
 
-# SavedModel op rules (WA440-WA447) and graph-walk rules (WA175, WA177) live in weightaudit/rules/tf_rules.py.
+# SavedModel op rules (WA440-WA447) and the chunked-graph rule (WA177) live in weightaudit/rules/tf_rules.py.

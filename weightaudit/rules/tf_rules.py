@@ -1,5 +1,5 @@
-"""TensorFlow SavedModel rules: ops judged against an allowlist (WA440–WA447) and graph-walk integrity
-(WA175–WA177).
+"""TensorFlow SavedModel rules: ops judged against an allowlist (WA440–WA447) and the chunked-graph integrity
+rule (WA177). A walk that hits a limit is WA132 (limit-reached, rules/integrity.py).
 
 The SavedModel loader records op *sites* (one per op and function, with a count), string attributes that
 can name files, and who calls the standard saver functions (``formats/savedmodel_graph.py``). The op tables
@@ -24,12 +24,6 @@ SHOWN_SITES = 3
 # ---------------------------------------------------------------- integrity rules raised by the loader
 
 for _id, _name, _summary, _severity, _help in (
-    ("WA175", "savedmodel-walk-limit", "A SavedModel graph exceeds a walk limit; the rest was not checked.",
-     Severity.MEDIUM,
-     "Walking saved_model.pb(txt) stopped at a named limit (protobuf fields, meta-graphs, nodes, functions, "
-     "distinct op sites, attribute nesting, text size). Ops past that point were not checked, so the folder is "
-     "reported unverified. Raise the limit with LoadOptions.extra['savedmodel_limits'] if the graph is "
-     "legitimately that large."),
     ("WA177", "savedmodel-chunked-graph", "A SavedModel ships a chunked saved_model.cpb graph that is not read.",
      Severity.HIGH,
      "Graphs over 2 GiB are split by TensorFlow's proto splitter into saved_model.cpb, a format weightaudit does "
