@@ -89,6 +89,7 @@ def test_good_checkpoints_raise_nothing(tmp_path: Path) -> None:
     ("numpy.testing._private.utils", "os", "denied"), ("torch.serialization", "os", "denied"),
     ("pathlib", "Path.write_text", "denied"), ("builtins", "object.__subclasses__", "denied"),
     ("torch", "_utils._rebuild_tensor_v2", "unknown"), ("antigravity", "x", "denied"),
+    ("random", "_os", "denied"), ("tempfile", "_os.system", "denied"), ("mylib", "_os_helper", "unknown"),
     ("torch.nn.modules.linear", "Linear", "unknown"), ("torch.serialization", "_get_layout", "allowed"),
 ])
 def test_classify_global(module: str, name: str, verdict: str) -> None:

@@ -12,7 +12,7 @@ Both files document their schema in a header comment. :func:`policy_entries` tur
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
@@ -69,6 +69,7 @@ class DangerTable:
     attribute_names: frozenset[str]
     attribute_reason: str
     walker_reason: str
+    module_aliases: Mapping[str, str] = field(default_factory=dict)
 
     def category_of(self, dotted: str) -> DangerCategory | None:
         """The first category one of whose prefixes covers ``dotted`` on a dot boundary."""
@@ -130,7 +131,8 @@ def danger_table() -> DangerTable:
     attrs = data.get("attribute_names") or []
     names = frozenset(n for row in attrs for n in row["names"])
     reason = "; ".join(row["reason"] for row in attrs)
-    return DangerTable(categories, names, reason, str(data.get("walkers", "")))
+    aliases = {str(k): str(v) for k, v in (data.get("module_aliases") or {}).items()}
+    return DangerTable(categories, names, reason, str(data.get("walkers", "")), aliases)
 
 
 def policy_entries(rows: Any, source: str) -> tuple[AllowEntry, ...]:

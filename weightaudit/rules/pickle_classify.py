@@ -95,6 +95,8 @@ class Classifier:
 
     def _dangerous(self, qualname: str, parts: list[str]) -> Verdict | None:
         candidates = [qualname] + [".".join(parts[i:]) for i in range(len(parts))]
+        aliases = self.danger.module_aliases
+        candidates += [".".join([aliases[p], *parts[i + 1:]]) for i, p in enumerate(parts) if p in aliases]
         for candidate in candidates:
             category = self.danger.category_of(candidate)
             if category is not None:
