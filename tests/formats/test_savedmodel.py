@@ -342,3 +342,14 @@ def test_keras_metadata_too_deep_is_a_limit_not_a_crash(tmp_path: Path) -> None:
     loaded = SAVEDMODEL_LOADER.load(folder, "sm_keras", LoadOptions())
     assert not loaded.verified and "WA132" in _rule_ids(loaded)
     assert "limits.nesting_depth" in next(f.message for f in loaded.findings if f.rule_id == "WA132")
+
+
+def test_text_message_lists_without_colon(tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "saved_model.pbtxt").write_text(
+        'meta_graphs { graph_def { node [{ name: "a" op: "ReadFile" }, < name: "b" op: "NoOp" >] } }')
+    loaded = SAVEDMODEL_LOADER.load(folder, "t", LoadOptions())
+    assert loaded.verified and loaded.facts["op_counts"] == {"ReadFile": 1, "NoOp": 1}
+    (folder / "saved_model.pbtxt").write_text('meta_graphs { meta_info_def { tags ["serve"] } }')
+    assert "WA166" in _rule_ids(SAVEDMODEL_LOADER.load(folder, "t", LoadOptions()))

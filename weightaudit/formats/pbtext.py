@@ -183,7 +183,9 @@ class _Parser:
         if has_colon:
             self.lexer.take()
         token = self.lexer.peek()
-        if token == ("p", "[") and has_colon:
+        if token == ("p", "["):                    # a list; message lists may omit the ':'
+            if not has_colon:
+                self._expect_message_list(name)
             self.lexer.take()
             if self.lexer.peek() == ("p", "]"):
                 self.lexer.take()
@@ -196,6 +198,13 @@ class _Parser:
                 if separator != ("p", ","):
                     raise TextFormatError(f"expected ',' or ']' in the list of {name}")
         entries.append((name, self.value(depth)))
+
+    def _expect_message_list(self, name: str) -> None:
+        """``name [ {...}, ... ]`` without ':' is only legal for messages; peek past the '['."""
+        data, pos = self.lexer.data, self.lexer.pos
+        following = _SPACE_RUN.match(data, pos).end()
+        if following < len(data) and data[following] not in b"{<]":
+            raise TextFormatError(f"a list of scalars for {name} needs ':'")
 
     def value(self, depth: int) -> Any:
         token = self.lexer.take()
