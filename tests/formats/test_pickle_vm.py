@@ -371,3 +371,19 @@ def test_opcode_flood_is_bounded_by_a_named_limit(tmp_path) -> None:
     loaded = RawPickleLoader().load(target, "flood.pkl", LoadOptions(max_pickle_opcodes=10_000))
     assert not loaded.verified
     assert [f.rule_id for f in loaded.findings if f.rule_id == "WA405"] == ["WA405"]
+
+
+def test_chains_of_calls_render_without_recursion() -> None:
+    result = run_pickle(b"cbuiltins\nset\n" + b")R" * DEPTH + b".")
+    assert result.ok and render(result.value).endswith("(...)()()()")
+
+
+def test_parameter_wrapped_200000_times_is_a_problem_not_a_recursion_error(runner, tmp_path) -> None:
+    from tests.conftest import invoke_json
+
+    depth = 20_000                      # far past Python's recursion limit (1,000)
+    data = b"\x80\x02}U\x01w" + b"ctorch._utils\n_rebuild_parameter\n" * depth + b"N" + b"\x85R" * depth + b"s."
+    target = _torch_zip(tmp_path / "model.pt", data)
+    code, report = invoke_json(runner, "audit", target, "--no-stats")
+    assert "recursion" not in str(report).lower()
+    assert report["files"][0]["status"] == "ok" and code in (0, 1, 3)

@@ -157,11 +157,15 @@ def render(value: Any, depth: int = 3, width: int = 160) -> str:
 
 
 def _render(value: Any, depth: int) -> str:
+    """Every nested call passes ``depth - 1``; below -2 only leaves are rendered, so chains of calls of calls
+    (``f()()()...``, 200,000 deep) cost a few frames, never a RecursionError."""
     if isinstance(value, Global):
         return value.qualname
+    if depth < -2 and isinstance(value, (Call, DynamicGlobal, PersistentId, tuple, list, dict, set, frozenset)):
+        return "..."
     if isinstance(value, Call):
         if depth <= 0 or value.from_scan:
-            return f"{_render(value.func, 0)}(...)"
+            return f"{_render(value.func, depth - 1)}(...)"
         args = value.args if isinstance(value.args, tuple) else (value.args,)
         parts = [_render(a, depth - 1) for a in args[:8]]
         if len(args) > 8:

@@ -132,6 +132,7 @@ def _key_text(key: Any) -> str:
     return render(key, depth=1, width=60)
 
 
+_MAX_WRAPPERS = 32     # Parameter(Parameter(...)) / subclass wrappers, and tensors inside tensors
 MAX_NAME = 512          # characters of a dotted tensor name; deeper paths are shortened, not copied per level
 
 
@@ -154,6 +155,7 @@ class TensorCollector:
         self.resolve = resolve      # PersistentId -> Storage | str (problem)
         self.inventory = Inventory()
         self.visits_left = max_visits
+        self.nesting = 0            # sparse/quantized component tensors inside tensors, bounded
 
     def collect(self, root: Any) -> Inventory:
         """Each container is expanded once (a memo graph with 2**60 paths costs its size, not its paths); a tensor
@@ -210,13 +212,28 @@ class TensorCollector:
 
     def _tensor(self, name: str, call: Call, optimizer: bool) -> bool:
         """Emit the tensor when ``call`` rebuilds one; True when the call was a tensor (handled)."""
-        func = call.func.qualname if isinstance(call.func, Global) else ""
-        args = call.args if isinstance(call.args, tuple) else ()
-        if func == "torch._tensor._rebuild_from_type_v2" and len(args) >= 3 and isinstance(args[2], tuple):
-            inner = Call(args[0], args[2], None, call.opcode, call.pos)
-            return self._tensor(name, inner, optimizer)
-        if func in _PARAMETER_REBUILDERS and args and isinstance(args[0], Call):
-            return self._tensor(name, args[0], optimizer)
+        for _ in range(_MAX_WRAPPERS):        # subclass/parameter wrappers, unwrapped in a loop (no recursion)
+            func = call.func.qualname if isinstance(call.func, Global) else ""
+            args = call.args if isinstance(call.args, tuple) else ()
+            if func == "torch._tensor._rebuild_from_type_v2" and len(args) >= 3 and isinstance(args[2], tuple):
+                call = Call(args[0], args[2], None, call.opcode, call.pos)
+            elif func in _PARAMETER_REBUILDERS and args and isinstance(args[0], Call):
+                call = args[0]
+            else:
+                break
+        else:
+            self.inventory.problems.append(f"{name}: tensor wrapped more than {_MAX_WRAPPERS} times")
+            return True
+        self.nesting += 1
+        try:
+            if self.nesting > _MAX_WRAPPERS:
+                self.inventory.problems.append(f"{name}: tensors nested more than {_MAX_WRAPPERS} deep")
+                return True
+            return self._rebuilt(name, func, args, optimizer)
+        finally:
+            self.nesting -= 1
+
+    def _rebuilt(self, name: str, func: str, args: tuple, optimizer: bool) -> bool:
         if func in _UNSUPPORTED_REBUILDERS or func == "torch._utils._rebuild_meta_tensor_no_storage":
             self.inventory.unsupported.append((name, func))
             return True
