@@ -21,7 +21,7 @@ FILE_RULES = ("WA1", "WA2", "WA3", "WA4", "WA6")
 @click.option("--policy", "policy_path", type=click.Path(), metavar="FILE",
               help="Policy YAML (default: weightaudit.yaml or [tool.weightaudit] found from the working directory upwards; "
                    "never one inside the audited release).")
-@fail_on_option
+@fail_on_option()
 @click.option("--baseline", "baseline_path", type=click.Path(), metavar="FILE",
               help="Suppress findings recorded in this baseline.")
 @click.option("--write-baseline", "write_baseline_path", type=click.Path(), metavar="FILE",

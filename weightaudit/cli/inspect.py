@@ -16,7 +16,7 @@ FORMATS = ("text", "json", "markdown")
 @click.option("--all-tensors", is_flag=True, help="List every tensor instead of grouping repeated layers.")
 @click.option("--stats", "with_stats", is_flag=True,
               help="Stream every tensor and add statistics (min, max, mean, std, nan/inf, histogram).")
-@fail_on_option
+@fail_on_option(with_policy=False)
 @click.option("--verify-checksums", is_flag=True, help="Verify stored checksums (TensorFlow bundles).")
 @run_options
 @output_options(FORMATS)

@@ -42,10 +42,15 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-def fail_on_option(func: Callable) -> Callable:
-    return click.option("--fail-on", type=click.Choice(SEVERITY_CHOICES), default=None,
-                        help="Exit 1 when a finding is at or above this severity (default: the policy's "
-                             "fail_on, else high; never: only unverified files change the exit code).")(func)
+def fail_on_option(with_policy: bool = True) -> Callable:
+    """``--fail-on``; the default is high (the policy's fail_on first, for commands that read a policy)."""
+    default = "the policy's fail_on, else high" if with_policy else "high"
+
+    def decorate(func: Callable) -> Callable:
+        return click.option("--fail-on", type=click.Choice(SEVERITY_CHOICES), default=None,
+                            help=f"Exit 1 when a finding is at or above this severity (default: {default}; "
+                                 "never: only unverified files change the exit code).")(func)
+    return decorate
 
 
 def _extension_help(formats: tuple[str, ...]) -> str:
