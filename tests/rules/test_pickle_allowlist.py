@@ -137,6 +137,8 @@ ATTACKS = [
     ("unknown-function", pkl(call(glob("mylib.utils", "helper"), num(1))), "WA403", "high", "mylib.utils.helper"),
     ("container-reduce", pkl(call(glob("transformers.training_args", "TrainingArguments"), text("out"))), "WA403",
      "high", "TrainingArguments"),
+    ("codecs-other-codec", pkl(call(glob("_codecs", "encode"), text("x"), text("evil_codec"))), "WA403", "high",
+     "_codecs.encode"),
     ("library-function", pkl(call(glob("transformers.trainer_utils", "set_seed"), num(1))), "WA403", "high",
      "set_seed"),
     # --- bombs from allowlisted callables (cause 7)

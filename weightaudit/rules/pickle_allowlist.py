@@ -39,6 +39,7 @@ class AllowEntry:
     needed_by: str
     container: bool = False
     source: str = ALLOWLIST_FILE
+    arg_values: Mapping[int, frozenset[Any]] = field(default_factory=dict)   # index -> allowed constants
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def _entries(rows: Iterable[Mapping[str, Any]], container: bool, source: str, se
             raise ValueError(f"{where}: kind must be one of {', '.join(sorted(kinds))}")
         if not str(row.get("reason", "")).strip() or not str(row.get("needed_by", "")).strip():
             raise ValueError(f"{where}: reason and needed_by are required")
-        out += [AllowEntry(n, row["kind"], row["reason"], row["needed_by"], container, source)
+        arg_values = {int(k): frozenset(v) for k, v in (row.get("arg_values") or {}).items()}
+        out += [AllowEntry(n, row["kind"], row["reason"], row["needed_by"], container, source, arg_values)
                 for n in _names(row, where)]
     return out
 

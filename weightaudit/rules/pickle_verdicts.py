@@ -86,9 +86,21 @@ class VerdictCollector:
                 self.path, f"calls {render(call)} ({verdict.name}: {verdict.why})", where=where))
         elif verdict.level is Level.CONTAINER:
             self._container_call(call, verdict, where)
+        elif verdict.entry is not None and verdict.entry.arg_values and not getattr(call, "from_scan", False):
+            self._constant_arguments(call, verdict, where)
         if verdict.level is not Level.ALLOWED:
             self.reported.add(verdict.name)
         self._arguments(call, verdict)
+
+    def _constant_arguments(self, call: Call, verdict: Verdict, where: str) -> None:
+        args = call.args if isinstance(call.args, tuple) else ()
+        for index, allowed in verdict.entry.arg_values.items():
+            value = args[index] if index < len(args) else None
+            if not isinstance(value, (str, int, bytes)) or value not in allowed:
+                self.findings.append(UNKNOWN_GLOBAL.finding(
+                    self.path, f"calls {render(call)}: argument {index} of {verdict.name} may only be one of "
+                               f"{', '.join(sorted(map(repr, allowed)))}", where=where))
+                return
 
     def _container_call(self, call: Call, verdict: Verdict, where: str) -> None:
         args = call.args if isinstance(call.args, tuple) else ()
