@@ -353,3 +353,136 @@ def test_text_message_lists_without_colon(tmp_path: Path) -> None:
     assert loaded.verified and loaded.facts["op_counts"] == {"ReadFile": 1, "NoOp": 1}
     (folder / "saved_model.pbtxt").write_text('meta_graphs { meta_info_def { tags ["serve"] } }')
     assert "WA166" in _rule_ids(SAVEDMODEL_LOADER.load(folder, "t", LoadOptions()))
+
+
+# ---------------------------------------------------------------- differential: Google's protobuf parsers
+
+def _has_protobuf() -> bool:
+    try:
+        import google.protobuf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _model_of(name: str) -> list:
+    from tests.rules.test_savedmodel_attacks import ATTACKS
+
+    return sm.tf2_model() if name == "benign" else ATTACKS[name][0]
+
+
+def _proto_classes() -> dict:
+    """TensorFlow's SavedModel messages (the fields the audit reads, same names and numbers as the .proto files),
+    built at run time so Google's own wire and text-format parsers can be compared with ours."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="wa_tf_subset.proto", package="wa", syntax="proto3")
+
+    def message(name: str, *fields: tuple, maps: tuple = ()) -> None:
+        msg = file.message_type.add(name=name)
+        for field_name, number, kind, label, type_name in fields:
+            added = msg.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                added.type_name = type_name
+        for field_name, number, value_kind, value_type in maps:
+            entry = msg.nested_type.add(name=field_name.title().replace("_", "") + "Entry")
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+            entry.field.add(name="value", number=2, type=value_kind, label=F.LABEL_OPTIONAL, type_name=value_type)
+            msg.field.add(name=field_name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                          type_name=f".wa.{name}.{entry.name}")
+
+    one, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    S, B, I, M = F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_INT64, F.TYPE_MESSAGE
+    message("SavedModel", ("saved_model_schema_version", 1, I, one, None), ("meta_graphs", 2, M, rep, ".wa.MetaGraphDef"))
+    message("MetaGraphDef", ("meta_info_def", 1, M, one, ".wa.MetaInfoDef"), ("graph_def", 2, M, one, ".wa.GraphDef"),
+            ("saver_def", 3, M, one, ".wa.SaverDef"), ("object_graph_def", 7, M, one, ".wa.SavedObjectGraph"),
+            maps=(("signature_def", 5, M, ".wa.SignatureDef"),))
+    message("MetaInfoDef", ("tags", 4, S, rep, None), ("tensorflow_version", 5, S, one, None))
+    message("GraphDef", ("node", 1, M, rep, ".wa.NodeDef"), ("library", 2, M, one, ".wa.FunctionDefLibrary"))
+    message("FunctionDefLibrary", ("function", 1, M, rep, ".wa.FunctionDef"))
+    message("FunctionDef", ("signature", 1, M, one, ".wa.OpDef"), ("node_def", 3, M, rep, ".wa.NodeDef"))
+    message("OpDef", ("name", 1, S, one, None))
+    message("NodeDef", ("name", 1, S, one, None), ("op", 2, S, one, None), ("input", 3, S, rep, None),
+            ("device", 4, S, one, None), maps=(("attr", 5, M, ".wa.AttrValue"),))
+    message("AttrValue", ("list", 1, M, one, ".wa.ListValue"), ("s", 2, B, one, None), ("i", 3, I, one, None),
+            ("type", 6, F.TYPE_INT32, one, None), ("tensor", 8, M, one, ".wa.TensorProto"),
+            ("func", 10, M, one, ".wa.NameAttrList"))
+    message("ListValue", ("s", 2, B, rep, None), ("func", 9, M, rep, ".wa.NameAttrList"))
+    message("NameAttrList", ("name", 1, S, one, None), maps=(("attr", 2, M, ".wa.AttrValue"),))
+    message("TensorProto", ("dtype", 1, F.TYPE_INT32, one, None), ("string_val", 8, B, rep, None))
+    message("SaverDef", ("filename_tensor_name", 1, S, one, None), ("save_tensor_name", 2, S, one, None),
+            ("restore_op_name", 3, S, one, None))
+    message("SignatureDef", ("method_name", 3, S, one, None),
+            maps=(("inputs", 1, M, ".wa.TensorInfo"), ("outputs", 2, M, ".wa.TensorInfo")))
+    message("TensorInfo", ("name", 1, S, one, None))
+    message("SavedObjectGraph", ("nodes", 1, M, rep, ".wa.SavedObject"),
+            maps=(("concrete_functions", 2, M, ".wa.SavedConcreteFunction"),))
+    message("SavedObject", ("variable", 7, M, one, ".wa.SavedVariable"))
+    message("SavedVariable")
+    message("SavedConcreteFunction")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"wa.{name}"))
+            for name in ("SavedModel",)}
+
+
+def _google_ops(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for meta in model.meta_graphs:
+        nodes = list(meta.graph_def.node) + [n for f in meta.graph_def.library.function for n in f.node_def]
+        for node in nodes:
+            counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
+def _google_functions(model) -> list[str]:
+    return [f.signature.name for meta in model.meta_graphs for f in meta.graph_def.library.function]
+
+
+def _differential_models() -> dict[str, bytes]:
+    from tests.rules.test_savedmodel_attacks import ATTACKS
+
+    models = {name: sm.encode(model) for name, (model, *_rest) in ATTACKS.items()}
+    models["benign"] = sm.encode(sm.tf2_model())
+    node = sm.encode(sm.node("n", "MatMul"))
+    # protobuf corner cases: the last `op` wins; an `op` sent as a varint is an unknown field; two `signature`
+    # messages merge (the last name wins); two `graph_def` messages merge.
+    last_wins = node + sm.encode([(2, "op", "WriteFile")])
+    wrong_wire = node + sm.varint(2 << 3) + sm.varint(7)
+    two_signatures = sm.encode(sm.function("__inference_a_1") + [(1, "signature", [(1, "name", "__inference_b_2")])])
+    graph = (sm.encode([(1, "node", [])]).replace(b"\x0a\x00", b"") + sm.varint(1 << 3 | 2) + sm.varint(len(last_wins))
+             + last_wins + sm.varint(1 << 3 | 2) + sm.varint(len(wrong_wire)) + wrong_wire)
+    library = sm.varint(1 << 3 | 2) + sm.varint(len(two_signatures)) + two_signatures
+    graph += sm.varint(2 << 3 | 2) + sm.varint(len(library)) + library
+    meta = (sm.varint(2 << 3 | 2) + sm.varint(len(graph)) + graph) * 2
+    models["protobuf-corners"] = sm.varint(2 << 3 | 2) + sm.varint(len(meta)) + meta
+    return models
+
+
+@pytest.mark.parametrize("name, data", sorted(_differential_models().items()) if _has_protobuf() else [],
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_google_protobuf_agrees(tmp_path: Path, name: str, data: bytes) -> None:
+    """Our wire and text readers see the ops Google's protobuf sees: in our encoding, in Google's re-encoding,
+    and in Google's text format."""
+    from google.protobuf import text_format
+
+    saved_model = _proto_classes()["SavedModel"]
+    model = saved_model.FromString(data)
+    expected = _google_ops(model)
+    variants = {"ours": (data, False), "google-wire": (model.SerializeToString(), False),
+                "google-text": (text_format.MessageToString(model).encode(), True)}
+    for variant, (payload, text) in variants.items():
+        folder = tmp_path / variant
+        folder.mkdir()
+        (folder / ("saved_model.pbtxt" if text else "saved_model.pb")).write_bytes(payload)
+        loaded = SAVEDMODEL_LOADER.load(folder, variant, LoadOptions())
+        assert loaded.facts["op_counts"] == expected, variant
+        assert list(loaded.facts["functions"]) == _google_functions(model), variant
+        assert loaded.facts["saved_model"]["tags"] == [t for m in model.meta_graphs for t in m.meta_info_def.tags]
+    # Our text writer, read back by Google's text parser (which refuses a repeated singular field in text
+    # format: we read it as the wire format does, last one wins, so such a file can only be judged stricter).
+    if name not in ("protobuf-corners", "op-overridden-by-last-field"):
+        ours_text = sm.to_text(_model_of(name))
+        assert text_format.Parse(ours_text, saved_model()) == model
