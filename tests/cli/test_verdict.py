@@ -274,3 +274,14 @@ def test_names_are_printed_verbatim_never_as_markup(runner, tmp_path: Path, monk
     flat = "".join(line.strip("|+ ") for line in text.splitlines())
     assert flat.count(name) >= 2 or text.count(name) >= 2      # verdict row and findings, whatever the layout
     assert "[red]weight[/red]" in text
+
+
+def test_also_write_renders_the_same_run_in_more_formats(runner, tmp_path: Path) -> None:
+    sarif, report, summary = tmp_path / "r.sarif", tmp_path / "r.json", tmp_path / "summary.md"
+    result = invoke(runner, "audit", TINY, "--no-stats", "-o", sarif, "--also-write", report, "--also-write", summary)
+    assert result.exit_code == 0 and result.stdout == ""
+    assert json.loads(sarif.read_text())["runs"][0]["invocations"][0]["exitCode"] == 0
+    assert json.loads(report.read_text())["summary"]["verdict"] == "pass"
+    assert summary.read_text().splitlines()[0].endswith("— PASS")
+    bad = invoke(runner, "audit", TINY, "--no-stats", "--also-write", tmp_path / "r.xml")
+    assert bad.exit_code == 2 and not (tmp_path / "r.xml").exists()
