@@ -216,6 +216,13 @@ def test_benign_legacy_model_passes(runner, tmp_path: Path, training: dict) -> N
     assert _keras_findings(report) == [] and code == 0, report["findings"]
 
 
+def test_names_that_merely_contain_safe_mode_are_fine() -> None:
+    from weightaudit.formats.keras_config import names_safe_mode_switch
+
+    assert not names_safe_mode_switch("safe_model") and not names_safe_mode_switch("unsafe_mode_x")
+    assert names_safe_mode_switch("safe_mode_saving") and names_safe_mode_switch("keras.config.enable_unsafe_deserialization")
+
+
 def test_finding_names_the_layer_path(runner, tmp_path: Path) -> None:
     nested = ks.benign_functional()
     nested["config"]["layers"][3]["config"]["layers"].append(lambda_layer(fn("keras.utils", "get_file"), "fetch"))

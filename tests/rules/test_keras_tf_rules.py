@@ -14,7 +14,8 @@ from weightaudit.model import LoadedFile, Release, Severity
 from weightaudit.rules import AuditContext, all_rules, get_rule
 
 KERAS_TF = FIXTURES / "keras_tf"
-CODE_RULES = ("WA430", "WA431", "WA432", "WA433", "WA434", "WA440", "WA441", "WA442", "WA443")
+CODE_RULES = ("WA430", "WA431", "WA432", "WA433", "WA434", "WA437", "WA438", "WA439", "WA440", "WA441", "WA442",
+              "WA443")
 
 
 def run_rules(*files: LoadedFile) -> list:

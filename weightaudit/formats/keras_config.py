@@ -25,6 +25,7 @@ MAX_DEPTH = DEFAULT_LIMITS.nesting_depth        # Keras configs nest a few dozen
 MAX_NODES = DEFAULT_LIMITS.objects_visited      # dicts, lists and values visited per config
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}:/")      # file:/ http:// gs:// s3:// hdfs:// ...
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+_SAFE_MODE = re.compile(r"(?<![A-Za-z0-9_])safe_mode(?:_saving)?(?![A-Za-z0-9_])")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,12 @@ def _suspicious(value: Any) -> bool:
     """A path/URL, or a string naming Keras' safe-mode switch (``enable_unsafe_deserialization``...)."""
     if not isinstance(value, str):
         return False
-    return looks_like_path(value) or "unsafe_deserialization" in value or "safe_mode" in value
+    return looks_like_path(value) or names_safe_mode_switch(value)
+
+
+def names_safe_mode_switch(text: str) -> bool:
+    """``enable_unsafe_deserialization``, ``safe_mode`` or ``safe_mode_saving`` as a whole identifier."""
+    return "unsafe_deserialization" in text or _SAFE_MODE.search(text) is not None
 
 
 def _child_path(path: str, key: Any) -> str:

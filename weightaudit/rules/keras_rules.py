@@ -22,7 +22,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Iterator, Mapping
 
-from weightaudit.formats.keras_config import MAX_DEPTH, MAX_NODES, ConfigObject, ConfigValue, show_path, walk_config
+from weightaudit.formats.keras_config import (
+    MAX_DEPTH, MAX_NODES, ConfigObject, ConfigValue, names_safe_mode_switch, show_path, walk_config,
+)
 from weightaudit.model import Finding, LoadedFile, Severity
 from weightaudit.rules import get_rule, register
 from weightaudit.rules.base import AuditContext, Rule
@@ -235,7 +237,7 @@ def judge_value(value: ConfigValue) -> Verdict | None:
             return None
         return Verdict("WA439", f"config sets safe_mode={value.value!r} for a nested load")
     text = str(value.value)
-    if "unsafe_deserialization" in text or "safe_mode" in text:
+    if names_safe_mode_switch(text):
         return Verdict("WA439", f"config names Keras' safe-mode switch {text[:80]!r}")
     if value.owner in ("Lambda", "__lambda__", "__bytes__") and value.key in ("function", "code", "value", ""):
         return None    # bytecode blobs are reported by WA430
