@@ -209,6 +209,10 @@ def test_policy_cannot_allow_a_dangerous_callable_as_a_side_effect() -> None:
     assert classify_global("mypkg", "Config", entries) == "allowed"
     with pytest.raises(ValueError, match="reason"):
         policy_entries([{"name": "mypkg.Config"}], "p.yaml")
+    with pytest.raises(ValueError, match="cannot allow"):
+        policy_entries([{"name": "os.system", "reason": "trust me"}], "p.yaml")
+    kept_medium = policy_entries([{"name": "mypkg.Record", "reason": "reviewed", "container": True}], "p.yaml")
+    assert classify_global("mypkg", "Record", kept_medium) == "container"
 
 
 def test_allowlist_table_is_documented() -> None:
@@ -242,3 +246,12 @@ def test_hostile_shapes_are_judged_in_bounded_work(tmp_path: Path) -> None:
         assert result.ok, result.error
         findings = pickle_findings(result, "x.pkl", "x.pkl")
         assert any(f.rule_id in ("WA417", "WA419") for f in findings)
+
+
+def test_policy_that_allows_a_dangerous_global_is_a_usage_error(runner, tmp_path: Path) -> None:
+    target = tmp_path / "x.pkl"
+    target.write_bytes(pkl(call(OS_SYSTEM, CMD)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\npickle:\n  allow:\n    - name: os.system\n      reason: trust me\n")
+    result = invoke(runner, "audit", target, "--policy", policy, "-q")
+    assert result.exit_code == 2 and "cannot allow" in result.stderr

@@ -153,6 +153,10 @@ def policy_entries(rows: Any, source: str) -> tuple[AllowEntry, ...]:
             raise ValueError(f"{where}: name must be a dotted module.qualname")
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError(f"{where}: a 'reason' is required to allow {name}")
+        category = danger_table().category_of(name)
+        if category is not None or any(p.startswith("__") and p.endswith("__") for p in name.split(".")):
+            raise ValueError(f"{where}: {name} is known to {category.reason if category else 'walk attributes'}; "
+                             "a policy cannot allow it")
         kind = row.get("kind", "class")
         if kind not in ALLOW_KINDS:
             raise ValueError(f"{where}: kind must be one of {', '.join(sorted(ALLOW_KINDS))}")

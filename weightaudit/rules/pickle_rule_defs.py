@@ -28,7 +28,8 @@ _ALLOWLIST_DOC = (
     "\n\nThe allowlist: weightaudit/data/pickle_allowlist.yaml (in the installed package) lists every global a "
     "weights file may import or call, each with the reason it only builds data and the real checkpoint that needs "
     "it (torch rebuild functions, storage and dtype tags, collections.OrderedDict, numpy _reconstruct/dtype/scalar, "
-    "_codecs.encode, ...). Schema: allow: [{name|names, kind: function|class|constant, reason, needed_by}] and "
+    "_codecs.encode with latin1, ...). Schema: allow: [{name|names, kind: function|class|constant, reason, needed_by, "
+    "optional arg_values: {index: [allowed constants]}}] and "
     "data_containers: [{name|names, kind: class|enum, reason, needed_by}] (reviewed ML-library record classes such "
     "as transformers TrainingArguments, argparse.Namespace, Lightning AttributeDict, omegaconf DictConfig: WA418). "
     "weightaudit/data/pickle_dangerous.yaml lists the categories that make a global critical (run-code, processes, "
@@ -40,7 +41,8 @@ _ALLOWLIST_DOC = (
     "  pickle:\n    allow:\n      - name: mypkg.config.TrainConfig\n        reason: \"our reviewed dataclass\"\n"
     "        kind: class          # function | class | constant (default class)\n"
     "        container: true      # optional: keep it medium (WA418) instead of silent\n"
-    "Each use of a policy entry is reported as WA420 (info), so the report shows what the policy allowed."
+    "Each use of a policy entry is reported as WA420 (info), so the report shows what the policy allowed. A policy "
+    "cannot allow a global of pickle_dangerous.yaml (the policy file is refused, exit 2)."
 )
 
 
