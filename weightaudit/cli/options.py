@@ -119,7 +119,9 @@ def release_groups(paths: Sequence[str]) -> list[tuple[str, ...]]:
     if len(folders) < 2 or not all(f.is_dir() for f in folders):
         return [tuple(paths)]
     resolved = [f.resolve() for f in folders]
-    nested = any(a != b and a in b.parents for a in resolved for b in resolved)
+    if len(set(resolved)) < len(resolved):       # the same folder twice: one release
+        return [tuple(paths)]
+    nested = any(a in b.parents for a in resolved for b in resolved)
     if nested or not all(_looks_like_release(f) for f in folders):
         return [tuple(paths)]
     return [(p,) for p in paths]
