@@ -486,3 +486,30 @@ def test_google_protobuf_agrees(tmp_path: Path, name: str, data: bytes) -> None:
     if name not in ("protobuf-corners", "op-overridden-by-last-field"):
         ours_text = sm.to_text(_model_of(name))
         assert text_format.Parse(ours_text, saved_model()) == model
+
+
+def test_mutated_text_graphs_never_crash(tmp_path: Path) -> None:
+    """Random byte edits of a text-format SavedModel: always a LoadedFile, never an exception."""
+    import random
+
+    rng = random.Random("pbtxt")
+    seed = sm.to_text(sm.tf2_model(serve_nodes=[sm.node("p", "PrintV2", output_stream=sm.attr_s("a\\b\"c"))]))
+    seed = seed.encode() + b'\n# comment\nmeta_graphs < meta_info_def { tags: ["x", \'y\'] } >\n'
+    alphabet = b'{}<>[]:;,"\'\\#\n x0-_.'
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for _ in range(400):
+        data = bytearray(seed)
+        for _edit in range(rng.randint(1, 8)):
+            position = rng.randrange(len(data))
+            choice = rng.random()
+            if choice < 0.4:
+                data[position] = rng.choice(alphabet)
+            elif choice < 0.7:
+                del data[position:position + rng.randint(1, 20)]
+            else:
+                data[position:position] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 5)))
+        (folder / "saved_model.pbtxt").write_bytes(bytes(data))
+        loaded = SAVEDMODEL_LOADER.load(folder, "m", LoadOptions())
+        assert loaded.status in (FileStatus.OK, FileStatus.ERROR)
+        assert loaded.verified or loaded.findings
