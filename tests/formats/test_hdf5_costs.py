@@ -34,13 +34,9 @@ def _many(path: Path, chunked: bool) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    for entry in hdf5_read._OPEN.values():
-        entry.close()
-    hdf5_read._OPEN.clear()
+    hdf5_read.close_cached()
     yield
-    for entry in hdf5_read._OPEN.values():
-        entry.close()
-    hdf5_read._OPEN.clear()
+    hdf5_read.close_cached()
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -15,7 +15,9 @@ per-class variable names), or plain HDF5 (dataset paths).
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -457,10 +459,26 @@ class OpenFile:
 
 
 _OPEN: OrderedDict[tuple, OpenFile] = OrderedDict()
+_OWNER = [os.getpid()]
+
+
+def close_cached() -> None:
+    """Close every cached file of this process (at exit; a forked child forgets its parent's, unclosed)."""
+    if _OWNER[0] != os.getpid():
+        _OPEN.clear()
+        _OWNER[0] = os.getpid()
+    while _OPEN:
+        _OPEN.popitem(last=False)[1].close()
+
+
+atexit.register(close_cached)
 
 
 def open_cached(key: tuple, opener: Callable[[], tuple[h5py.File, tuple[Any, ...]]], rel: str) -> OpenFile:
     """The open file for ``key`` (path, mtime, size, kind), opened and inventoried once per process."""
+    if _OWNER[0] != os.getpid():      # forked: never share libhdf5 handles with the parent
+        _OPEN.clear()
+        _OWNER[0] = os.getpid()
     entry = _OPEN.get(key)
     if entry is not None:
         _OPEN.move_to_end(key)
