@@ -53,7 +53,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
 }
 SAVER_FUNCTION = re.compile(r"__inference__traced_(save|restore)_\d+")
 SAVER_PREFIX = "__inference__traced_"
-MAX_CHECKPOINT_NODES = 1_000   # top-level checkpoint-op nodes judged per meta-graph / reported per file
+MAX_CHECKPOINT_NODES = 1_000   # untrusted top-level checkpoint-op nodes reported per file
+MAX_TAGS = 1_000               # meta-graph tags kept for the report
 MAX_CALLERS = 16               # callers kept per saver function and kind (trusted / not)
 MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to this many characters
 
@@ -243,6 +244,8 @@ class GraphRecorder:
 
     def saver_caller(self, function: str, caller: str, trusted: bool) -> None:
         """Remember up to MAX_CALLERS trusted and MAX_CALLERS untrusted callers of a saver function."""
+        if function not in self.saver_callers and len(self.saver_callers) >= self.limits.max_sites:
+            raise WalkLimit("max_sites", self.limits.max_sites)
         callers = self.saver_callers.setdefault(function, [])
         if sum(1 for _c, kind in callers if kind == trusted) < MAX_CALLERS:
             callers.append((caller, trusted))
@@ -280,6 +283,7 @@ class _MetaGraphCalls:
     signature_nodes: set[str] = field(default_factory=set)
     saver_def_nodes: set[str] = field(default_factory=set)            # nodes the SaverDef names
     checkpoint_nodes: list[tuple[str, str]] = field(default_factory=list)  # top-level (op, node) of checkpoint ops
+    saver_edges: int = 0                                              # entries of saver_nodes, capped
     object_functions: set[str] = field(default_factory=set)           # saver functions the object graph lists
 
 
@@ -299,6 +303,13 @@ def _walk_meta_graph(meta_graph: Any, index: int, recorder: GraphRecorder) -> No
     _record_saver_calls(calls, index, recorder)
 
 
+def _bounded_add(names: set[str], name: str, cap: int) -> None:
+    """Add to a set the trust decisions depend on; past ``cap`` entries the walk stops (a limit, not a guess)."""
+    if name not in names and len(names) >= cap:
+        raise WalkLimit("max_sites", cap)
+    names.add(name)
+
+
 def _node_of(tensor_name: str) -> str:
     return tensor_name.lstrip("^").partition(":")[0]
 
@@ -310,7 +321,7 @@ def _walk_object_graph(value: Any, recorder: GraphRecorder, calls: _MetaGraphCal
         elif name == "concrete_functions":
             key = next((v for n, v in item.items() if n == "key"), "")
             if SAVER_FUNCTION.fullmatch(key):
-                calls.object_functions.add(key)
+                _bounded_add(calls.object_functions, key, recorder.limits.max_sites)
 
 
 def _record_saver_calls(calls: _MetaGraphCalls, index: int, recorder: GraphRecorder) -> None:
@@ -354,7 +365,7 @@ def _record_tf1_checkpoint_nodes(calls: _MetaGraphCalls, index: int, recorder: G
 
 def _walk_meta_info(value: Any, recorder: GraphRecorder) -> None:
     for name, item in value.items():
-        if name == "tags":
+        if name == "tags" and len(recorder.tags) < MAX_TAGS:      # informational only
             recorder.tags.append(item)
         elif name == "tensorflow_version":
             recorder.tensorflow_version = item
@@ -369,8 +380,8 @@ def _walk_signature(entry: Any, calls: _MetaGraphCalls, limits: GraphLimits) -> 
                 if key != "value":
                     continue
                 for tensor_field, tensor_name in tensor.items():
-                    if tensor_field == "name" and len(calls.signature_nodes) < limits.max_nodes:
-                        calls.signature_nodes.add(_node_of(tensor_name))
+                    if tensor_field == "name":
+                        _bounded_add(calls.signature_nodes, _node_of(tensor_name), limits.max_sites)
 
 
 def _walk_graph(graph: Any, index: int, recorder: GraphRecorder, calls: _MetaGraphCalls) -> None:
@@ -378,8 +389,13 @@ def _walk_graph(graph: Any, index: int, recorder: GraphRecorder, calls: _MetaGra
         if name == "node":
             node_name, op, callees = _walk_node(value, index, None, recorder)
             if callees:
+                calls.saver_edges += len(callees)
+                if calls.saver_edges > recorder.limits.max_sites:
+                    raise WalkLimit("max_sites", recorder.limits.max_sites)
                 calls.saver_nodes.setdefault(node_name, []).extend(callees)
-            if op in recorder.checkpoint_ops and len(calls.checkpoint_nodes) < MAX_CHECKPOINT_NODES:
+            if op in recorder.checkpoint_ops:
+                if len(calls.checkpoint_nodes) >= recorder.limits.max_sites:
+                    raise WalkLimit("max_sites", recorder.limits.max_sites)
                 calls.checkpoint_nodes.append((op, node_name))
         elif name == "library":
             for item, function in value.items():
@@ -417,7 +433,7 @@ def _walk_node(node: Any, index: int, function: str | None, recorder: GraphRecor
     called: list[str] = [op] if op.startswith(SAVER_PREFIX) and SAVER_FUNCTION.fullmatch(op) else []
     for entry in attrs:
         _walk_attr_entry(entry, op, name, index, function, recorder, called, 0)
-    return name, op, called
+    return name, op, list(dict.fromkeys(called))
 
 
 def _walk_attr_entry(entry: Any, op: str, node: str, index: int, function: str | None, recorder: GraphRecorder,
