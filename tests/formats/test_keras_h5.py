@@ -259,3 +259,15 @@ def test_huge_attribute_is_refused_not_read(tmp_path) -> None:
     finally:
         hdf5_read.MAX_ATTRIBUTE_BYTES = original
     assert not loaded.verified and "too large to read" in (loaded.reason or "")
+
+
+@pytest.mark.parametrize("userblock", [512, 4096])
+def test_offsets_are_absolute_behind_a_user_block(tmp_path: Path, userblock: int) -> None:
+    path = tmp_path / "ub.h5"
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with h5py.File(path, "w", userblock_size=userblock) as handle:
+        handle.create_dataset("w", data=data)
+    loaded = _load(path)
+    (tensor,) = loaded.tensors
+    begin, end = tensor.data_offsets
+    assert begin >= userblock and path.read_bytes()[begin:end] == data.tobytes()

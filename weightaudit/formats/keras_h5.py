@@ -53,7 +53,6 @@ from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 from weightaudit.rules import get_rule
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -152,10 +151,6 @@ def read_hdf5(handle: h5py.File, rel: str, base: int | None,
     if facts.get("keras_config_limit"):
         inventory.verified = False
     return inventory, facts
-
-
-def _sniff_hdf5(head: bytes) -> bool:
-    return any(head[offset:offset + 8] == HDF5_MAGIC for offset in (0, 512, 1024, 2048))
 
 
 def _stream(path: Path, tensor: TensorInfo, chunk_bytes: int, opener: Any, kind: str) -> Iterator[memoryview]:
