@@ -309,7 +309,7 @@ NEEDED_ELSEWHERE = {
         "build_tensor_from_id", "restore_type_tag")},
 }
 LIBRARY_PREFIXES = ("transformers.", "accelerate.", "lightning.", "lightning_fabric.", "pytorch_lightning.",
-                    "omegaconf.", "sklearn.")       # not installed: spelled as in their sources, partly faked above
+                    "omegaconf.", "sklearn.", "trl.", "sentence_transformers.")       # not installed: spelled as in their sources, partly faked above
 
 
 def _globals_of(data: bytes) -> set[str]:
