@@ -106,9 +106,9 @@ def test_text_at_80_and_120_columns(runner, targets: Path, monkeypatch: pytest.M
     too_long = [line for line in actual.splitlines() if len(line) > width]
     assert too_long == [], f"{golden}: {len(too_long)} line(s) wider than {width} columns"
     assert re.search(r"\d…|…\d", actual) is None, f"{golden}: a number was cut"
-    if args[0] != "scorecard":
-        assert actual.rstrip().splitlines()[-1].startswith(("PASS (exit 0)", "FAIL (exit 1)", "INCOMPLETE (exit 3)"))
-        assert actual.rstrip().splitlines()[-1].split(" ")[2].rstrip("):") == str(result.exit_code)
+    last = actual.rstrip().splitlines()[-1]
+    assert last.startswith(("PASS (exit 0)", "FAIL (exit 1)", "INCOMPLETE (exit 3)"))
+    assert last.split(" ")[2].rstrip("):") == str(result.exit_code)
 
 
 def test_json_goldens_validate_against_the_report_schema() -> None:

@@ -47,9 +47,27 @@ def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_pa
         raise UsageError("--export-mof and --badge take one release; give one folder")
     cards = [(group, build_scorecard(_release(group), Path(declare) if declare else None)) for group in groups]
     term = terminal(color, output)
-    write_output(_render(cards, declare, fmt, term), output)
+    code, problems = _outcome(cards, min_score)
+    text = _render(cards, declare, fmt, term)
+    if fmt == "text":
+        import textwrap
+
+        text = text.rstrip("\n") + "\n" + textwrap.fill(_last_line(code, problems), width=term.width,
+                                                        subsequent_indent="  ", break_on_hyphens=False) + "\n"
+    write_output(text, output)
     _write_extras(cards[0][1], export_mof_path, badge_path, quiet)
-    _exit(cards, min_score, quiet)
+    if not quiet:
+        for problem in problems:
+            stderr_line(f"weightaudit: {problem}")
+    if code is not ExitCode.OK:
+        raise SystemExit(int(code))
+
+
+def _last_line(code: ExitCode, problems: list[str]) -> str:
+    """The last text line agrees with the exit code, as for inspect and audit."""
+    word = {ExitCode.OK: "PASS", ExitCode.FINDINGS: "FAIL", ExitCode.INCOMPLETE: "INCOMPLETE"}[code]
+    why = "; ".join(problems) if problems else "informational (gate with --min-score)"
+    return f"{word} (exit {int(code)}): {why}"
 
 
 def _release(group: tuple[str, ...]):
@@ -93,19 +111,16 @@ def _write_extras(scorecard, export_mof_path: str | None, badge_path: str | None
                 stderr_line(f"weightaudit: wrote {path}")
 
 
-def _exit(cards, min_score: float | None, quiet: bool) -> None:
+def _outcome(cards, min_score: float | None) -> tuple[ExitCode, list[str]]:
     """0 informational; 3 when a scorecard is incomplete; 1 when --min-score is not met (fail wins)."""
-    code = ExitCode.OK
+    code, problems = ExitCode.OK, []
     for group, card in cards:
         name = " ".join(group) or "declaration"
         if card.notes:
-            if not quiet:
-                stderr_line(f"weightaudit: {name}: scorecard incomplete: {'; '.join(card.notes)}")
+            problems.append(f"{name}: scorecard incomplete: {'; '.join(card.notes)}")
             code = code if code is ExitCode.FINDINGS else ExitCode.INCOMPLETE
         if min_score is not None and (card.score is None or card.score < min_score):
             shown = "n/a" if card.score is None else f"{card.score:g}"
-            if not quiet:
-                stderr_line(f"weightaudit: {name}: openness score {shown} is below --min-score {min_score:g}")
+            problems.append(f"{name}: openness score {shown} is below --min-score {min_score:g}")
             code = ExitCode.FINDINGS
-    if code is not ExitCode.OK:
-        raise SystemExit(int(code))
+    return code, problems
