@@ -259,3 +259,17 @@ def test_keras_metadata_walk_limit_is_reported() -> None:
         node = node["config"]["x"]
     findings = file_findings(LoadedFile(path="sm", format="savedmodel", size_bytes=0, facts={"keras_metadata": [deep]}))
     assert [(f.rule_id, f.where) for f in findings] == [("WA132", "keras_metadata[0]")]
+
+
+def test_users_policy_allows_reviewed_custom_objects_but_never_critical(runner, tmp_path: Path) -> None:
+    custom = {**ks.layer("Backdoor", "b", ["features"], module="my_layers"), "registered_name": "my_layers>Backdoor"}
+    evil = {**ks.obj("os", "system", {"name": "evil"}), "name": "evil"}
+    release = tmp_path / "release"
+    release.mkdir()
+    ks.write_keras(release / "model.keras", ks.functional([ks.input_layer(), custom, evil]))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  WA434: {allow: ['my_layers>Backdoor']}\n"
+                      "  WA431: {allow: ['my_layers.Backdoor', 'os.system']}\n")
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--policy", policy)
+    left = [(f["rule_id"], f["severity"], f["where"]) for f in report["findings"] if f["rule_id"].startswith("WA43")]
+    assert code == 1 and left == [("WA431", "critical", "config.layers[2]")]

@@ -273,11 +273,24 @@ def _verdicts(walk: Any) -> Iterator[tuple[ConfigObject | ConfigValue, Verdict]]
             yield value, verdict
 
 
+def object_names(node: dict) -> frozenset[str]:
+    """The names a user's policy may allow an object by: registered name, module.class, module.function."""
+    cls, module, registered = node.get("class_name"), node.get("module"), node.get("registered_name")
+    names = {str(registered)} if isinstance(registered, str) else set()
+    leaf = _function_name(node) if cls == "function" else cls
+    names.add(f"{module}.{leaf}" if isinstance(module, str) and module else str(leaf))
+    return frozenset(names)
+
+
 def file_findings(loaded: LoadedFile) -> list[Finding]:
+    return [finding for finding, _names in keyed_findings(loaded)]
+
+
+def keyed_findings(loaded: LoadedFile) -> list[tuple[Finding, frozenset[str]]]:
     """Every Keras config finding for one file: at most MAX_FINDINGS_PER_RULE per rule, then one count (the
     pipeline's own per-rule cap applies after). A walk stopped by a limit is WA132 (the loader already reported
     it for the model config and left the file unverified; a SavedModel's keras_metadata is reported here)."""
-    found: list[Finding] = []
+    found: list[tuple[Finding, frozenset[str]]] = []
     counts: dict[str, int] = {}
     for prefix, config in _sources(loaded):
         depth, nodes = loaded.facts.get("keras_walk_limits") or (MAX_DEPTH, MAX_NODES)
@@ -287,34 +300,41 @@ def file_findings(loaded: LoadedFile) -> list[Finding]:
             if counts[verdict.rule_id] > MAX_FINDINGS_PER_RULE:
                 continue
             path = f"{item.path}{verdict.subpath}" if item.path or not verdict.subpath else verdict.subpath[1:]
-            found.append(_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at "
-                                                          f"{_where(path, item.layer)}", where=show_path(path),
-                                                          severity=verdict.severity))
+            names = object_names(item.node) if isinstance(item, ConfigObject) and not verdict.subpath else frozenset()
+            found.append((_RULES[verdict.rule_id].finding(loaded.path, f"{verdict.message} at "
+                                                           f"{_where(path, item.layer)}", where=show_path(path),
+                                                           severity=verdict.severity), names))
         if walk.limit and prefix:
-            found.append(get_rule("WA132").finding(loaded.path, f"Keras config {prefix} not walked whole: "
-                                                   f"limits.{walk.limit}", where=prefix))
+            found.append((get_rule("WA132").finding(loaded.path, f"Keras config {prefix} not walked whole: "
+                                                    f"limits.{walk.limit}", where=prefix), frozenset()))
     for rule_id, count in counts.items():
         if count > MAX_FINDINGS_PER_RULE:
-            worst = max((f.severity for f in found if f.rule_id == rule_id), default=_RULES[rule_id].severity)
-            found.append(_RULES[rule_id].finding(loaded.path, f"{count - MAX_FINDINGS_PER_RULE:,} more {rule_id} "
-                                                 "findings in this file's Keras config were not listed",
-                                                 severity=worst))
+            worst = max((f.severity for f, _ in found if f.rule_id == rule_id), default=_RULES[rule_id].severity)
+            found.append((_RULES[rule_id].finding(loaded.path, f"{count - MAX_FINDINGS_PER_RULE:,} more {rule_id} "
+                                                  "findings in this file's Keras config were not listed",
+                                                  severity=worst), frozenset()))
     return found
 
 
 _CACHE: list[Any] = [None, None]
 
 
-def _all_findings(ctx: AuditContext) -> list[Finding]:
+def _all_findings(ctx: AuditContext) -> list[tuple[Finding, frozenset[str]]]:
     if _CACHE[0] is not ctx:
-        _CACHE[0], _CACHE[1] = ctx, [f for loaded in ctx.files for f in file_findings(loaded)]
+        _CACHE[0], _CACHE[1] = ctx, [item for loaded in ctx.files for item in keyed_findings(loaded)]
     return _CACHE[1]
+
+
+ALLOWABLE = ("WA431", "WA434", "WA437")   # rules whose objects a user's policy may allow by name (never critical)
 
 
 def _check_for(rule_id: str):
     also = ("WA132",) if rule_id == "WA437" else ()     # walk limits are reported with the unknown-object check
+
     def check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-        return [f for f in _all_findings(ctx) if f.rule_id == rule_id or f.rule_id in also]
+        allowed = {str(name) for name in cfg.get("allow", ()) or ()} if rule_id in ALLOWABLE else set()
+        return [f for f, names in _all_findings(ctx) if (f.rule_id == rule_id or f.rule_id in also)
+                and not (names & allowed and f.severity < Severity.CRITICAL)]
     return check
 
 
@@ -364,5 +384,11 @@ _DEFS = (
      "(CVE-2025-9906). Do not load the model.", 94),
 )
 _RULES: dict[str, Rule] = {}
+_POLICY_HELP = (
+    "\n\nYour own custom objects, once reviewed, can be allowed by name in YOUR policy (never one inside the "
+    "release): `rules: {{{rule}: {{allow: [\"my_pkg>MyLayer\", \"my_pkg.layers.MyLayer\"]}}}}` (registered_name, "
+    "or module.class / module.function as the config writes them). Critical findings are never allowed.")
 for _id, _name, _summary, _severity, _help, _cwe in _DEFS:
-    _RULES[_id] = register(Rule(_id, _name, _summary, _severity, _help, cwe=_cwe, tags=_TAGS, check=_check_for(_id)))
+    _extra = _POLICY_HELP.format(rule=_id) if _id in ALLOWABLE else ""
+    _RULES[_id] = register(Rule(_id, _name, _summary, _severity, _help + _extra, cwe=_cwe, tags=_TAGS,
+                                thresholds={"allow": []} if _id in ALLOWABLE else {}, check=_check_for(_id)))
