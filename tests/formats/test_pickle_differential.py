@@ -262,9 +262,9 @@ class _Replay:
         items = [self.value(x, depth + 1) for x in call.appends]
         if items and hasattr(obj, "extend"):
             obj.extend(items)
-        else:
+        else:                                   # APPENDS without extend, or ADDITEMS
             for item in items:
-                obj.append(item)
+                obj.add(item) if hasattr(obj, "add") else obj.append(item)
         return obj
 
 

@@ -378,7 +378,7 @@ def test_chains_of_calls_render_without_recursion() -> None:
     assert result.ok and render(result.value).endswith("(...)()()()")
 
 
-def test_parameter_wrapped_200000_times_is_a_problem_not_a_recursion_error(runner, tmp_path) -> None:
+def test_parameter_wrapped_20000_times_is_a_problem_not_a_recursion_error(runner, tmp_path) -> None:
     from tests.conftest import invoke_json
 
     depth = 20_000                      # far past Python's recursion limit (1,000)

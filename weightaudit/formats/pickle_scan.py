@@ -43,6 +43,11 @@ class FileScan:
         self.findings.extend(R.pickle_findings(result, self.rel, where, base, data, allow=self.pickle_allow))
         if any(a.kind == "limit" for a in result.anomalies):
             self.verified = False
+        if result.error is not None and result.error_pos != result.start:
+            # A pickle that breaks after it started: what follows was only scanned linearly (its globals and
+            # calls are reported, see pickle_recover), never run; bytes that are not a pickle at all after a clean
+            # one are the trailing-data finding instead.
+            self.verified = False
 
     def finish(self, fmt: str, path: Path) -> LoadedFile:
         pickles = [r for _, _, r in self.results]
