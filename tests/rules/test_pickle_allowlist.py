@@ -147,6 +147,8 @@ ATTACKS = [
      "high", "10000000000"),
     ("decimal-digits", pkl(call(glob("decimal", "Decimal"), text("9" * 10**6))), "WA419", "high", "1000000"),
     ("decimal-exponent", pkl(call(glob("decimal", "Decimal"), text("1e999999999"))), "WA419", "high", "999999999"),
+    ("fraction-exponent", pkl(call(glob("fractions", "Fraction"), text("1e200000000"))), "WA419", "high",
+     "200000000"),
     ("reconstruct-shape", pkl(call(glob("numpy._core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
                                    tup(num(10**6), num(10**6)), raw_bytes(b"b"))), "WA419", "high", "1000000000000"),
 ]

@@ -108,6 +108,7 @@ _SIZED: dict[str, Callable[[Call, int], int | None]] = {
     **{name: _shape_units for name in ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
                                        "numpy.ndarray")},
 }
+_EXPONENT_PARSERS = frozenset({"decimal.Decimal", "fractions.Fraction"})   # Fraction('1e99999999') computes 10**e
 _NUMBERS = frozenset({"builtins.int", "decimal.Decimal", "fractions.Fraction", "builtins.float", "builtins.complex"})
 
 
@@ -134,7 +135,7 @@ def _judge(call: Call) -> tuple[Severity, str] | None:
         return None
     if func.qualname in _NUMBERS:
         digits = _digits(call) or 0
-        exponent = _exponent(call) if func.qualname == "decimal.Decimal" else None
+        exponent = _exponent(call) if func.qualname in _EXPONENT_PARSERS else None
         if exponent is not None and exponent > BOMB_LIMIT_EXPONENT:
             return Severity.HIGH, f"{render(call, depth=1, width=80)} has a decimal exponent of {exponent}"
         grade = _grade(digits, BOMB_NOTABLE_DIGITS, BOMB_LIMIT_DIGITS)
