@@ -156,7 +156,7 @@ ALLOCATION_BOMB = _code_rule(
     "sizes, numpy _reconstruct shapes, big integers, decimals and fractions parsed from giant strings (or with "
     "giant exponents) and repeat counts. Medium with the size above BOMB_NOTABLE_UNITS (2**24 units) or "
     "BOMB_NOTABLE_DIGITS (4300 digits, CPython's int_max_str_digits); high above BOMB_LIMIT_UNITS (2**30 units), "
-    "BOMB_LIMIT_DIGITS (100000 digits) or a decimal exponent above BOMB_LIMIT_EXPONENT (10**6).", cwe=400)
+    "BOMB_LIMIT_DIGITS (100000 digits) or a Decimal/Fraction exponent above BOMB_LIMIT_EXPONENT (10**6).", cwe=400)
 POLICY_ALLOWED = _code_rule(
     "WA420", "policy-allowed-global", "A global outside the built-in allowlist was allowed by the user's policy.",
     Severity.INFO,
