@@ -387,3 +387,26 @@ def test_parameter_wrapped_20000_times_is_a_problem_not_a_recursion_error(runner
     code, report = invoke_json(runner, "audit", target, "--no-stats")
     assert "recursion" not in str(report).lower()
     assert report["files"][0]["status"] == "ok" and code in (0, 1, 3)
+
+
+def test_recovery_scan_reports_inst_and_protocol_0_memo_strings() -> None:
+    data = b"K\x01s" + b"(S'id'\nios\nsystem\n" + b"Vsubprocess\np7\n0VPopen\np8\n0g7\ng8\n\x93)R."
+    result = run_pickle(data)
+    assert [(u.ref.qualname, u.opcode) for u in result.globals] == [("os.system", "INST"),
+                                                                     ("subprocess.Popen", "STACK_GLOBAL")]
+    assert [(render(c), c.opcode) for c in result.calls] == [("os.system(...)", "INST"),
+                                                             ("subprocess.Popen(...)", "REDUCE")]
+
+
+def test_broken_hidden_member_in_a_torch_zip_is_reported_and_unverified(runner, tmp_path) -> None:
+    import zipfile
+
+    from tests.conftest import invoke_json
+
+    target = _torch_zip(tmp_path / "model.pt", pickle.dumps({"a": 1}, protocol=2))
+    with zipfile.ZipFile(target, "a") as archive:
+        archive.writestr("archive/extra.pkl", POPEN_AFTER_UNDERFLOW)
+    code, report = invoke_json(runner, "audit", target, "--no-stats")
+    critical = [f for f in report["findings"] if f["rule_id"] == "WA401" and "subprocess.Popen" in f["message"]]
+    assert code == 1 and critical
+    assert report["files"][0]["verified"] is False
