@@ -35,8 +35,10 @@ def _many(path: Path, chunked: bool) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     hdf5_read.close_cached()
+    keras_h5._close_spools()
     yield
     hdf5_read.close_cached()
+    keras_h5._close_spools()
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -110,7 +112,7 @@ def test_deflated_keras_is_inflated_once_and_never_seeks_back(tmp_path: Path,
     for tensor in loaded.tensors:
         data = b"".join(bytes(c) for c in KERAS_ZIP_LOADER.iter_chunks(path, tensor, 1 << 20))
         assert len(data) == 64 * 8 * 4
-    assert spools[0] == 2   # one inflation at load, one for all the streams of this process
+    assert spools[0] == 1   # one inflation per audit: the streams read the load's spool
 
 
 def test_inflation_bound_is_a_finding_and_unverified(tmp_path: Path) -> None:
@@ -154,3 +156,12 @@ def test_config_nested_past_the_limit_is_unverified(tmp_path: Path) -> None:
     loaded = KERAS_ZIP_LOADER.load(path, "deep.keras", LoadOptions())
     assert not loaded.verified
     assert [f.rule_id for f in loaded.findings] == ["WA132"] and "nesting_depth" in loaded.findings[0].message
+
+
+def test_forked_workers_read_the_parents_spool(tmp_path: Path) -> None:
+    path = _deflated_keras(tmp_path / "deflated.keras", _chunked_weights(8))
+    loaded = KERAS_ZIP_LOADER.load(path, "deflated.keras", LoadOptions())
+    alone = compute_stats(tmp_path, [loaded], workers=1)
+    forked = compute_stats(tmp_path, [loaded], workers=2)
+    assert len(alone) == 8 and {k: (v.max, v.fingerprint) for k, v in alone.items()} == \
+        {k: (v.max, v.fingerprint) for k, v in forked.items()}

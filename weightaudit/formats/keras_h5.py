@@ -30,12 +30,14 @@ file per process (hdf5_read.open_cached).
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
 import struct
 import tempfile
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -62,11 +64,12 @@ _OPEN_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexErr
 
 
 class _Window(io.RawIOBase):
-    """A read-only, seekable view of ``[base, base+size)`` of a file (a STORED zip member), for h5py."""
+    """A read-only, seekable view of ``[base, base+size)`` of a file, for h5py: a STORED zip member (by path) or
+    an inflated spool (by descriptor, duplicated). Reads use ``pread``, so no file offset is shared."""
 
-    def __init__(self, path: Path, base: int, size: int) -> None:
+    def __init__(self, source: Path | int, base: int, size: int) -> None:
         super().__init__()
-        self._handle = open(path, "rb")
+        self._fd = os.dup(source) if isinstance(source, int) else os.open(source, os.O_RDONLY)
         self._base, self._size, self._pos = base, size, 0
 
     def readable(self) -> bool:
@@ -87,12 +90,13 @@ class _Window(io.RawIOBase):
         want = min(len(buffer), max(0, self._size - self._pos))
         if want == 0:
             return 0
-        got = os.preadv(self._handle.fileno(), [memoryview(buffer)[:want]], self._base + self._pos)
+        got = os.preadv(self._fd, [memoryview(buffer)[:want]], self._base + self._pos)
         self._pos += got
         return got
 
     def close(self) -> None:
-        self._handle.close()
+        if not self.closed:
+            os.close(self._fd)
         super().close()
 
 
@@ -223,13 +227,36 @@ def spool_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) ->
         raise
 
 
+_SPOOLS: OrderedDict[tuple, BinaryIO] = OrderedDict()
+MAX_SPOOLS = 2     # inflated weights kept for the audit: load and the statistics workers (forked) share them
+
+
+def _close_spools() -> None:
+    while _SPOOLS:
+        _SPOOLS.popitem(last=False)[1].close()
+
+
+atexit.register(_close_spools)
+
+
+def _spooled(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> BinaryIO:
+    """The member inflated once per audit: forked statistics workers read the parent's spool by descriptor."""
+    key = _cache_key(path, "spool")
+    if key not in _SPOOLS:
+        _SPOOLS[key] = spool_member(archive, info, limit)
+        while len(_SPOOLS) > MAX_SPOOLS:
+            _SPOOLS.popitem(last=False)[1].close()
+    return _SPOOLS[key]
+
+
 def _open_weights(path: Path, archive: zipfile.ZipFile, limit: int) -> tuple[BinaryIO, int | None]:
-    """The inner HDF5 as a seekable file: a window on the archive (STORED) or an inflated spool."""
+    """The inner HDF5 as a seekable file: a window on the archive (STORED) or on its inflated spool."""
     info = archive.getinfo("model.weights.h5")
     if info.compress_type == zipfile.ZIP_STORED:
         start = _member_start(path, info)
         return _Window(path, start, info.file_size), start  # type: ignore[return-value]
-    return spool_member(archive, info, limit), None
+    spool = _spooled(path, archive, info, limit)
+    return _Window(spool.fileno(), 0, os.fstat(spool.fileno()).st_size), None  # type: ignore[return-value]
 
 
 def _read_json_member(archive: zipfile.ZipFile, name: str) -> Any:
