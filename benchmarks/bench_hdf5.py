@@ -1,7 +1,8 @@
 """HDF5 and .keras costs (issue 10): 100,000 datasets header-only and with statistics; a deflated .keras weights
 member inflated once.
 
-Run: ``python benchmarks/bench_hdf5.py [--datasets 100000] [--chunked] [--keras-mib 512] [--dir /tmp/wa_bench_hdf5]``.
+Run: ``python benchmarks/bench_hdf5.py [--datasets 100000] [--chunked] [--keras-mib 512] [--dir /tmp/wa_bench_hdf5]``
+(``--datasets 0`` skips the HDF5 part).
 Writes the inputs once (h5py, zeros), then times, each in a fresh process (``weightaudit audit`` through the CLI):
 ``--no-stats`` (header-only) and with statistics, and reports wall time and peak RSS of the child.
 ``--keras-mib N`` also builds a .keras whose deflated model.weights.h5 inflates to N MiB of zeros (a few hundred KB
@@ -62,6 +63,13 @@ def main() -> None:
     parser.add_argument("--keras-mib", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/wa_bench_hdf5"))
     args = parser.parse_args()
+    if args.datasets:
+        bench_many(args)
+    if args.keras_mib:
+        bench_keras(args)
+
+
+def bench_many(args: argparse.Namespace) -> None:
     kind = "chunked" if args.chunked else "contiguous"
     release = args.dir / f"{kind}-{args.datasets}"
     release.mkdir(parents=True, exist_ok=True)
@@ -73,6 +81,9 @@ def main() -> None:
     for label, extra in (("header-only", ("--no-stats",)), ("statistics", ())):
         wall, peak, code = timed_audit(release, *extra)
         print(f"{args.datasets:,} {kind} datasets, {label}: {wall:.1f} s, peak RSS {peak:.0f} MiB, exit {code}")
+
+
+def bench_keras(args: argparse.Namespace) -> None:
     if args.keras_mib:
         keras_dir = args.dir / f"keras-{args.keras_mib}"
         keras_dir.mkdir(parents=True, exist_ok=True)
