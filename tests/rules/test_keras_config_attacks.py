@@ -153,6 +153,9 @@ ATTACKS = [
     Attack("lambda-legacy-bytecode", lambda: ks.legacy_sequential({"class_name": "Lambda", "config": {
         "name": "l", "function": [BYTECODE, None, None], "function_type": "lambda", "module": "__main__"}}),
            "WA430", "config.layers[2]", "marshalled bytecode", legacy=True),
+    Attack("lambda-legacy-os-system", lambda: ks.legacy_sequential({"class_name": "Lambda", "config": {
+        "name": "l", "function": "system", "function_type": "function", "module": "os", "arguments": {}}}),
+           "WA430", "config.layers[2]", "os.system", legacy=True),
     Attack("custom-registered-name", lambda: with_layer({**ks.layer("Dense", "d", ["features"], units=2),
                                                          "registered_name": "evil_pkg>Dense"}),
            "WA434", "config.layers[1]", "evil_pkg>Dense"),

@@ -172,8 +172,12 @@ def _lambda_verdict(node: dict) -> Verdict | None:
         blob = function[0] if isinstance(function, (list, tuple)) and function else function
         return Verdict("WA430", f"Lambda layer with marshalled bytecode ({_bytecode_summary(blob)})",
                        Severity.CRITICAL)
-    return Verdict("WA430", f"Lambda layer calling {str(function)[:80]!r} (resolved or evaluated at load)",
-                   Severity.HIGH)
+    module = config.get("module")
+    dotted = f"{module}.{function}" if isinstance(module, str) and module else str(function)
+    runs_code = (isinstance(module, str) and module.split(".")[0] in CODE_MODULES) \
+        or str(function).rpartition(".")[2] in DANGEROUS_LEAVES
+    return Verdict("WA430", f"Lambda layer calling {dotted[:120]!r} (resolved from that module when loaded)",
+                   Severity.CRITICAL if runs_code else Severity.HIGH)
 
 
 def _flagged_verdicts(node: dict, cls: str) -> Iterator[Verdict]:
