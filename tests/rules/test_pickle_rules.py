@@ -222,3 +222,23 @@ def test_multi_stage_nested_pickle_is_followed() -> None:
     (result,), _ = scan_stream(outer)
     found = [f for f in pickle_findings(result, "x.pkl", "x.pkl", 0, outer) if f.rule_id == "WA411"]
     assert found and "3 pickles deep" in found[0].message and "builtins.print('hi')" in found[0].message
+
+
+@pytest.mark.parametrize("module, name, reaches", [
+    ("pathlib", "os.system", "os.system"), ("torch", "serialization.os.system", "os.system"),
+    ("numpy.testing._private.utils", "os", "os"), ("random", "_os", "os"), ("tempfile", "_os.system", "os.system"),
+])
+def test_dotted_names_are_judged_as_what_cpython_find_class_reaches(module: str, name: str, reaches: str) -> None:
+    """Differential: CPython's own find_class (protocol 4; it imports and walks attributes, calls nothing) reaches
+    the dangerous object, and the classifier judges the chain as that object."""
+    import importlib
+    import os
+
+    unpickler = pickle._Unpickler(io.BytesIO(b""))
+    unpickler.proto = 4
+    target_module, _, attr = reaches.partition(".")
+    expected = importlib.import_module(target_module)
+    expected = getattr(expected, attr) if attr else expected
+    assert unpickler.find_class(module, name) is expected
+    assert expected in (os, os.system)
+    assert classify_global(module, name) == "denied"
