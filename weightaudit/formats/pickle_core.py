@@ -48,7 +48,11 @@ class MachineCore:
     def make_tuple(self, items: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:
         """A tuple, with its tuple-in-tuple depth bounded: hashing a deep chain recurses in C (no guard, crash)."""
         made = tuple(items)
-        depth = 1 + max((self.tuple_depth.get(id(i), 1) for i in made if type(i) is tuple), default=0)
+        inner = [i for i in made if type(i) is tuple]
+        if not inner:
+            self.tuple_depth.pop(id(made), None)
+            return made
+        depth = 1 + max([self.tuple_depth.get(id(i), 1) for i in inner])
         if depth > self.limits.max_tuple_depth:
             raise LimitExceeded(f"tuples nested more than {self.limits.max_tuple_depth} deep", self.op_pos)
         if depth > 1:

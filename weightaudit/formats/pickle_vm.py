@@ -30,6 +30,15 @@ fooled:
 - ``EXT1/2/4`` resolve through copyreg's registry, which is empty by default; an :class:`ExtRef` is pushed and
   reported, unless the same pickle registered the code with ``copyreg.add_extension`` first.
 - stacked pickles: :func:`scan_stream` keeps reading after ``STOP`` until the data ends.
+- plain values follow C exactly where the old machine was stricter: empty ``APPENDS``/``SETITEMS``/``ADDITEMS``
+  do nothing whatever sits below the mark, ``BUILD(None)`` (or a ``(None, {})`` state) works on any value, and
+  ``FLOAT`` goes through ``PyOS_string_to_double`` (no spaces, no underscores, overflow refused).
+- ``NEXT_BUFFER`` pushes an :class:`OutOfBandBuffer` (CPython with ``buffers=``) and reports it.
+
+Deliberate deviations (tests/formats/test_pickle_differential.py checks everything else against CPython): a
+``FRAME`` longer than the data is read on like ``pickle.py`` (C refuses; reported as a differential), non-ASCII
+``STRING`` payloads decode as UTF-8 like ``torch.load`` (C's default ASCII refuses), and what a call would raise
+at run time (wrong arguments, a missing attribute) is unknown to a machine that never calls.
 
 Every resource is bounded by :class:`Limits` (opcodes, memo entries, stack depth, mark nesting, declared
 lengths of ints/strings, recovery-scan steps). A limit hit ends the run with an anomaly of kind ``"limit"``; the
