@@ -236,7 +236,7 @@ def benign_release(tmp_path: Path, fake_libraries) -> Path:
 
 
 def test_benign_release_passes_and_is_verified(runner, benign_release: Path) -> None:
-    result = invoke(runner, "audit", benign_release, "--no-stats", "-q", "-f", "json")
+    result = invoke(runner, "audit", benign_release, "-q", "-f", "json")       # with statistics
     report = json.loads(result.stdout)
     high = [(f["path"], f["rule_id"], f["message"]) for f in report["findings"] if f["severity"] in ("high", "critical")]
     assert high == [] and result.exit_code == 0, high
