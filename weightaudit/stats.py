@@ -863,6 +863,10 @@ def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, 
         stats_part, plan = _stream_whole(chunks, spec, big_endian, tensor.parameter_count)
         return stats_part, plan.histogram_range
     tensor_begin = tensor.data_offsets[0]  # type: ignore[index]
+    if (piece.begin, piece.end) == tensor.data_offsets and 0 < piece.end - piece.begin <= BLOCK_BYTES:
+        data = memoryview(_read_range(piece.path, piece.begin, piece.end))   # a small tensor: one read, no map
+        plan = _plan(spec, tensor.parameter_count, big_endian, data)
+        return _run_blocks(plan, (data,), 0), plan.histogram_range
     first_end = min(tensor_begin + BLOCK_BYTES, tensor.data_offsets[1])  # type: ignore[index]
     first_copy = memoryview(_read_range(piece.path, tensor_begin, first_end)) if first_end > tensor_begin else None
     plan = _plan(spec, tensor.parameter_count, big_endian, first_copy)
@@ -1022,6 +1026,8 @@ def _tensor_digest(piece: _Piece) -> bytes:
     try:
         if piece.mapped and tensor.data_offsets is not None:
             begin, end = tensor.data_offsets
+            if end - begin <= BLOCK_BYTES:   # small: one read (100,000 identical small tensors all get here)
+                return _full_digest((memoryview(_read_range(piece.path, begin, end)),) if end > begin else ())
             return _full_digest(_mapped_blocks(piece.path, begin, end, 4 * 1024 * 1024))
         from weightaudit.formats import iter_tensor_chunks
 
