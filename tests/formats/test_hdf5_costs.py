@@ -165,3 +165,21 @@ def test_forked_workers_read_the_parents_spool(tmp_path: Path) -> None:
     forked = compute_stats(tmp_path, [loaded], workers=2)
     assert len(alone) == 8 and {k: (v.max, v.fingerprint) for k, v in alone.items()} == \
         {k: (v.max, v.fingerprint) for k, v in forked.items()}
+
+
+def test_config_nested_100000_deep_is_refused_and_the_weights_still_read(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    keras = tmp_path / "deep.keras"
+    with zipfile.ZipFile(keras, "w") as archive:
+        archive.writestr("config.json", deep)
+        archive.writestr("metadata.json", "{}")
+        archive.writestr("model.weights.h5", ks.weights_h5())
+    legacy = tmp_path / "deep.h5"
+    with h5py.File(legacy, "w") as handle:
+        handle.attrs["model_config"] = deep
+        handle.create_dataset("w", data=np.zeros(3, np.float32))
+    for loader, path, where in ((KERAS_ZIP_LOADER, keras, "config.json"), (HDF5_LOADER, legacy, "model_config")):
+        loaded = loader.load(path, path.name, LoadOptions())
+        assert loaded.tensors and not loaded.verified
+        assert [(f.rule_id, f.where) for f in loaded.findings] == [("WA132", where)]
+        assert "limits.nesting_depth" in loaded.findings[0].message

@@ -16,7 +16,6 @@ per-class variable names), or plain HDF5 (dataset paths).
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 from collections import OrderedDict
@@ -27,9 +26,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightaudit.limits import DEFAULT_LIMITS
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import Finding, Role, TensorInfo, element_count
 from weightaudit.rules import get_rule
+from weightaudit.safe_read import load_json
 
 BOMB_FLOOR_BYTES = 1 << 32
 BOMB_RATIO = 1000
@@ -98,11 +98,12 @@ def attr_list(group: h5py.Group, name: str) -> list[str] | None:
     return values
 
 
-def json_attr(group: h5py.Group, name: str) -> Any:
+def json_attr(group: h5py.Group, name: str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A JSON attribute (Keras ``model_config``), parsed depth-bounded; UnsafeDocument when refused."""
     if name not in group.attrs:
         return None
     raw = read_attr(group, name)
-    return json.loads(text(raw)) if not isinstance(raw, np.ndarray) else None
+    return load_json(text(raw), limits) if not isinstance(raw, np.ndarray) else None
 
 
 def dtype_code(dtype: np.dtype, keras_dtype: str | None = None) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import io
-import json
 import os
 import struct
 import tempfile
@@ -52,6 +51,7 @@ from weightaudit.formats.hdf5_read import (  # noqa: F401  (re-exported for test
 )
 from weightaudit.formats.keras_config import config_facts
 from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
+from weightaudit.safe_read import UnsafeDocument, load_json
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 from weightaudit.rules import get_rule
 
@@ -133,14 +133,25 @@ def _legacy_facts(handle: h5py.File, rel: str, findings: list[Finding], limits: 
         source = handle.attrs if key in handle.attrs else handle.get("model_weights", handle).attrs
         if key in source:
             facts[key] = text(source[key])
-    config = json_attr(handle, "model_config")
+    config = _refusable(lambda: json_attr(handle, "model_config", limits), "model_config", rel, findings, facts)
     if config is not None:
         facts["keras_config"] = config
         facts.update(_config_facts(config, rel, findings, limits))
-    training = json_attr(handle, "training_config")
+    training = _refusable(lambda: json_attr(handle, "training_config", limits), "training_config", rel, findings,
+                          facts)
     if training is not None:
         facts["keras_training_config"] = training
     return facts
+
+
+def _refusable(parse: Any, name: str, rel: str, findings: list[Finding], facts: dict[str, Any]) -> Any:
+    """A config parsed depth- and integer-bounded; refused: WA132 naming it, the file unverified, the rest read."""
+    try:
+        return parse()
+    except UnsafeDocument as exc:
+        findings.append(get_rule("WA132").finding(rel, f"Keras {name} refused: {exc}", where=name))
+        facts["keras_config_limit"] = "nesting_depth"
+        return None
 
 
 def read_hdf5(handle: h5py.File, rel: str, base: int | None,
@@ -259,12 +270,12 @@ def _open_weights(path: Path, archive: zipfile.ZipFile, limit: int) -> tuple[Bin
     return _Window(spool.fileno(), 0, os.fstat(spool.fileno()).st_size), None  # type: ignore[return-value]
 
 
-def _read_json_member(archive: zipfile.ZipFile, name: str) -> Any:
+def _read_json_member(archive: zipfile.ZipFile, name: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     info = archive.getinfo(name)
     if info.file_size > MAX_JSON_BYTES:
         raise ValueError(f"{name} is {info.file_size} bytes (cap {MAX_JSON_BYTES})")
     with archive.open(info) as stream:
-        return json.loads(stream.read(MAX_JSON_BYTES + 1).decode("utf-8"))
+        return load_json(stream.read(MAX_JSON_BYTES + 1).decode("utf-8"), limits)
 
 
 def _archive_problem(archive: zipfile.ZipFile) -> str | None:
@@ -309,8 +320,12 @@ class KerasZipLoader:
             if problem:
                 reason = f"{rel}: malformed .keras archive: {problem}"
                 return unreadable(rel, self.name, size, reason, [get_rule("WA169").finding(rel, reason)])
-            config = _read_json_member(archive, "config.json")
-            metadata = _read_json_member(archive, "metadata.json") if "metadata.json" in archive.namelist() else {}
+            refused: list[Finding] = []
+            early: dict[str, Any] = {}
+            config = _refusable(lambda: _read_json_member(archive, "config.json", limits), "config.json", rel,
+                                refused, early)
+            metadata = _refusable(lambda: _read_json_member(archive, "metadata.json", limits), "metadata.json", rel,
+                                  refused, early) if "metadata.json" in archive.namelist() else {}
             stored = archive.getinfo("model.weights.h5").compress_type == zipfile.ZIP_STORED
             members = sorted(archive.namelist())
             try:
@@ -323,7 +338,10 @@ class KerasZipLoader:
             else:
                 with stream, h5py.File(stream, "r") as handle:
                     inventory, facts = read_hdf5(handle, rel, base, limits)
-        facts.update(_config_facts(config, rel, inventory.findings, limits))
+        inventory.findings.extend(refused)
+        if config is not None:
+            facts.update(_config_facts(config, rel, inventory.findings, limits))
+        facts.update(early)     # a refused config.json / metadata.json leaves the file unverified
         inventory.verified = inventory.verified and not facts.get("keras_config_limit")
         facts["keras_config"] = config
         if isinstance(metadata, dict):
