@@ -9,6 +9,7 @@ loader which members exist (and which look like pickles), so its finding can nam
 
 from __future__ import annotations
 
+import codecs
 import lzma
 import struct
 from typing import Any
@@ -23,6 +24,7 @@ MAX_FOLDERS = 100_000
 K_END, K_HEADER, K_ARCHIVE_PROPS, K_ADDITIONAL, K_MAIN, K_FILES = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
 K_PACK, K_UNPACK, K_SUBSTREAMS, K_SIZE, K_CRC, K_FOLDER, K_UNPACK_SIZE, K_NUM_UNPACK = 6, 7, 8, 9, 10, 11, 12, 13
 K_NAME, K_DUMMY, K_ENCODED = 0x11, 0x19, 0x17
+_UTF16 = codecs.lookup("utf-16-le")     # looked up at import: no codec import while a file is being read
 
 
 class _Reader:
@@ -244,5 +246,5 @@ def _file_names(reader: _Reader) -> list[str]:
         if kind == K_NAME:
             if not body or body[0] != 0:
                 raise FileProblem("7z names stored outside the header are not supported")
-            names = body[1:].decode("utf-16-le", "replace").split("\x00")
+            names = _UTF16.decode(body[1:], "replace")[0].split("\x00")
             return names[:count]
