@@ -41,3 +41,12 @@ def test_long_runs_do_not_make_the_search_quadratic(tmp_path: Path) -> None:
     """A 1 MB run of key-like characters: the bounded, token-anchored pattern finishes at once."""
     (tmp_path / "notes.txt").write_text("a" * 1_000_000 + "api_key" * 50_000)
     assert _findings(tmp_path) == []
+
+
+def test_many_assignments_get_their_own_lines() -> None:
+    """Lines are counted once, front to back (counting from the top for every match was quadratic in the file)."""
+    from weightaudit.rules.secrets import _scan_text
+
+    text = "".join(f"API_KEY=value{i:08d}\n" for i in range(40_000))
+    lines = [int(f.where.split()[-1]) for f in _scan_text("settings.env", text)]
+    assert lines == list(range(1, 40_001))

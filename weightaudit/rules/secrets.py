@@ -75,9 +75,11 @@ def _scan_text(rel: str, text: str) -> Iterable[Finding]:
             known_lines.add(line)
             yield KNOWN_CREDENTIAL.finding(rel, f"{what} in line {line}: {_mask(match.group(0))}", where=f"line {line}")
             break
+    line, counted = 1, 0   # lines counted up to ``counted``: matches come in order, so counting stays linear
     for match in SECRET_ASSIGNMENT.finditer(text):
         value = match.group("value")
-        line = text.count("\n", 0, match.start()) + 1
+        line += text.count("\n", counted, match.start())
+        counted = match.start()
         if line in known_lines or PLACEHOLDER.match(value):
             continue
         yield SECRET_VALUE.finding(rel, f"{match.group('key')!r} has a value in line {line}: {_mask(value)}",
