@@ -121,3 +121,34 @@ def test_resolve_policy_says_where_it_came_from(tmp_path: Path) -> None:
     assert discovered.origin == "discovered" and discovered.source == str(tmp_path / "weightaudit.yaml")
     with pytest.raises(PolicyError, match="policy file not found"):
         resolve_policy(str(tmp_path / "nope.yaml"), [], cwd=tmp_path)
+
+
+BILLION_LAUGHS = "version: 1\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(9))
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("deep.yaml", "version: 1\nrules: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 200"),
+    ("laughs.yaml", BILLION_LAUGHS, "billion laughs"),
+    ("pyproject.toml", "[tool.weightaudit]\nx = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+    ("big.yaml", "version: 1\n" + "#" * 2_000_000 + "\n", "larger than 1,000,000 bytes"),
+])
+def test_hostile_user_policy_is_a_clear_usage_error(runner, hostile_release: Path, tmp_path: Path, name: str,
+                                                     text: str, message: str) -> None:
+    policy = tmp_path / name
+    policy.write_text(text)
+    result = invoke(runner, "audit", hostile_release, "--no-stats", "--policy", policy)
+    assert result.exit_code == 2
+    assert message in result.stderr and str(policy) in result.stderr
+
+
+def test_policy_limits_reach_the_audit(runner, tmp_path: Path, monkeypatch) -> None:
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "config.json").write_text('{"a": ' + "[" * 30 + "]" * 30 + "}")
+    (release / "model.pkl").write_bytes(OS_SYSTEM_PICKLE)
+    (tmp_path / "weightaudit.yaml").write_text("version: 1\nlimits: {nesting_depth: 10}\n")
+    monkeypatch.chdir(tmp_path)
+    code, report, _ = _audit_json(runner, release)
+    refused = [f for f in report["findings"] if f["rule_id"] == "WA133"]
+    assert [f["path"] for f in refused] == ["config.json"] and "nested more than 10" in refused[0]["message"]
