@@ -257,3 +257,14 @@ def test_policy_that_allows_a_dangerous_global_is_a_usage_error(runner, tmp_path
     policy.write_text("version: 1\npickle:\n  allow:\n    - name: os.system\n      reason: trust me\n")
     result = invoke(runner, "audit", target, "--policy", policy, "-q")
     assert result.exit_code == 2 and "cannot allow" in result.stderr
+
+
+def test_repeated_view_bomb_is_high_and_never_streamed(runner, tmp_path: Path) -> None:
+    """torch.ones(1).expand(10**6, 10**6) saved as a view: 4 TB to materialise from 4 bytes (a repeat count)."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "expand.pt"
+    torch.save({"w": torch.ones(1).expand(10**6, 10**6), "ok": torch.arange(4.0).expand(2, 4)}, path)
+    code, findings = _audit(runner, path)
+    bombs = [f for f in findings if f["rule_id"] == "WA419"]
+    assert code in (1, 3) and [(f["severity"], f["tensor"]) for f in bombs] == [("high", "w")]
+    assert "1000000000000 elements" in bombs[0]["message"]

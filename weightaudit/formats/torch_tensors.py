@@ -20,7 +20,7 @@ from weightaudit.formats.base import iter_contiguous_chunks
 from weightaudit.formats.mapped_file import close_map, open_map
 from weightaudit.formats.pickle_values import BytesRef, Call, Global, PersistentId, render
 from weightaudit.formats.zipread import ZipEntry, iter_member_range, member_data
-from weightaudit.model import DTYPE_BITS, Finding, Role, TensorInfo, element_count
+from weightaudit.model import DTYPE_BITS, Finding, Role, Severity, TensorInfo, element_count
 from weightaudit.rules import pickle_rules as R
 
 __all__ = [
@@ -390,6 +390,8 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
                 rel, f"offset {spec.offset}, size {list(spec.size)}, stride {list(spec.stride)} reach byte "
                      f"{begin + (extent + 1) * size_item} of a {limit}-byte storage", tensor=spec.name,
                 where=storage.record))
+        elif _repeat_bomb(spec, (extent + 1) * size_item, nbytes, rel, findings):
+            verified = False          # not streamed: its statistics would read the same bytes billions of times
         else:
             TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, spec.size,
                                                      tuple(s * size_item for s in spec.stride), size_item, nbytes)
@@ -399,6 +401,23 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
                                 role=spec.role, storage=shared, strides=spec.stride, byte_order=byte_order))
     shared_groups = {k: v for k, v in users.items() if len(v) > 1}
     return infos, shared_groups, verified
+
+
+REPEAT_NOTABLE_BYTES = 1 << 24      # a view this much larger than the bytes it covers is reported (medium)
+REPEAT_LIMIT_BYTES = 1 << 30        # ... and above this it is high and never streamed
+
+
+def _repeat_bomb(spec: TensorSpec, span: int, nbytes: int, rel: str, findings: list[Finding]) -> bool:
+    """WA419 for a view that repeats its storage bytes (stride 0, overlapping strides): ``torch.ones(1)`` saved as
+    a 10**12-element expand() costs nothing to load and terabytes to materialise. True: do not stream it."""
+    if nbytes < REPEAT_NOTABLE_BYTES or nbytes <= 2 * max(span, 0):
+        return False
+    huge = nbytes >= REPEAT_LIMIT_BYTES
+    findings.append(R.ALLOCATION_BOMB.finding(
+        rel, f"a view of {element_count(spec.size)} elements ({nbytes} bytes) over {span} bytes of storage: size "
+             f"{list(spec.size)}, stride {list(spec.stride)} repeat the same bytes", tensor=spec.name,
+        where=spec.storage.record, severity=Severity.HIGH if huge else Severity.MEDIUM))
+    return huge
 
 
 def _extent(size: tuple[int, ...], stride: tuple[int, ...]) -> int:

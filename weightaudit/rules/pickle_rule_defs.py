@@ -154,7 +154,9 @@ ALLOCATION_BOMB = _code_rule(
     Severity.MEDIUM,
     "Allowlisted callables still do work proportional to their arguments: range/set/frozenset/bytearray/bytes "
     "sizes, numpy _reconstruct shapes, big integers, decimals and fractions parsed from giant strings (or with "
-    "giant exponents) and repeat counts. Medium with the size above BOMB_NOTABLE_UNITS (2**24 units) or "
+    "giant exponents) and repeat counts — including a tensor view whose strides repeat a few storage bytes "
+    "billions of times (torch.ones(1).expand(10**6, 10**6) saved as a view: REPEAT_LIMIT_BYTES, 2**30, and above "
+    "it the view is not streamed for statistics). Medium with the size above BOMB_NOTABLE_UNITS (2**24 units) or "
     "BOMB_NOTABLE_DIGITS (4300 digits, CPython's int_max_str_digits); high above BOMB_LIMIT_UNITS (2**30 units), "
     "BOMB_LIMIT_DIGITS (100000 digits) or a Decimal/Fraction exponent above BOMB_LIMIT_EXPONENT (10**6).", cwe=400)
 POLICY_ALLOWED = _code_rule(
