@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, Probe
+from weightaudit.formats.container_bodies import body_for
 from weightaudit.formats.mapped_file import FileProblem
 from weightaudit.formats.pickle_scan import FileScan, safe_load
 from weightaudit.limits import describe
@@ -169,8 +170,16 @@ INFLATED_RANGES: dict[tuple[str, str], tuple[str, int, int]] = {}
 
 def inner_body(head: bytes) -> Callable[..., None] | None:
     """The body of the loader that reads inflated content starting with ``head`` (None: not a format of ours)."""
-    from weightaudit.formats.container_bodies import body_for
+    if codec_of(head) is not None:
+        return _nested
     return body_for(head)
+
+
+def _nested(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
+    """A compressed stream inside a compressed stream (gzip of gzip ...), at most MAX_NESTING deep."""
+    if path_key.count("#inflated") >= MAX_NESTING:
+        raise FileProblem(f"compressed streams nested more than {MAX_NESTING} deep")
+    load_body(scan, view, options, path_key)
 
 
 def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:

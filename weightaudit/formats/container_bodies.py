@@ -2,25 +2,25 @@
 (an inflated gzip/bz2/xz/zlib stream, see :mod:`~weightaudit.formats.compressed`).
 
 Each body has the :func:`~weightaudit.formats.pickle_scan.safe_load` signature ``body(scan, view, options,
-path_key)``. Nesting (a compressed stream inside a compressed stream) is bounded by ``MAX_NESTING``.
+path_key)``. A compressed stream inside a compressed stream is :mod:`compressed`'s own business (bounded there).
+Everything is imported eagerly: no module is imported while an audited file is being read.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable
 
-__all__ = ["body_for", "MAX_NESTING"]
+from weightaudit.formats import numpy_npy, raw_pickle, tar_legacy, torch_pickle
+from weightaudit.formats.base import Probe
 
-MAX_NESTING = 2
+__all__ = ["body_for"]
+
 Body = Callable[..., None]
 
 
 def body_for(head: bytes) -> Body | None:
     """The body that reads content starting with ``head``; None when it is no format of ours."""
-    from weightaudit.formats import compressed, numpy_npy, raw_pickle, tar_legacy, torch_pickle
-    from weightaudit.formats.base import Probe
-    from pathlib import Path
-
     if head.startswith(torch_pickle.ZIP_MAGIC):
         return torch_pickle.load_zip_body
     if tar_legacy.is_tar_header(head):
@@ -29,18 +29,7 @@ def body_for(head: bytes) -> Body | None:
         return numpy_npy.load_npy_body
     if torch_pickle.is_legacy_head(head):
         return torch_pickle.load_legacy_body
-    if compressed.codec_of(head) is not None:
-        return _nested
     probe = Probe(path=Path("inflated"), size=len(head) + 1, head=head, tail=b"")
     if raw_pickle.looks_like_pickle(head) or raw_pickle.LOADER.sniff(probe):
         return raw_pickle.load_raw_body
     return None
-
-
-def _nested(scan: Any, view: memoryview, options: Any, path_key: str) -> None:
-    from weightaudit.formats.compressed import load_body
-    from weightaudit.formats.mapped_file import FileProblem
-
-    if path_key.count("#inflated") >= MAX_NESTING:
-        raise FileProblem(f"compressed streams nested more than {MAX_NESTING} deep")
-    load_body(scan, view, options, path_key)

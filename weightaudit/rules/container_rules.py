@@ -13,9 +13,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from weightaudit.formats.pickle_vm import Limits, scan_stream
 from weightaudit.model import Finding, Severity
+from weightaudit.rules import pickle_rules as P
 from weightaudit.rules import register, rule_family
 from weightaudit.rules.base import AuditContext, Rule
+from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
 
 _container_rule = rule_family(
     ("integrity", "pickle", "container"),
@@ -108,9 +111,6 @@ def hidden_pickle_findings(path: str, value: str, where: str) -> list[Finding]:
     """WA426 when a string (raw, hex or base64) decodes to a pickle; critical when that pickle would call code."""
     if len(value) < 8 or not _PICKLE_PREFIX.match(value):
         return []
-    from weightaudit.formats.pickle_vm import Limits, scan_stream
-    from weightaudit.rules import pickle_rules as P
-    from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
     findings = []
     for payload in _decoded_candidates(value, b""):
         results, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
