@@ -340,7 +340,9 @@ class TensorLayout:
     nbytes: int
 
 
-TENSOR_LAYOUTS: dict[tuple[str, str], TensorLayout] = {}
+# None: the tensor was read and is deliberately not streamed (out of bounds, repeated view), so iter_chunks does not
+# parse the file again for it
+TENSOR_LAYOUTS: dict[tuple[str, str], TensorLayout | None] = {}
 
 
 def contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -386,12 +388,14 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
         offsets = None
         if not in_bounds:
             verified = False
+            TENSOR_LAYOUTS[(path_key, spec.name)] = None
             findings.append(R.TENSOR_OUT_OF_BOUNDS.finding(
                 rel, f"offset {spec.offset}, size {list(spec.size)}, stride {list(spec.stride)} reach byte "
                      f"{begin + (extent + 1) * size_item} of a {limit}-byte storage", tensor=spec.name,
                 where=storage.record))
         elif _repeat_bomb(spec, (extent + 1) * size_item, nbytes, rel, findings):
             verified = False          # not streamed: its statistics would read the same bytes billions of times
+            TENSOR_LAYOUTS[(path_key, spec.name)] = None
         else:
             TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, spec.size,
                                                      tuple(s * size_item for s in spec.stride), size_item, nbytes)
