@@ -136,3 +136,12 @@ def test_huge_integer_in_a_safetensors_header_is_a_header_finding(tmp_path: Path
     report = _audit(tmp_path)
     assert _by_rule(report, "WA105") == [("model.safetensors", "high")]
     assert "integer too long" in next(f.message for f in report.findings if f.rule_id == "WA105")
+
+
+def test_billion_laughs_declaration_is_a_usage_error(runner, tmp_path: Path) -> None:
+    from tests.conftest import invoke
+
+    declaration = tmp_path / "openness.yml"
+    declaration.write_text(BILLION_LAUGHS)
+    result = invoke(runner, "scorecard", "--declare", declaration)
+    assert result.exit_code == 2 and "billion laughs" in result.stderr

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import yaml
 
 from weightaudit.errors import UsageError
+from weightaudit.safe_read import UnsafeDocument, load_yaml
 from weightaudit.openness.components import MOF_COMPONENTS, component_by_name, suggest_name
 from weightaudit.openness.mof import GLOBAL_KEYS, MofRecord, record_from_mof
 
@@ -127,7 +128,9 @@ def _globals(path: str, release: Mapping[str, Any]) -> dict[str, str]:
 def parse_declaration(text: str, path: str) -> Declaration:
     """Parse declaration text (see ``load_declaration``)."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)   # depth- and alias-bounded (safe_read)
+    except UnsafeDocument as exc:
+        raise _fail(path, f"refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, Mapping):
