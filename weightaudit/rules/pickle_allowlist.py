@@ -20,7 +20,7 @@ import yaml
 
 __all__ = [
     "AllowEntry", "DangerCategory", "Allowlist", "DangerTable", "builtin_allowlist", "danger_table",
-    "policy_entries", "ALLOWLIST_FILE", "DANGER_FILE", "ALLOW_KINDS", "CONTAINER_KINDS",
+    "policy_entries", "torch_weights_only_globals", "ALLOWLIST_FILE", "DANGER_FILE", "ALLOW_KINDS", "CONTAINER_KINDS",
 ]
 
 ALLOWLIST_FILE = "weightaudit/data/pickle_allowlist.yaml"
@@ -135,6 +135,16 @@ def danger_table() -> DangerTable:
     reason = "; ".join(row["reason"] for row in attrs)
     aliases = {str(k): str(v) for k, v in (data.get("module_aliases") or {}).items()}
     return DangerTable(categories, names, reason, str(data.get("walkers", "")), aliases)
+
+
+@functools.cache
+def torch_weights_only_globals() -> frozenset[str]:
+    """What torch.load(weights_only=True) accepts: the table's exact names plus the one-dot torch constants and
+    classes of ``allow`` (dtypes, storage tags, qschemes, legacy tensor types)."""
+    section = _read(ALLOWLIST_FILE).get("torch_weights_only") or {}
+    tags = {e.name for e in builtin_allowlist().entries.values() if e.name.startswith("torch.")
+            and e.name.count(".") == 1 and e.kind in ("constant", "class") and not e.container}
+    return frozenset(section.get("names") or ()) | frozenset(tags)
 
 
 def policy_entries(rows: Any, source: str) -> tuple[AllowEntry, ...]:

@@ -22,7 +22,7 @@ from typing import Iterable
 
 from weightaudit.formats.pickle_vm import Global, PickleResult, render
 from weightaudit.model import Finding
-from weightaudit.rules.pickle_allowlist import AllowEntry, builtin_allowlist
+from weightaudit.rules.pickle_allowlist import AllowEntry, torch_weights_only_globals
 from weightaudit.rules.pickle_bombs import bomb_findings
 from weightaudit.rules.pickle_classify import Level, classifier_for
 from weightaudit.rules.pickle_nested import MAX_NESTED_DEPTH, nested_pickle_findings
@@ -36,21 +36,8 @@ from weightaudit.rules.torch_container_rules import *  # noqa: F401,F403
 __all__ = ["classify_global", "pickle_findings", "weights_only_problems", "executing_calls", "MAX_NESTED_DEPTH",
            "WEIGHTS_ONLY_GLOBALS", "WEIGHTS_ONLY_OPCODES"]
 
-# What torch's own weights_only unpickler accepts (torch/_weights_only_unpickler.py, _get_allowed_globals).
-_TORCH_WEIGHTS_ONLY = (
-    "torch._utils._rebuild_tensor torch._utils._rebuild_tensor_v2 torch._utils._rebuild_tensor_v3 "
-    "torch._utils._rebuild_parameter torch._utils._rebuild_parameter_with_state torch._utils._rebuild_qtensor "
-    "torch._utils._rebuild_sparse_tensor torch._utils._rebuild_meta_tensor_no_storage "
-    "torch._utils._rebuild_nested_tensor torch._utils._rebuild_wrapper_subclass "
-    "torch._utils._rebuild_device_tensor_from_numpy torch._utils._rebuild_device_tensor_from_cpu_tensor "
-    "torch._tensor._rebuild_from_type_v2 torch.nn.parameter.Parameter torch.serialization._get_layout torch.Size "
-    "torch.Tensor torch.device collections.OrderedDict collections.Counter _codecs.encode builtins.bytearray "
-    "builtins.set builtins.complex torch.storage.UntypedStorage torch.storage.TypedStorage"
-).split()
-_TORCH_TAGS = frozenset(e.name for e in builtin_allowlist().entries.values()
-                        if e.name.startswith("torch.") and e.name.count(".") == 1 and e.kind in ("constant", "class")
-                        and e.name not in ("torch.Size", "torch.Tensor", "torch.device"))
-WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset(_TORCH_WEIGHTS_ONLY) | _TORCH_TAGS
+# What torch's own weights_only unpickler accepts: data (pickle_allowlist.yaml, torch_weights_only).
+WEIGHTS_ONLY_GLOBALS: frozenset[str] = torch_weights_only_globals()
 WEIGHTS_ONLY_OPCODES: frozenset[str] = frozenset(
     "GLOBAL NEWOBJ REDUCE BUILD APPEND APPENDS SETITEM SETITEMS MARK TUPLE TUPLE1 TUPLE2 TUPLE3 NONE NEWTRUE "
     "NEWFALSE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET BININT BININT1 BININT2 LONG1 BINFLOAT BINUNICODE "
