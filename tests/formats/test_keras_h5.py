@@ -271,3 +271,20 @@ def test_offsets_are_absolute_behind_a_user_block(tmp_path: Path, userblock: int
     (tensor,) = loaded.tensors
     begin, end = tensor.data_offsets
     assert begin >= userblock and path.read_bytes()[begin:end] == data.tobytes()
+
+
+def test_a_corrupt_object_header_loses_only_that_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("good", data=np.zeros(3, np.float32))
+        handle.create_dataset("bad", data=np.ones(3, np.float32))
+        handle["soft"] = h5py.SoftLink("/good")
+    with h5py.File(path, "r") as handle:
+        address = h5py.h5o.get_info(handle["bad"].id).addr
+    raw = bytearray(path.read_bytes())
+    raw[address + 16:address + 40] = b"\xff" * 24          # libhdf5: "message not aligned"
+    path.write_bytes(bytes(raw))
+    loaded = _load(path)
+    assert loaded.status is FileStatus.OK and not loaded.verified
+    assert [t.name for t in loaded.tensors] == ["good"]
+    assert sorted((f.rule_id, f.where) for f in loaded.findings) == [("WA171", "bad"), ("WA435", "soft")]

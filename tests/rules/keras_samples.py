@@ -3,6 +3,7 @@ legacy ``.h5`` files with a ``model_config`` attribute. Nothing here imports Ker
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -148,17 +149,15 @@ def benign_sequential() -> dict:
                                "steps_per_execution": 1, "jit_compile": False}}
 
 
-def weights_h5(path: Path | None = None) -> bytes | None:
-    """A tiny Keras 3 weights store (layers/<name>/vars/<i>)."""
-    target = path if path is not None else Path("/dev/null")
-    import io
+def weights_h5() -> bytes:
+    """A tiny Keras 3 weights store (layers/<name>/vars/<i>), as bytes."""
     buffer = io.BytesIO()
-    with h5py.File(buffer if path is None else target, "w") as handle:
+    with h5py.File(buffer, "w") as handle:
         group = handle.create_group("layers/head/vars")
         group.create_dataset("0", data=np.arange(24, dtype=np.float32).reshape(8, 3) / 24)
         group.create_dataset("1", data=np.zeros(3, np.float32))
         handle.create_group("vars")
-    return buffer.getvalue() if path is None else None
+    return buffer.getvalue()
 
 
 def write_keras(path: Path, config: dict, compression: int = zipfile.ZIP_STORED) -> Path:

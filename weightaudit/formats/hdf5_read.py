@@ -35,6 +35,7 @@ BOMB_FLOOR_BYTES = 1 << 32
 BOMB_RATIO = 1000
 SAFE_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})  # deflate shuffle fletcher32 szip nbit scaleoffset lzf
 MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024   # Keras configs are KBs; a huge attribute is a memory bomb, not a model
+_DATASET_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, OverflowError, SystemError)
 MAX_OPEN_FILES = 4                       # open files kept per process for streaming (see open_cached)
 
 # Keras 3 stores variables by index; these are their names, by auto-name class token, in creation order.
@@ -144,6 +145,7 @@ class Scan:
     datasets: list[str] = field(default_factory=list)
     groups: set[str] = field(default_factory=set)
     links: list[tuple[str, str, str]] = field(default_factory=list)   # (path, kind, target)
+    broken: list[tuple[str, str]] = field(default_factory=list)       # (path, why) objects libhdf5 cannot read
 
     @property
     def dataset_set(self) -> set[str]:
@@ -157,6 +159,63 @@ def _name(raw: bytes) -> str:
 
 
 def scan_file(handle: h5py.File) -> Scan:
+    """One visit of every object (libhdf5's H5Ovisit); when a corrupt object header stops it, a slower walk
+    group by group that isolates the unreadable objects (reported per object) and keeps the rest."""
+    try:
+        return _visit(handle)
+    except _DATASET_ERRORS:
+        return _walk_groups(handle)
+
+
+def _walk_groups(handle: h5py.File) -> Scan:
+    scan = Scan()
+    seen: set[int] = set()
+    stack: list[str] = [""]
+    while stack:
+        group = stack.pop()
+        entries: list[tuple[bytes, int, int]] = []   # h5py reuses the info object: copy its fields
+        try:
+            gid = h5py.h5g.open(handle.id, group.encode("utf-8", "surrogateescape")) if group else handle.id
+            gid.links.iterate(lambda name, info: entries.append((name, info.type, info.u)), info=True)
+        except _DATASET_ERRORS as exc:
+            scan.broken.append((group or "/", _why(exc)))
+            continue
+        for raw, kind, address in entries:
+            path = f"{group}/{_name(raw)}" if group else _name(raw)
+            if kind != h5py.h5l.TYPE_HARD:
+                scan.links.append(_link(gid, raw, path, kind))
+            elif address not in seen:
+                seen.add(address)
+                _classify(gid, raw, path, scan, stack)
+    return scan
+
+
+def _classify(gid: Any, raw: bytes, path: str, scan: Scan, stack: list[str]) -> None:
+    try:
+        kind = h5py.h5o.get_info(gid, raw).type
+    except _DATASET_ERRORS as exc:
+        scan.broken.append((path, _why(exc)))
+        return
+    if kind == h5py.h5o.TYPE_DATASET:
+        scan.datasets.append(path)
+    elif kind == h5py.h5o.TYPE_GROUP:
+        scan.groups.add(path)
+        stack.append(path)
+
+
+def _link(gid: Any, raw: bytes, path: str, kind: int) -> tuple[str, str, str]:
+    """(path, kind, target) of a soft, external or user-defined link (``raw`` relative to ``gid``)."""
+    if kind == h5py.h5l.TYPE_SOFT:
+        return path, "SoftLink", text(gid.links.get_val(raw))
+    value = gid.links.get_val(raw) if kind == h5py.h5l.TYPE_EXTERNAL else b""
+    return path, "ExternalLink", text(value[0]) if isinstance(value, tuple) and value else "?"
+
+
+def _why(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _visit(handle: h5py.File) -> Scan:
     scan = Scan()
 
     def on_object(name: bytes, info: Any) -> None:
@@ -166,12 +225,8 @@ def scan_file(handle: h5py.File) -> Scan:
             scan.groups.add(_name(name))
 
     def on_link(name: bytes, info: Any) -> None:
-        if info.type == h5py.h5l.TYPE_SOFT:
-            scan.links.append((_name(name), "SoftLink", text(handle.id.links.get_val(name))))
-        elif info.type != h5py.h5l.TYPE_HARD:
-            value = handle.id.links.get_val(name) if info.type == h5py.h5l.TYPE_EXTERNAL else b""
-            target = text(value[0]) if isinstance(value, tuple) and value else "?"
-            scan.links.append((_name(name), "ExternalLink", target))
+        if info.type != h5py.h5l.TYPE_HARD:
+            scan.links.append(_link(handle.id, name, _name(name), info.type))
 
     h5py.h5o.visit(handle.id, on_object, info=True)
     handle.id.links.visit(on_link, info=True)
@@ -397,6 +452,10 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming
     for path, kind, target in naming.scan.links:
         inventory.findings.append(get_rule("WA435").finding(rel, f"{kind} {path!r} -> {target!r}", where=path))
         inventory.verified = False
+    for path, why in naming.scan.broken:
+        inventory.findings.append(get_rule("WA171").finding(rel, f"object {path!r} cannot be read ({why})",
+                                                            where=path))
+        inventory.verified = False
     groups = _GroupIds()
     if len(naming.scan.datasets) > max_datasets:
         inventory.findings.append(get_rule("WA132").finding(
@@ -404,7 +463,13 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming
             f"(limits.tensors_per_file = {max_datasets:,})"))
         inventory.verified = False
     for path in naming.scan.datasets[:max_datasets]:
-        data = _Dataset.open(handle, path, groups)
+        try:
+            data = _Dataset.open(handle, path, groups)
+        except _DATASET_ERRORS as exc:      # one corrupt object header: report it, inventory the rest
+            inventory.findings.append(get_rule("WA171").finding(rel, f"dataset {path!r} cannot be read ({_why(exc)})",
+                                                                where=path))
+            inventory.verified = False
+            continue
         inventory.datasets += 1
         inventory.chunked += data.layout == h5py.h5d.CHUNKED
         if not _check_dataset(data, rel, inventory):
