@@ -117,7 +117,7 @@ def _table() -> _Table:
         spdx_by_key={_key(k): k for k in spdx},
         unlicensed_keys=frozenset(_key(s) for s in raw["placeholders"]["unlicensed"]),
         not_included_keys=frozenset(_key(s) for s in raw["placeholders"]["not_included"]),
-        text_rules=tuple((re.compile(p, re.MULTILINE), i) for p, i in anchored + floating),
+        text_rules=tuple((re.compile(_one_line(p), re.MULTILINE), i) for p, i in anchored + floating),
         mot_open_data=frozenset(mot["open_data"]),
         mot_always_open=frozenset(mot["always_open"]),
         mot_type_appropriate={t: frozenset(ids) for t, ids in mot["type_appropriate"].items()},
@@ -148,7 +148,7 @@ def normalise_license(raw: str | None) -> NormalisedLicense:
     single = _normalise_single(text)
     if single is not None:
         return NormalisedLicense(text, RECOGNISED, single)
-    parts = re.split(r"\s+(AND|OR)\s+", text.strip("() "))
+    parts = re.split(r"(?<!\s)\s+(AND|OR)\s+", text.strip("() "))   # (?<!\s): one try per run of spaces
     if len(parts) >= 3:
         ids = [_normalise_single(p.strip("() ")) for p in parts[::2]]
         if all(ids):
@@ -184,8 +184,14 @@ def identify_license_text(text: str) -> TextMatch | None:
     return None
 
 
+def _one_line(pattern: str) -> str:
+    """A title rule's leading ``^\\s*`` as ``^[ \\t]*``: ``\\s*`` crosses newlines, so on a text of blank lines every
+    line start rescanned all the lines after it (quadratic); the lines are stripped anyway."""
+    return "^[ \t]*" + pattern[4:] if pattern.startswith("^\\s*") else pattern
+
+
 def _base_ids(expression: str) -> list[str]:
-    return [part for part in re.split(r"\s+(?:AND|OR)\s+", expression) if part]
+    return [part for part in re.split(r"(?<!\s)\s+(?:AND|OR)\s+", expression) if part]
 
 
 def classify(license_id: str | None) -> LicenseInfo:

@@ -85,7 +85,7 @@ UNANALYSED = register(Rule(
     summary="A chat template could not be fully analysed (checked by pattern only, or not read).",
     severity=Severity.HIGH, cwe=1336, tags=("security", "chat-template"),
     help="Jinja2's parser could not read the template (a syntax error, nesting deeper than the parser follows, "
-         "a template over the 128 KB parse limit, or a tokenizer_config.json that is not valid JSON), so it was "
+         "a template over the 64 KB parse limit, or a tokenizer_config.json that is not valid JSON), so it was "
          "checked by fixed patterns only; or a side file that may hold a template was over the size limit for "
          "reading (64 MB for JSON, 4 MB for YAML) or could not be read. A template that was not fully analysed is "
          f"not known to be safe, so this blocks at the default --fail-on high.\n\n{_WHY}\n\nWhat to do: fix or "

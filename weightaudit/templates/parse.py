@@ -22,7 +22,7 @@ import jinja2.ext
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-MAX_PARSE_CHARS = 128 * 1024   # templates up to this size are parsed by Jinja2 (published ones are < 20 KB)
+MAX_PARSE_CHARS = 64 * 1024    # templates up to this size are parsed by Jinja2 (published ones are < 20 KB)
 
 
 class GenerationTag(jinja2.ext.Extension):
