@@ -302,6 +302,9 @@ NEEDED_ELSEWHERE = {
     "pathlib.WindowsPath": "paths pickled on Windows",
     "numpy.core.numeric._frombuffer": "numpy 1.x arrays pickled with protocol 5",
     "torch.nn.parameter.Parameter": "torch 0.4 checkpoints (Parameter(data, requires_grad) by REDUCE)",
+    **{f"torch.cuda.{n}Storage": "legacy checkpoints of CUDA storages" for n in (
+        "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool", "ComplexFloat",
+        "ComplexDouble")},
     **{f"torch.{n}Tensor": "torch < 0.4 tar checkpoints (legacy tensor type values)" for n in (
         "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")},
     **{f"torch.jit._pickle.{n}": "torch.jit.save archives with typed list attributes" for n in (

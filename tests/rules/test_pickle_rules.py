@@ -242,3 +242,16 @@ def test_dotted_names_are_judged_as_what_cpython_find_class_reaches(module: str,
     assert unpickler.find_class(module, name) is expected
     assert expected in (os, os.system)
     assert classify_global(module, name) == "denied"
+
+
+def test_weights_only_table_matches_torchs_own() -> None:
+    """Differential against torch's restricted unpickler table (read, never used to load anything)."""
+    from torch import _weights_only_unpickler
+
+    from weightaudit.rules.pickle_rules import WEIGHTS_ONLY_GLOBALS
+
+    theirs = set(_weights_only_unpickler._get_allowed_globals())
+    assert WEIGHTS_ONLY_GLOBALS - theirs == set()
+    # not modelled: legacy CUDA / sparse tensor-type values (torch.cuda.FloatTensor, torch.sparse.FloatTensor)
+    assert all(n.startswith(("torch.cuda.", "torch.sparse.")) and n.endswith("Tensor")
+               for n in theirs - WEIGHTS_ONLY_GLOBALS)

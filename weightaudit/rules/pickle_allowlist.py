@@ -139,11 +139,12 @@ def danger_table() -> DangerTable:
 
 @functools.cache
 def torch_weights_only_globals() -> frozenset[str]:
-    """What torch.load(weights_only=True) accepts: the table's exact names plus the one-dot torch constants and
-    classes of ``allow`` (dtypes, storage tags, qschemes, legacy tensor types)."""
+    """What torch.load(weights_only=True) accepts: the table's exact names plus the torch.<name> and
+    torch.cuda.<name> constants and classes of ``allow`` (dtypes, storage tags, qschemes, legacy tensor types)."""
     section = _read(ALLOWLIST_FILE).get("torch_weights_only") or {}
-    tags = {e.name for e in builtin_allowlist().entries.values() if e.name.startswith("torch.")
-            and e.name.count(".") == 1 and e.kind in ("constant", "class") and not e.container}
+    tags = {e.name for e in builtin_allowlist().entries.values()
+            if (e.name.count(".") == 1 or e.name.startswith("torch.cuda.")) and e.name.startswith("torch.")
+            and e.kind in ("constant", "class") and not e.container}
     return frozenset(section.get("names") or ()) | frozenset(tags)
 
 
