@@ -74,6 +74,7 @@ ATTACKS = {
     "unknown function": ("{{ foo(messages) }}", "WA461", "foo()"),
     "unknown method": ("{{ messages.pop_all() }}", "WA461", ".pop_all()"),
     "computed attr name": ("{{ x|attr(messages[0].content ~ 'x') }}", "WA461", "assembled at render time"),
+    "attr named by data": ("{{ x|attr(tools[0].name) }}", "WA461", "render-time data"),
     "config gadget": ("{{ config.items() }}", "WA461", "config"),
     "huge range": ("{% for i in range(100000000) %}x{% endfor %}", "WA462", "huge range"),
     "include": ("{% include 'other.jinja' %}", "WA462", "other.jinja"),

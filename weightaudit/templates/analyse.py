@@ -19,8 +19,8 @@ def analyse(template: Template) -> list[TemplateIssue]:
     text = template.text
     issues, unparsed, line = _tree_issues(template)
     if unparsed is not None:
-        issues = [TemplateIssue("unparsed", f"could not be parsed by Jinja2: {unparsed}; checked by pattern only",
-                                short(text), line), *pattern_issues(text)]
+        issues = [TemplateIssue("unparsed", f"{unparsed}; checked by pattern only", short(text), line),
+                  *pattern_issues(text)]
     if len(text) > OVERSIZED_TEMPLATE:
         issues.append(TemplateIssue("unusual", f"is {len(text):,} characters long", ""))
     return sorted(issues, key=lambda i: (KINDS.index(i.kind), i.line or 0))
@@ -29,16 +29,16 @@ def analyse(template: Template) -> list[TemplateIssue]:
 def _tree_issues(template: Template) -> tuple[list[TemplateIssue], str | None, int | None]:
     """(issues, why the tree could not be used, line of the parse error)."""
     if template.unparsed is not None:
-        return [], template.unparsed, None
+        return [], f"could not be parsed by Jinja2: {template.unparsed}", None
     parsed = parse(template.text)
     if parsed.tree is None:
-        return [], parsed.error, parsed.line
+        return [], f"could not be parsed by Jinja2: {parsed.error}", parsed.line
     try:
         issues = walk(parsed.tree)
     except Budget as exc:
-        return [], f"too complex to analyse ({exc})", None
+        return [], f"was parsed by Jinja2 but is too complex to analyse ({exc})", None
     except RecursionError:
-        return [], "nested too deeply to analyse", None
+        return [], "was parsed by Jinja2 but nests too deeply to analyse", None
     return issues + _escape_issues(template.text), None, None
 
 

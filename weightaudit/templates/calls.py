@@ -121,7 +121,10 @@ def _filter(ev: ExpressionEvaluator, node: nodes.Filter) -> Val:
     args, kwargs = _arguments(ev, node)
     path = f"{value.path}|{node.name}"
     if node.name == "attr":
-        return ev._by_key(value, args[0] if args else DATA, node, "attribute") if args else DATA
+        name = args[0] if args else DATA
+        if name.consts is None and not name.built:   # (an assembled name is reported by _by_key)
+            ev.report("obfuscation", "the attr filter reads an attribute named by render-time data", node, path)
+        return ev._by_key(value, name, node, "attribute")
     if node.name in ATTRIBUTE_FILTERS:
         _check_attribute_argument(ev, node, value, args, kwargs)
     if node.name == "map" and args and "attr" in (args[0].consts or ()):
