@@ -75,6 +75,8 @@ ATTACKS = {
     "unknown method": ("{{ messages.pop_all() }}", "WA461", ".pop_all()"),
     "computed attr name": ("{{ x|attr(messages[0].content ~ 'x') }}", "WA461", "assembled at render time"),
     "attr named by data": ("{{ x|attr(tools[0].name) }}", "WA461", "render-time data"),
+    "unknown filter": ("{{ messages|run_shell }}", "WA461", "|run_shell"),
+    "unknown test": ("{% if x is evil %}{% endif %}", "WA461", "is evil"),
     "config gadget": ("{{ config.items() }}", "WA461", "config"),
     "huge range": ("{% for i in range(100000000) %}x{% endfor %}", "WA462", "huge range"),
     "include": ("{% include 'other.jinja' %}", "WA462", "other.jinja"),

@@ -12,6 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from jinja2 import nodes
+from jinja2.filters import FILTERS
+from jinja2.tests import TESTS
 
 from weightaudit.templates import values as V
 from weightaudit.templates.expressions import (ATTRIBUTE_FILTERS, EXPRESSIONS, HUGE_RANGE, TEXT_FILTERS,
@@ -120,6 +122,9 @@ def _filter(ev: ExpressionEvaluator, node: nodes.Filter) -> Val:
     value = ev.ev(node.node)
     args, kwargs = _arguments(ev, node)
     path = f"{value.path}|{node.name}"
+    if node.name not in FILTERS:
+        ev.report("obfuscation", f"uses the filter |{node.name}, which Jinja2 does not have (a runtime that registers "
+                  "it runs code the template does not show)", node, path)
     if node.name == "attr":
         name = args[0] if args else DATA
         if name.consts is None and not name.built:   # (an assembled name is reported by _by_key)
@@ -152,4 +157,11 @@ def _check_attribute_argument(ev: ExpressionEvaluator, node: nodes.Filter, value
         ev.report("obfuscation", f"|{node.name} reads an attribute whose name is assembled at render time", node)
 
 
-EXPRESSIONS.update({nodes.Call: _call, nodes.Filter: _filter})
+def _test(ev: ExpressionEvaluator, node: nodes.Test) -> Val:
+    if node.name not in TESTS:
+        ev.report("obfuscation", f"uses the test 'is {node.name}', which Jinja2 does not have", node)
+    ev._generic(node)
+    return DATA
+
+
+EXPRESSIONS.update({nodes.Call: _call, nodes.Filter: _filter, nodes.Test: _test})
