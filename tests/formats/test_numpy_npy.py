@@ -156,11 +156,12 @@ def test_npz_with_a_refused_header_member_is_not_verified(tmp_path: Path) -> Non
     assert "WA157" in rules(loaded) and not loaded.verified
 
 
-def test_npz_whose_central_directory_zipfile_rejects_is_not_verified(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["weights.npz", "archive.zip"])
+def test_archive_whose_central_directory_zipfile_rejects_is_not_verified(tmp_path: Path, name: str) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.ones(3, dtype=np.float32))
-    path = tmp_path / "weights.npz"
-    _npz(path, {"w.npy": buffer.getvalue()})
+    path = tmp_path / name
+    _npz(path, {"w.npy": buffer.getvalue()} if name.endswith(".npz") else {"model.pkl": PAYLOAD})
     data = bytearray(path.read_bytes())
     eocd = data.rfind(b"PK\x05\x06")
     size = struct.unpack_from("<I", data, eocd + 12)[0]

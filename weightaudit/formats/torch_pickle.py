@@ -49,6 +49,7 @@ to be defined here are re-exported (see ``__all__``).
 
 from __future__ import annotations
 
+import codecs
 import struct
 import zipfile
 import zlib
@@ -75,6 +76,7 @@ from weightaudit.model import LoadedFile
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import LOADER_REFUSES
 
+codecs.lookup("cp437")    # zipfile decodes legacy member names with it: looked up now, not while reading a file
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -97,7 +99,7 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
     pkl_name = _main_pickle_name(table)
     main_entry = table.get(pkl_name) if pkl_name else None
     scan.facts["npz"] = main_entry is None and _is_npz(path_key, entries)
-    if scan.facts["npz"]:
+    if main_entry is None:            # not torch's (miniz) archive: numpy and other readers open it with zipfile
         _zipfile_accepts(scan, path_key)
     main: PickleResult | None = None
     for entry in entries:
@@ -148,14 +150,16 @@ def _is_npz(path_key: str, entries: list[ZipEntry]) -> bool:
 
 
 def _zipfile_accepts(scan: FileScan, path_key: str) -> None:
-    """numpy.load opens .npz files with zipfile: where zipfile refuses the central directory, so do we."""
+    """numpy.load (and whoever unzips a pickle archive) opens it with zipfile: where zipfile refuses the central
+    directory, so do we (WA157, not verified)."""
     if "#inflated" in path_key:
         return
     try:
         with zipfile.ZipFile(path_key) as archive:
             archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        scan.findings.append(LOADER_REFUSES.finding(scan.rel, f"numpy.load (zipfile) refuses the archive: {exc}"))
+        scan.findings.append(LOADER_REFUSES.finding(scan.rel, f"zipfile (numpy.load, unzip tools) refuses the "
+                                                              f"archive: {exc}"))
         scan.verified = False
 
 
