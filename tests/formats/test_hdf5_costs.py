@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.rules import keras_samples as ks
-from weightaudit.formats import hdf5_read, keras_h5
+from weightaudit.formats import hdf5_read, hdf5_stream, keras_h5
 from weightaudit.formats.base import LoadOptions
 from weightaudit.formats.keras_h5 import HDF5_LOADER, KERAS_ZIP_LOADER
 from weightaudit.limits import DEFAULT_LIMITS
@@ -34,10 +34,10 @@ def _many(path: Path, chunked: bool) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    hdf5_read.close_cached()
+    hdf5_stream.close_cached()
     keras_h5._close_spools()
     yield
-    hdf5_read.close_cached()
+    hdf5_stream.close_cached()
     keras_h5._close_spools()
 
 

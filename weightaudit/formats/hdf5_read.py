@@ -1,27 +1,17 @@
-"""HDF5 reading for the Keras/HDF5 loaders: one object scan, Keras naming, dataset inventory, block streaming.
+"""HDF5 reading for the Keras/HDF5 loaders: one object scan, attributes, and the dataset inventory.
 
 Cost is linear in objects: the file is scanned ONCE with libhdf5's own visitors (``H5Ovisit`` for objects, each
 hard-linked object once; ``H5Lvisit`` for soft/external links) through h5py's low-level API, and each dataset is
-opened once by path for its dtype, shape, layout, filters and byte offset. Naming works on the scanned paths
-(attributes are read per Keras layer, never per dataset). Streams of tensors without a byte range reuse one
-open file and its name->dataset map per process (:func:`open_cached`), so a statistics pass over 100,000
-datasets never re-walks the file per tensor.
-
-Names: legacy full model (``model_config`` + ``model_weights`` with ``layer_names``/``weight_names``,
-``optimizer_weights``), legacy weights-only (``layer_names`` on the root), the Keras 3 store
-(``layers/<auto>/vars/<i>`` mapped back to real layer names through the ``vars`` ``name`` attribute and
-per-class variable names), or plain HDF5 (dataset paths).
+opened once relative to its parent group for its dtype, shape, layout, filters and byte offset (the creation
+property list only when it has no contiguous offset). A corrupt object header stops ``H5Ovisit``; the scan then
+walks group by group and reports just the unreadable objects. Keras naming is in keras_names.py, streaming in
+hdf5_stream.py.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import re
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -31,27 +21,16 @@ from weightaudit.model import Finding, Role, TensorInfo, element_count
 from weightaudit.rules import get_rule
 from weightaudit.safe_read import load_json
 
+if TYPE_CHECKING:
+    from weightaudit.formats.keras_names import Naming
+
 BOMB_FLOOR_BYTES = 1 << 32
 BOMB_RATIO = 1000
 SAFE_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})  # deflate shuffle fletcher32 szip nbit scaleoffset lzf
 MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024   # Keras configs are KBs; a huge attribute is a memory bomb, not a model
 _DATASET_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, OverflowError, SystemError)
-MAX_OPEN_FILES = 4                       # open files kept per process for streaming (see open_cached)
 
 # Keras 3 stores variables by index; these are their names, by auto-name class token, in creation order.
-KERAS3_VARIABLE_NAMES: dict[str, tuple[str, ...]] = {
-    "dense": ("kernel", "bias"), "einsum_dense": ("kernel", "bias"),
-    "conv1d": ("kernel", "bias"), "conv2d": ("kernel", "bias"), "conv3d": ("kernel", "bias"),
-    "conv1d_transpose": ("kernel", "bias"), "conv2d_transpose": ("kernel", "bias"),
-    "conv3d_transpose": ("kernel", "bias"), "depthwise_conv1d": ("kernel", "bias"),
-    "depthwise_conv2d": ("kernel", "bias"), "separable_conv1d": ("depthwise_kernel", "pointwise_kernel", "bias"),
-    "separable_conv2d": ("depthwise_kernel", "pointwise_kernel", "bias"),
-    "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
-    "layer_normalization": ("gamma", "beta"), "group_normalization": ("gamma", "beta"),
-    "embedding": ("embeddings",), "p_re_lu": ("alpha",),
-    "simple_rnn_cell": ("kernel", "recurrent_kernel", "bias"), "lstm_cell": ("kernel", "recurrent_kernel", "bias"),
-    "gru_cell": ("kernel", "recurrent_kernel", "bias"),
-}
 _NUMPY_CODES = {
     ("f", 2): "F16", ("f", 4): "F32", ("f", 8): "F64", ("i", 1): "I8", ("i", 2): "I16", ("i", 4): "I32",
     ("i", 8): "I64", ("u", 1): "U8", ("u", 2): "U16", ("u", 4): "U32", ("u", 8): "U64", ("b", 1): "BOOL",
@@ -114,26 +93,6 @@ def dtype_code(dtype: np.dtype, keras_dtype: str | None = None) -> str:
     if dtype.kind in "SUa" or h5py.check_string_dtype(dtype) is not None:
         return "STRING"
     return _NUMPY_CODES.get((dtype.kind, dtype.itemsize), "OBJECT")
-
-
-def legacy_tensor_name(layer: str, weight_name: str) -> str:
-    """``dense_1`` + ``seq/dense_1/kernel:0`` or ``dense_1_1/kernel:0`` -> ``dense_1/kernel``."""
-    parts = [p for p in weight_name.removesuffix(":0").split("/") if p]
-    if layer in parts:
-        parts = parts[parts.index(layer) + 1:]
-    elif parts and re.fullmatch(re.escape(layer) + r"_\d+", parts[0]):
-        parts = parts[1:]
-    return "/".join([layer, *parts])
-
-
-def keras3_variable_names(token: str, count: int) -> tuple[str, ...]:
-    """Names of a Keras 3 layer's ``vars/0..n-1`` from its auto-name token (``dense_3`` -> Dense)."""
-    names = KERAS3_VARIABLE_NAMES.get(re.sub(r"_\d+$", "", token), ())
-    if len(names) == count:
-        return names
-    if count == len(names) - 1 and names and names[-1] == "bias":
-        return names[:-1]
-    return tuple(str(i) for i in range(count))
 
 
 # ---------------------------------------------------------------- one scan of the file
@@ -233,120 +192,6 @@ def _visit(handle: h5py.File) -> Scan:
     return scan
 
 
-# ---------------------------------------------------------------- naming the datasets
-
-@dataclass
-class Naming:
-    """HDF5 dataset path -> (tensor name, role); plus problems found while naming."""
-
-    names: dict[str, tuple[str, Role]] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    layout: str = "hdf5"
-    scan: Scan = field(default_factory=Scan)
-
-
-def _name_legacy_group(group: h5py.Group, prefix: str, layers: list[str], naming: Naming, rel: str) -> None:
-    stored = naming.scan.dataset_set
-    for layer in layers:
-        layer_group = group.get(layer)
-        if not isinstance(layer_group, h5py.Group):
-            naming.findings.append(get_rule("WA170").finding(rel, f"layer group {layer!r} listed in layer_names "
-                                                             "is missing", where=f"{prefix}{layer}"))
-            continue
-        for weight in attr_list(layer_group, "weight_names") or []:
-            path = f"{prefix}{layer}/{weight}"
-            if path in stored:
-                naming.names[path] = (legacy_tensor_name(layer, weight), Role.PARAMETER)
-            elif not isinstance(layer_group.get(weight), h5py.Dataset):
-                naming.findings.append(get_rule("WA170").finding(rel, f"weight {weight!r} of layer {layer!r} is "
-                                                                 "not stored", where=path))
-
-
-def _name_optimizer(group: h5py.Group, prefix: str, naming: Naming) -> None:
-    stored = naming.scan.dataset_set
-    for weight in attr_list(group, "weight_names") or []:
-        if f"{prefix}{weight}" in stored:
-            naming.names[f"{prefix}{weight}"] = (weight.removesuffix(":0"), Role.OPTIMIZER)
-
-
-class _Keras3Names:
-    """Display names of Keras 3 store objects, from the scanned paths (one attribute read per object)."""
-
-    def __init__(self, handle: h5py.File, scan: Scan) -> None:
-        self.handle, self.scan = handle, scan
-        self.cache: dict[str, str] = {}
-
-    def vars_name(self, group_path: str, token: str) -> str:
-        key = f"{group_path}/vars" if group_path else "vars"
-        if key not in self.cache:
-            holder = self.handle.get(key) if key in self.scan.groups else None
-            self.cache[key] = text(holder.attrs["name"]) if holder is not None and "name" in holder.attrs else token
-        return self.cache[key]
-
-    def display(self, object_path: str) -> tuple[str, str, Role]:
-        """(display name, last token, role) of the object whose group is ``object_path``."""
-        parts = object_path.split("/") if object_path else []
-        shown: list[str] = []
-        walked: list[str] = []
-        expect_sub = False
-        for part in parts:
-            walked.append(part)
-            if part == "vars" and not expect_sub:
-                return "", "", Role.PARAMETER       # datasets deeper inside a vars group keep their paths
-            if part == "layers" and not expect_sub:
-                expect_sub = True
-                continue
-            expect_sub = False
-            shown.append(self.vars_name("/".join(walked), part))
-        role = Role.OPTIMIZER if parts and parts[0] == "optimizer" else Role.PARAMETER
-        return "/".join(s for s in shown if s), (parts[-1] if parts else ""), role
-
-
-def _sort_key(key: str) -> tuple[bool, int, str]:
-    return (not key.isdigit(), int(key) if key.isdigit() and len(key) < 19 else 0, key)
-
-
-def _name_keras3(handle: h5py.File, naming: Naming) -> None:
-    holders: dict[str, list[str]] = {}
-    for path in naming.scan.datasets:
-        parent, _, key = path.rpartition("/")
-        if parent == "vars" or parent.endswith("/vars"):
-            holders.setdefault(parent, []).append(key)
-    names = _Keras3Names(handle, naming.scan)
-    root_name = names.vars_name("", "")
-    for holder, keys in holders.items():
-        object_path = holder[:-len("/vars")] if holder != "vars" else ""
-        display, token, role = names.display(object_path)
-        if object_path and not display and not token:
-            continue
-        keys.sort(key=_sort_key)
-        labels = keras3_variable_names(token, len(keys)) if all(k.isdigit() for k in keys) else tuple(keys)
-        for key, label in zip(keys, labels):
-            name = f"{display}/{label}" if display else label
-            if not object_path and root_name:
-                name = f"{root_name}/{name}"
-            naming.names[f"{holder}/{key}"] = (name, role)
-
-
-def name_datasets(handle: h5py.File, rel: str, scan: Scan | None = None) -> Naming:
-    """Recognise the Keras layout and name the datasets it describes."""
-    naming = Naming(scan=scan if scan is not None else scan_file(handle))
-    if "model_config" in handle.attrs or "model_weights" in naming.scan.groups:
-        naming.layout = "keras-legacy-full"
-        if "model_weights" in naming.scan.groups:
-            weights = handle["model_weights"]
-            _name_legacy_group(weights, "model_weights/", attr_list(weights, "layer_names") or [], naming, rel)
-        if "optimizer_weights" in naming.scan.groups:
-            _name_optimizer(handle["optimizer_weights"], "optimizer_weights/", naming)
-    elif attr_list(handle, "layer_names") is not None:
-        naming.layout = "keras-legacy-weights"
-        _name_legacy_group(handle, "", attr_list(handle, "layer_names") or [], naming, rel)
-    elif "layers" in naming.scan.groups or "vars" in naming.scan.groups:
-        naming.layout = "keras3-store"
-        _name_keras3(handle, naming)
-    return naming
-
-
 # ---------------------------------------------------------------- inventory of datasets
 
 @dataclass
@@ -444,7 +289,7 @@ def _tensor(data: _Dataset, name: str, rel: str, role: Role, base: int | None) -
                       byte_order="big" if data.dtype.byteorder == ">" else "little")
 
 
-def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming,
+def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Naming",
                    max_datasets: int = DEFAULT_LIMITS.tensors_per_file) -> Inventory:
     """Every dataset of the file (at most ``max_datasets``: then WA132), named by ``naming`` when it knows them,
     else by HDF5 path."""
@@ -481,99 +326,3 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: Naming
         inventory.paths[name] = path
         inventory.tensors.append(_tensor(data, name, rel, role, base))
     return inventory
-
-
-# ---------------------------------------------------------------- streaming
-
-def _blocks(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> Iterator[tuple[Any, ...]]:
-    """Index tuples covering an array in C order, each block at most ``chunk_bytes`` (or one element)."""
-    if not shape:
-        yield ()
-        return
-    inner = itemsize * element_count(shape[1:])
-    if inner <= chunk_bytes or len(shape) == 1:
-        rows = max(1, chunk_bytes // max(inner, 1))
-        for start in range(0, shape[0], rows):
-            yield (slice(start, min(start + rows, shape[0])),)
-        return
-    for index in range(shape[0]):
-        for rest in _blocks(shape[1:], itemsize, chunk_bytes):
-            yield (index, *rest)
-
-
-def iter_dataset_blocks(dataset: h5py.Dataset, chunk_bytes: int) -> Iterator[memoryview]:
-    """Raw bytes of a dataset (in its stored byte order), block by block with bounded memory."""
-    shape = tuple(int(d) for d in (dataset.shape or ()))
-    for index in _blocks(shape, dataset.dtype.itemsize, chunk_bytes):
-        block = np.ascontiguousarray(dataset[index] if index else dataset[()])
-        yield memoryview(block).cast("B")
-
-
-@dataclass
-class OpenFile:
-    """An HDF5 file kept open for streaming, with its tensor name -> dataset path map (built once)."""
-
-    handle: h5py.File
-    paths: dict[str, str]
-    closers: tuple[Any, ...] = ()
-    groups: _GroupIds = field(default_factory=lambda: _GroupIds())
-
-    def close(self) -> None:
-        self.handle.close()
-        for closer in self.closers:
-            closer.close()
-
-
-_OPEN: OrderedDict[tuple, OpenFile] = OrderedDict()
-_OWNER = [os.getpid()]
-
-
-def close_cached() -> None:
-    """Close every cached file of this process (at exit; a forked child forgets its parent's, unclosed)."""
-    if _OWNER[0] != os.getpid():
-        _OPEN.clear()
-        _OWNER[0] = os.getpid()
-    while _OPEN:
-        _OPEN.popitem(last=False)[1].close()
-
-
-atexit.register(close_cached)
-
-
-def open_cached(key: tuple, opener: Callable[[], tuple[h5py.File, tuple[Any, ...]]], rel: str) -> OpenFile:
-    """The open file for ``key`` (path, mtime, size, kind), opened and inventoried once per process."""
-    if _OWNER[0] != os.getpid():      # forked: never share libhdf5 handles with the parent
-        _OPEN.clear()
-        _OWNER[0] = os.getpid()
-    entry = _OPEN.get(key)
-    if entry is not None:
-        _OPEN.move_to_end(key)
-        return entry
-    handle, closers = opener()
-    try:
-        paths = inventory_file(handle, rel, None, name_datasets(handle, rel)).paths
-    except BaseException:
-        OpenFile(handle, {}, closers).close()
-        raise
-    entry = _OPEN[key] = OpenFile(handle, paths, closers)
-    while len(_OPEN) > MAX_OPEN_FILES:
-        _OPEN.popitem(last=False)[1].close()
-    return entry
-
-
-def stream_tensor(entry: OpenFile, tensor: TensorInfo, chunk_bytes: int) -> Iterator[memoryview]:
-    """A tensor's raw bytes from the cached open file: small numeric datasets in one low-level read."""
-    path = entry.paths.get(tensor.name)
-    if path is None:
-        raise ValueError(f"{tensor.file}: no dataset for tensor {tensor.name!r}")
-    parent, _, leaf = path.rpartition("/")
-    dsid = h5py.h5d.open(entry.groups.get(entry.handle, parent), leaf.encode("utf-8", "surrogateescape"))
-    dtype = dsid.dtype
-    shape = tuple(int(d) for d in (dsid.shape or ()))
-    if dtype.kind in "fiu" and dtype.itemsize * element_count(shape) <= chunk_bytes:
-        block = np.empty(shape, dtype)
-        if block.size:
-            dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, block)
-        yield memoryview(block).cast("B")
-        return
-    yield from iter_dataset_blocks(h5py.Dataset(dsid), chunk_bytes)

@@ -1,7 +1,7 @@
 """Keras ``.keras`` archives and HDF5 files (legacy Keras ``.h5``, ``.weights.h5``, plain HDF5) via h5py.
 
 Nothing is deserialized: configs are parsed as JSON (walked by weightaudit/formats/keras_config.py and judged by
-weightaudit/rules/keras_rules.py); Lambda bytecode stays a string. HDF5 reading lives in hdf5_read.py.
+weightaudit/rules/keras_rules.py); Lambda bytecode stays a string. HDF5 reading lives in hdf5_read.py (scan, inventory), keras_names.py (Keras names) and hdf5_stream.py.
 
 Two loaders:
 
@@ -43,17 +43,20 @@ from typing import Any, BinaryIO
 
 import h5py
 
-from weightaudit.formats.hdf5_userblock import superblock_offset, user_block_findings
 from weightaudit.formats.base import LoadOptions, Probe, iter_contiguous_chunks, unreadable
-from weightaudit.formats.hdf5_read import (  # noqa: F401  (re-exported for tests and callers)
-    BOMB_FLOOR_BYTES, BOMB_RATIO, Inventory, Naming, dtype_code, inventory_file, iter_dataset_blocks, json_attr,
-    keras3_variable_names, legacy_tensor_name, name_datasets, open_cached, stream_tensor, text,
+from weightaudit.formats.hdf5_read import (  # noqa: F401  (dtype_code re-exported)
+    BOMB_FLOOR_BYTES, BOMB_RATIO, Inventory, dtype_code, inventory_file, json_attr, text,
 )
+from weightaudit.formats.hdf5_stream import iter_dataset_blocks, open_cached, stream_tensor  # noqa: F401
+from weightaudit.formats.hdf5_userblock import superblock_offset, user_block_findings
 from weightaudit.formats.keras_config import config_facts
+from weightaudit.formats.keras_names import (  # noqa: F401  (names re-exported for callers and tests)
+    Naming, keras3_variable_names, legacy_tensor_name, name_datasets,
+)
 from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
-from weightaudit.safe_read import UnsafeDocument, load_json
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 from weightaudit.rules import get_rule
+from weightaudit.safe_read import UnsafeDocument, load_json
 
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
