@@ -305,8 +305,8 @@ NEEDED_ELSEWHERE = {
     **{f"torch.cuda.{n}Storage": "legacy checkpoints of CUDA storages" for n in (
         "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool", "ComplexFloat",
         "ComplexDouble")},
-    **{f"torch.{n}Tensor": "torch < 0.4 tar checkpoints (legacy tensor type values)" for n in (
-        "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")},
+    **{f"torch.{device}{n}Tensor": "torch < 0.4 tar checkpoints (legacy tensor type values)" for n in (
+        "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool") for device in ("", "cuda.")},
     **{f"torch.jit._pickle.{n}": "torch.jit.save archives with typed list attributes" for n in (
         "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist", "build_complexlist",
         "build_tensor_from_id", "restore_type_tag")},
