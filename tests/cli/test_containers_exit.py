@@ -40,3 +40,14 @@ def test_npy_header_numpy_refuses_is_incomplete(tmp_path: Path) -> None:
     path = tmp_path / "bad.npy"
     path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 8)
     assert _exit(path) == 3
+
+
+def test_pickle_hidden_in_config_json_fails(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    release = tmp_path / "release"
+    release.mkdir()
+    joblib.dump({"coef": np.ones(3, dtype=np.float32)}, release / "model.joblib")
+    (release / "config.json").write_text(json.dumps({"model_type": "x", "init": base64.b64encode(PAYLOAD).decode()}))
+    assert _exit(release) == 1

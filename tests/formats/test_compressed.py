@@ -113,5 +113,8 @@ def test_compressed_torch_checkpoint_is_scanned(tmp_path: Path) -> None:
     path = tmp_path / "model.pt.gz"
     path.write_bytes(gzip.compress(buffer.getvalue()))
     fmt, loaded = load(path)
-    assert fmt == "compressed-pickle" and [t.name for t in loaded.tensors] == ["w"]
+    assert fmt == "compressed-pickle" and [t.name for t in loaded.tensors] == ["w"] and loaded.verified
     assert max(f.severity for f in loaded.findings) <= Severity.LOW
+    loader = sniff(read_probe(path))
+    streamed = b"".join(bytes(c) for c in loader.iter_chunks(path, loaded.tensors[0], 5))
+    assert streamed == torch.ones(3).numpy().tobytes()
