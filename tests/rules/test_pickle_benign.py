@@ -4,7 +4,7 @@ Built here with torch 2.13 and numpy: tied weights, bf16/f16, quantized (per ten
 (COO, CSR, CSC, BSR), the legacy stream, a big-endian archive; HF Trainer files (``training_args.bin`` through
 stand-in modules with the same names as transformers' — only imported by this test to CREATE the pickle —
 ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``); a Lightning ``.ckpt`` whose ``hyper_parameters`` is an
-AttributeDict or an omegaconf DictConfig; numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) pickles.
+AttributeDict or an omegaconf DictConfig; numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) pickles; joblib arrays.
 Nothing reaches high, ``weightaudit audit`` exits 0 and every file is verified with its tensors inventoried.
 Nothing here is unpickled by the audit; torch.load is never called on a file the test did not just write.
 """
@@ -223,6 +223,8 @@ def _write_numpy_pickles(folder: Path) -> None:
         (folder / f"numpy1_p{proto}.pkl").write_bytes(data)
     for proto in (4, 5):
         (folder / f"numpy2_p{proto}.pkl").write_bytes(pickle.dumps(arrays, protocol=proto))
+    joblib = pytest.importorskip("joblib")
+    joblib.dump({"coef": arrays["a"], "counts": np.arange(5)}, folder / "arrays.joblib")
 
 
 @pytest.fixture
