@@ -84,6 +84,10 @@ ATTACKS = [
     ("torch-load", pkl(call(glob("torch", "load"), text("/tmp/second_stage.pt"))), "WA401", "critical",
      "torch.load"),
     ("numpy-load", pkl(call(glob("numpy", "load"), text("/tmp/x.npy"))), "WA401", "critical", "numpy.load"),
+    ("storage-load-from-bytes", pkl(call(glob("torch.storage", "_load_from_bytes"), raw_bytes(b"PK"))), "WA401",
+     "critical", "_load_from_bytes"),
+    ("joblib-load", pkl(call(glob("joblib", "load"), text("/tmp/x.joblib"))), "WA401", "critical", "joblib.load"),
+    ("mailcap", pkl(call(glob("mailcap", "findmatch"), dct(), text("x"))), "WA401", "critical", "mailcap"),
     ("pickle-loads", pkl(call(glob("pickle", "loads"), raw_bytes(b"\x80\x02N."))), "WA401", "critical",
      "pickle.loads"),
     # --- file writers and deleters (stdlib, numpy, torch)
