@@ -179,3 +179,12 @@ def test_benign_npz_is_verified(tmp_path: Path) -> None:
     _, loaded = load(path)
     assert loaded.verified and sorted(t.name for t in loaded.tensors) == ["b", "w"]
     assert "WA157" not in rules(loaded)
+
+
+def test_fortran_order_arrays_carry_column_major_strides(tmp_path: Path) -> None:
+    array = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    path = tmp_path / "f.npy"
+    np.save(path, array)
+    _, loaded = load(path)
+    (tensor,) = loaded.tensors
+    assert tensor.strides == tuple(s // array.itemsize for s in array.strides) == (1, 2)

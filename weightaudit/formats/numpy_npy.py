@@ -40,8 +40,9 @@ def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions,
             raise NpyRefused(f"{where or 'array'}: array data is truncated")
         name = where.rsplit("/", 1)[-1].removesuffix(".npy") if where else "array"
         offsets = (absolute + body, absolute + body + nbytes) if absolute is not None else None
+        strides = _fortran_strides(shape) if header.fortran_order else None
         scan.tensors.append(TensorInfo(name=name, dtype=dtype, shape=shape, file=scan.rel, data_offsets=offsets,
-                                       byte_order=info.byte_order))
+                                       strides=strides, byte_order=info.byte_order))
         if offsets is None and compressed is not None:
             _register_compressed(compressed, name, dtype, shape, body, nbytes)
         elif offsets is None:
@@ -56,6 +57,15 @@ def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions,
     scan.facts["npy_unsupported_dtype"] = render_descr(header.descr)
     if _looks_like_pickle(bytes(data[body:body + 2])):     # not an object dtype we know, but a pickle follows
         _scan_body_pickle(scan, data, body, where, options)
+
+
+def _fortran_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a column-major (fortran_order) array: the first axis varies fastest."""
+    strides, step = [], 1
+    for dim in shape:
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(strides)
 
 
 def _looks_like_pickle(head: bytes) -> bool:
