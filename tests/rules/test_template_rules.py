@@ -77,6 +77,9 @@ ATTACKS = {
     "attr named by data": ("{{ x|attr(tools[0].name) }}", "WA461", "render-time data"),
     "unknown filter": ("{{ messages|run_shell }}", "WA461", "|run_shell"),
     "unknown test": ("{% if x is evil %}{% endif %}", "WA461", "is evil"),
+    "namespace set inside a macro": ("{% set ns = namespace(a='') %}{% macro m() %}{% set ns.a = '__cla' ~ 'ss__' %}"
+                                     "{% endmacro %}{{ m() }}{{ x|attr(ns.a) }}", "WA460", "__class__"),
+    "dunder namespace attribute": ("{% set ns = namespace() %}{% set ns.__class__ = 1 %}", "WA460", "__class__"),
     "config gadget": ("{{ config.items() }}", "WA461", "config"),
     "huge range": ("{% for i in range(100000000) %}x{% endfor %}", "WA462", "huge range"),
     "include": ("{% include 'other.jinja' %}", "WA462", "other.jinja"),

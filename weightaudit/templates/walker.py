@@ -60,6 +60,7 @@ class Walker(ExpressionEvaluator):
         if isinstance(target, nodes.Name):
             self.scope[target.name] = value.with_path(target.name) if not value.path else value
         elif isinstance(target, nodes.NSRef):
+            self._reach(self.scope.get(target.name, DATA), target.attr, target, "attribute")   # judge the name
             space = self.scope.get(target.name, DATA)
             attrs = dict(space.attrs or ())
             attrs[target.attr] = value
@@ -168,19 +169,29 @@ class Walker(ExpressionEvaluator):
             self.bind(arg, value)
         self.scope["caller"] = Val(root="caller", path="caller")
         self.run(node.body)
-        self.scope = saved
+        self.scope = _with_namespaces(saved, self.scope)
 
     def _with(self, node: nodes.With) -> None:
         saved = dict(self.scope)
         for target, value in zip(node.targets, node.values):
             self.bind(target, self.ev(value))
         self.run(node.body)
-        self.scope = saved
+        self.scope = _with_namespaces(saved, self.scope)
 
     def _loads_template(self, node: nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport) -> None:
         name = self.ev(node.template)
         shown = ", ".join(repr(s) for s in V.strings(name)) or "a computed name"
         self.report("unusual", f"loads another template ({shown}): chat runtimes have no template loader", node)
+
+
+def _with_namespaces(outer: dict[str, Val], inner: dict[str, Val]) -> dict[str, Val]:
+    """The outer bindings after an inner scope (macro, with) ran: namespaces are shared objects, so attributes
+    the inner scope set on an outer namespace stay set (merged: the macro may or may not have run)."""
+    kept = dict(outer)
+    for name, value in outer.items():
+        if value.attrs is not None and name in inner and inner[name] is not value:
+            kept[name] = V.merge(value, inner[name])
+    return kept
 
 
 def _unrollable(iterable: Val) -> tuple | None:
