@@ -20,8 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import weightaudit
 
 PACKAGE = Path(weightaudit.__file__).resolve().parent

@@ -82,6 +82,8 @@ ATTACKS = {
     "dunder namespace attribute": ("{% set ns = namespace() %}{% set ns.__class__ = 1 %}", "WA460", "__class__"),
     "config gadget": ("{{ config.items() }}", "WA461", "config"),
     "huge range": ("{% for i in range(100000000) %}x{% endfor %}", "WA462", "huge range"),
+    "string bomb": ("{{ 'a' * 99999999999 }}", "WA462", "too big"),
+    "number bomb": ("{{ 2 ** 99999999 }}", "WA462", "too big"),
     "include": ("{% include 'other.jinja' %}", "WA462", "other.jinja"),
 }
 

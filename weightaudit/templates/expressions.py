@@ -191,7 +191,7 @@ class ExpressionEvaluator:
         left, right = self.ev(node.left), self.ev(node.right)
         out = V.fold(BINARY[type(node)], [left, right], f"{left.path} {node.operator} {right.path}",
                      built=V._has_str(left, right) or left.built or right.built)
-        if isinstance(node, nodes.Mul) and out.consts is None and left.consts and right.consts:
+        if isinstance(node, (nodes.Mul, nodes.Pow)) and out.consts is None and left.consts and right.consts:
             self.report("unusual", "builds a string or number too big to render (denial of service)", node)
         if isinstance(node, nodes.Add) and (left.elements or right.elements):
             both = [v.elements for v in (left, right) if v.elements is not None]
