@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from weightaudit.formats.pickle_vm import Limits, scan_stream
+from weightaudit.limits import DEFAULT_LIMITS, describe
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import pickle_rules as P
-from weightaudit.rules import register, rule_family
+from weightaudit.rules import get_rule, register, rule_family
 from weightaudit.rules.base import AuditContext, Rule
 from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
+from weightaudit.safe_read import NotRegularFile, UnsafeDocument, read_text
 
 _container_rule = rule_family(
     ("integrity", "pickle", "container"),
@@ -56,7 +58,6 @@ _hidden_rule = rule_family(
     "\n\nWhat to do: remove the value; no configuration or metadata needs a pickle. Treat the release as hostile "
     "if the hidden pickle calls anything.", default_cwe=502)
 
-MAX_SIDE_JSON_BYTES = 16 * 1024 * 1024
 MAX_JSON_FILES = 2_000
 # JSON string literals, linear in the file size: possessive, and an unterminated string runs to the end of the
 # text (otherwise each later quote of 1 MB of \" restarts the scan: quadratic).
@@ -79,18 +80,19 @@ def _hidden_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding
     root = Path(ctx.release.root)
     for rel in [r for r in ctx.release.all_side_files() if r.lower().endswith(".json")][:MAX_JSON_FILES]:
         text = _read_text(root / rel)
-        if text is not None:
-            for index, value in _json_strings(text):
-                yield from hidden_pickle_findings(rel, value, f"string #{index}")
+        if text is None:
+            yield get_rule("WA132").finding(rel, "not searched for hidden pickles: unreadable, not a regular file, "
+                                                 f"or larger than {describe('side_file_bytes')}")
+            continue
+        for index, value in _json_strings(text):
+            yield from hidden_pickle_findings(rel, value, f"string #{index}")
 
 
 def _read_text(path: Path) -> str | None:
+    """The file's text (regular files only, at most limits.side_file_bytes); None when unreadable."""
     try:
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SIDE_JSON_BYTES:
-            return None
-        with open(path, "rb") as handle:
-            return handle.read(MAX_SIDE_JSON_BYTES).decode("utf-8", "replace")
-    except OSError:
+        return read_text(path, DEFAULT_LIMITS.side_file_bytes)
+    except (OSError, NotRegularFile, UnsafeDocument):
         return None
 
 
