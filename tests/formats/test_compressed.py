@@ -118,3 +118,13 @@ def test_compressed_torch_checkpoint_is_scanned(tmp_path: Path) -> None:
     loader = sniff(read_probe(path))
     streamed = b"".join(bytes(c) for c in loader.iter_chunks(path, loaded.tensors[0], 5))
     assert streamed == torch.ones(3).numpy().tobytes()
+
+
+def test_payload_before_corrupt_data_is_still_found(tmp_path: Path) -> None:
+    """pickle.load(gzip.open(...)) runs the payload before it reaches the corruption: scan what inflated."""
+    stream = gzip.compress(PAYLOAD + b"\x00" * 2_000_000)
+    path = tmp_path / "broken.pkl.gz"
+    path.write_bytes(stream[: len(stream) // 2] + b"\xff" * 64)
+    _, loaded = load(path)
+    assert rules(loaded)["WA401"] is Severity.CRITICAL
+    assert loaded.status is FileStatus.ERROR and not loaded.verified

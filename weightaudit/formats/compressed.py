@@ -136,16 +136,21 @@ def _step(decoder: Any, pending: bytes, codec: Codec) -> tuple[bytes, bytes]:
     return out, decoder.unused_data if decoder.eof else decoder.unconsumed_tail
 
 
-def inflate_to(read: Callable[[int], bytes], codec: Codec, sink: Any, limit: int) -> tuple[int, bool]:
-    """Inflate what ``read`` returns into ``sink`` up to ``limit`` bytes: (bytes written, whether the limit was hit)."""
+def inflate_to(read: Callable[[int], bytes], codec: Codec, sink: Any, limit: int) -> tuple[int, bool, str | None]:
+    """Inflate what ``read`` returns into ``sink`` up to ``limit`` bytes: (bytes written, whether the limit was
+    hit, why inflation stopped early). What was inflated before corrupt data stays in ``sink``: a streaming
+    reader (``pickle.load(gzip.open(...))``) runs it before it reaches the corruption."""
     written = 0
-    for out in _iter_inflated(read, codec):
-        if written + len(out) > limit:
-            sink.write(out[:limit - written])
-            return limit, True
-        sink.write(out)
-        written += len(out)
-    return written, False
+    try:
+        for out in _iter_inflated(read, codec):
+            if written + len(out) > limit:
+                sink.write(out[:limit - written])
+                return limit, True, None
+            sink.write(out)
+            written += len(out)
+    except FileProblem as exc:
+        return written, False, str(exc)
+    return written, False, None
 
 
 def view_reader(view: memoryview) -> Callable[[int], bytes]:
@@ -194,7 +199,7 @@ def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
         raise FileProblem(f"{codec.name} compression is not supported: contents not verified")
     limit = options.limits.bytes_inflated
     with tempfile.TemporaryFile(prefix="weightaudit-") as spool:
-        written, hit = inflate_to(view_reader(view), codec, spool, limit)
+        written, hit, broken = inflate_to(view_reader(view), codec, spool, limit)
         spool.flush()
         if hit:
             scan.findings.append(INFLATION_LIMIT.finding(scan.rel, f"{codec.name} stream inflates past "
@@ -202,7 +207,7 @@ def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
                                                                    "the rest was not checked"))
             scan.verified = False
         if written == 0:
-            raise FileProblem(f"{codec.name} stream inflates to nothing")
+            raise FileProblem(broken or f"{codec.name} stream inflates to nothing")
         with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             inner = memoryview(mapped)
             try:
@@ -210,6 +215,8 @@ def load_body(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
             finally:
                 inner.release()
     scan.facts["inflated_bytes"] = written
+    if broken:
+        scan.error = f"{broken} after {written} bytes (the bytes before it were scanned)"
 
 
 def _read_inner(scan: FileScan, inner: memoryview, options: LoadOptions, path_key: str, codec: Codec) -> None:
