@@ -117,6 +117,15 @@ class MachineCore:
     def read(self, n: int) -> memoryview:
         return self.reader.read(n, self.op_pos)
 
+    def next_byte(self) -> int:
+        """One argument byte (a frame end cannot split a single byte)."""
+        reader = self.reader
+        pos = reader.pos
+        if pos >= len(self.data):
+            raise PickleError("pickle data was truncated", self.op_pos)
+        reader.pos = pos + 1
+        return self.data[pos]
+
     def read_uint(self, n: int) -> int:
         reader, pos = self.reader, self.reader.pos
         end = pos + n

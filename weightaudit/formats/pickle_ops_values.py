@@ -105,7 +105,7 @@ class ValueOps(MachineCore):
         self.push(self.read_sint(4))
 
     def op_binint1(self) -> None:
-        self.push(self.read_uint(1))
+        self.push(self.next_byte())
 
     def op_binint2(self) -> None:
         self.push(self.read_uint(2))
@@ -395,7 +395,7 @@ class ValueOps(MachineCore):
         self.memo_put(self._memo_index())
 
     def op_binput(self) -> None:
-        self.memo_put(self.read_uint(1))
+        self.memo_put(self.next_byte())
 
     def op_long_binput(self) -> None:
         self.memo_put(self.read_uint(4))
@@ -407,7 +407,10 @@ class ValueOps(MachineCore):
         self.memo_get(self._memo_index())
 
     def op_binget(self) -> None:
-        self.memo_get(self.read_uint(1))
+        key = self.next_byte()
+        if key not in self.memo:
+            raise PickleError(f"{self.op_name}: memo value not found at index {key}", self.op_pos)
+        self.push(self.memo[key])
 
     def op_long_binget(self) -> None:
         self.memo_get(self.read_uint(4))
