@@ -181,3 +181,16 @@ def test_storages_member_that_is_a_symlink_is_flagged(tmp_path: Path) -> None:
     found = rules(loaded)
     assert found["WA159"] is Severity.HIGH and found["WA149"] is Severity.HIGH and found["WA401"] is Severity.CRITICAL
     assert not loaded.verified
+
+
+def test_invalid_header_after_the_first_ends_the_archive_like_tarfile(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "a.tar", {"a.pkl": PAYLOAD, "b.pkl": pickle.dumps(1)}, tarfile.USTAR_FORMAT)
+    data = bytearray(path.read_bytes())
+    second = 512 + (len(PAYLOAD) + 511) // 512 * 512
+    data[second + 148] ^= 1                                   # break the second header's checksum
+    path.write_bytes(bytes(data))
+    with tarfile.open(path) as archive:
+        assert [m.name for m in archive.getmembers()] == ["a.pkl"]
+    _, loaded = load(path)
+    found = rules(loaded)
+    assert found["WA401"] is Severity.CRITICAL and found["WA159"] is Severity.HIGH

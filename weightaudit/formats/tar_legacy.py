@@ -95,7 +95,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def iter_tar_members(view: memoryview) -> Iterator[TarMember]:
+def iter_tar_members(view: memoryview, notes: list[str] | None = None) -> Iterator[TarMember]:
     """Members in archive order (GNU long names and PAX records applied, not yielded). Raises FileProblem on a
     header tarfile would refuse."""
     pos, count, long_name, pax = 0, 0, None, {}
@@ -104,7 +104,12 @@ def iter_tar_members(view: memoryview) -> Iterator[TarMember]:
         if header.count(0) == BLOCK:
             return                                   # end-of-archive marker
         if not _header_checksum_ok(header):
-            raise FileProblem(f"tar header at byte {pos} has a bad checksum")
+            if pos == 0:
+                raise FileProblem("tar header at byte 0 has a bad checksum")
+            if notes is not None:                     # tarfile ends the archive here, silently
+                notes.append(f"tar header at byte {pos} has a bad checksum: tarfile (and torch) stop reading there, "
+                             f"{len(view) - pos} bytes are never read")
+            return
         count += 1
         if count > MAX_TAR_MEMBERS:
             raise FileProblem(f"tar archive has more than {MAX_TAR_MEMBERS} members")
@@ -143,7 +148,10 @@ def _header_name(header: bytes) -> str:
 
 
 def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    members = list(iter_tar_members(view))
+    notes: list[str] = []
+    members = list(iter_tar_members(view, notes))
+    for note in notes:
+        scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, note))
     scan.facts["tar_members"] = len(members)
     names = [m.name for m in members]
     is_torch = "pickle" in names and ("storages" in names or "tensors" in names)
