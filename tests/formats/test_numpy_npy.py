@@ -188,3 +188,18 @@ def test_fortran_order_arrays_carry_column_major_strides(tmp_path: Path) -> None
     _, loaded = load(path)
     (tensor,) = loaded.tensors
     assert tensor.strides == tuple(s // array.itemsize for s in array.strides) == (1, 2)
+
+
+def test_compressed_member_of_a_pickle_archive_is_not_silently_skipped(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "bundle.zip"
+    _npz(path, {"model.pkl": pickle_bytes(), "inner.pkl.gz": gzip.compress(PAYLOAD)})
+    _, loaded = load(path)
+    assert rules(loaded)["WA158"] is Severity.HIGH and not loaded.verified
+
+
+def pickle_bytes() -> bytes:
+    import pickle
+
+    return pickle.dumps({"a": 1}, protocol=2)

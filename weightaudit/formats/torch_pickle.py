@@ -74,9 +74,11 @@ from weightaudit.formats.zipread import (
 )
 from weightaudit.model import LoadedFile
 from weightaudit.rules import pickle_rules as R
-from weightaudit.rules.container_rules import LOADER_REFUSES
+from weightaudit.rules.container_rules import LOADER_REFUSES, UNSCANNED_ARCHIVE
 
 codecs.lookup("cp437")    # zipfile decodes legacy member names with it: looked up now, not while reading a file
+# Members that hide more members: gzip, bz2, xz, zip, 7z, lz4 (not unpacked inside an archive: WA158).
+NESTED_CONTAINER_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04", b"7z\xbc\xaf", b"\x04\x22\x4d\x18")
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -221,6 +223,11 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         if scan.facts.get("npz"):
             scan.findings.append(LOADER_REFUSES.finding(scan.rel, f"member {entry.name!r} is not an array: numpy.load "
                                                                   "hands it out as raw bytes", where=entry.name))
+            scan.verified = False
+        elif head.startswith(NESTED_CONTAINER_MAGIC):
+            scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"member {entry.name!r} is a compressed stream or "
+                                                                     "an archive that was not unpacked",
+                                                           where=entry.name))
             scan.verified = False
         return []
     if encrypted:
