@@ -86,6 +86,10 @@ class Report:
     def exit_code(self) -> ExitCode:
         return self.verdict.exit_code
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report, exactly as ``--format json`` writes it (module function ``to_dict``)."""
+        return to_dict(self)
+
 
 def problem_word(rule_id: str) -> str:
     return next((word for prefix, word in _PROBLEM_WORDS if rule_id.startswith(prefix)), "FAIL")
