@@ -46,7 +46,8 @@ def test_placeholders(raw: str, kind: str) -> None:
     ("LicenseRef-scancode-llama-2-license-2023", "restricted-ai", False, False),
     ("LicenseRef-scancode-bigscience-rail-1.0", "restricted-ai", False, False),
     ("CC-BY-NC-4.0", "non-commercial", False, False), ("AFL-3.0", "open-source-software", True, True),
-    ("Xfig", "proprietary-or-unknown", False, False),
+    ("Xfig", "open-source-software", True, False), ("CC-BY-NC-3.0", "non-commercial", False, False),
+    ("CC-BY-NC-2.0", "non-commercial", False, False), ("LicenseRef-scancode-commercial-license", "proprietary-or-unknown", False, False),
 ])
 def test_classify(license_id: str, family: str, is_open: bool, osi: bool) -> None:
     info = classify(license_id)

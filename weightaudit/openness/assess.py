@@ -48,6 +48,7 @@ class Assessment:
     license_source: str | None = None
     external: bool = False
     details: tuple[str, ...] = ()
+    quality: float | None = None   # 0..1 share of the expected content (scales the score; model card sections)
 
 
 def _absent(facts: ReleaseFacts, what: str) -> Assessment:
@@ -306,7 +307,8 @@ def assess_model_card(facts: ReleaseFacts) -> Assessment:
         details += (card.front_matter_error,)
     return Assessment(INCLUDED, Confidence.VERIFIED,
                       (Evidence(card.path, f"model card, {len(covered)}/{len(topics)} key sections", Confidence.VERIFIED),),
-                      f"model card present ({share:.0%} of key sections filled)", details=details)
+                      f"model card present ({share:.0%} of key sections filled)", details=details,
+                      quality=max(share, 0.1))
 
 
 def assess_data_card(facts: ReleaseFacts) -> Assessment:

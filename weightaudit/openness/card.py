@@ -18,7 +18,8 @@ PLACEHOLDER = "[more information needed]"
 SECTION_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("environmental", ("environmental impact", "carbon", "compute infrastructure", "hardware", "compute")),
     ("preprocessing", ("preprocessing", "pre-processing", "data processing", "filtering", "deduplication")),
-    ("training-data", ("training data", "pretraining data", "pre-training data", "dataset", "data")),
+    ("training-data", ("training data", "pretraining data", "pre-training data", "dataset", "data sources",
+                       "data mixture", "training corpus", "corpus", "data card", "datasheet")),
     ("training-procedure", ("training procedure", "training details", "hyperparameters", "training")),
     ("evaluation", ("evaluation", "results", "benchmark", "performance")),
     ("limitations", ("limitation", "bias", "risks", "out-of-scope")),
@@ -26,6 +27,9 @@ SECTION_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("samples", ("example output", "sample output", "samples", "examples")),
     ("citation", ("citation", "bibtex")),
 )
+
+# Headings that name data or training without documenting them (legal notices, contact requests).
+NOT_A_TOPIC = ("protection", "copyright", "privacy", "request", "takedown", "contact", "license", "licence")
 
 _URL = re.compile(r"https?://[^\s)\]>\"'`<|]+")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -65,6 +69,7 @@ class ModelCard:
     body: str
     front_matter_error: str | None = None
     lines: tuple[str, ...] = field(default=(), repr=False)
+    body_line: int = 1   # 1-based line of the card where the body (after the front matter) starts
 
     def field_source(self, name: str) -> str:
         line = self.field_lines.get(name)
@@ -83,19 +88,27 @@ class ModelCard:
 
 
 def _split_front_matter(lines: list[str]) -> tuple[int, int] | None:
-    """(first, last) 0-based line indexes of the YAML between the two ``---`` fences, or None."""
-    if not lines or lines[0].strip() != "---":
+    """(first, last) 0-based line indexes of the YAML between the fences, or None, exactly as the Hub reads it
+    (huggingface_hub ``REGEX_YAML_BLOCK``): blank lines may come first, the opening line is ``---`` after optional
+    indentation, the closing line starts with ``---`` followed only by spaces or tabs, and at least one line lies
+    between them. ``...`` does not close it."""
+    opening = next((index for index, line in enumerate(lines) if line.strip()), None)
+    if opening is None or lines[opening].lstrip() != "---":
         return None
-    for index in range(1, len(lines)):
-        if lines[index].strip() in ("---", "..."):
-            return 1, index
+    for index in range(opening + 2, len(lines)):
+        if lines[index].startswith("---") and not lines[index][3:].strip(" \t"):
+            return opening + 1, index
     return None
 
 
 def _topic(title: str) -> str | None:
     lowered = title.lower()
+    if any(word in lowered for word in NOT_A_TOPIC):
+        return None
+    if re.sub(r"[^a-z ]", "", lowered).strip() in ("data", "the data", "our data"):
+        return "training-data"
     for topic, words in SECTION_TOPICS:
-        if any(word in lowered for word in words):
+        if any(re.search(rf"(?<![a-z]){re.escape(word)}", lowered) for word in words):
             return topic
     return None
 
@@ -133,8 +146,9 @@ def _links(lines: list[str], start: int, sections: tuple[Section, ...]) -> tuple
 
 
 def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
-    """Parse a model card. A broken front matter is kept as an error string, never raised."""
-    lines = text.splitlines()
+    """Parse a model card. A broken front matter is kept as an error string, never raised. A UTF-8 byte order
+    mark is dropped first (the Hub reads cards as ``utf-8-sig``)."""
+    lines = text.removeprefix("\ufeff").splitlines()
     fences = _split_front_matter(lines)
     front: Mapping[str, Any] = {}
     field_lines: dict[str, int] = {}
@@ -157,4 +171,4 @@ def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
     sections = _sections(lines, body_start)
     links = _links(lines, 0, sections)
     body = "\n".join(lines[body_start:])
-    return ModelCard(path, front, field_lines, sections, links, body, error, tuple(lines))
+    return ModelCard(path, front, field_lines, sections, links, body, error, tuple(lines), body_start + 1)

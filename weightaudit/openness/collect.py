@@ -178,7 +178,9 @@ def collect(release: Release) -> ReleaseFacts:
         fnmatch.fnmatch(PurePosixPath(rel).name.lower(), p) for p in WEIGHT_PATTERNS)})
     lfs = tuple(rel for rel in candidates if _is_lfs_pointer(root, rel))
     weights = tuple(rel for rel in candidates if rel not in lfs and (root / rel).exists())
-    card_rel = next(iter(release.side("model_card")), None) or _top_level(files, CARD_NAMES)
+    # Only the release root's README.md / MODEL_CARD.md is the model card: data/README.md describes a dataset.
+    side_cards = [rel for rel in release.side("model_card") if "/" not in rel and rel.lower() in CARD_NAMES]
+    card_rel = next(iter(side_cards), None) or _top_level(files, CARD_NAMES)
     card_text = read_text(root, card_rel) if card_rel else None
     card = parse_model_card(card_text, card_rel) if card_text is not None and card_rel else None
     license_rels = sorted(set(release.side("license")) | set(_select(files, LICENSE_PATTERNS)))

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Mapping
 
 import yaml
+
+from weightaudit.openness.expressions import has_operator, parse_expression, scancode_entry
 
 UNLICENSED = "unlicensed"
 NOT_INCLUDED = "not-included"
@@ -81,6 +83,9 @@ class _Table:
     mot_open_data: frozenset[str]
     mot_always_open: frozenset[str]
     mot_type_appropriate: Mapping[str, frozenset[str]]
+    hub: Mapping[str, str | None]
+    scancode_categories: Mapping[str, str]
+    nc_pattern: re.Pattern[str]
 
 
 def _key(text: str) -> str:
@@ -121,16 +126,30 @@ def _table() -> _Table:
         mot_open_data=frozenset(mot["open_data"]),
         mot_always_open=frozenset(mot["always_open"]),
         mot_type_appropriate={t: frozenset(ids) for t, ids in mot["type_appropriate"].items()},
+        hub={str(k).lower(): (v or {}).get("id") for k, v in raw["hub"].items()},
+        scancode_categories=dict(raw["scancode"]["categories"]),
+        nc_pattern=re.compile(raw["scancode"]["nc_pattern"]),
     )
 
 
 def _normalise_single(text: str) -> str | None:
+    """One licence name or id: our table, the Hub's ids, current SPDX ids, then the ScanCode index (which also
+    maps deprecated SPDX ids such as ``GPL-2.0+`` to current ones)."""
     table = _table()
     key = _key(text)
     if key in table.aliases:
         return table.aliases[key]
-    if key in table.spdx_by_key:
-        return table.spdx_by_key[key]
+    hub = text.strip().lower()
+    if hub in table.hub and table.hub[hub]:
+        return table.hub[hub]
+    spdx = table.spdx_by_key.get(key)
+    if spdx is not None and "d" not in table.spdx_flags.get(spdx, ""):
+        return spdx
+    entry = scancode_entry(text.strip())
+    if entry is not None and not entry.is_exception:
+        return entry.spdx_id
+    if spdx is not None:
+        return spdx
     if text.strip().startswith("LicenseRef-"):
         return text.strip()
     return None
@@ -148,13 +167,9 @@ def normalise_license(raw: str | None) -> NormalisedLicense:
     single = _normalise_single(text)
     if single is not None:
         return NormalisedLicense(text, RECOGNISED, single)
-    parts = re.split(r"(?<!\s)\s+(AND|OR)\s+", text.strip("() "))   # (?<!\s): one try per run of spaces
-    if len(parts) >= 3:
-        ids = [_normalise_single(p.strip("() ")) for p in parts[::2]]
-        if all(ids):
-            joined = parts[:]
-            joined[::2] = ids  # type: ignore[assignment]
-            return NormalisedLicense(text, RECOGNISED, " ".join(joined))
+    expression = parse_expression(text, _normalise_single)
+    if expression is not None:
+        return NormalisedLicense(text, RECOGNISED, expression)
     return NormalisedLicense(text, UNRECOGNISED)
 
 
@@ -190,32 +205,61 @@ def _one_line(pattern: str) -> str:
     return "^[ \t]*" + pattern[4:] if pattern.startswith("^\\s*") else pattern
 
 
-def _base_ids(expression: str) -> list[str]:
-    return [part for part in re.split(r"(?<!\s)\s+(?:AND|OR)\s+", expression) if part]
-
-
 def classify(license_id: str | None) -> LicenseInfo:
     """Category and tests for a licence id (or expression: AND takes the most restrictive, OR the most open)."""
     table = _table()
     if license_id is None:
         return _info_from(None, "proprietary-or-unknown", "no licence", known=False)
-    if " AND " in license_id or " OR " in license_id:
-        infos = [classify(part) for part in _base_ids(license_id)]
-        pick = (max if " OR " in license_id else min)(infos, key=lambda i: (i.open, i.osi_approved))
-        return _info_from(license_id, pick.category, license_id, known=all(i.known for i in infos),
-                          osi=pick.osi_approved)
+    if has_operator(license_id):
+        return _classify_expression(license_id)
     row = table.by_id.get(license_id)
     flags = table.spdx_flags.get(license_id, "")
     if row is not None:
-        return _info_from(license_id, row["category"], row["name"], known=True, osi="o" in flags)
+        return _info_from(license_id, row["category"], row["name"], known=row["category"] != "unspecified",
+                          osi="o" in flags)
     if "o" in flags:
         return _info_from(license_id, "oss-other", license_id, known=True, osi=True)
     if "f" in flags:
         return _info_from(license_id, "free-software", license_id, known=True)
     if license_id in table.mot_open_data:
         return _info_from(license_id, "open-data", license_id, known=True)
+    from_scancode = _scancode_category(license_id)
+    if from_scancode is not None:
+        return _info_from(license_id, from_scancode, license_id, known=True)
     known = license_id in table.spdx_flags
     return _info_from(license_id, "proprietary-or-unknown", license_id, known=known)
+
+
+def _scancode_category(license_id: str) -> str | None:
+    """Our category for an id only the ScanCode index knows (its category; NC/ND keys are non-commercial)."""
+    entry = scancode_entry(license_id)
+    if entry is None or entry.is_exception:
+        return None
+    table = _table()
+    if table.nc_pattern.search(entry.key) and entry.category not in ("Permissive", "Public Domain"):
+        return "non-commercial"
+    return table.scancode_categories.get(entry.category, "proprietary-or-unknown")
+
+
+def _classify_expression(expression: str) -> LicenseInfo:
+    """AND takes the most restrictive licence, OR the most open; ``X WITH exception`` is classified as X."""
+    import license_expression
+
+    def walk(node: object) -> LicenseInfo:
+        if isinstance(node, license_expression.LicenseWithExceptionSymbol):
+            return classify(node.license_symbol.key)
+        if isinstance(node, license_expression.LicenseSymbol):
+            return classify(node.key)
+        infos = [walk(arg) for arg in getattr(node, "args", ())]
+        pick = (min if isinstance(node, license_expression.AND) else max)(infos, key=lambda i: (i.open, i.osi_approved))
+        return replace(pick, known=all(i.known for i in infos))
+
+    try:
+        tree = license_expression.Licensing().parse(expression, simple=False)
+    except Exception:   # not an expression we emitted: unknown
+        return _info_from(expression, "proprietary-or-unknown", expression, known=False)
+    pick = walk(tree)
+    return _info_from(expression, pick.category, expression, known=pick.known, osi=pick.osi_approved)
 
 
 def _info_from(license_id: str | None, category: str, name: str, *, known: bool, osi: bool | None = None) -> LicenseInfo:
@@ -258,3 +302,41 @@ def library_license(library: str) -> str | None:
 def _libraries() -> Mapping[str, str]:
     raw = _raw()
     return {str(k).lower(): str(v) for k, v in (raw.get("libraries") or {}).items()}
+
+
+# ------------------------------------------------------------------------------------------ licences in prose
+
+_PROSE_CUE = re.compile(r"licen[cs]|released under|available under|terms of use|distributed under")
+_LICENCE_WORD = re.compile(r"licen[cs]e|agreement|terms of use|rail|\d")
+_PROSE_SCAN_CHARS = 200_000
+_PROSE_LINE_CHARS = 2_000
+
+
+@functools.cache
+def _prose_pattern() -> re.Pattern[str]:
+    """Every alias that names a licence unambiguously in running text (it carries a version or a licence word)."""
+    names = {alias.lower() for row in _raw()["licenses"] for alias in [row["name"], *row.get("aliases", ())]
+             if len(alias) >= 5 and _LICENCE_WORD.search(alias.lower()) and not alias.startswith("LicenseRef-")}
+    names |= {"mit license", "bsd license"}
+    parts = [r"[\s\-_]?".join(re.escape(word) for word in re.split(r"[\s\-_]+", name) if word)
+             for name in sorted(names, key=len, reverse=True)]
+    return re.compile(r"(?<![\w.])(?:" + "|".join(parts) + r")(?![\w])")
+
+
+def find_licenses_in_prose(text: str) -> tuple[TextMatch, ...]:
+    """Licences named in running text (a card's body, an unidentified LICENSE): only on lines with a licence cue
+    ("licensed", "released under", "terms of use" ...), outside code blocks. One match per licence, first line."""
+    found: dict[str, TextMatch] = {}
+    in_fence = False
+    for number, line in enumerate(text[:_PROSE_SCAN_CHARS].splitlines(), 1):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+            continue
+        lowered = line[:_PROSE_LINE_CHARS].lower()
+        if in_fence or not _PROSE_CUE.search(lowered):
+            continue
+        for match in _prose_pattern().finditer(lowered):
+            license_id = _normalise_single(match.group(0))
+            if license_id and license_id not in found:
+                found[license_id] = TextMatch(license_id, number, match.group(0))
+    return tuple(found.values())

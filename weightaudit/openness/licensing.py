@@ -13,6 +13,7 @@ from weightaudit.openness.evidence import Confidence, Evidence
 from weightaudit.openness.licenses import (
     NormalisedLicense,
     classify,
+    find_licenses_in_prose,
     identify_license_text,
     normalise_license,
 )
@@ -41,6 +42,7 @@ class ReleaseLicense:
     id: str | None
     claims: tuple[LicenseClaim, ...]
     conflicts: tuple[str, ...]
+    confidence: Confidence = Confidence.DECLARED   # MENTIONED when only prose names the licence
 
     @property
     def recognised(self) -> tuple[LicenseClaim, ...]:
@@ -103,6 +105,22 @@ def _file_claims(facts: ReleaseFacts) -> list[LicenseClaim]:
     return claims
 
 
+def _prose_claims(facts: ReleaseFacts) -> list[LicenseClaim]:
+    """Licences named in the card's body and in LICENSE files no title rule recognised (lower confidence)."""
+    claims = []
+    if facts.card is not None:
+        offset = facts.card.body_line - 1
+        for match in find_licenses_in_prose(facts.card.body):
+            claims.append(LicenseClaim(f"{facts.card.path}:{match.line + offset}", match.phrase,
+                                       NormalisedLicense(match.phrase, "license", match.id), Confidence.MENTIONED))
+    for text_file in facts.license_files:
+        if text_file.license is None:
+            for match in find_licenses_in_prose(text_file.text)[:1]:
+                claims.append(LicenseClaim(f"{text_file.rel}:{match.line}", match.phrase,
+                                           NormalisedLicense(match.phrase, "license", match.id), Confidence.MENTIONED))
+    return claims
+
+
 def _strictness(license_id: str) -> tuple[bool, bool]:
     info = classify(license_id)
     return (info.open, info.osi_approved)
@@ -112,6 +130,12 @@ def resolve_release_license(facts: ReleaseFacts) -> ReleaseLicense:
     """All licence claims of a release, the effective licence and the conflicts between claims."""
     claims = _file_claims(facts) + _card_claims(facts)
     recognised = [c for c in claims if c.id]
+    confidence = Confidence.DECLARED
+    if not recognised:   # no field or title names it: the card's prose or the LICENSE's wording may
+        prose = _prose_claims(facts)
+        claims += prose
+        recognised = prose
+        confidence = Confidence.MENTIONED
     if not recognised:
         return ReleaseLicense(None, tuple(claims), ())
     strictest = min(recognised, key=lambda c: (_strictness(c.id or ""), -c.confidence.rank))
@@ -122,4 +146,4 @@ def resolve_release_license(facts: ReleaseFacts) -> ReleaseLicense:
                 f"{claim.source} says {claim.id} ({classify(claim.id).label}) but {strictest.source} says "
                 f"{strictest.id} ({classify(strictest.id).label}); scoring the stricter {strictest.id}"
             )
-    return ReleaseLicense(strictest.id, tuple(claims), tuple(dict.fromkeys(conflicts)))
+    return ReleaseLicense(strictest.id, tuple(claims), tuple(dict.fromkeys(conflicts)), confidence)

@@ -177,6 +177,8 @@ def _result(component: Component, assessment: Assessment, licence: str | None, a
     score, why = _score(assessment.status, licence, component.content_type)
     if component.mot_id == 0:
         score, why = _extra_score(assessment.status)
+    if assessment.quality is not None and score > 0:
+        score = round(score * assessment.quality, 1)
     info = classify(licence) if licence else None
     reason = assessment.reason if not why or why in assessment.reason else f"{assessment.reason}; {why}"
     return ComponentResult(
