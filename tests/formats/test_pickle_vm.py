@@ -410,3 +410,8 @@ def test_broken_hidden_member_in_a_torch_zip_is_reported_and_unverified(runner, 
     critical = [f for f in report["findings"] if f["rule_id"] == "WA401" and "subprocess.Popen" in f["message"]]
     assert code == 1 and critical
     assert report["files"][0]["verified"] is False
+
+
+def test_repr_of_a_deep_chain_of_calls_is_bounded() -> None:
+    result = run_pickle(b"cbuiltins\nset\n" + b")R" * DEPTH + b".")
+    assert repr(result.value) == "<Call ...(...)(...)(...)()()()>"

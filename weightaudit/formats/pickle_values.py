@@ -37,7 +37,7 @@ class Global:
         return f"{self.module}.{self.name}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class DynamicGlobal:
     """A ``STACK_GLOBAL`` whose module or name is computed at load time (not a constant string)."""
 
@@ -54,7 +54,7 @@ class ExtRef:
     pos: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class PersistentId:
     """What ``PERSID``/``BINPERSID`` handed to ``persistent_load`` (torch: a storage tuple)."""
 
@@ -79,7 +79,7 @@ class BytesRef:
     kind: str = "bytes"   # bytes | bytearray | str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Call:
     """A call the unpickler would make: ``func(*args, **kwargs)``, plus what was done to the result later.
 
@@ -96,6 +96,14 @@ class Call:
     appends: list[Any] = field(default_factory=list)
     value: Any = None                                      # what a loader decided this call evaluates to
     from_scan: bool = False                                # seen by the linear recovery scan, arguments unknown
+
+
+def _bounded_repr(self: Any) -> str:
+    return f"<{type(self).__name__} {render(self)}>"
+
+
+# repr() of a 200,000-deep chain of calls must not recurse (error messages, logs, debuggers)
+DynamicGlobal.__repr__ = PersistentId.__repr__ = Call.__repr__ = _bounded_repr    # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
