@@ -41,8 +41,8 @@ def iter_dataset_blocks(dataset: h5py.Dataset, chunk_bytes: int) -> Iterator[mem
     """Raw bytes of a dataset (in its stored byte order), block by block with bounded memory."""
     shape = tuple(int(d) for d in (dataset.shape or ()))
     for index in _blocks(shape, dataset.dtype.itemsize, chunk_bytes):
-        block = np.ascontiguousarray(dataset[index] if index else dataset[()])
-        yield memoryview(block).cast("B")
+        block = np.ascontiguousarray(dataset[index] if index else dataset[()], dtype=dataset.dtype)  # stored order
+        yield memoryview(block.reshape(-1).view(np.uint8))
 
 
 @dataclass
@@ -110,6 +110,6 @@ def stream_tensor(entry: OpenFile, tensor: TensorInfo, chunk_bytes: int) -> Iter
         block = np.empty(shape, dtype)
         if block.size:
             dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, block)
-        yield memoryview(block).cast("B")
+        yield memoryview(block.reshape(-1).view(np.uint8))
         return
     yield from iter_dataset_blocks(h5py.Dataset(dsid), chunk_bytes)
