@@ -112,8 +112,8 @@ def audit(paths: Any, *, policy: Any = None, fail_on: str | None = None, select:
     from weightaudit.policy import Policy, resolve_policy, with_cli_overrides
 
     given = _paths(paths)
-    select, ignore = _split(select), _split(ignore)
-    _check_rule_patterns(select + ignore)
+    select, ignore = split_rule_patterns(select), split_rule_patterns(ignore)
+    check_rule_patterns(select + ignore)
     resolved = policy if isinstance(policy, Policy) else resolve_policy(None if policy is None else str(policy), given)
     resolved = with_cli_overrides(resolved, fail_on)
     if resolved.fail_on is None and not resolved.fail_never:
@@ -152,13 +152,13 @@ def _only_files(paths: Sequence[str]) -> bool:
     return only_files(paths)
 
 
-def _split(patterns: Sequence[str]) -> tuple[str, ...]:
+def split_rule_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
     if isinstance(patterns, str):
         patterns = (patterns,)
     return tuple(p.strip() for given in patterns for p in given.split(",") if p.strip())
 
 
-def _check_rule_patterns(patterns: tuple[str, ...]) -> None:
+def check_rule_patterns(patterns: tuple[str, ...]) -> None:
     from weightaudit.errors import UsageError
     from weightaudit.rules import all_rules
 

@@ -7,13 +7,10 @@ from pathlib import Path
 import click
 
 from weightaudit.cli.common import stderr_line, terminal
-from weightaudit.cli.options import (Progress, announce_problems, emit, fail_on_option, finish, only_files,
-                                     output_options, release_groups, resolve_format, run_options)
-from weightaudit.errors import UsageError
+from weightaudit.cli.options import (Progress, announce_problems, emit, fail_on_option, finish, output_options,
+                                     resolve_format, run_options)
 
 FORMATS = ("text", "json", "sarif", "markdown")
-# What a file target (and the pre-commit hook) is judged on: the file itself, no release-level openness rules.
-FILE_RULES = ("WA1", "WA2", "WA3", "WA4", "WA6")
 
 
 @click.command("audit")
@@ -49,29 +46,19 @@ def audit_command(paths: tuple[str, ...], policy_path: str | None, fail_on: str 
     A file given alone is judged as that file (no release-level openness rules); several folders that are
     separate releases get one report each.
     """
-    from weightaudit.baseline import read_baseline, write_baseline
-    from weightaudit.formats.base import LoadOptions
-    from weightaudit.pipeline import RunOptions, run
-    from weightaudit.policy import with_cli_overrides
+    from weightaudit import api
+    from weightaudit.baseline import write_baseline
 
     fmt = resolve_format(fmt, output, FORMATS)
     extra = [(path, resolve_format(None, path, FORMATS)) for path in also_write]
-    select, ignore_rules = _split(select), _split(ignore_rules)
-    _check_rule_patterns(select + ignore_rules)
-    policy = with_cli_overrides(_resolve_policy(paths, policy_path, quiet), fail_on)
-    if policy.fail_on is None and not policy.fail_never:
-        policy = with_cli_overrides(policy, "high")
-    baseline = read_baseline(Path(baseline_path)) if baseline_path else frozenset()
+    api.check_rule_patterns(api.split_rule_patterns(select) + api.split_rule_patterns(ignore_rules))
+    policy = _resolve_policy(paths, policy_path, quiet)
     term = terminal(color, output)
-    reports = []
     with Progress(progress, quiet, term) as bar:
-        for group in release_groups(paths):
-            options = RunOptions(command="audit", stats=not no_stats, policy=policy, select=select,
-                                 ignore=ignore_rules, baseline=baseline, workers=workers,
-                                 rule_prefixes=FILE_RULES if only_files(group) else RunOptions.rule_prefixes,
-                                 load=LoadOptions(verify_checksums=verify_checksums),
-                                 on_phase=bar.phase, on_stats_start=bar.start, on_bytes=bar.advance)
-            reports.append(run(group, options))
+        result = api.audit(paths, policy=policy, fail_on=fail_on, select=select, ignore=ignore_rules,
+                           baseline=baseline_path, stats=not no_stats, verify_checksums=verify_checksums,
+                           workers=workers, progress=bar)
+    reports = list(result) if isinstance(result, api.ReportSet) else [result]
     if write_baseline_path:
         everything = [f for r in reports for f in r.findings + r.suppressed]
         write_baseline(Path(write_baseline_path), tuple(everything))
@@ -82,20 +69,6 @@ def audit_command(paths: tuple[str, ...], policy_path: str | None, fail_on: str 
         emit(reports, extra_fmt, path, term, show_stats=False, findings_only=findings_only)
     announce_problems(reports, quiet)
     finish(reports)
-
-
-def _split(patterns: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(p.strip() for given in patterns for p in given.split(",") if p.strip())
-
-
-def _check_rule_patterns(patterns: tuple[str, ...]) -> None:
-    from weightaudit.rules import all_rules
-
-    ids = [r.id for r in all_rules()]
-    for pattern in patterns:
-        prefix = pattern.upper().rstrip("X")
-        if not prefix.startswith("WA") or not any(i.startswith(prefix) for i in ids):
-            raise UsageError(f"--select/--ignore: {pattern!r} matches no rule (see `weightaudit rules`)")
 
 
 def _resolve_policy(paths: tuple[str, ...], policy_path: str | None, quiet: bool):

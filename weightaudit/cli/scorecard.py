@@ -8,13 +8,11 @@ be computed), 2 usage errors (bad declaration, nothing to evaluate), 3 incomplet
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from weightaudit import __version__
 from weightaudit.cli.common import stderr_line, terminal, write_output
-from weightaudit.cli.options import output_options, release_groups, resolve_format
+from weightaudit.cli.options import output_options, resolve_format
 from weightaudit.errors import ExitCode, UsageError
 
 FORMATS = ("text", "json", "markdown")
@@ -37,18 +35,18 @@ def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_pa
 
     Several folders that are separate releases get one scorecard each.
     """
-    from weightaudit.openness import build_scorecard
+    from weightaudit import api
 
     if not paths and not declare:
         raise UsageError("give a release path, a --declare FILE, or both")
     fmt = resolve_format(fmt, output, FORMATS)
-    groups = release_groups(paths) if paths else [()]
-    if len(groups) > 1 and (export_mof_path or badge_path):
+    if (export_mof_path or badge_path) and paths and len(api.release_groups(paths)) > 1:
         raise UsageError("--export-mof and --badge take one release; give one folder")
-    cards = [(group, build_scorecard(_release(group), Path(declare) if declare else None)) for group in groups]
+    report = api.scorecard(paths, declare=declare, min_score=min_score)
+    cards = report.cards
     term = terminal(color, output)
-    code, problems = _outcome(cards, min_score)
-    text = _render(cards, declare, fmt, term)
+    code, problems = report.exit_code, report.problems
+    text = _render(report, fmt, term)
     if fmt == "text":
         import textwrap
 
@@ -70,35 +68,14 @@ def _last_line(code: ExitCode, problems: list[str]) -> str:
     return f"{word} (exit {int(code)}): {why}"
 
 
-def _release(group: tuple[str, ...]):
-    if not group:
-        return None
-    from weightaudit.discover import discover
-
-    return discover(list(group))
-
-
-def _document(group: tuple[str, ...], declare: str | None, scorecard) -> dict:
-    from weightaudit.openness import scorecard_to_dict
-
-    return {"schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
-            "command": "scorecard", "target": " ".join(group) if group else declare,
-            "scorecard": scorecard_to_dict(scorecard)}
-
-
-def _render(cards, declare: str | None, fmt: str, term) -> str:
+def _render(report, fmt: str, term) -> str:
     from weightaudit.openness import render_markdown, render_text
 
     if fmt == "json":
-        documents = [_document(group, declare, card) for group, card in cards]
-        document = documents[0] if len(documents) == 1 else {
-            "schema_version": "1", "tool": {"name": "weightaudit", "version": __version__},
-            "command": "scorecard", "target": " ".join(d["target"] for d in documents), "reports": documents}
-        return json.dumps(document, indent=2, ensure_ascii=False)
+        return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
     if fmt == "markdown":
-        return "\n".join(render_markdown(card) for _, card in cards)
-    styled = term.stdout_styled
-    return "\n".join(render_text(card, rich=styled, width=term.width) for _, card in cards)
+        return "\n".join(render_markdown(card) for card in report)
+    return "\n".join(render_text(card, rich=term.stdout_styled, width=term.width) for card in report)
 
 
 def _write_extras(scorecard, export_mof_path: str | None, badge_path: str | None, quiet: bool) -> None:
@@ -109,18 +86,3 @@ def _write_extras(scorecard, export_mof_path: str | None, badge_path: str | None
             write_output(make(scorecard), path)
             if not quiet:
                 stderr_line(f"weightaudit: wrote {path}")
-
-
-def _outcome(cards, min_score: float | None) -> tuple[ExitCode, list[str]]:
-    """0 informational; 3 when a scorecard is incomplete; 1 when --min-score is not met (fail wins)."""
-    code, problems = ExitCode.OK, []
-    for group, card in cards:
-        name = " ".join(group) or "declaration"
-        if card.notes:
-            problems.append(f"{name}: scorecard incomplete: {'; '.join(card.notes)}")
-            code = code if code is ExitCode.FINDINGS else ExitCode.INCOMPLETE
-        if min_score is not None and (card.score is None or card.score < min_score):
-            shown = "n/a" if card.score is None else f"{card.score:g}"
-            problems.append(f"{name}: openness score {shown} is below --min-score {min_score:g}")
-            code = ExitCode.FINDINGS
-    return code, problems
