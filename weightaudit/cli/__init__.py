@@ -23,6 +23,9 @@ _COMMANDS = {
     "inspect": ("weightaudit.cli.inspect", "inspect_command"),
     "audit": ("weightaudit.cli.audit", "audit_command"),
     "rules": ("weightaudit.cli.rules", "rules_group"),
+    "diff": ("weightaudit.cli.diff", "diff_command"),
+    "hash": ("weightaudit.cli.hash", "hash_command"),
+    "verify": ("weightaudit.cli.hash", "verify_command"),
 }
 _OPTIONAL_COMMANDS = {
     "scorecard": ("weightaudit.cli.scorecard", "scorecard_command"),
@@ -92,6 +95,8 @@ def cli() -> None:
     weightaudit inspect model.safetensors       what is inside
     weightaudit audit RELEASE --format sarif    everything, for CI
     weightaudit scorecard RELEASE               how open the release is
+    weightaudit diff A B                        what changed between two releases
+    weightaudit hash RELEASE -o manifest.json   file and tensor hashes (weightaudit verify)
     weightaudit rules explain WA106             what a rule means
     """
 

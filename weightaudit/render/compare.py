@@ -57,7 +57,7 @@ def _finish(lines: list[str], verdict_text: str, verdict: str, options: "RenderO
 
 def _side_line(label: str, side: dict[str, Any]) -> str:
     formats = sorted({f["format"] for f in side["files"]})
-    return (f"{label}: {side['target']}  ({side['tensor_count']} tensors, {human_count(side['parameter_count'])} "
+    return (f"{label}  {side['target']}  ({side['tensor_count']} tensors, {human_count(side['parameter_count'])} "
             f"parameters; {', '.join(formats) or 'no weight files'})")
 
 
@@ -87,21 +87,20 @@ def _detail(t: "TensorDiff") -> str:
 
 
 def _tensor_lines(t: "TensorDiff", width: int) -> list[str]:
-    status = t.status.value + (" (ok)" if t.within_tolerance else "")
-    head = _wrap(t.name, width, indent=" " * (STATUS_WIDTH + 2), first=f"  {status:<{STATUS_WIDTH}}")
-    detail = _detail(t)
+    head = _wrap(t.name, width, indent=" " * (STATUS_WIDTH + 2), first=f"  {t.status.value:<{STATUS_WIDTH}}")
+    detail = ("within tolerance; " if t.within_tolerance else "") + _detail(t)
     return head + (_wrap(detail, width, indent=" " * (STATUS_WIDTH + 4)) if detail else [])
 
 
 def render_diff_text(report: "DiffReport", options: "RenderOptions") -> str:
     width = options.width
     data = report.to_dict()
-    lines = _wrap(_side_line("A", data["a"]), width, indent="     ") + _wrap(_side_line("B", data["b"]), width,
-                                                                                 indent="     ")
+    lines = [line for label in ("a", "b")
+             for line in _wrap(_side_line(label.upper(), data[label]), width, indent="     ", first="  ")]
     counts = ", ".join(f"{n} {status}" for status, n in data["summary"].items())
     lines += _wrap(f"Summary: {counts}", width, indent="  ")
     if report.tolerance.given:
-        lines += _wrap(f"Tolerance: {_tolerance_text(report)} (differences within it are marked ok)", width,
+        lines += _wrap(f"Tolerance: {_tolerance_text(report)} (differences within it do not count)", width,
                        indent="  ")
     touched = [t for t in report.tensors if t.status.value != "identical"]
     if touched:
@@ -164,8 +163,7 @@ def render_diff_markdown(report: "DiffReport", options: "RenderOptions") -> str:
             detail = "" if t.status.value == "changed" else _detail(t).split("  max|a-b|")[0]
             out.append(f"| `{_cell(t.name)}` | {status} | " + " | ".join(metrics) + f" | {_cell(detail)} |")
     if data["layers"]:
-        out += ["", "## Layers touched", ""] + [f"- `{_cell(layer['layer'])}`: {_layer_text(layer)}"
-                                                for layer in data["layers"]]
+        out += ["", "## Layers touched", ""] + [f"- {_cell(_layer_text(layer))}" for layer in data["layers"]]
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {_cell(note)}" for note in report.notes]
     return "\n".join(out) + "\n"
