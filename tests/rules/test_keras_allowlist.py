@@ -43,7 +43,9 @@ def test_builtin_classes_are_allowed(module: str | None, name: str) -> None:
 
 
 @pytest.mark.parametrize(("module", "name"), [("keras.activations", "relu"), ("builtins", "gelu"),
-                                              ("keras.losses", "mean_squared_error"), ("keras.ops", "add")])
+                                              ("keras.losses", "mean_squared_error"), ("keras.ops", "add"),
+                                              ("keras.src.losses.losses", "mean_squared_error"),
+                                              ("keras.src.activations.activations", "relu")])
 def test_builtin_functions_are_allowed(module: str, name: str) -> None:
     assert judge_function(module, name) is None
 
@@ -52,6 +54,8 @@ def test_builtin_functions_are_allowed(module: str, name: str) -> None:
     ("keras.utils", "get_file", "WA433"), ("keras.config", "enable_unsafe_deserialization", "WA433"),
     ("keras.saving", "load_model", "WA433"), ("builtins", "eval", "WA433"), ("os", "getcwd", "WA431"),
     ("keras.src.utils.io_utils", "print_msg", "WA437"), ("builtins", "not_a_keras_function", "WA437"),
+    ("keras.src.backend.common.global_state", "set_global_attribute", "WA433"),
+    ("keras.src.utils.file_utils", "get_file", "WA433"),
 ])
 def test_other_functions_are_reported(module: str, name: str, rule: str) -> None:
     verdict = judge_function(module, name)
