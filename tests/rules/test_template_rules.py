@@ -80,6 +80,7 @@ ATTACKS = {
     "namespace set inside a macro": ("{% set ns = namespace(a='') %}{% macro m() %}{% set ns.a = '__cla' ~ 'ss__' %}"
                                      "{% endmacro %}{{ m() }}{{ x|attr(ns.a) }}", "WA460", "__class__"),
     "dunder namespace attribute": ("{% set ns = namespace() %}{% set ns.__class__ = 1 %}", "WA460", "__class__"),
+    "map attribute named by data": ("{{ messages|map(attribute=tools[0].name)|list }}", "WA461", "render-time data"),
     "config gadget": ("{{ config.items() }}", "WA461", "config"),
     "huge range": ("{% for i in range(100000000) %}x{% endfor %}", "WA462", "huge range"),
     "string bomb": ("{{ 'a' * 99999999999 }}", "WA462", "too big"),

@@ -153,8 +153,9 @@ def _check_attribute_argument(ev: ExpressionEvaluator, node: nodes.Filter, value
     for text in V.strings(name):
         for part in text.split("."):
             ev._reach(value, part, node, "attribute", built=name.built)
-    if name.consts is None and name.built:
-        ev.report("obfuscation", f"|{node.name} reads an attribute whose name is assembled at render time", node)
+    if name.consts is None:
+        how = "assembled at render time" if name.built else "named by render-time data"
+        ev.report("obfuscation", f"|{node.name} reads an attribute {how}", node)
 
 
 def _test(ev: ExpressionEvaluator, node: nodes.Test) -> Val:
