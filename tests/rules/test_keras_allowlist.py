@@ -68,3 +68,17 @@ def test_module_roots() -> None:
     assert relative_module("keras") == "" and relative_module("kerasx.layers") is None
     assert relative_module("keras_hub.src.models") is None
     assert allowlist().registered == frozenset(DATA["groups"]["registered_names"]["names"])
+
+
+@pytest.mark.parametrize(("function", "severity"), [
+    ("math.multiply", None), ("reshape", None), ("__operators__.add", None), ("nn.relu", None),
+    ("experimental.numpy.something", "high"), ("keras.backend.shape", "high"), ("io.write_file", "critical"),
+    ("py_function", "critical"), ("print", "critical"), ("raw_ops.ReadFile", "critical"),
+    ("compat.v1.py_func", "critical"),
+])
+def test_tf_op_lambda_symbols(function: str, severity: str | None) -> None:
+    from weightaudit.rules.keras_rules import _tf_symbol_verdict
+
+    verdict = _tf_symbol_verdict("TFOpLambda", function)
+    assert verdict.rule_id == "WA432"
+    assert (verdict.severity.name.lower() if verdict.severity else None) == severity

@@ -43,6 +43,9 @@ DANGEROUS_LEAVES = frozenset({
 TF_SYMBOL_DANGER = ("io.", "py_function", "numpy_function", "py_func", "compat.v1.py_func", "raw_ops.", "print",
                     "summary.", "saved_model.", "data.", "load_op_library", "load_library", "gfile", "compat.v1.io",
                     "debugging.experimental", "keras.utils", "keras.models", "keras.saving")
+TF_MATH_NAMESPACES = ("math.", "nn.", "linalg.", "__operators__.", "signal.", "bitwise.", "dtypes.", "image.",
+                      "sparse.", "ragged.", "random.", "strings.", "compat.v1.math.", "compat.v1.nn.",
+                      "compat.v1.linalg.", "compat.v1.image.", "compat.v1.sparse.", "compat.v1.random.")
 MAX_FINDINGS_PER_RULE = 1_000   # per file, before the pipeline's own (policy) cap: bounds memory on huge configs
 
 
@@ -180,6 +183,18 @@ def _lambda_verdict(node: dict) -> Verdict | None:
                    Severity.CRITICAL if runs_code else Severity.HIGH)
 
 
+def _tf_symbol_verdict(cls: str, function: str) -> Verdict:
+    """TFOpLambda: symbols that touch files, the network or Python are critical; a namespace outside TF's math
+    namespaces is high (not shown to be data-only); top-level and math symbols keep the rule's medium."""
+    if function.startswith(TF_SYMBOL_DANGER) or function.rpartition(".")[2] in DANGEROUS_LEAVES:
+        return Verdict("WA432", f"{cls} layer calls TF symbol {function!r} (file, network or Python access)",
+                       Severity.CRITICAL)
+    if "." in function and not function.startswith(TF_MATH_NAMESPACES):
+        return Verdict("WA432", f"{cls} layer calls TF symbol {function!r}, outside TensorFlow's math "
+                       "namespaces", Severity.HIGH)
+    return Verdict("WA432", f"{cls} layer calls TF symbol {function!r}")
+
+
 def _flagged_verdicts(node: dict, cls: str) -> Iterator[Verdict]:
     entry = allowlist().flagged[cls]
     config = _inner(node)
@@ -191,11 +206,7 @@ def _flagged_verdicts(node: dict, cls: str) -> Iterator[Verdict]:
     elif kind in ("code", "external-model"):
         yield Verdict("WA439", f"built-in layer {cls}: {entry.get('reason')}")
     elif kind == "tf-symbol":
-        function = str(config.get("function", ""))
-        danger = function.startswith(TF_SYMBOL_DANGER) or function.rpartition(".")[2] in DANGEROUS_LEAVES
-        yield Verdict("WA432", f"{cls} layer calls TF symbol {function!r}"
-                      + (" (file, network or Python access)" if danger else ""),
-                      Severity.CRITICAL if danger else None)
+        yield _tf_symbol_verdict(cls, str(config.get("function", "")))
     for argument in entry.get("path_arguments", ()):
         value = config.get(argument)
         if isinstance(value, str) and value:
@@ -358,8 +369,9 @@ _DEFS = (
     ("WA432", "keras-tf-op-lambda", "A Keras config wraps a TensorFlow symbol by name (TFOpLambda).",
      Severity.MEDIUM,
      "TF-Keras 2 stores calls to tf.* functions as TFOpLambda / SlicingOpLambda layers that resolve the symbol by "
-     "name at load time. Math symbols are medium; symbols that touch files, the network or Python (tf.io.*, "
-     "tf.py_function, tf.print, tf.raw_ops.*...) are critical.", 470),
+     "name at load time. Top-level and math-namespace symbols (tf.reshape, tf.math.*, tf.nn.*...) are medium; "
+     "other namespaces are high; symbols that touch files, the network or Python (tf.io.*, tf.py_function, "
+     "tf.print, tf.raw_ops.*...) are critical.", 470),
     ("WA433", "keras-dangerous-function", "A Keras config references a function that reads files, loads other "
      "models or switches safe_mode off.", Severity.CRITICAL,
      "Serialized function references such as keras.utils.get_file (CVE-2025-8747), keras.models.load_model or "
