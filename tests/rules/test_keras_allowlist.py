@@ -74,7 +74,8 @@ def test_module_roots() -> None:
     ("math.multiply", None), ("reshape", None), ("__operators__.add", None), ("nn.relu", None),
     ("experimental.numpy.something", "high"), ("keras.backend.shape", "high"), ("io.write_file", "critical"),
     ("py_function", "critical"), ("print", "critical"), ("raw_ops.ReadFile", "critical"),
-    ("compat.v1.py_func", "critical"),
+    ("compat.v1.py_func", "critical"), ("compat.v1.transpose", None), ("compat.v1.shape", None),
+    ("compat.v1.io.write_file", "critical"), ("compat.v1.gfile.GFile", "critical"), ("compat.v1.math.add", None),
 ])
 def test_tf_op_lambda_symbols(function: str, severity: str | None) -> None:
     from weightaudit.rules.keras_rules import _tf_symbol_verdict

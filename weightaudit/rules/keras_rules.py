@@ -44,8 +44,7 @@ TF_SYMBOL_DANGER = ("io.", "py_function", "numpy_function", "py_func", "compat.v
                     "summary.", "saved_model.", "data.", "load_op_library", "load_library", "gfile", "compat.v1.io",
                     "debugging.experimental", "keras.utils", "keras.models", "keras.saving")
 TF_MATH_NAMESPACES = ("math.", "nn.", "linalg.", "__operators__.", "signal.", "bitwise.", "dtypes.", "image.",
-                      "sparse.", "ragged.", "random.", "strings.", "compat.v1.math.", "compat.v1.nn.",
-                      "compat.v1.linalg.", "compat.v1.image.", "compat.v1.sparse.", "compat.v1.random.")
+                      "sparse.", "ragged.", "random.", "strings.")
 MAX_FINDINGS_PER_RULE = 1_000   # per file, before the pipeline's own (policy) cap: bounds memory on huge configs
 
 
@@ -186,10 +185,13 @@ def _lambda_verdict(node: dict) -> Verdict | None:
 def _tf_symbol_verdict(cls: str, function: str) -> Verdict:
     """TFOpLambda: symbols that touch files, the network or Python are critical; a namespace outside TF's math
     namespaces is high (not shown to be data-only); top-level and math symbols keep the rule's medium."""
-    if function.startswith(TF_SYMBOL_DANGER) or function.rpartition(".")[2] in DANGEROUS_LEAVES:
+    symbol = function
+    while symbol.startswith(("compat.v1.", "compat.v2.")):     # tf.compat.v1.transpose is tf.transpose
+        symbol = symbol[len("compat.v1."):]
+    if symbol.startswith(TF_SYMBOL_DANGER) or symbol.rpartition(".")[2] in DANGEROUS_LEAVES:
         return Verdict("WA432", f"{cls} layer calls TF symbol {function!r} (file, network or Python access)",
                        Severity.CRITICAL)
-    if "." in function and not function.startswith(TF_MATH_NAMESPACES):
+    if "." in symbol and not symbol.startswith(TF_MATH_NAMESPACES):
         return Verdict("WA432", f"{cls} layer calls TF symbol {function!r}, outside TensorFlow's math "
                        "namespaces", Severity.HIGH)
     return Verdict("WA432", f"{cls} layer calls TF symbol {function!r}")
