@@ -141,3 +141,13 @@ def test_compressed_joblib_is_inflated_and_read(tmp_path: Path, compress: str) -
     loader = sniff(read_probe(path))
     data = b"".join(bytes(c) for c in loader.iter_chunks(path, loaded.tensors[0], 7))
     assert data == np.arange(10, dtype=np.float32).tobytes()
+
+
+def test_old_joblib_wrapper_naming_a_file_outside_the_folder_is_flagged(tmp_path: Path) -> None:
+    from joblib.numpy_pickle_compat import NDArrayWrapper
+
+    path = tmp_path / "old.pkl"
+    path.write_bytes(pickle.dumps({"w": NDArrayWrapper("../../outside.npy", np.ndarray)}, protocol=2))
+    _, loaded = load(path)
+    found = rules(loaded)
+    assert found["WA159"] is Severity.HIGH and max(found.values()) >= Severity.HIGH
