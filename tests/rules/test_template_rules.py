@@ -232,6 +232,14 @@ def test_yaml_aliases_are_refused_not_expanded(tmp_path: Path) -> None:
     assert [f.rule_id for f in report.findings] == ["WA463"]
 
 
+def test_vocabularies_are_not_read_for_templates(tmp_path: Path) -> None:
+    """tokenizer.json is the vocabulary (no runtime reads a chat template from it): a token "template" must not
+    make the whole file parse, and a "template" key there is nobody's chat template."""
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"template": 1}},
+                                                        "template": "{{ x.__class__ }}"}))
+    assert run([str(tmp_path)], RunOptions(command="audit", select=("WA46",))).findings == ()
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "chat_template.jinja")

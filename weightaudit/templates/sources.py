@@ -27,6 +27,10 @@ MAX_KEY_DEPTH = 8                    # templates are looked for this deep in a J
 STREAM_CHUNK = 1024 * 1024
 RAW_TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".template", ".tmpl")
 STRUCTURED_SUFFIXES = (".json", ".yaml", ".yml")
+# Files no runtime reads a chat template from, often tens of MB: the vocabulary (tokenizer.json, vocab.json; a
+# vocabulary token "template" would otherwise make the whole file parse) and shard indexes.
+NOT_TEMPLATE_FILES = ("tokenizer.json", "vocab.json")
+NOT_TEMPLATE_SUFFIXES = (".index.json",)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def find_templates(root: Path, rel_paths: list[str]) -> Iterator[Template]:
 def scan_sources(root: Path, rel_paths: list[str]) -> Iterator[Template | Unread]:
     for rel in rel_paths:
         lower = rel.lower()
+        if Path(lower).name in NOT_TEMPLATE_FILES or lower.endswith(NOT_TEMPLATE_SUFFIXES):
+            continue
         raw = lower.endswith(RAW_TEMPLATE_SUFFIXES) or Path(lower).name.startswith("chat_template")
         structured = lower.endswith(STRUCTURED_SUFFIXES)
         if raw or structured:
