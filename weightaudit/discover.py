@@ -3,7 +3,8 @@
 Weight files are found by content (each loader's ``sniff``), never by extension alone. Shard maps
 (``*.index.json``) and side files (config, model card, licences, code, data cards) are collected for the rules
 and the openness scorecard. Git LFS pointers are reported as not downloaded; symlinks that leave the release
-are not followed.
+are not followed — except that a Hugging Face cache snapshot's links may reach the same repository's ``blobs/``
+(``hub_cache``: a repository folder is read as its snapshot; a cache root is a usage error listing its repositories).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from weightaudit import formats
+from weightaudit import formats, hub_cache
 from weightaudit.errors import UsageError
 from weightaudit.formats.base import LFS_MAGIC, Probe, folder_size, read_probe
 from weightaudit.limits import DEFAULT_LIMITS, Limits
@@ -62,6 +63,10 @@ class _Walk:
     findings: list[Finding] = field(default_factory=list)
     limits: Limits = DEFAULT_LIMITS
     seen_dirs: set[tuple[int, int]] = field(default_factory=set)   # (device, inode) of every folder read
+    link_roots: tuple[Path, ...] = ()   # besides root, where links may lead (a cache snapshot's own blobs/)
+
+    def link_ok(self, path: Path) -> bool:
+        return any(_inside(folder, path) for folder in (self.root, *self.link_roots))
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() if path != self.root else path.name
@@ -74,20 +79,24 @@ class _Walk:
 
 def discover(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> Release:
     """Turn file or folder paths into one Release (root = their common folder). Raises UsageError when a
-    path does not exist."""
+    path does not exist, or is a whole Hugging Face cache."""
     if not paths:
         raise UsageError("no path given")
-    resolved = []
+    resolved, hubs = [], []
     for given in paths:
         path = Path(given)
         if not path.exists() and not path.is_symlink():
             raise UsageError(f"{given}: no such file or directory")
+        hub = hub_cache.resolve(path)
+        if hub is not None:
+            hubs.append(hub)
+            path = hub.path
         if path.name == "saved_model.pb" and path.is_file():
             path = path.parent  # a SavedModel is its folder: the graph alone is read with its variables
         resolved.append(path.absolute())
     units = {path for path in resolved if path.is_dir() and formats.sniff(read_probe(path)) is not None}
     root = _common_root(resolved, units)
-    walk = _Walk(root, limits=limits)
+    walk = _Walk(root, limits=limits, link_roots=tuple(sorted({h.blobs for h in hubs})))
     for path in resolved:
         if path in units:
             _claim_folder(walk, path)
@@ -102,6 +111,7 @@ def discover(paths: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> Release:
         side_files={k: tuple(sorted(set(v))) for k, v in sorted(walk.side.items())},
         problems=tuple(sorted(walk.problems, key=lambda p: p.path)),
         findings=tuple(sorted(walk.findings, key=Finding.sort_key)),
+        hub=hubs[0].hub if hubs and len({h.hub for h in hubs}) == 1 and len(hubs) == len(paths) else None,
     )
 
 
@@ -157,7 +167,7 @@ def _visit_entry(walk: _Walk, path: Path, name: str, is_link: bool) -> None:
         else:
             walk.problem(rel, 0, R.UNREADABLE, f"cannot read: {exc.strerror or exc}", FileStatus.ERROR)
         return
-    if is_link and not _inside(walk.root, path):
+    if is_link and not walk.link_ok(path):
         walk.findings.append(R.SYMLINK_OUTSIDE.finding(
             rel, f"symbolic link to {_link_text(path)} leaves the release; not followed"))
         return
@@ -195,7 +205,7 @@ def _claim_folder(walk: _Walk, folder: Path) -> bool:
 
 def _visit_file(walk: _Walk, path: Path) -> None:
     rel = walk.rel(path)
-    if path.is_symlink() and not _inside(walk.root, path):
+    if path.is_symlink() and not walk.link_ok(path):
         walk.findings.append(R.SYMLINK_OUTSIDE.finding(rel, "symbolic link leaves the release; not followed"))
         return
     if not is_regular(path):  # a FIFO, socket or device: opening it could block or never end

@@ -204,6 +204,20 @@ class ShardIndex:
 
 
 @dataclass(frozen=True)
+class HubRevision:
+    """Where a release read from a Hugging Face cache comes from: ``org/name``, the commit of the snapshot, and
+    the ref (branch) that named it when one did (None for a snapshot chosen by its commit)."""
+
+    repository: str
+    revision: str
+    ref: str | None = None
+    kind: str = "model"   # model | dataset | space
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repository": self.repository, "revision": self.revision, "ref": self.ref, "kind": self.kind}
+
+
+@dataclass(frozen=True)
 class Release:
     """What discovery made of the paths given: weight files, shard maps and side files.
 
@@ -219,6 +233,7 @@ class Release:
     side_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     problems: tuple[LoadedFile, ...] = ()
     findings: tuple[Finding, ...] = ()
+    hub: HubRevision | None = None   # set when the release is a Hugging Face cache snapshot
 
     def side(self, kind: str) -> tuple[str, ...]:
         return tuple(self.side_files.get(kind, ()))

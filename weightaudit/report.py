@@ -126,6 +126,16 @@ def verdict_line(report: Report) -> str:
     return f"PASS (exit {code}): " + (f"nothing at or above {threshold}" if threshold else "every file verified")
 
 
+def release_rows(report: Report) -> list[tuple[str, str]]:
+    """Summary rows about what the release is (text and Markdown): the cache repository and revision."""
+    rows: list[tuple[str, str]] = []
+    hub = report.release.hub
+    if hub is not None:
+        rows.append(("Repository", f"{hub.repository} @ {hub.ref} ({hub.revision})" if hub.ref
+                     else f"{hub.repository} @ {hub.revision}"))
+    return rows
+
+
 def combined_verdict(reports: "list[Report] | tuple[Report, ...]") -> Verdict:
     """Several releases: any fail fails; else any incomplete is incomplete."""
     verdicts = {r.verdict for r in reports}
@@ -263,6 +273,8 @@ def to_dict(report: Report) -> dict[str, Any]:
         "side_files": {k: list(v) for k, v in report.release.side_files.items()},
         "notes": list(report.notes),
     }
+    if report.release.hub is not None:
+        out["release"] = report.release.hub.to_dict()
     if report.fail_on is not None:
         out["fail_on"] = report.fail_on.label
     if report.policy is not None:

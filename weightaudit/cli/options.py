@@ -16,9 +16,26 @@ from weightaudit.errors import UsageError
 SEVERITY_CHOICES = ["info", "low", "medium", "high", "critical", "never"]
 
 
+def _set_revision(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--revision`` holds for this command only (reset when its context closes; in-process runs stay apart)."""
+    from weightaudit import hub_cache
+
+    token = hub_cache._REVISION.set(value)
+    ctx.call_on_close(lambda: hub_cache._REVISION.reset(token))
+
+
+def revision_option(func: Callable) -> Callable:
+    """``--revision REV``: which snapshot of a Hugging Face cache repository folder to read."""
+    return click.option("--revision", metavar="REV", default=None, expose_value=False, callback=_set_revision,
+                        help="For a Hugging Face cache folder (models--org--name): the branch (refs/REV) or commit "
+                             "to read (default: refs/main, else the only snapshot).")(func)
+
+
 def output_options(formats: tuple[str, ...]) -> Callable:
-    """``-f/--format``, ``-o/--output``, ``-q/--quiet``, ``--color/--no-color``."""
+    """``-f/--format``, ``-o/--output``, ``-q/--quiet``, ``--color/--no-color`` (and ``--revision``: every
+    command that writes a release report may be given a cache folder)."""
     def decorate(func: Callable) -> Callable:
+        func = revision_option(func)
         func = click.option("--color/--no-color", "color", default=None,
                             help="Force or disable colour and styles (default: only on a terminal, never with "
                                  "NO_COLOR). Applies to stdout and stderr alike.")(func)

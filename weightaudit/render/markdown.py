@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from weightaudit.render.common import group_tensors, human_bytes, human_count, shape_text
-from weightaudit.report import (Report, combined_verdict, headline, summary, torch_load_sentence, torch_load_verdict,
-                                verdict_line)
+from weightaudit.report import (Report, combined_verdict, headline, release_rows, summary, torch_load_sentence,
+                                torch_load_verdict, verdict_line)
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -39,7 +39,8 @@ def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
 def _summary(report: Report) -> list[str]:
     s = summary(report)
     verdict = f"**{_cell(verdict_line(report))}**"
-    rows = [
+    rows: list[tuple[str, object]] = [*release_rows(report)]
+    rows += [
         ("Formats", ", ".join(s["formats"]) or "-"),
         ("Files", s["files"]),
         ("Tensors", f"{s['tensor_count']:,}"),

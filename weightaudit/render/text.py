@@ -20,8 +20,8 @@ from rich.text import Text
 from weightaudit.model import Severity
 from weightaudit.render.common import human_bytes, human_count
 from weightaudit.render.text_tensors import tensor_section
-from weightaudit.report import (Report, Verdict, combined_verdict, headline, summary, torch_load_sentence,
-                                torch_load_verdict, verdict_line)
+from weightaudit.report import (Report, Verdict, combined_verdict, headline, release_rows, summary,
+                                torch_load_sentence, torch_load_verdict, verdict_line)
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -66,6 +66,8 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
     grid.add_column(overflow="fold")
     grid.add_row(Text("Verdict", style="bold"), Text(headline(report), style=VERDICT_STYLE[report.verdict]))
     grid.add_row("Target", Text(report.target))    # names and messages are data: never rich markup
+    for label, value in release_rows(report):
+        grid.add_row(label, Text(value))
     grid.add_row("Formats", Text(", ".join(s["formats"]) or "-"))
     grid.add_row("Files", _files_line(report))
     grid.add_row("Tensors", f"{s['tensor_count']:,}")
