@@ -194,6 +194,14 @@ def test_deep_nesting_is_a_finding_not_a_crash(text: str) -> None:
     assert [i.kind for i in _issues(text)][:1] == ["unparsed"]
 
 
+def test_walk_past_its_step_budget_is_a_finding() -> None:
+    """Nested loops over constants and thousands of branches cost the walk steps, not time without bound."""
+    letters = "[" + ",".join(repr(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789") + "]"
+    text = f"{{% for a in {letters} %}}{{% for b in {letters} %}}" + "{% set s = s ~ a %}" * 400 + "{% endfor %}" * 2
+    (issue,) = _issues(text)
+    assert issue.kind == "unparsed" and "too complex to analyse" in issue.reason
+
+
 @pytest.mark.parametrize("text", ["{{ '" + "\\'" * 500_000 + " }}", "\\'" * 500_000, "{{ " + "format(" * 150_000,
                                   "{{" + "(" * 1_000_000, "{%" * 500_000, "{{ x }}" * 150_000])
 def test_one_megabyte_adversarial_templates_get_a_verdict(text: str) -> None:

@@ -17,7 +17,7 @@ from weightaudit.templates.issues import TemplateIssue
 from weightaudit.templates.names import MODULE_ROOTS, judge_attribute, tables
 from weightaudit.templates.values import DATA, ConstDict, Val
 
-MAX_STEPS = 1_000_000      # nodes visited (loops are walked twice, branches once each)
+MAX_STEPS = 100_000        # nodes visited (published templates need < 5,000; loops twice or item by item)
 MAX_DEPTH = 300            # nesting of the walk itself
 HUGE_RANGE = 10_000_000    # range() sizes from here on are a denial of service when rendered
 ATTRIBUTE_FILTERS = {"map": "attribute", "selectattr": 0, "rejectattr": 0, "sort": "attribute", "groupby": 0,

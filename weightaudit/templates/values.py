@@ -18,7 +18,7 @@ from itertools import islice, product
 from typing import Any, Callable, Iterable
 
 MAX_VALUES = 32
-MAX_TEXT = 65_536
+MAX_TEXT = 4096          # folded strings longer than this are "assembled, unknown" (names are short)
 MAX_INT_BITS = 4096
 MAX_FORMAT_WIDTH = 1000
 PATH_CHARS = 160
@@ -108,24 +108,23 @@ def _has_str(*vals: Val) -> bool:
 def fold(fn: Callable[..., Any], vals: list[Val], path: str, built: bool = True) -> Val:
     """``fn`` over every combination of the operands' constants; unknown if any operand is unknown or the
     result is too big. ``built``: the result is a string assembled from pieces."""
-    inherited = Val(internal=next((v.internal for v in vals if v.internal), None), path=path[:PATH_CHARS])
+    internal = next((v.internal for v in vals if v.internal), None)
+    path = path[:PATH_CHARS]
     if any(v.consts is None for v in vals):
-        return replace(inherited, built=built and (any(v.built for v in vals) or _has_str(*vals)))
+        return Val(built=built and (any(v.built for v in vals) or _has_str(*vals)), internal=internal, path=path)
     out: set = set()
     for combo in islice(product(*[sorted(v.consts, key=repr) for v in vals]), MAX_VALUES * MAX_VALUES):
         try:
             result = fn(*combo)
         except (ArithmeticError, TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError):
             continue
-        if not _ok(result):
-            return replace(inherited, built=built)
+        if not _ok(result) or len(out) >= MAX_VALUES:
+            return Val(built=built, internal=internal, path=path)
         out.add(result)
-        if len(out) > MAX_VALUES:
-            return replace(inherited, built=built)
     if not out:
-        return replace(inherited, built=built and _has_str(*vals))
-    return Val(frozenset(out), built=built and any(isinstance(r, str) for r in out), internal=inherited.internal,
-               path=path[:PATH_CHARS], open=any(v.open for v in vals))
+        return Val(built=built and _has_str(*vals), internal=internal, path=path)
+    return Val(frozenset(out), built=built and any(isinstance(r, str) for r in out), internal=internal,
+               path=path, open=any(v.open for v in vals))
 
 
 # ------------------------------------------------------------------------------------------ bounded operations

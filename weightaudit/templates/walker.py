@@ -26,6 +26,7 @@ class Walker(ExpressionEvaluator):
     def __init__(self) -> None:
         super().__init__()
         self.loop_depth = 0
+        self.unrolling = False
 
     def run(self, body: list[nodes.Node]) -> None:
         for statement in body:
@@ -124,7 +125,7 @@ class Walker(ExpressionEvaluator):
         before = dict(self.scope)
         self.loop_depth += 1
         try:
-            items = _unrollable(iterable) if self.loop_depth <= LOOP_PASSES_DEPTH else None
+            items = _unrollable(iterable) if not self.unrolling else None   # never nested: 64^3 iterations
             if items is not None:
                 self._unrolled(node, items)
             else:
@@ -137,10 +138,14 @@ class Walker(ExpressionEvaluator):
 
     def _unrolled(self, node: nodes.For, items: tuple) -> None:
         """A loop over a short constant (``['__', 'cla', 'ss__']``): each iteration in turn, exactly."""
-        for item in items:
-            self.bind(node.target, V.const(item, repr(item)[:40]))
-            self.ev(node.test)
-            self.run(node.body)
+        self.unrolling = True
+        try:
+            for item in items:
+                self.bind(node.target, V.const(item, repr(item)[:40]))
+                self.ev(node.test)
+                self.run(node.body)
+        finally:
+            self.unrolling = False
 
     def _passes(self, node: nodes.For, item: Val) -> None:
         """Any other loop: the body twice, each pass from the merged bindings (values carried across)."""
