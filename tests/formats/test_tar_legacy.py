@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from weightaudit.formats import LoadOptions, read_probe, sniff
+from weightaudit.formats.base import tensor_view
 from weightaudit.formats.tar_legacy import is_tar_header, iter_tar_members
 from weightaudit.model import LoadedFile, Severity
 
@@ -194,3 +195,27 @@ def test_invalid_header_after_the_first_ends_the_archive_like_tarfile(tmp_path: 
     _, loaded = load(path)
     found = rules(loaded)
     assert found["WA401"] is Severity.CRITICAL and found["WA159"] is Severity.HIGH
+
+
+def test_torch_checkpoint_inside_a_nemo_style_tar_is_read_in_place(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"encoder.weight": torch.arange(4, dtype=torch.float32)}, buffer)
+    path = _tar(tmp_path / "model.nemo", {"model_config.yaml": b"name: x\n", "model_weights.ckpt": buffer.getvalue()})
+    fmt, loaded = load(path)
+    assert fmt == "pytorch-tar" and loaded.verified, loaded.reason
+    assert max(rules(loaded).values(), default=Severity.INFO) <= Severity.LOW
+    (tensor,) = loaded.tensors
+    assert tensor.name == "model_weights.ckpt/encoder.weight"
+    assert bytes(tensor_view(path, tensor)) == torch.arange(4, dtype=torch.float32).numpy().tobytes()
+
+
+def test_payload_inside_a_zip_inside_a_tar_is_found(tmp_path: Path) -> None:
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("archive/data.pkl", PAYLOAD)
+        archive.writestr("archive/version", "3\n")
+    path = _tar(tmp_path / "model.nemo", {"model_weights.ckpt": inner.getvalue()})
+    _, loaded = load(path)
+    assert rules(loaded)["WA401"] is Severity.CRITICAL

@@ -23,7 +23,7 @@ __all__ = ["NPY_MAGIC", "scan_npy", "NumpyLoader", "NUMPY"]
 
 
 def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions, absolute: int | None,
-             compressed: tuple[str, ZipEntry] | None = None) -> None:
+             compressed: tuple[str, ZipEntry] | None = None, path_key: str | None = None) -> None:
     """Read one ``.npy`` into ``scan``. ``absolute``: its file offset when stored uncompressed; ``compressed``:
     (file key, zip member) when deflated, so its bytes can be streamed later by inflating the member."""
     try:
@@ -47,6 +47,8 @@ def scan_npy(scan: FileScan, data: memoryview, where: str, options: LoadOptions,
             _register_compressed(compressed, name, dtype, shape, body, nbytes)
         elif offsets is None:
             scan.verified = False
+        elif path_key is not None:
+            TENSOR_LAYOUTS[(path_key, name)] = None      # contiguous: iter_chunks reads the range, no reload
         return
     if info.has_object:
         scan.findings.append(R.OBJECT_ARRAY.finding(scan.rel, f"{where or 'array'} has dtype object "
@@ -96,7 +98,7 @@ def _register_compressed(compressed: tuple[str, ZipEntry], name: str, dtype: str
 
 
 def _load_npy(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    scan_npy(scan, view, "", options, 0)
+    scan_npy(scan, view, "", options, 0, path_key=path_key)
 
 
 class NumpyLoader(PickleFamilyLoader):

@@ -20,7 +20,7 @@ from weightaudit.formats.object_names import dotted_names
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, report_trailing_data, safe_load
 from weightaudit.formats.pickle_values import Call, Global
 from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle
-from weightaudit.formats.torch_tensors import TORCH_DTYPES, as_int_tuple
+from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, TORCH_DTYPES, as_int_tuple
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, JOBLIB_SUBCLASS
@@ -37,8 +37,8 @@ def looks_like_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
 
 
-def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, label: str = "pickle",
-                       start: int = 0) -> list[PickleResult]:
+def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str,
+                       label: str = "pickle", start: int = 0) -> list[PickleResult]:
     """Scan every stacked pickle of ``view`` from ``start`` into ``scan`` (joblib arrays become tensors)."""
     limits = limits_for(options)
     budget = [limits.max_opcodes]
@@ -50,7 +50,7 @@ def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, l
         where = label if pos == start and result.end >= len(view) else f"{label} #{len(results)}"
         scan.add_pickle(where, 0, result, view)
         if run.arrays or run.compat_files:
-            _joblib_findings(scan, view, result, run, where, limits)
+            _joblib_findings(scan, view, result, run, where, limits, path_key)
         if not result.ok or result.end <= pos:
             break
         pos = result.end
@@ -70,11 +70,15 @@ def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, l
 
 
 def _joblib_findings(scan: FileScan, view: memoryview, result: PickleResult, run: JoblibRun, where: str,
-                     limits: Limits) -> None:
+                     limits: Limits, path_key: str) -> None:
     scan.facts["joblib"] = True
     scan.facts["joblib_arrays"] = scan.facts.get("joblib_arrays", 0) + len(run.arrays)
     names = _array_names(result.value) if result.ok else {}
-    scan.tensors.extend(array_tensors(run, scan.rel, names))
+    tensors = array_tensors(run, scan.rel, names)
+    scan.tensors.extend(tensors)
+    if "#" not in path_key:          # contiguous ranges of this file: iter_chunks reads them without a reload
+        for tensor in tensors:
+            TENSOR_LAYOUTS[(path_key, tensor.name)] = None
     for array in run.arrays:
         if array.pickle is not None:
             scan.findings.append(R.OBJECT_ARRAY.finding(scan.rel, f"joblib array {array.index} has dtype object",
@@ -110,7 +114,7 @@ def _array_names(root: Any) -> dict[int, str]:
 
 
 def _load_raw(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
-    results = load_pickle_stream(scan, view, options)
+    results = load_pickle_stream(scan, view, options, path_key)
     scan.torch_refusals.append("a raw pickle is not a torch checkpoint (torch.load fails on the magic number)")
     if results[0].ok and _is_dcp_metadata(results[0]):
         scan.facts["distributed_checkpoint"] = True

@@ -20,7 +20,7 @@ torch >= 2.6 refuses this format with ``weights_only=True``; ``weights_only=Fals
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +30,11 @@ from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits
 from weightaudit.formats.object_names import dotted_names
 from weightaudit.formats.pickle_values import PersistentId
 from weightaudit.formats.pickle_vm import Limits, PickleResult, scan_pickle, scan_stream
-from weightaudit.formats.torch_tensors import STORAGE_DTYPES, Storage, TensorSpec, build_tensors, itemsize
+from weightaudit.formats.torch_pickle import load_zip_body
+from weightaudit.formats.torch_tensors import (
+    STORAGE_DTYPES, TENSOR_LAYOUTS, Storage, TensorSpec, build_tensors, itemsize,
+)
+from weightaudit.formats.zipread import ZIP_MAGIC
 from weightaudit.model import LoadedFile, Role, Severity
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIVE
@@ -165,7 +169,7 @@ def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: s
         if is_torch and member.name in ("storages", "tensors"):
             parts[member.name] = _scan_records(scan, data, member.name, options, member.offset)
         else:
-            results = _scan_member(scan, data, member, options, is_torch)
+            results = _scan_member(scan, data, member, options, is_torch, path_key)
             if member.name == "pickle" and results:
                 parts["pickle"] = results[0]
     if is_torch:
@@ -257,9 +261,10 @@ def _member_checks(scan: FileScan, member: TarMember) -> None:
         scan.verified = False
 
 
-def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions,
-                 is_torch: bool) -> list[PickleResult]:
-    """Scan a member that holds (or, for torch's own names, must hold) pickles; its pickle results."""
+def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions, is_torch: bool,
+                 path_key: str) -> list[PickleResult]:
+    """Scan a member that holds (or, for torch's own names, must hold) pickles; its pickle results. A member that
+    is a zip (a torch checkpoint inside a NeMo-style tar) is read in place by the zip loaders' body."""
     head = bytes(data[:8])
     if head[:1] == b"\x80" or (is_torch and member.name in TORCH_MEMBERS):
         results, _ = scan_stream(data, limits=limits_for(options))
@@ -271,12 +276,37 @@ def _scan_member(scan: FileScan, data: memoryview, member: TarMember, options: L
             scan.findings.append(R.HIDDEN_PICKLE.finding(scan.rel, f"tar member {member.name!r} holds a pickle",
                                                          where=member.name))
         return results
-    if head.startswith((b"PK\x03\x04", b"7z\xbc\xaf", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+    if head.startswith(ZIP_MAGIC):
+        _read_zip_member(scan, data, member, options, path_key)
+    elif head.startswith((b"7z\xbc\xaf", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
         scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"tar member {member.name!r} is an archive or "
                                                                  "compressed stream that was not unpacked",
                                                        where=member.name))
         scan.verified = False
     return []
+
+
+def _read_zip_member(scan: FileScan, data: memoryview, member: TarMember, options: LoadOptions, path_key: str) -> None:
+    """A zip stored in the tar (tar does not compress): read in place; its tensors' byte ranges are shifted to
+    file offsets and named ``<member>/<tensor>``."""
+    before = len(scan.tensors)
+    try:
+        load_zip_body(scan, data, options, f"{path_key}#{member.name}")
+    except FileProblem as exc:
+        scan.findings.append(UNSCANNED_ARCHIVE.finding(scan.rel, f"tar member {member.name!r} is a zip that cannot be "
+                                                                 f"read ({exc})", where=member.name))
+        scan.verified = False
+        return
+    for index in range(before, len(scan.tensors)):
+        tensor = scan.tensors[index]
+        offsets = tensor.data_offsets
+        if offsets is None:
+            scan.verified = False                       # strided or compressed records: not streamed from here
+        scan.tensors[index] = replace(tensor, name=f"{member.name}/{tensor.name}",
+                                      data_offsets=None if offsets is None else (offsets[0] + member.offset,
+                                                                                 offsets[1] + member.offset))
+        if offsets is not None and "#" not in path_key:
+            TENSOR_LAYOUTS[(path_key, scan.tensors[index].name)] = None   # a plain range: no reload to stream it
 
 
 def _scan_records(scan: FileScan, data: memoryview, name: str, options: LoadOptions, base: int) -> tuple[list, Any]:

@@ -154,7 +154,7 @@ def _is_npz(path_key: str, entries: list[ZipEntry]) -> bool:
 def _zipfile_accepts(scan: FileScan, path_key: str) -> None:
     """numpy.load (and whoever unzips a pickle archive) opens it with zipfile: where zipfile refuses the central
     directory, so do we (WA157, not verified)."""
-    if "#inflated" in path_key:
+    if "#" in path_key:                  # inflated content or a member of another archive: not a file on disk
         return
     try:
         with zipfile.ZipFile(path_key) as archive:
@@ -241,7 +241,7 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         stored = entry.method == 0
         try:
             scan_npy(scan, data, entry.name, options, entry.data_offset if stored else None,
-                     compressed=None if stored else (path_key, entry))
+                     compressed=None if stored else (path_key, entry), path_key=path_key)
         except NpyRefused:               # WA157 already reported; the other members are still read
             scan.verified = False
         return []
