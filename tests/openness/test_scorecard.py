@@ -37,12 +37,16 @@ def test_components_are_the_17_mof_names_plus_three_extras() -> None:
 
 def test_card_only_apache() -> None:
     sc = _scorecard("card_only_apache")
-    assert _pillars(sc) == ("open", "absent", "mentioned")
+    assert _pillars(sc) == ("open", "absent", "open")   # fineweb and c4 are known datasets (ODC-By-1.0)
     assert sc.headline == "open weights"
     assert sc.release_license == "Apache-2.0"
-    assert sc.component("Datasets").evidence[0].source == "README.md:3 datasets"
+    datasets = sc.component("Datasets")
+    assert datasets.evidence[0].source == "README.md:3 datasets" and datasets.evidence[0].confidence.value == "known"
+    assert datasets.license == "ODC-By-1.0"
     assert sc.mof.mof_class == 0
-    assert sc.osaid.verdict == "not-compliant"
+    assert sc.osaid.verdict == "insufficient-evidence"   # no training code, but nothing definite against it
+    assert sc.osaid.pillars == {"parameters": "satisfied", "code": "insufficient-evidence",
+                                "data_information": "satisfied"}
 
 
 def test_llama2_style() -> None:
@@ -64,7 +68,9 @@ def test_bloom_style() -> None:
     sc = _scorecard("bloom_style")
     assert _pillars(sc)[0] == "restricted"
     assert sc.release_license == "LicenseRef-scancode-bigscience-rail-1.0"
-    assert sc.component("Training code").status == "mentioned"
+    training = sc.component("Training code")   # a known training repository: status and licence from the table
+    assert (training.status, training.license, training.confidence.value) == ("included", "BSD-3-Clause", "known")
+    assert "bigscience-workshop/Megatron-DeepSpeed" in training.evidence[0].detail
     assert sc.pillars["training_data"].status == "mentioned"
     assert sc.mof.mof_class == 0 and sc.mof_if_mentions_hold.mof_class == 0
     assert sc.osaid.verdict == "not-compliant"
@@ -72,7 +78,7 @@ def test_bloom_style() -> None:
 
 def test_olmo_style_from_folder_alone() -> None:
     sc = _scorecard("olmo_style")
-    assert _pillars(sc) == ("open", "open", "mentioned")
+    assert _pillars(sc) == ("open", "open", "open")
     assert sc.component("Training code").evidence[0].source == "train.py"
     assert sc.component("Data preprocessing code").status == "included"
     assert sc.component("Model parameters (Intermediate)").status == "mentioned"

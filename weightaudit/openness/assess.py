@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 from weightaudit.openness.card import Link, ModelCard
 from weightaudit.openness.collect import ReleaseFacts, script_files
 from weightaudit.openness.evidence import Confidence, Evidence
+from weightaudit.openness.assess_links import dataset_ids_text, join_names, known_datasets, linked_component
 from weightaudit.openness.licenses import library_license
 
 INCLUDED = "included"
@@ -23,17 +24,6 @@ ABSENT = "absent"
 UNKNOWN = "unknown"
 NOT_APPLICABLE = "not-applicable"
 
-CODE_HOSTS = ("github.com", "gitlab.com", "codeberg.org", "bitbucket.org", "git.sr.ht")
-TRAINERS = ("olmo", "gpt-neox", "megatron-lm", "nanotron", "axolotl", "/trl", "open-instruct", "llama-recipes",
-            "litgpt", "torchtitan", "levanter", "composer", "llm-foundry", "t5x", "maxtext", "nemo", "open_lm",
-            "metaseq", "alignment-handbook", "llm360")
-DATA_TOOLS = ("dolma", "datatrove", "the-pile", "redpajama-data", "text-dedup", "data-juicer", "nemo-curator",
-              "dclm", "fineweb")
-EVAL_TOOLS = ("lm-evaluation-harness", "lighteval", "helm", "bigcode-evaluation-harness", "olmo-eval",
-              "opencompass", "evalplus", "simple-evals")
-PAPER_HOSTS = ("doi.org", "aclanthology.org", "openreview.net", "proceedings.mlr.press", "papers.nips.cc",
-               "proceedings.neurips.cc", "dl.acm.org", "ieeexplore.ieee.org", "jmlr.org", "nature.com")
-DATA_HOSTS = ("huggingface.co/datasets/", "zenodo.org", "kaggle.com/datasets", "commoncrawl.org", "data.")
 DATA_FILE_EXT = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".arrow", ".csv", ".tsv", ".txt.gz", ".json.gz")
 MAX_EVIDENCE = 6
 
@@ -77,21 +67,6 @@ def _link_evidence(card: ModelCard, links: Iterable[Link], detail: str) -> tuple
 
 def _links(facts: ReleaseFacts, test: Callable[[Link], bool]) -> list[Link]:
     return [link for link in facts.card.links if test(link)] if facts.card else []
-
-
-def _is_code_link(link: Link) -> bool:
-    return any(host in link.url.lower() for host in CODE_HOSTS)
-
-
-def _link_about(link: Link, words: tuple[str, ...], tools: tuple[str, ...], topics: tuple[str, ...],
-                card: ModelCard) -> bool:
-    url = link.url.lower()
-    if any(tool in url for tool in tools):
-        return True
-    if any(w in url or w in link.context for w in words):
-        return True
-    section = next((s for s in card.sections if s.title == link.section), None)
-    return section is not None and section.topic in topics
 
 
 def _library(facts: ReleaseFacts) -> tuple[str | None, str | None]:
@@ -172,36 +147,29 @@ def assess_architecture(facts: ReleaseFacts) -> Assessment:
     return _absent(facts, "architecture code or config.json")
 
 
-def _local_or_linked(facts: ReleaseFacts, what: str, words: tuple[str, ...], link_words: tuple[str, ...],
-                     tools: tuple[str, ...], topics: tuple[str, ...]) -> Assessment:
+def _local_or_linked(facts: ReleaseFacts, what: str, words: tuple[str, ...], roles: tuple[str, ...]) -> Assessment:
+    """Code in the release (by file name), else the card's links whose role is this component (links.py)."""
     local = script_files(facts, words)
     if local:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(local, what),
                           f"{what} in the release: {', '.join(local[:3])}")
-    card = facts.card
-    links = _links(facts, lambda l: _is_code_link(l) and _link_about(l, link_words, tools, topics, card)) if card else []
-    if card is not None and links:
-        return Assessment(MENTIONED, Confidence.MENTIONED, _link_evidence(card, links, f"{what} repository"),
-                          f"{what} is linked from the model card, not in the release", external=True)
-    return _absent(facts, what)
+    linked = linked_component(facts, what, roles)
+    return linked if linked is not None else _absent(facts, what)
 
 
 def assess_training_code(facts: ReleaseFacts) -> Assessment:
     return _local_or_linked(facts, "training code", ("train", "training", "pretrain", "finetune", "fine_tune", "sft",
-                                                      "dpo", "recipes"),
-                            ("train", "recipe", "fine-tun", "finetun"), TRAINERS, ("training-procedure",))
+                                                      "dpo", "recipes"), ("training",))
 
 
 def assess_preprocessing_code(facts: ReleaseFacts) -> Assessment:
     return _local_or_linked(facts, "data preprocessing code", ("preprocess", "preprocessing", "tokenize", "dedup",
                                                                "filter", "clean", "prepare", "prepare_data"),
-                            ("preprocess", "dedup", "data-processing", "data processing", "filtering"), DATA_TOOLS,
                             ("preprocessing",))
 
 
 def assess_evaluation_code(facts: ReleaseFacts) -> Assessment:
-    return _local_or_linked(facts, "evaluation code", ("eval", "evaluate", "evaluation", "benchmark"),
-                            ("eval", "benchmark"), EVAL_TOOLS, ("evaluation",))
+    return _local_or_linked(facts, "evaluation code", ("eval", "evaluate", "evaluation", "benchmark"), ("evaluation",))
 
 
 def assess_inference_code(facts: ReleaseFacts) -> Assessment:
@@ -216,7 +184,7 @@ def assess_inference_code(facts: ReleaseFacts) -> Assessment:
                           (Evidence(str(source), f"runs with the {library} library", Confidence.DECLARED),),
                           f"inference through {library} (licence {licence})", license_raw=licence,
                           license_source=f"{library} library")
-    return _local_or_linked(facts, "inference code", ("inference",), ("inference", "generate", "serving"), (), ("uses",))
+    return _local_or_linked(facts, "inference code", ("inference",), ("inference",))
 
 
 def assess_supporting_libraries(facts: ReleaseFacts) -> Assessment:
@@ -240,6 +208,25 @@ def _dataset_ids(card: ModelCard) -> list[str]:
     return []
 
 
+def _known_data(facts: ReleaseFacts) -> Assessment | None:
+    known = known_datasets(facts, facts.knowledge)
+    if not known:
+        return None
+    from weightaudit.openness.assess_links import _strictest_licence
+
+    artifacts = [a for a, _ in known]
+    licence = _strictest_licence(artifacts)
+    details = tuple(f"{a.id}: " + ("fully downloadable" if a.downloadable is True else
+                                   "gated download" if a.downloadable == "gated" else
+                                   "not downloadable" if a.downloadable is False else "availability not recorded")
+                    for a in artifacts)
+    documented = ("documented",) if all(a.documented for a in artifacts) else ()
+    return Assessment(INCLUDED, Confidence.KNOWN, tuple(e for _, e in known[:MAX_EVIDENCE]),
+                      f"training data: {artifacts[0].id} — {artifacts[0].license or 'licence not stated'}, "
+                      f"per {artifacts[0].source}", license_raw=licence, license_source=artifacts[0].source,
+                      external=True, details=details + documented + ("released elsewhere",))
+
+
 def assess_datasets(facts: ReleaseFacts) -> Assessment:
     local = [rel for rel in facts.files if rel.lower().startswith(("data/", "dataset/", "datasets/", "corpus/"))
              and rel.lower().endswith(DATA_FILE_EXT)]
@@ -249,15 +236,18 @@ def assess_datasets(facts: ReleaseFacts) -> Assessment:
     card = facts.card
     if card is None:
         return _absent(facts, "training data")
+    known = _known_data(facts)
+    if known is not None:
+        return known
     ids = _dataset_ids(card)
-    links = _links(facts, lambda l: any(h in l.url.lower() for h in DATA_HOSTS))
+    links = [r.link for r in facts.link_roles if r.role == "dataset"]
     evidence: tuple[Evidence, ...] = ()
     if ids:
-        evidence += (Evidence(card.field_source("datasets"), ", ".join(ids)[:120], Confidence.DECLARED),)
+        evidence += (Evidence(card.field_source("datasets"), dataset_ids_text(facts), Confidence.DECLARED),)
     evidence += _link_evidence(card, links, "dataset link")
     if evidence:
         return Assessment(MENTIONED, Confidence.DECLARED if ids else Confidence.MENTIONED, evidence,
-                          "training datasets are named and located, but not in the release (licence not checked offline)",
+                          "training datasets are named and located, but not in the release (licence not known offline)",
                           external=True, details=("released elsewhere",))
     described = [s for s in card.sections_about("training-data") if s.substantive]
     if described:
@@ -276,7 +266,7 @@ def assess_evaluation_data(facts: ReleaseFacts) -> Assessment:
     names = [str(n) for n in names if n]
     if card is not None and names:
         return Assessment(MENTIONED, Confidence.DECLARED,
-                          (Evidence(card.field_source("model-index"), ", ".join(dict.fromkeys(names))[:120],
+                          (Evidence(card.field_source("model-index"), join_names(names),
                                     Confidence.DECLARED),),
                           "evaluation datasets are named in model-index (not in the release)", external=True)
     return _absent(facts, "evaluation data")
@@ -345,42 +335,44 @@ def assess_evaluation_results(facts: ReleaseFacts) -> Assessment:
     return _absent(facts, "evaluation results")
 
 
-def _paper_links(facts: ReleaseFacts, hosts: tuple[str, ...]) -> list[Link]:
-    return _links(facts, lambda l: any(h in l.url.lower() for h in hosts))
-
-
-def _linked_or_cited(facts: ReleaseFacts, hosts: tuple[str, ...], link_detail: str, citation: str,
-                     citation_detail: str, reason: str, what: str) -> Assessment:
-    """A document that is not in the release but linked (``hosts``) or cited (BibTeX ``citation``) by the card."""
+def _paper_evidence(facts: ReleaseFacts, hosts: tuple[str, ...], detail: str) -> tuple[Evidence, ...]:
+    """The model's own paper/report links on these hosts (related work and citations of others are not evidence)."""
     card = facts.card
-    links = _paper_links(facts, hosts)
-    evidence: tuple[Evidence, ...] = _link_evidence(card, links, link_detail) if card else ()
-    if card is not None:
-        line = card.find_line(citation)
-        if line:
-            evidence += (Evidence(f"{card.path}:{line}", citation_detail, Confidence.MENTIONED),)
-    if evidence:
-        return Assessment(MENTIONED, Confidence.MENTIONED, evidence, reason, external=True)
-    return _absent(facts, what)
+    if card is None:
+        return ()
+    own = [r for r in facts.link_roles if r.role == "own-paper" and any(h in r.link.url.lower() for h in hosts)]
+    out = []
+    for role in list({r.link.url: r for r in own}.values())[:MAX_EVIDENCE]:
+        confidence = Confidence.KNOWN if role.known is not None else Confidence.MENTIONED
+        out.append(Evidence(f"{card.path}:{role.link.line}", f"{detail} ({role.why})", confidence, role.link.url))
+    return tuple(out)
 
 
 def assess_technical_report(facts: ReleaseFacts) -> Assessment:
     pdfs = facts.matching("*report*.pdf", "*technical*.pdf")
     if pdfs:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "report PDF"), "technical report in the release")
-    return _linked_or_cited(facts, ("arxiv.org/abs", "arxiv.org/pdf"), "arXiv preprint",
-                            r"@(techreport|misc)\s*\{|^\s*-?\s*arxiv:\d{4}\.\d{4,5}", "preprint citation",
-                            "a preprint / technical report is linked (its licence is not known offline)",
-                            "technical report")
+    evidence = _paper_evidence(facts, ("arxiv.org",), "the model's preprint / technical report")
+    if evidence:
+        return Assessment(MENTIONED, evidence[0].confidence, evidence,
+                          "the model's own preprint / technical report is linked (its licence is not known offline)",
+                          external=True)
+    return _absent(facts, "technical report")
+
+
+PAPER_HOSTS = ("doi.org", "aclanthology.org", "openreview.net", "proceedings.mlr.press", "papers.nips.cc",
+               "proceedings.neurips.cc", "dl.acm.org", "ieeexplore.ieee.org", "jmlr.org", "nature.com")
 
 
 def assess_research_paper(facts: ReleaseFacts) -> Assessment:
     pdfs = [rel for rel in facts.matching("*.pdf") if "report" not in rel.lower()]
     if pdfs:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "paper PDF"), "paper in the release")
-    return _linked_or_cited(facts, PAPER_HOSTS, "peer-reviewed paper", r"@(inproceedings|article)\s*\{",
-                            "paper citation", "a research paper is cited or linked (its licence is not known offline)",
-                            "research paper")
+    evidence = _paper_evidence(facts, PAPER_HOSTS, "the model's peer-reviewed paper")
+    if evidence:
+        return Assessment(MENTIONED, evidence[0].confidence, evidence,
+                          "the model's research paper is linked (its licence is not known offline)", external=True)
+    return _absent(facts, "research paper")
 
 
 def assess_sample_outputs(facts: ReleaseFacts) -> Assessment:
@@ -418,15 +410,25 @@ def assess_access(facts: ReleaseFacts) -> Assessment:
                       "no access gate declared in the model card")
 
 
+_FINETUNED_FROM = (r"\b(fine-?tuned|finetuned|trained|distilled|further pre-?trained|continued pre-?training)\s+"
+                   r"(version\s+)?(from|of|on top of)\s+\[?`?(?!scratch)([\w./\-]{3,100})")
+
+
 def assess_lineage(facts: ReleaseFacts) -> Assessment:
     card = facts.card
     base = card.front_matter.get("base_model") if card else None
     evidence: tuple[Evidence, ...] = ()
     if base and card is not None:
-        evidence += (Evidence(card.field_source("base_model"), str(base)[:100], Confidence.DECLARED),)
+        shown = join_names(map(str, base)) if isinstance(base, list) else str(base)[:100]
+        evidence += (Evidence(card.field_source("base_model"), shown, Confidence.DECLARED),)
     adapter = facts.adapter_config.get("base_model_name_or_path") if facts.adapter_config else None
     if adapter:
         evidence += (Evidence("adapter_config.json base_model_name_or_path", str(adapter)[:100], Confidence.VERIFIED),)
+    line = card.find_line(_FINETUNED_FROM) if card is not None and not evidence else None
+    if line and card is not None:
+        match = re.search(_FINETUNED_FROM, card.lines[line - 1], re.IGNORECASE)
+        named = match.group(4).rstrip(".,)]") if match else "another model"
+        evidence += (Evidence(f"{card.path}:{line}", f"derived from {named}", Confidence.MENTIONED),)
     if evidence:
         return Assessment("derivative", evidence[0].confidence, evidence,
                           "derived from a base model whose weights, code and data are not evaluated here "
@@ -434,7 +436,7 @@ def assess_lineage(facts: ReleaseFacts) -> Assessment:
     if card is None:
         return Assessment(UNKNOWN, Confidence.UNKNOWN, (), "no model card: lineage cannot be seen")
     return Assessment(NOT_APPLICABLE, Confidence.DECLARED,
-                      (Evidence(card.path, "no base_model field", Confidence.DECLARED),),
+                      (Evidence(card.path, "no base_model field or 'fine-tuned from' sentence", Confidence.DECLARED),),
                       "no base model declared: treated as an original model")
 
 
@@ -447,7 +449,8 @@ def assess_compute_docs(facts: ReleaseFacts) -> Assessment:
         evidence += (Evidence(card.field_source("co2_eq_emissions"), "CO2 emissions", Confidence.DECLARED),)
     evidence += tuple(Evidence(f"{card.path}:{s.line}", f"section '{s.title}'", Confidence.DECLARED)
                       for s in card.sections_about("environmental") if s.substantive)
-    line = card.find_line(r"\b(gpu|tpu|a100|h100|v100)s?\b.*\b(hours?|days?)\b|\bgpu[- ]hours?\b")
+    line = card.find_line(r"\b(gpus?|tpus?|a100s?|h100s?|v100s?|mi250x?|gaudi\d?)\b.{0,120}\b(hours?|days?|weeks?|steps?|epochs?)\b"
+                          r"|\bgpu[- ]hours?\b|\btrained (on|with|using) (a |an |\d+ ?x? ?)?(tpu|gpu|a100|h100|v100)")
     if line:
         evidence += (Evidence(f"{card.path}:{line}", "hardware and duration", Confidence.DECLARED),)
     if evidence:

@@ -57,6 +57,8 @@ class Link:
     line: int
     context: str          # the line the link is on, lower-cased
     section: str | None   # title of the enclosing section
+    anchor: str | None = None   # the Markdown / HTML link text, when the URL is a link target
+    block: str | None = None    # the fenced block's info string ("bibtex", "python", "" ...) when inside one
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,60 @@ def _sections(lines: list[str], start: int) -> tuple[Section, ...]:
     return tuple(sections)
 
 
+def _anchor(line: str, start: int) -> str | None:
+    """The text of ``[text](url)`` or ``<a href="url">text</a>`` whose URL starts at ``start``."""
+    before = line[:start]
+    if before.endswith("]("):
+        opening = before.rfind("[", 0, len(before) - 2)
+        return before[opening + 1:len(before) - 2].strip() if opening >= 0 else None
+    if re.search(r"href=[\"']?$", before):
+        after = line[start:]
+        match = re.search(r">([^<]{0,200})</a>", after)
+        return match.group(1).strip() if match else None
+    return None
+
+
 def _links(lines: list[str], start: int, sections: tuple[Section, ...]) -> tuple[Link, ...]:
+    """Every URL with its line, section, anchor text and code block; HTML comments (``<!-- -->``, often template
+    placeholders) are skipped, and markup clinging to a URL (``}`` ``)`` ``]`` ``.`` quotes) is cleaned off."""
+    from weightaudit.openness.knowledge import clean_url
+
     links = []
+    in_comment = False
+    block: str | None = None
+    titles = {s.line: s.title for s in sections}
+    current: str | None = None
     for index in range(start, len(lines)):
-        enclosing = [s.title for s in sections if s.line <= index + 1]
-        for match in _URL.finditer(lines[index]):
-            url = match.group(0).rstrip(".,;:")
-            links.append(Link(url, index + 1, lines[index].lower(), enclosing[-1] if enclosing else None))
+        raw = lines[index]
+        current = titles.get(index + 1, current)
+        if raw.lstrip().startswith(("```", "~~~")):
+            block = raw.lstrip()[3:].strip().lower() if block is None else None
+            continue
+        visible, in_comment = _without_comments(raw, in_comment)
+        for match in _URL.finditer(visible):
+            url = clean_url(match.group(0))
+            if url.count("/") >= 2:
+                links.append(Link(url, index + 1, raw.lower(), current, _anchor(visible, match.start()), block))
     return tuple(links)
+
+
+def _without_comments(line: str, in_comment: bool) -> tuple[str, bool]:
+    """The parts of a line outside HTML comments, and whether a comment is still open at its end."""
+    out, position = [], 0
+    while position < len(line):
+        if in_comment:
+            end = line.find("-->", position)
+            if end < 0:
+                return "".join(out), True
+            position, in_comment = end + 3, False
+        else:
+            begin = line.find("<!--", position)
+            if begin < 0:
+                out.append(line[position:])
+                break
+            out.append(line[position:begin])
+            position, in_comment = begin + 4, True
+    return "".join(out), in_comment
 
 
 def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
@@ -169,6 +217,6 @@ def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
             if match:
                 field_lines.setdefault(match.group(1), index + 1)
     sections = _sections(lines, body_start)
-    links = _links(lines, 0, sections)
+    links = _links(lines, body_start, sections)
     body = "\n".join(lines[body_start:])
     return ModelCard(path, front, field_lines, sections, links, body, error, tuple(lines), body_start + 1)

@@ -60,6 +60,10 @@ class ReleaseFacts:
     config_path: str | None
     adapter_config: Mapping[str, Any] | None
     truncated: bool = False
+    root_name: str | None = None
+    link_roles: tuple[Any, ...] = ()   # links.LinkRole of every card link (set by the scorecard with the knowledge)
+    known_model: Any = None            # (knowledge.KnownModel, the name that matched, where it was read) or None
+    knowledge: Any = None              # knowledge.Knowledge used to resolve links and ids
 
     def matching(self, *patterns: str) -> tuple[str, ...]:
         """Files whose base name matches any pattern (case-insensitive)."""
@@ -201,6 +205,7 @@ def collect(release: Release) -> ReleaseFacts:
         config_path=config_rel,
         adapter_config=_json(root, adapter_rel),
         truncated=truncated,
+        root_name=root.name,
     )
 
 

@@ -4,6 +4,8 @@ Confidence levels (research/openness.md 2.1), strongest first:
 
 - ``verified``  the artifact is in the release folder and was read (a weight file, a LICENSE text, train.py);
 - ``declared``  structured metadata says so (model-card YAML front matter, config.json);
+- ``known``     a link or Hub id in the card resolves to a known artifact of the knowledge base (MOT record,
+                curated table, ``--knowledge`` rows), which gives its status and licence with the source named;
 - ``mentioned`` a link or prose in the model card points to it;
 - ``attested``  the user's declaration file (MOF YAML) says so;
 - ``absent``    looked for and not found;
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 class Confidence(str, enum.Enum):
     VERIFIED = "verified"
     DECLARED = "declared"
+    KNOWN = "known"
     MENTIONED = "mentioned"
     ATTESTED = "attested"
     ABSENT = "absent"
@@ -27,7 +30,8 @@ class Confidence(str, enum.Enum):
     @property
     def rank(self) -> int:
         """Higher is stronger; used to pick the best evidence for a component."""
-        return {"verified": 5, "declared": 4, "mentioned": 3, "attested": 2, "absent": 1, "unknown": 0}[self.value]
+        return {"verified": 6, "declared": 5, "known": 4, "mentioned": 3, "attested": 2, "absent": 1,
+                "unknown": 0}[self.value]
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,14 @@ def _pillar(result: "ComponentResult", open_test: str) -> Pillar:
     info = result.license_info
     evidence = result.evidence
     if result.status == "included":
+        known = result.confidence.value == "known"
+        if info is None and known:
+            return Pillar("unknown", None, f"{result.name}: {result.reason} (licence not recorded)", evidence)
         if info is None:
             return Pillar("restricted", None, f"{result.name} included without a licence: no rights granted", evidence)
         is_open = info.osi_approved if open_test == "osi" else info.open
+        if is_open and known:
+            return Pillar("open", info.id, f"{result.name}: {result.reason}", evidence)
         if is_open:
             return Pillar("open", info.id, f"{result.name} included under {info.id} ({info.label})", evidence)
         if not info.known:
@@ -129,20 +134,35 @@ def _parameters(by_name: "dict[str, ComponentResult]") -> tuple[str, str]:
 
 
 def _code(by_name: "dict[str, ComponentResult]") -> tuple[str, str]:
-    worst, reasons = SATISFIED, []
+    """Satisfied when the training code is available under OSI-approved terms (from the release, the knowledge base
+    or a declaration) and no other code component is under a known non-OSI licence; not satisfied only on that
+    definite evidence; otherwise insufficient evidence."""
+    restricted = []
     for name in OSAID_CODE:
         result = by_name[name]
         info = result.license_info
-        optional = name == "Supporting libraries and tools"
-        if (result.status == "absent" and not optional) or (result.status == "included" and (info is None or (info.known and not info.osi_approved))):
-            worst = NOT_SATISFIED
-            why = "not released" if result.status == "absent" else f"licence {info.id if info else 'missing'} is not OSI-approved"
-            reasons.append(f"{name} {why}")
-        elif result.status != "included" or info is None or not info.osi_approved:
-            if worst == SATISFIED:
-                worst = INSUFFICIENT
-            reasons.append(f"{name} {result.status}")
-    return worst, ("code: " + "; ".join(reasons)) if reasons else ""
+        if result.status == "included" and info is not None and info.known and not info.osi_approved:
+            restricted.append(f"{name} under {info.id} ({info.label}), not OSI-approved")
+    if restricted:
+        return NOT_SATISFIED, "code: " + "; ".join(restricted)
+    training = by_name["Training code"]
+    info = training.license_info
+    if training.status == "included" and info is not None and info.osi_approved:
+        return SATISFIED, ""
+    return INSUFFICIENT, f"code: training code {training.status}" + (
+        f" ({info.id} not recognised as OSI-approved)" if info is not None and training.status == "included" else "")
+
+
+_UNDISCLOSED = (r"(training|pre-?training|fine-?tuning)\s+(data|datasets?|corpus)\b[^.]{0,80}\b(is|are|was|were|will)\s+"
+                r"(not|never)\s+(be\s+)?(publicly\s+)?(disclosed|released|shared|made (public|available))"
+                r"|\bundisclosed\s+(training\s+)?(data|datasets?)\b|\bproprietary\s+(training\s+)?(data|datasets?)\b"
+                r"(?!\s+(is|are) not)")
+
+
+def data_undisclosed_line(facts: "ReleaseFacts") -> int | None:
+    """The card line stating that the training data is not disclosed (definite evidence for OSAID), or None."""
+    card = facts.card
+    return card.find_line(_UNDISCLOSED) if card is not None else None
 
 
 def _data_elements(facts: "ReleaseFacts", results: "dict[str, ComponentResult]") -> list[str]:
@@ -155,15 +175,18 @@ def _data_elements(facts: "ReleaseFacts", results: "dict[str, ComponentResult]")
 
 
 def _data(by_name: "dict[str, ComponentResult]", facts: "ReleaseFacts") -> tuple[str, str]:
+    """Satisfied when the training data is covered by open terms or by documented, known datasets (release,
+    knowledge base, declaration); not satisfied only when the card says the data is undisclosed."""
     datasets = by_name["Datasets"]
     card = by_name["Data card"]
     info = datasets.license_info
     if datasets.status == "included" and info is not None and info.open:
         return SATISFIED, ""
-    if datasets.status == "included" and info is not None and info.known and not info.open:
-        return NOT_SATISFIED, f"data information: datasets under {info.id} ({info.label})"
-    if datasets.status == "absent" and card.status != "included":
-        return NOT_SATISFIED, "data information: nothing is disclosed about the training data"
+    if datasets.status == "included" and "documented" in datasets.details:
+        return SATISFIED, ""
+    line = data_undisclosed_line(facts)
+    if line is not None and facts.card is not None:
+        return NOT_SATISFIED, f"data information: {facts.card.path}:{line} states the training data is not disclosed"
     elements = _data_elements(facts, by_name)
     located = datasets.status in ("included", "mentioned") and "described only" not in datasets.details
     if card.status == "included" and located and len(elements) >= 5:

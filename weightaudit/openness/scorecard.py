@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Mapping
 
 from weightaudit.model import Release
+from weightaudit.openness.assess_links import apply_known_model, with_knowledge
+from weightaudit.openness.knowledge import Knowledge, load_knowledge
 from weightaudit.openness.assess import ASSESSORS, ABSENT, INCLUDED, MENTIONED, UNKNOWN, Assessment
 from weightaudit.openness.collect import EMPTY_FACTS, ReleaseFacts, collect
 from weightaudit.openness.components import ALL_CHECKS, Component
@@ -218,12 +220,25 @@ def _aggregate(results: tuple[ComponentResult, ...], weights: Mapping[str, float
 # ------------------------------------------------------------------------------------------------ build
 
 
-def build_scorecard(release: Release | None, declaration: Path | None = None) -> Scorecard:
-    """The openness scorecard of a release folder, a declaration file, or both (declaration fills the gaps)."""
+def _known_licence(facts: ReleaseFacts, rl: ReleaseLicense) -> tuple[str | None, tuple[Evidence, ...]]:
+    """The release's licence, else the identified model's record licence (confidence known)."""
+    if rl.id is not None or facts.known_model is None or not facts.known_model[0].license:
+        return rl.id, ()
+    model, matched, where = facts.known_model
+    return model.license, (Evidence(where, f"licence {model.license}, per {model.source} (identified by '{matched}')",
+                                    Confidence.KNOWN),)
+
+
+def build_scorecard(release: Release | None, declaration: Path | None = None,
+                    knowledge: Path | str | None = None) -> Scorecard:
+    """The openness scorecard of a release folder, a declaration file, or both (declaration fills the gaps).
+    ``knowledge``: a user's knowledge file added to the bundled knowledge base (knowledge.py)."""
     decl = load_declaration(declaration) if declaration is not None else None
+    kb = load_knowledge(knowledge)
     facts: ReleaseFacts = collect(release) if release is not None else EMPTY_FACTS
+    facts = with_knowledge(facts, kb)
     rl: ReleaseLicense = resolve_release_license(facts)
-    distribution = rl.id
+    distribution, known_licence_evidence = _known_licence(facts, rl)
     conflicts = list(rl.conflicts)
     declared_distribution = _normalised_id(decl.global_licenses.get("distribution")) if decl else None
     if declared_distribution and distribution and declared_distribution != distribution:
@@ -236,6 +251,8 @@ def build_scorecard(release: Release | None, declaration: Path | None = None) ->
     results = []
     for component in ALL_CHECKS:
         local = ASSESSORS[component.key](facts)
+        if component.mot_id:
+            local = apply_known_model(local, component.name, facts)
         merged, licence, attested, details = _merge(component, local, decl, distribution, release is not None)
         results.append(_result(component, merged, licence, attested, details))
     results_t = tuple(results)
@@ -243,7 +260,7 @@ def build_scorecard(release: Release | None, declaration: Path | None = None) ->
     strict = evaluate_mof(_mof_record(results_t, (INCLUDED,), None))
     loose = evaluate_mof(_mof_record(results_t, (INCLUDED, MENTIONED), distribution))
     pillars = assess_pillars(results_t)
-    licence_evidence = rl.evidence()
+    licence_evidence = rl.evidence() + known_licence_evidence
     if decl is not None and declared_distribution:
         licence_evidence += (Evidence(f"{decl.path} release.license.distribution", declared_distribution,
                                       Confidence.ATTESTED),)

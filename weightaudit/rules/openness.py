@@ -21,7 +21,9 @@ from typing import Any, Iterable, Mapping
 
 from weightaudit.model import Finding, Release, Severity
 from weightaudit.openness.assess import ABSENT, assess_datasets, assess_training_code
+from weightaudit.openness.assess_links import with_knowledge
 from weightaudit.openness.collect import ReleaseFacts, collect
+from weightaudit.openness.knowledge import load_knowledge
 from weightaudit.openness.licenses import classify
 from weightaudit.openness.licensing import ReleaseLicense, resolve_release_license
 from weightaudit.rules import register
@@ -36,7 +38,7 @@ def _facts(release: Release) -> tuple[ReleaseFacts, ReleaseLicense]:
     for cached, facts, licence in _CACHE:
         if cached is release:
             return facts, licence
-    facts = collect(release)
+    facts = with_knowledge(collect(release), load_knowledge())   # links resolved as the scorecard does
     licence = resolve_release_license(facts)
     _CACHE.append((release, facts, licence))
     del _CACHE[:-4]
