@@ -197,6 +197,7 @@ def test_cli_report_names_repository_and_revision(cached: tuple[Path, Path], run
     assert doc["release"] == {"repository": "org/tiny", "revision": COMMIT, "ref": "main", "kind": "model"}
     assert "release" not in plain_doc
     assert doc["summary"]["parameter_count"] == plain_doc["summary"]["parameter_count"]
+    validate(doc)
     text = invoke(runner, "inspect", repo).stdout
     assert "org/tiny" in text and COMMIT[:12] in text
 
@@ -208,3 +209,11 @@ def test_cli_revision_option(tmp_path: Path, runner) -> None:
     for command in ("inspect", "audit"):
         code, doc = invoke_json(runner, command, repo, "--revision", "dev")
         assert doc["release"]["revision"] == OTHER and doc["release"]["ref"] == "dev"
+
+
+def validate(doc: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from weightaudit import formats
+from weightaudit.copies import find_copies
 from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
 from weightaudit.limits import DEFAULT_LIMITS, Limits
@@ -71,7 +72,7 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     kept, suppressed, notes = apply_policy(raw, options)
     notes = coverage_notes + notes
     return Report(
-        command=options.command, release=release, files=files,
+        command=options.command, release=release, files=files, copies=find_copies(files, release),
         findings=tuple(sorted(collapse_findings(_dedupe(kept), per_file), key=Finding.sort_key)),
         stats=stats, suppressed=tuple(sorted(collapse_findings(_dedupe(suppressed), per_file), key=Finding.sort_key)),
         fail_on=None if options.policy.fail_never else options.policy.fail_on, notes=tuple(notes),

@@ -50,6 +50,7 @@ class Report:
     scorecard: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()     # e.g. expired ignore entries, policy source
     policy: Mapping[str, Any] | None = None   # which policy applied: {path, source: cli|discovered|default}
+    copies: tuple[Any, ...] = ()    # copies.CopyGroup: one model in several containers (summary counts it once)
 
     @property
     def target(self) -> str:
@@ -133,6 +134,10 @@ def release_rows(report: Report) -> list[tuple[str, str]]:
     if hub is not None:
         rows.append(("Repository", f"{hub.repository} @ {hub.ref} ({hub.revision})" if hub.ref
                      else f"{hub.repository} @ {hub.revision}"))
+    for group in report.copies:
+        listed = "; ".join(f"{', '.join(m.files)} ({m.format}{', counted' if m.primary else ''})"
+                           for m in group.members)
+        rows.append(("Copies", f"{len(group.members)} copies of one model: {listed}"))
     return rows
 
 
@@ -156,10 +161,20 @@ def total_bytes(tensors: list[TensorInfo]) -> int:
     return sum(t.nbytes or 0 for t in tensors)
 
 
+def counted_tensors(report: Report) -> list[TensorInfo]:
+    """The tensors the summary counts: a model shipped in several containers counts once (its primary copy)."""
+    if not report.copies:
+        return report.tensors
+    from weightaudit.copies import secondary_files
+
+    skip = secondary_files(report.copies)
+    return [t for t in report.tensors if t.file not in skip]
+
+
 def summary(report: Report) -> dict[str, Any]:
-    tensors = report.tensors
+    tensors = counted_tensors(report)
     by_severity = Counter(f.severity.label for f in report.findings)
-    return {
+    out = {
         "files": len(report.files),
         "formats": sorted({f.format for f in report.files if f.status is FileStatus.OK}),
         "tensor_count": len(tensors),
@@ -172,6 +187,9 @@ def summary(report: Report) -> dict[str, Any]:
         "verified": report.verified,
         "verdict": report.verdict.value,
     }
+    if report.copies:
+        out["copies"] = [m.to_dict(i) for i, group in enumerate(report.copies) for m in group.members]
+    return out
 
 
 def _finite(value: float | None) -> float | str | None:

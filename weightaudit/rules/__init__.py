@@ -20,11 +20,13 @@ _ID_PATTERN = re.compile(r"^WA[1-9]\d\d$")
 _RULE_MODULES = (
     "weightaudit.rules.integrity",
     "weightaudit.rules.size",
+    "weightaudit.rules.copies_rules",
     "weightaudit.rules.numerics",
     "weightaudit.rules.pickle_rules",
     "weightaudit.rules.container_rules",
     "weightaudit.rules.template_rules",
     "weightaudit.rules.gguf_rules",
+    "weightaudit.rules.onnx_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.keras_rules",
     "weightaudit.rules.tf_rules",

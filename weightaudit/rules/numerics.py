@@ -204,6 +204,33 @@ def _declared_ties(ctx: AuditContext) -> list[set[str]]:
     return groups
 
 
+def _copy_identity(ctx: AuditContext):
+    """(file, name) -> an identity shared by the same tensor in every copy of one model (``weightaudit.copies``):
+    copies hold identical bytes by design, WA208 compares them."""
+    from weightaudit.copies import find_copies, tensor_key
+
+    member_of = {path: (index, member.strip) for index, group in enumerate(find_copies(ctx.files, ctx.release))
+                 for member in group.members for path in member.files}
+
+    def identity(path: str, name: str) -> tuple:
+        if path in member_of:
+            index, strip = member_of[path]
+            return ("copy", index, tensor_key(name, strip))
+        return ("file", path, name)
+    return identity
+
+
+def _one_per_copy(members: list[tuple[LoadedFile, TensorInfo]], same_tensor) -> list[tuple[LoadedFile, TensorInfo]]:
+    seen: set[tuple] = set()
+    kept = []
+    for loaded, tensor in members:
+        identity = same_tensor(loaded.path, tensor.name)
+        if identity not in seen:
+            seen.add(identity)
+            kept.append((loaded, tensor))
+    return kept
+
+
 def _duplicate_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     groups: dict[tuple[str, str], list[tuple[LoadedFile, TensorInfo]]] = defaultdict(list)
     for loaded, tensor, stats in _with_stats(ctx):
@@ -215,7 +242,9 @@ def _duplicate_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Find
             continue  # constant tensors are alike by value; WA303/WA304/WA308 speak about them
         groups[(tensor.dtype, stats.fingerprint)].append((loaded, tensor))
     ties = _declared_ties(ctx)
+    same_tensor = _copy_identity(ctx)
     for members in groups.values():
+        members = _one_per_copy(members, same_tensor)   # one tensor held by several copies counts once
         if len(members) < 2:
             continue
         names = {t.name for _, t in members}

@@ -1,0 +1,150 @@
+"""One model in several containers: a safetensors file and its torch.save twin count once, are clean, and every
+tensor on which they disagree is named (WA208). The torch files are written by torch.save here and never loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from safetensors.torch import save_file  # noqa: E402
+
+from tests.conftest import invoke, invoke_json  # noqa: E402
+from weightaudit.copies import find_copies, tensor_key  # noqa: E402
+from weightaudit.discover import discover  # noqa: E402
+from weightaudit.formats.base import LoadOptions  # noqa: E402
+from weightaudit.pipeline import load_file  # noqa: E402
+
+
+def weights() -> dict:
+    generator = torch.Generator().manual_seed(3)
+    return {
+        "model.embed_tokens.weight": torch.randn(64, 32, generator=generator),
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(32, 32, generator=generator),
+        "model.layers.0.mlp.up_proj.weight": torch.randn(64, 32, generator=generator),
+        "model.layers.0.input_layernorm.weight": torch.ones(32),
+        "model.norm.weight": torch.ones(32),
+    }
+
+
+def release(folder: Path, bin_weights: dict | None = None, st_weights: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    base = weights()
+    save_file(st_weights or base, folder / "model.safetensors")
+    torch.save(bin_weights or dict(base), folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 64, "hidden_size": 32,
+                                                    "num_hidden_layers": 1, "tie_word_embeddings": False}))
+    return folder
+
+
+def wa208(doc: dict) -> list[tuple[str, str, str]]:
+    return sorted((f["path"], f["tensor"], f["severity"]) for f in doc["findings"] if f["rule_id"] == "WA208")
+
+
+def test_safetensors_and_torch_save_copies_count_once_and_are_clean(tmp_path: Path, runner) -> None:
+    folder = release(tmp_path / "r")
+    code, doc = invoke_json(runner, "audit", folder)
+    params = sum(t.numel() for t in weights().values())
+    assert doc["summary"]["parameter_count"] == params               # not twice
+    assert doc["summary"]["tensor_count"] == 5
+    assert [(c["format"], c["files"], c["primary"]) for c in doc["summary"]["copies"]] == [
+        ("safetensors", ["model.safetensors"], True), ("pytorch", ["pytorch_model.bin"], False)]
+    assert [f["rule_id"] for f in doc["findings"] if f["rule_id"] in ("WA208", "WA306")] == []
+    assert code == 0, doc["findings"]
+    validate(doc)
+    text = invoke(runner, "inspect", folder).stdout
+    assert "Copies" in text and "2 copies of one model" in text
+
+
+def test_one_changed_tensor_is_named_exactly(tmp_path: Path, runner) -> None:
+    edited = weights()
+    edited["model.layers.0.mlp.up_proj.weight"][3, 4] += 0.01
+    folder = release(tmp_path / "r", bin_weights=edited)
+    _, doc = invoke_json(runner, "audit", folder)
+    assert wa208(doc) == [("pytorch_model.bin", "model.layers.0.mlp.up_proj.weight", "medium")]
+    _, header_only = invoke_json(runner, "inspect", folder)           # values need streamed bytes
+    assert wa208(header_only) == []
+    _, with_stats = invoke_json(runner, "inspect", "--stats", folder)
+    assert wa208(with_stats) == [("pytorch_model.bin", "model.layers.0.mlp.up_proj.weight", "medium")]
+
+
+def test_missing_reshaped_retyped_and_extra_tensors_are_named(tmp_path: Path, runner) -> None:
+    edited = weights()
+    del edited["model.norm.weight"]
+    edited["model.layers.0.self_attn.q_proj.weight"] = edited["model.layers.0.self_attn.q_proj.weight"].reshape(16, 64)
+    edited["model.embed_tokens.weight"] = edited["model.embed_tokens.weight"].half()
+    edited["model.extra.bias"] = torch.zeros(3)
+    folder = release(tmp_path / "r", bin_weights=edited)
+    _, doc = invoke_json(runner, "inspect", folder)
+    messages = {f["tensor"]: f["message"] for f in doc["findings"] if f["rule_id"] == "WA208"}
+    assert set(messages) == {"model.norm.weight", "model.layers.0.self_attn.q_proj.weight",
+                             "model.embed_tokens.weight", "model.extra.bias"}
+    assert "missing from this copy" in messages["model.norm.weight"]
+    assert "reshaped" in messages["model.layers.0.self_attn.q_proj.weight"]
+    assert "re-typed" in messages["model.embed_tokens.weight"]
+    assert "only in this copy" in messages["model.extra.bias"]
+
+
+def test_training_checkpoint_wrapper_is_matched(tmp_path: Path, runner) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    save_file(weights(), folder / "model.safetensors")
+    torch.save({"state_dict": weights()}, folder / "checkpoint.pt")
+    code, doc = invoke_json(runner, "audit", folder)
+    assert [c["files"] for c in doc["summary"]["copies"]] == [["model.safetensors"], ["checkpoint.pt"]]
+    assert wa208(doc) == [] and code == 0
+
+
+def test_unrelated_models_are_not_copies(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    save_file(weights(), folder / "model.safetensors")
+    torch.save({"encoder.weight": torch.randn(4, 4), "decoder.weight": torch.randn(4, 4)}, folder / "other.bin")
+    rel = discover([str(folder)])
+    files = [load_file(Path(w.path), w.rel, w.format, LoadOptions()) for w in rel.weight_files]
+    assert find_copies(files, rel) == ()
+
+
+def test_sharded_safetensors_with_index_and_a_single_bin(tmp_path: Path, runner) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = weights()
+    names = sorted(base)
+    first, second = names[:2], names[2:]
+    save_file({n: base[n] for n in first}, folder / "model-00001-of-00002.safetensors")
+    save_file({n: base[n] for n in second}, folder / "model-00002-of-00002.safetensors")
+    weight_map = {n: "model-00001-of-00002.safetensors" for n in first} | \
+        {n: "model-00002-of-00002.safetensors" for n in second}
+    total = sum(t.numel() * 4 for t in base.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                    "weight_map": weight_map}))
+    torch.save(dict(base), folder / "pytorch_model.bin")
+    code, doc = invoke_json(runner, "audit", folder)
+    assert doc["summary"]["parameter_count"] == sum(t.numel() for t in base.values())
+    assert [c["files"] for c in doc["summary"]["copies"]] == [
+        ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"], ["pytorch_model.bin"]]
+    assert wa208(doc) == [] and code == 0
+
+
+def test_duplicates_inside_one_copy_are_still_found(tmp_path: Path, runner) -> None:
+    twin = weights()
+    twin["model.layers.0.mlp.up_proj.weight"] = twin["model.embed_tokens.weight"].clone()
+    folder = release(tmp_path / "r", bin_weights=twin, st_weights=twin)
+    _, doc = invoke_json(runner, "audit", folder)
+    duplicates = [(f["path"], f["tensor"]) for f in doc["findings"] if f["rule_id"] == "WA306"]
+    assert len(duplicates) == 1                  # one finding for the pair, not one per copy
+
+
+def test_tensor_key_conventions() -> None:
+    assert tensor_key("bert/embeddings/weight:0") == "bert.embeddings.weight"
+    assert tensor_key("module.a.b", "module.") == "a.b"
+
+
+def validate(doc: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
