@@ -47,7 +47,6 @@ SIDE_FILE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 UNSUPPORTED_FORMATS: tuple[tuple[str, Callable[[Probe], bool]], ...] = (
     ("PyTorch preview archive", lambda p: p.head.startswith(b"PYTORCH1")),
     ("TensorFlow Lite", lambda p: p.head[4:8] == b"TFL3" or p.suffix == ".tflite"),
-    ("ONNX", lambda p: p.suffix == ".onnx"),
     ("Core ML", lambda p: p.suffix in (".mlmodel", ".mlpackage") or (p.is_dir and "Manifest.json" in p.entries
                                                                    and p.path.suffix == ".mlpackage")),
 )

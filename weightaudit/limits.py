@@ -48,6 +48,7 @@ class Limits:
     graph_functions: int = 100_000            # library functions of one SavedModel
     graph_protobuf_fields: int = 50_000_000   # protobuf fields visited in one saved_model.pb, known or not
     graph_text_bytes: int = 16 * 1024 * 1024  # one saved_model.pbtxt, parsed in memory (~1 s per MB)
+    onnx_graph_depth: int = 32                # ONNX subgraphs nested in each other (If/Loop/Scan bodies)
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

@@ -30,6 +30,7 @@ _LOADER_SPECS: tuple[tuple[str, str], ...] = (
     ("weightaudit.formats.savedmodel", "CHECKPOINT_LOADER"),
     ("weightaudit.formats.tar_legacy", "LOADER"),
     ("weightaudit.formats.compressed", "LOADER"),
+    ("weightaudit.formats.onnx", "LOADER"),
     # The raw pickle loader must stay LAST: it claims any content that parses as a pickle.
     ("weightaudit.formats.raw_pickle", "LOADER"),
 )
