@@ -227,7 +227,7 @@ class ScorecardReport:
 
 
 def scorecard(paths: Any = (), *, declare: str | Path | None = None,
-              min_score: float | None = None) -> ScorecardReport:
+              min_score: float | None = None, knowledge: str | Path | None = None) -> ScorecardReport:
     """How open a release is (MOF class, OSAID 1.0), from its folder, a MOF declaration YAML, or both."""
     from weightaudit.discover import discover
     from weightaudit.errors import UsageError
@@ -238,7 +238,8 @@ def scorecard(paths: Any = (), *, declare: str | Path | None = None,
         raise UsageError("give a release path, a --declare FILE, or both")
     groups = release_groups(given) if given else [()]
     declaration = Path(declare) if declare else None
-    cards = tuple((group, build_scorecard(discover(list(group)) if group else None, declaration)) for group in groups)
+    cards = tuple((group, build_scorecard(discover(list(group)) if group else None, declaration, knowledge))
+                  for group in groups)
     return ScorecardReport(cards, str(declare) if declare else None, min_score)
 
 

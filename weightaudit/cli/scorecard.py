@@ -24,13 +24,16 @@ FORMATS = ("text", "json", "markdown")
               help="A MOF model YAML declaring what the folder cannot show (read unchanged by the Model Openness Tool).")
 @click.option("--export-mof", "export_mof_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a MOF YAML pre-filled from the evidence found, to complete and publish.")
+@click.option("--knowledge", "knowledge", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Your own known-artifact rows (YAML/JSON, schema of weightaudit/data/knowledge.yaml), added to the "
+                   "bundled knowledge base.")
 @click.option("--badge", "badge_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write an SVG badge.")
 @click.option("--min-score", type=click.FloatRange(0, 10), default=None,
               help="Exit 1 when the 0-10 summary score is below this.")
 @output_options(FORMATS)
 def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_path: str | None,
                       badge_path: str | None, min_score: float | None, fmt: str | None, output: str | None,
-                      quiet: bool, color: bool | None) -> None:
+                      quiet: bool, color: bool | None, knowledge: str | None = None) -> None:
     """Score how open a release is: weights, training code and training data (MOF class, OSAID 1.0).
 
     Several folders that are separate releases get one scorecard each.
@@ -42,7 +45,7 @@ def scorecard_command(paths: tuple[str, ...], declare: str | None, export_mof_pa
     fmt = resolve_format(fmt, output, FORMATS)
     if (export_mof_path or badge_path) and paths and len(api.release_groups(paths)) > 1:
         raise UsageError("--export-mof and --badge take one release; give one folder")
-    report = api.scorecard(paths, declare=declare, min_score=min_score)
+    report = api.scorecard(paths, declare=declare, min_score=min_score, knowledge=knowledge)
     cards = report.cards
     term = terminal(color, output)
     code, problems = report.exit_code, report.problems

@@ -85,7 +85,7 @@ def linked_component(facts: "ReleaseFacts", what: str, roles: tuple[str, ...]) -
         licence = _strictest_licence([r.known for r in unique])
         first = unique[0].known
         return Assessment(INCLUDED, Confidence.KNOWN, evidence,
-                          f"{what}: {first.id} — {first.license or 'licence not stated'}, per {first.source}",
+                          f"{first.id} — {first.license or 'licence not stated'}, per {first.source}",
                           license_raw=licence, license_source=first.source, external=True)
     if matching:
         unique = list({r.link.url: r for r in matching}.values())
