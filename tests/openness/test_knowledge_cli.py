@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from weightaudit.cli.scorecard import scorecard_command
+from weightaudit.errors import UsageError
 
 
 def test_knowledge_option_adds_rows(tmp_path: Path) -> None:
@@ -21,12 +22,12 @@ def test_knowledge_option_adds_rows(tmp_path: Path) -> None:
     assert without.exit_code == 0 and with_rows.exit_code == 0
 
     def training(output: str) -> dict:
-        report = json.loads(output)["reports"][0]
+        report = json.loads(output)["scorecard"]
         return next(c for c in report["components"] if c["name"] == "Training code")
 
     assert training(without.output)["status"] == "mentioned"
     got = training(with_rows.output)
-    assert (got["status"], got["license"], got["confidence"]) == ("included", "MIT", "known")
+    assert (got["status"], got["license"]["id"], got["confidence"]) == ("included", "MIT", "known")
     assert "per our audit" in got["reason"]
 
 
@@ -35,4 +36,5 @@ def test_bad_knowledge_file_is_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "k.yaml"
     bad.write_text("artifacts: [{id: github.com/a/b, kind: rocket, source: x}]\n")
     result = CliRunner().invoke(scorecard_command, [str(tmp_path), "--knowledge", str(bad)])
-    assert result.exit_code == 2
+    assert isinstance(result.exception, UsageError) and result.exception.exit_code == 2   # main() exits 2
+    assert "artifacts[0]" in str(result.exception)
