@@ -17,6 +17,7 @@ from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats
+from weightaudit.model_facts import adapter_facts, model_facts, read_adapter_config
 from weightaudit.policy import Policy
 from weightaudit.report import Report
 from weightaudit.rules import AuditContext, Rule, all_rules
@@ -73,6 +74,8 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     notes = coverage_notes + notes
     return Report(
         command=options.command, release=release, files=files, copies=find_copies(files, release),
+        model=model_facts(context.config),
+        adapter=adapter_facts(read_adapter_config(release, load_options.limits)),
         findings=tuple(sorted(collapse_findings(_dedupe(kept), per_file), key=Finding.sort_key)),
         stats=stats, suppressed=tuple(sorted(collapse_findings(_dedupe(suppressed), per_file), key=Finding.sort_key)),
         fail_on=None if options.policy.fail_never else options.policy.fail_on, notes=tuple(notes),

@@ -51,6 +51,8 @@ class Report:
     notes: tuple[str, ...] = ()     # e.g. expired ignore entries, policy source
     policy: Mapping[str, Any] | None = None   # which policy applied: {path, source: cli|discovered|default}
     copies: tuple[Any, ...] = ()    # copies.CopyGroup: one model in several containers (summary counts it once)
+    model: Mapping[str, Any] | None = None     # model_facts: what config.json says the model is
+    adapter: Mapping[str, Any] | None = None   # model_facts: a PEFT adapter_config.json
 
     @property
     def target(self) -> str:
@@ -134,6 +136,13 @@ def release_rows(report: Report) -> list[tuple[str, str]]:
     if hub is not None:
         rows.append(("Repository", f"{hub.repository} @ {hub.ref} ({hub.revision})" if hub.ref
                      else f"{hub.repository} @ {hub.revision}"))
+    if report.model or report.adapter:
+        from weightaudit.model_facts import adapter_line, facts_line
+
+        if report.model:
+            rows.append(("Model", facts_line(report.model)))
+        if report.adapter:
+            rows.append(("Adapter", adapter_line(report.adapter)))
     for group in report.copies:
         listed = "; ".join(f"{', '.join(m.files)} ({m.format}{', counted' if m.primary else ''})"
                            for m in group.members)
@@ -189,6 +198,10 @@ def summary(report: Report) -> dict[str, Any]:
     }
     if report.copies:
         out["copies"] = [m.to_dict(i) for i, group in enumerate(report.copies) for m in group.members]
+    if report.model:
+        out["model"] = dict(report.model)
+    if report.adapter:
+        out["adapter"] = dict(report.adapter)
     return out
 
 

@@ -21,6 +21,7 @@ _RULE_MODULES = (
     "weightaudit.rules.integrity",
     "weightaudit.rules.size",
     "weightaudit.rules.copies_rules",
+    "weightaudit.rules.adapter_rules",
     "weightaudit.rules.numerics",
     "weightaudit.rules.pickle_rules",
     "weightaudit.rules.container_rules",
