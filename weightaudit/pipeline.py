@@ -157,7 +157,7 @@ def stats_coverage(loaded: tuple[LoadedFile, ...], stats: Mapping[tuple[str, str
                    ) -> tuple[tuple[LoadedFile, ...], list[str]]:
     """Fail closed on statistics: a file whose tensors could not all be streamed is not verified (WA131);
     tensors of dtypes the statistics do not cover (complex, F4, strings) are named in a note."""
-    from weightaudit.stats import supported_dtype
+    from weightaudit.stats import has_statistics as supported_dtype   # quantized GGUF included
 
     out, notes = [], []
     for lf in loaded:

@@ -31,7 +31,9 @@ blocks that need them. Per tensor (``TensorStats``):
 Dtypes: F64 F32, F16 BF16 F8_E4M3 F8_E5M2 (integer shifts on uint32 words, one lane at a time: numpy's own
 f16 cast runs at 0.8 GB/s here and u16->u32 widening is slow), F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0 (256-entry table),
 I8..I64, U8..U64, BOOL; big-endian bytes are swapped. Integers above 2**53 lose precision in min/max/mean.
-Not computed (no entry in the result, i.e. stats None): F4, F6_*, C64/C128 (complex), STRING/OBJECT, quantized.
+Not computed (no entry in the result, i.e. stats None): F4, F6_*, C64/C128 (complex), STRING/OBJECT, and the
+quantized types gguf_quant.py does not dequantize (IQ*, TQ*, MXFP4 ...). GGUF Q4_0 ... Q8_K tensors are
+dequantized to F32, whole blocks at a time, and take the F32 path (``has_statistics``).
 
 Reading: a contiguous tensor (``data_offsets`` set, no loader ``iter_chunks``) is read through a read-only
 memory map, block by block, and each finished 4 MiB range is dropped with ``madvise(MADV_DONTNEED)`` so
@@ -64,7 +66,7 @@ import numpy as np
 
 from weightaudit.model import FileStatus, LoadedFile, TensorInfo, TensorStats
 
-__all__ = ["compute_stats", "tensor_stats", "supported_dtype", "FP16_MAX", "HISTOGRAM_BINS"]
+__all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics", "FP16_MAX", "HISTOGRAM_BINS"]
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +367,34 @@ _SPECS: dict[str, _DtypeSpec] = {
 
 
 def supported_dtype(dtype: str) -> bool:
-    """True when statistics can be computed for this dtype code."""
+    """True when statistics can be computed for this dtype code by an element decoder."""
     return dtype in _SPECS
+
+
+# ---- quantized (GGUF block) tensors: dequantized to float32 whole blocks at a time by formats/gguf_quant.py,
+# then the F32 path. Kept apart from the element decoders above (issue 12; the engine is reworked in issue 15).
+
+def _quantized(dtype: str) -> bool:
+    from weightaudit.formats.gguf_quant import dequantizable
+
+    return dtype not in _SPECS and dequantizable(dtype)
+
+
+def has_statistics(dtype: str) -> bool:
+    """True when compute_stats covers tensors of this dtype (element decoders or dequantized blocks)."""
+    return dtype in _SPECS or _quantized(dtype)
+
+
+def _spec_of(dtype: str) -> _DtypeSpec:
+    return _SPECS["F32"] if _quantized(dtype) else _SPECS[dtype]
+
+
+def _decoded_chunks(chunks: Iterable[memoryview], dtype: str) -> Iterable[memoryview]:
+    if not _quantized(dtype):
+        return chunks
+    from weightaudit.formats.gguf_quant import dequantized_chunks
+
+    return dequantized_chunks(chunks, dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -833,10 +861,10 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
             continue
         streams_itself = _streams_itself(loaded.format)
         for tensor in loaded.tensors:
-            if tensor.dtype not in _SPECS:
+            if not has_statistics(tensor.dtype):
                 continue
             path = root / tensor.file
-            if tensor.data_offsets is None or streams_itself:
+            if tensor.data_offsets is None or streams_itself or _quantized(tensor.dtype):
                 size = tensor.nbytes or 0
                 pieces.append(_Piece(tensor.key, path, loaded.format, tensor, 0, size, mapped=False))
                 continue
@@ -854,12 +882,12 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
 def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, float] | None]:
     """Statistics of one piece (runs in a worker)."""
     tensor = piece.tensor
-    spec = _SPECS[tensor.dtype]
+    spec = _spec_of(tensor.dtype)
     big_endian = tensor.byte_order == "big"
     if not piece.mapped:
         from weightaudit.formats import iter_tensor_chunks
 
-        chunks = iter_tensor_chunks(piece.path, piece.fmt, tensor, chunk_bytes)
+        chunks = _decoded_chunks(iter_tensor_chunks(piece.path, piece.fmt, tensor, chunk_bytes), tensor.dtype)
         stats_part, plan = _stream_whole(chunks, spec, big_endian, tensor.parameter_count)
         return stats_part, plan.histogram_range
     tensor_begin = tensor.data_offsets[0]  # type: ignore[index]
@@ -992,7 +1020,7 @@ def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple
         whole = found[0][1]
         for _, later, _ in found[1:]:
             whole.merge(later)
-        nbytes = whole.count * _SPECS[first_piece[key].tensor.dtype].itemsize
+        nbytes = whole.count * _spec_of(first_piece[key].tensor.dtype).itemsize
         merged[key] = (whole, found[0][2], whole.signature(nbytes))
     fingerprints = _confirmed_fingerprints({key: item[2] for key, item in merged.items()}, first_piece)
     return {key: part.result(fingerprints[key], histogram_range) for key, (part, histogram_range, _) in merged.items()}

@@ -24,7 +24,6 @@ import make_gguf_fixtures as mk  # noqa: E402
 GGUF = FIXTURES / "gguf"
 VALID = GGUF / "valid-f32-f16.gguf"
 QUANTIZED = GGUF / "quantized-q8_0-q4_0.gguf"
-REFERENCE_PYTHON = Path("/work/ggufvenv/bin/python")
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "m.gguf") -> Path:
@@ -179,6 +178,7 @@ def test_fuzzed_files_never_raise_or_hang(tmp_path: Path) -> None:
             assert tensor.data_offsets[1] >= tensor.data_offsets[0]
 
 
-@pytest.mark.skipif(not REFERENCE_PYTHON.exists(), reason="gguf reference venv (/work/ggufvenv) not present")
 def test_reference_reader_agrees() -> None:
-    mk.cross_check(str(REFERENCE_PYTHON))
+    """gguf.GGUFReader (the test extra's gguf package, run in this interpreter) reads what we read."""
+    pytest.importorskip("gguf")
+    mk.cross_check(sys.executable)

@@ -24,7 +24,8 @@ Facts (present when the file has them):
 - ``architecture`` (general.architecture), ``model_name`` (general.name), ``license`` (general.license),
   ``file_type`` (general.file_type as llama.cpp's name, e.g. ``MOSTLY_Q8_0``, or the number),
   ``quantization_version``, ``context_length`` (``<architecture>.context_length``), ``tokenizer_model``
-  (tokenizer.ggml.model);
+  (tokenizer.ggml.model); ``base_models``: one ``{name, organization, version, repo_url ...}`` dict per
+  ``general.base_model.{i}.*`` (up to ``general.base_model.count``, at most 64; empty when absent);
 - ``chat_template_keys``: the metadata keys holding chat templates (analysed with chat_templates.analyse,
   reported as WA460-WA462 with ``where`` = the key);
 - ``metadata_keys``: every metadata key, in file order.
@@ -608,7 +609,26 @@ def _facts(state: _Parse) -> dict[str, Any]:
     file_type = first.get("general.file_type")
     if isinstance(file_type, int) and not isinstance(file_type, bool):
         facts["file_type"] = FILE_TYPES.get(file_type, file_type)
+    facts["base_models"] = _base_models(first)
     return {k: v for k, v in facts.items() if v is not None}
+
+
+BASE_MODEL_FIELDS = ("name", "author", "organization", "version", "url", "repo_url", "doi", "uuid", "description")
+MAX_BASE_MODELS = 64
+
+
+def _base_models(first: Mapping[str, Any]) -> list[dict[str, str]]:
+    """``general.base_model.{i}.*`` (what the model was fine-tuned or merged from), one dict per base model."""
+    count = first.get("general.base_model.count")
+    if isinstance(count, bool) or not isinstance(count, int):
+        return []
+    models = []
+    for index in range(min(count, MAX_BASE_MODELS)):
+        entry = {name: text for name in BASE_MODEL_FIELDS
+                 if (text := _scalar_text(first.get(f"general.base_model.{index}.{name}"))) is not None}
+        if entry:
+            models.append(entry)
+    return models
 
 
 def _inventory(state: _Parse) -> tuple[TensorInfo, ...]:
