@@ -1,0 +1,95 @@
+"""Scorecards of real (trimmed) model cards, tests/data/model_cards (sources in SOURCES.md): fully open models get
+open training code and data with the evidence named and OSAID "consistent" where OSI validated them (OLMo,
+Pythia); open-weights models do not; a licence named only in prose is found."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from weightaudit.discover import discover
+from weightaudit.openness import build_scorecard
+
+CARDS = Path(__file__).resolve().parents[1] / "data" / "model_cards"
+
+
+def _release(tmp_path: Path, name: str, edit=None):
+    folder = tmp_path / ("edited" if edit else "as-is") / name
+    folder.mkdir(parents=True)
+    text = (CARDS / name / "README.md").read_text("utf-8")
+    (folder / "README.md").write_text(edit(text) if edit else text, "utf-8")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    return build_scorecard(discover([str(folder)]))
+
+
+def _pillars(sc) -> tuple[str, str, str]:
+    return tuple(sc.pillars[k].status for k in ("weights", "training_code", "training_data"))
+
+
+@pytest.mark.parametrize("name, record", [("olmo-7b", "OLMo-7B"), ("pythia-6.9b", "Pythia-6.9B")])
+def test_osi_validated_models_are_open_and_osaid_consistent(tmp_path: Path, name: str, record: str) -> None:
+    sc = _release(tmp_path, name)
+    assert _pillars(sc) == ("open", "open", "open")
+    assert sc.headline.startswith("open-source AI")
+    assert sc.osaid.verdict == "consistent"                        # OSI: passed
+    for component in ("Training code", "Datasets"):
+        result = sc.component(component)
+        assert result.confidence.value == "known" and f"MOT record {record}" in result.reason
+    assert sc.mof.mof_class == 1                                   # the MOT's own class for the record
+
+
+def test_olmo_links_resolved_by_structure(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "olmo-7b")
+    report = sc.component("Technical report")
+    assert report.status == "mentioned" and [e.url for e in report.evidence] == ["https://arxiv.org/abs/2402.00838"]
+    assert sc.component("Compute documentation").status == "included"
+    assert all(".gif" not in (e.url or "") for c in sc.components for e in c.evidence)   # the banner is no evidence
+
+
+def test_bloomz_open_code_and_data_but_restricted_weights(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "bloomz")
+    assert _pillars(sc) == ("restricted", "open", "open")
+    training = sc.component("Training code")
+    assert training.license == "Apache-2.0" and "bigscience-workshop/xmtf" in training.evidence[0].detail
+    assert "bigscience/xP3" in sc.component("Datasets").evidence[0].detail
+    assert sc.osaid.verdict == "not-compliant"                     # OSI: would pass with a licence change
+    assert sc.osaid.pillars == {"parameters": "not-satisfied", "code": "satisfied", "data_information": "satisfied"}
+
+
+def test_llama2_is_restricted_weights_without_code_or_data(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "llama-2-7b-chat-mlx")
+    assert _pillars(sc) == ("restricted", "absent", "absent")
+    assert sc.osaid.verdict == "not-compliant"                     # OSI: did not pass
+
+
+def test_mistral_is_open_weights_only(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "mistral-7b-v0.1")
+    assert _pillars(sc) == ("open", "absent", "absent")
+    assert sc.headline == "open weights"
+    assert sc.osaid.verdict == "insufficient-evidence"             # nothing definite against it, code/data missing
+    assert [e.url for e in sc.component("Technical report").evidence] == ["https://arxiv.org/abs/2310.06825"]
+
+
+def test_falcon3_licence_name_and_prose(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "falcon3-10b-instruct")
+    assert sc.release_license == "LicenseRef-weightaudit-tii-falcon-llm-2.0"
+    assert _pillars(sc)[0] == "restricted" and sc.component("Base-model lineage").status == "derivative"
+
+    def prose_only(text: str) -> str:   # the licence fields removed; the licence named in a sentence instead
+        kept = [line for line in text.splitlines() if not line.startswith("license")]
+        return "\n".join(kept) + "\n# Falcon3-10B-Instruct\n\n- **License:** TII Falcon LLM License 2.0\n"
+
+    prose = _release(tmp_path, "falcon3-10b-instruct", prose_only)
+    assert prose.release_license == "LicenseRef-weightaudit-tii-falcon-llm-2.0"
+    assert any(e.confidence.value == "mentioned" for e in prose.license_evidence)
+
+
+def test_olmo_without_licence_field_keeps_open_weights_from_prose(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "olmo-7b", lambda text: text.replace("license: apache-2.0\n", "", 1))
+    assert sc.release_license == "Apache-2.0" and sc.pillars["weights"].status == "open"
+    assert all(e.confidence.value == "mentioned" for e in sc.license_evidence if "Apache" in e.detail)
