@@ -148,3 +148,28 @@ def validate(doc: dict) -> None:
 
     schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_many_files_in_one_folder_group_by_exact_names_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 files of two containers in one folder: exact name sets pair up without pairwise fuzzy comparisons;
+    the fuzzy comparisons that remain are capped (MAX_FUZZY_CHECKS)."""
+    from weightaudit import copies
+    from weightaudit.model import LoadedFile, Release, TensorInfo
+
+    calls = []
+    real = copies._best_match
+    monkeypatch.setattr(copies, "_best_match", lambda a, b: calls.append(1) or real(a, b))
+
+    def loaded(path: str, fmt: str, names: list[str]) -> LoadedFile:
+        return LoadedFile(path, fmt, 0, tensors=tuple(TensorInfo(n, "F32", (2,), path) for n in names))
+
+    files = []
+    for i in range(150):
+        names = [f"m{i}.layer.{j}.weight" for j in range(20)]
+        files.append(loaded(f"model{i}.safetensors", "safetensors", names))
+        files.append(loaded(f"model{i}.bin", "pytorch-zip", names))
+    files.append(loaded("stray.bin", "pytorch-zip", [f"x{j}" for j in range(20)]))
+    groups = copies.find_copies(files, Release("t", "/", ()))
+    assert len(groups) == 150
+    assert all(g.members[0].files[0].replace(".safetensors", ".bin") == g.members[1].files[0] for g in groups)
+    assert len(calls) <= copies.MAX_FUZZY_CHECKS

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -34,6 +34,7 @@ FAMILIES: Mapping[str, str] = {"safetensors": "safetensors", "pytorch-zip": "pyt
                                "keras-zip": "keras", "hdf5": "keras"}
 FAMILY_RANK = {"safetensors": 0, "pytorch": 1, "keras": 2}
 MIN_OVERLAP = 0.5
+MAX_FUZZY_CHECKS = 256   # name-set comparisons beyond exact matches, per release (a folder of 500 files stays linear)
 WRAPPERS = ("module.", "state_dict.", "model_state_dict.", "model_state.")
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}(?P<ext>\.[^.]+)$")
 
@@ -79,9 +80,18 @@ class _Unit:
     family: str
     files: list[LoadedFile]
     folder: str
+    key_set: frozenset[str] = field(init=False)
+    key_hash: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key_set = frozenset(tensor_key(t.name) for t in self.tensors())
+        self.key_hash = hash(self.key_set)
 
     def tensors(self) -> list[TensorInfo]:
         return [t for f in self.files for t in f.tensors if t.role is Role.PARAMETER]
+
+    def same_names(self, other: "_Unit") -> bool:
+        return self.key_hash == other.key_hash and self.key_set == other.key_set
 
 
 def _folder(path: str) -> str:
@@ -146,6 +156,31 @@ def _best_match(a: _Unit, b: _Unit) -> tuple[float, str, str]:
     return best
 
 
+_Candidates = list[tuple[_Unit, list[tuple[_Unit, str, str]]]]
+
+
+def _exact(unit: _Unit, candidates: _Candidates) -> tuple[list, str, str] | None:
+    """The first group whose primary has exactly this unit's names (hash first: cheap for many units)."""
+    for primary, others in candidates:
+        if primary.same_names(unit):
+            return others, "", ""
+    return None
+
+
+def _fuzzy(unit: _Unit, candidates: _Candidates, budget: list[int]) -> tuple[list, str, str] | None:
+    """Name sets that agree on MIN_OVERLAP after dropping wrappers; at most MAX_FUZZY_CHECKS comparisons."""
+    size = len(unit.key_set)
+    for primary, others in candidates:
+        other = len(primary.key_set)
+        if min(size, other) < MIN_OVERLAP * max(size, other) or budget[0] <= 0:
+            continue
+        budget[0] -= 1
+        score, strip_primary, strip_unit = _best_match(primary, unit)
+        if score >= MIN_OVERLAP:
+            return others, strip_primary, strip_unit
+    return None
+
+
 def _member(unit: _Unit, primary: bool, strip: str) -> CopyMember:
     tensors = unit.tensors()
     return CopyMember(unit.family, tuple(sorted(f.path for f in unit.files)), primary, len(tensors),
@@ -156,16 +191,15 @@ def find_copies(files: Sequence[LoadedFile], release: Release) -> tuple[CopyGrou
     """Groups of two or more units holding the same model in different containers (header data only)."""
     units = sorted(_units(files, release), key=lambda u: (FAMILY_RANK[u.family], u.folder, u.files[0].path))
     groups: list[tuple[_Unit, list[tuple[_Unit, str, str]]]] = []
+    budget = [MAX_FUZZY_CHECKS]
     for unit in units:
-        for primary, others in groups:
-            if primary.folder != unit.folder or unit.family in {primary.family, *(o[0].family for o in others)}:
-                continue
-            score, strip_primary, strip_unit = _best_match(primary, unit)
-            if score >= MIN_OVERLAP:
-                others.append((unit, strip_primary, strip_unit))
-                break
-        else:
+        candidates = [(p, o) for p, o in groups
+                      if p.folder == unit.folder and unit.family not in {p.family, *(x[0].family for x in o)}]
+        match = _exact(unit, candidates) or _fuzzy(unit, candidates, budget)
+        if match is None:
             groups.append((unit, []))
+        else:
+            match[0].append((unit, match[1], match[2]))
     out = []
     for primary, others in groups:
         if others:
