@@ -217,3 +217,12 @@ def validate(doc: dict) -> None:
 
     schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_two_repository_folders_are_two_releases(tmp_path: Path, runner) -> None:
+    plain = make_release(tmp_path / "p")
+    first = cache_from(plain, tmp_path / "hub")
+    second = cache_from(plain, tmp_path / "hub", repo_id="other/model", commit=OTHER)
+    code, doc = invoke_json(runner, "inspect", first, second)
+    assert code == 0
+    assert [r["release"]["repository"] for r in doc["reports"]] == ["org/tiny", "other/model"]

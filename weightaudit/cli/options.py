@@ -146,7 +146,10 @@ def release_groups(paths: Sequence[str]) -> list[tuple[str, ...]]:
 
 def _looks_like_release(folder: Path) -> bool:
     from weightaudit.discover import WEIGHT_SUFFIXES
+    from weightaudit.hub_cache import repository_id
 
+    if repository_id(folder.name) is not None:     # a Hugging Face cache repository folder: one release each
+        return True
     try:
         names = [entry.name.lower() for entry in os.scandir(folder)]
     except OSError:
