@@ -93,3 +93,13 @@ def test_olmo_without_licence_field_keeps_open_weights_from_prose(tmp_path: Path
     sc = _release(tmp_path, "olmo-7b", lambda text: text.replace("license: apache-2.0\n", "", 1))
     assert sc.release_license == "Apache-2.0" and sc.pillars["weights"].status == "open"
     assert all(e.confidence.value == "mentioned" for e in sc.license_evidence if "Apache" in e.detail)
+
+
+def test_model_identified_by_card_title_not_only_folder_name(tmp_path: Path) -> None:
+    folder = tmp_path / "some-download"
+    folder.mkdir()
+    shutil.copy(CARDS / "olmo-7b" / "README.md", folder / "README.md")
+    sc = build_scorecard(discover([str(folder)]))
+    training = sc.component("Training code")
+    assert training.license == "Apache-2.0" and "MOT record OLMo-7B" in training.reason
+    assert any("title" in e.source for e in training.evidence)

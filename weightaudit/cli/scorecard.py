@@ -76,9 +76,14 @@ def _render(report, fmt: str, term) -> str:
 
     if fmt == "json":
         return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+    from weightaudit.openness.profile import render_comparison
+
+    cards = [card for _, card in report.cards]
+    side_by_side = render_comparison(cards, fmt, term.width) if len(cards) > 1 else ""
     if fmt == "markdown":
-        return "\n".join(render_markdown(card) for card in report)
-    return "\n".join(render_text(card, rich=term.stdout_styled, width=term.width) for card in report)
+        return "\n".join(render_markdown(card) for card in report) + ("\n" + side_by_side if side_by_side else "")
+    return "\n".join(render_text(card, rich=term.stdout_styled, width=term.width) for card in report) + (
+        "\n" + side_by_side if side_by_side else "")
 
 
 def _write_extras(scorecard, export_mof_path: str | None, badge_path: str | None, quiet: bool) -> None:

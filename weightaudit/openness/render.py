@@ -10,6 +10,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from weightaudit.openness.mof import MofResult
+from weightaudit.openness.profile import profile_lines, profile_markdown
 from weightaudit.openness.scorecard import ComponentResult, Scorecard
 
 TABLE_MIN_WIDTH = 110   # narrower: components stacked (name line, evidence under it) instead of a table
@@ -67,6 +68,7 @@ def scorecard_to_dict(scorecard: Scorecard) -> dict[str, Any]:
         "score": scorecard.score,
         "declaration": scorecard.declaration,
         "notes": list(scorecard.notes),
+        "profile": [item.to_dict() for item in scorecard.profile],
     }
 
 
@@ -125,6 +127,10 @@ def render_text(scorecard: Scorecard, rich: bool = False, width: int = 160) -> s
     else:
         for line in _stacked_components(scorecard, width):
             console.print(line, markup=False, highlight=False, overflow="fold")
+    if scorecard.profile:
+        console.print()
+        for line in profile_lines(scorecard.profile, width):
+            console.print(line, markup=False, highlight=False, overflow="fold")
     return buffer.getvalue()
 
 
@@ -175,6 +181,8 @@ def render_markdown(scorecard: Scorecard) -> str:
     for r in scorecard.components:
         out.append(f"| {r.name} | {r.status}{' (attested)' if r.attested else ''} | {r.license or '-'} | "
                    f"{_score_text(r.score)} | {_md(_evidence_text(r))} | {_md(r.reason)} |")
+    if scorecard.profile:
+        out += ["", "### Openness profile (index view)"] + profile_markdown(scorecard.profile)
     return "\n".join(out) + "\n"
 
 

@@ -15,7 +15,8 @@ from typing import Mapping
 
 from weightaudit.model import Release
 from weightaudit.openness.assess_links import apply_known_model, with_knowledge
-from weightaudit.openness.knowledge import Knowledge, load_knowledge
+from weightaudit.openness.knowledge import load_knowledge
+from weightaudit.openness.profile import build_profile
 from weightaudit.openness.assess import ASSESSORS, ABSENT, INCLUDED, MENTIONED, UNKNOWN, Assessment
 from weightaudit.openness.collect import EMPTY_FACTS, ReleaseFacts, collect
 from weightaudit.openness.components import ALL_CHECKS, Component
@@ -70,6 +71,7 @@ class Scorecard:
     license_evidence: tuple[Evidence, ...]
     declaration: str | None = None
     notes: tuple[str, ...] = field(default=())
+    profile: tuple = field(default=())   # profile.ProfileItem: the index-style view (availability, docs, access)
 
     def component(self, name_or_key: str) -> ComponentResult:
         for result in self.components:
@@ -268,7 +270,9 @@ def build_scorecard(release: Release | None, declaration: Path | None = None,
                          and c.confidence == Confidence.VERIFIED), None)
     name = decl.release_name if decl else (Path(release.root).name if release is not None else None)
     notes = ("the folder listing was truncated",) if facts.truncated else ()
-    return Scorecard(
+    if rl.confidence == Confidence.MENTIONED and rl.id:
+        notes += (f"licence {rl.id} read from prose (no licence field or recognised LICENSE title): lower confidence",)
+    card = Scorecard(
         name=name,
         target=release.target if release is not None else (str(declaration) if declaration else None),
         components=results_t,
@@ -286,5 +290,6 @@ def build_scorecard(release: Release | None, declaration: Path | None = None,
         declaration=str(declaration) if declaration else None,
         notes=notes,
     )
+    return replace(card, profile=build_profile(card, facts.card.body if facts.card else ""))
 
 
