@@ -117,8 +117,12 @@ class Classifier:
                 return raw
         return verdict
 
-    def judge_callable(self, func: Any) -> Verdict:
-        """What calling ``func`` does: globals by name; computed callables are never allowed."""
+    def judge_callable(self, func: Any, innermost_of: dict[int, Any] | None = None) -> Verdict:
+        """What calling ``func`` does: globals by name; computed callables are never allowed.
+
+        ``innermost_of`` (id of a Call -> the callable at the bottom of its chain) lets a caller that judges every
+        call of one pickle share the walk down ``f()()()...`` chains, so a chain of n calls costs O(n), not O(n²).
+        """
         if isinstance(func, Global):
             return self.judge_global(func)
         if isinstance(func, DynamicGlobal):
@@ -126,7 +130,7 @@ class Classifier:
         if isinstance(func, ExtRef):
             return Verdict(Level.DANGEROUS, render(func), "resolved through copyreg's extension registry", "run-code")
         if isinstance(func, Call):
-            inner = self.judge_callable(func.func)
+            inner = self.judge_callable(_innermost_callable(func, {} if innermost_of is None else innermost_of))
             if inner.level is Level.DANGEROUS:
                 return Verdict(Level.DANGEROUS, render(func, depth=1), f"calls the result of {inner.name}",
                                inner.category)
@@ -135,6 +139,19 @@ class Classifier:
 
     def is_allowed(self, func: Any) -> bool:
         return self.judge_callable(func).level is Level.ALLOWED
+
+
+def _innermost_callable(call: Call, innermost_of: dict[int, Any]) -> Any:
+    """The callable at the bottom of a chain of calls (``f()()()``), walked iteratively and memoised."""
+    chain: list[Call] = []
+    node: Any = call
+    while isinstance(node, Call) and id(node) not in innermost_of:
+        chain.append(node)
+        node = node.func
+    bottom = innermost_of[id(node)] if isinstance(node, Call) else node
+    for link in chain:
+        innermost_of[id(link)] = bottom
+    return bottom
 
 
 def classifier_for(extra: Iterable[AllowEntry] = ()) -> Classifier:

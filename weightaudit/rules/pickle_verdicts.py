@@ -64,6 +64,7 @@ class VerdictCollector:
     reported: set[str] = field(default_factory=set)
     policy_noted: set[str] = field(default_factory=set)
     walked: set[int] = field(default_factory=set)
+    innermost_of: dict[int, Any] = field(default_factory=dict)   # call chains walked once (see judge_callable)
 
     def _note_policy(self, verdict: Verdict, pos: int, opcode: str) -> None:
         entry = verdict.entry
@@ -75,7 +76,7 @@ class VerdictCollector:
 
     # ---- calls
     def call(self, call: Call) -> None:
-        verdict = self.judge.judge_callable(call.func)
+        verdict = self.judge.judge_callable(call.func, self.innermost_of)
         where = self.where(call.pos, call.opcode)
         self._note_policy(verdict, call.pos, call.opcode)
         if verdict.level is Level.DANGEROUS:
@@ -168,7 +169,7 @@ class VerdictCollector:
     def mutation(self, target: Any, pos: int, opcode: str) -> None:
         if not isinstance(target, Call):
             return
-        verdict = self.judge.judge_callable(target.func)
+        verdict = self.judge.judge_callable(target.func, self.innermost_of)
         label = f"mutation {verdict.name}"
         if verdict.level in (Level.ALLOWED, Level.CONTAINER) or label in self.reported:
             return
