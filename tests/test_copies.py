@@ -173,3 +173,49 @@ def test_many_files_in_one_folder_group_by_exact_names_within_the_budget(monkeyp
     assert len(groups) == 150
     assert all(g.members[0].files[0].replace(".safetensors", ".bin") == g.members[1].files[0] for g in groups)
     assert len(calls) <= copies.MAX_FUZZY_CHECKS
+
+
+def write_tf_copy(path: Path, pt: dict, changed: str | None = None) -> None:
+    """transformers' tf_model.h5 layout: one group per Keras layer, TF names, dense kernels stored [in, out]."""
+    import h5py
+
+    names = {"model.embed_tokens.weight": "tf_llama_model/model/embed_tokens/embeddings:0",
+             "model.layers.0.self_attn.q_proj.weight": "tf_llama_model/model/layers_._0/self_attn/q_proj/kernel:0",
+             "model.layers.0.mlp.up_proj.weight": "tf_llama_model/model/layers_._0/mlp/up_proj/kernel:0",
+             "model.layers.0.input_layernorm.weight": "tf_llama_model/model/layers_._0/input_layernorm/gamma:0",
+             "model.norm.weight": "tf_llama_model/model/norm/gamma:0"}
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"tf_llama_model"]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.15.0"
+        group = f.create_group("tf_llama_model")
+        group.attrs["weight_names"] = [n.encode() for n in names.values()]
+        for pt_name, tf_name in names.items():
+            value = pt[pt_name].numpy()
+            if tf_name.endswith("kernel:0"):
+                value = value.T.copy()
+            if pt_name == changed:
+                value = value.copy()
+                value.flat[5] += 1.0
+            group.create_dataset(tf_name, data=value)
+
+
+def test_tensorflow_copy_with_transposed_kernels_is_a_clean_copy(tmp_path: Path, runner) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    save_file(weights(), folder / "model.safetensors")
+    write_tf_copy(folder / "tf_model.h5", weights())
+    code, doc = invoke_json(runner, "audit", folder)
+    assert [(c["format"], c["files"]) for c in doc["summary"]["copies"]] == [
+        ("safetensors", ["model.safetensors"]), ("keras", ["tf_model.h5"])]
+    assert doc["summary"]["parameter_count"] == sum(t.numel() for t in weights().values())
+    assert wa208(doc) == [] and code == 0, doc["findings"]
+
+
+def test_changed_tensorflow_kernel_is_named(tmp_path: Path, runner) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    save_file(weights(), folder / "model.safetensors")
+    write_tf_copy(folder / "tf_model.h5", weights(), changed="model.layers.0.mlp.up_proj.weight")
+    _, doc = invoke_json(runner, "audit", folder)
+    assert wa208(doc) == [("tf_model.h5", "tf_llama_model/model/layers_._0/mlp/up_proj/kernel", "medium")]

@@ -7,8 +7,9 @@ copies of one model. The *primary* copy is the one the Hub would load first: saf
 Keras (``release_tensors.FORMAT_PREFERENCE``). GGUF, ONNX and the rest are not grouped: they are usually
 quantized or converted graphs, not the same tensors.
 
-Name conventions (``tensor_key``): TensorFlow's ``:0`` suffix is dropped and ``/`` read as ``.``; a wrapper every
-name of a unit starts with (``module.`` from DataParallel, ``state_dict.`` of a training checkpoint, or any one
+Name conventions (``tensor_key``): TensorFlow's ``:0`` suffix is dropped and ``/`` read as ``.`` (a Keras/HDF5
+copy is read with transformers' TF naming instead, ``copies_tf``: ``kernel`` is PyTorch's transposed ``weight``);
+a wrapper every name of a unit starts with (``module.`` from DataParallel, ``state_dict.`` of a training checkpoint, or any one
 first component all names share) is dropped when that makes the units agree better.
 
 Comparison (``compare``): every tensor of the primary against the same key in each other copy — *missing* on
@@ -24,7 +25,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from weightaudit.model import LoadedFile, Release, Role, TensorInfo, TensorStats
 
@@ -49,6 +50,10 @@ class CopyMember:
     tensor_count: int
     parameter_count: int
     strip: str = ""   # the wrapper prefix dropped from this copy's names ("" when none)
+
+    def key(self, name: str) -> str:
+        """The name this copy's tensor is matched by across copies."""
+        return member_key(self.format, name, self.strip)
 
     def to_dict(self, group: int) -> dict:
         return {"group": group, "format": self.format, "files": list(self.files), "primary": self.primary,
@@ -84,7 +89,7 @@ class _Unit:
     key_hash: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key_set = frozenset(tensor_key(t.name) for t in self.tensors())
+        self.key_set = frozenset(member_key(self.family, t.name) for t in self.tensors())
         self.key_hash = hash(self.key_set)
 
     def tensors(self) -> list[TensorInfo]:
@@ -127,9 +132,18 @@ def tensor_key(name: str, strip: str = "") -> str:
     return key[len(strip):] if strip and key.startswith(strip) else key
 
 
-def _strip_choices(names: Iterable[str]) -> list[str]:
-    """Wrappers every name starts with (after tensor_key), "" first."""
-    keys = [tensor_key(n) for n in names]
+def member_key(family: str, name: str, strip: str = "") -> str:
+    """tensor_key, with the Hugging Face TF naming read for a Keras/HDF5 copy (``copies_tf.tf_key``)."""
+    if family != "keras":
+        return tensor_key(name, strip)
+    from weightaudit.copies_tf import tf_key
+
+    key = tf_key(name)
+    return key[len(strip):] if strip and key.startswith(strip) else key
+
+
+def _strip_choices(keys: list[str]) -> list[str]:
+    """Wrappers every key starts with, "" first."""
     choices = [""]
     if keys:
         first = keys[0].split(".", 1)[0] + "."
@@ -139,18 +153,22 @@ def _strip_choices(names: Iterable[str]) -> list[str]:
     return choices
 
 
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix):] if prefix and key.startswith(prefix) else key
+
+
 def _overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(len(a), len(b), 1)
 
 
 def _best_match(a: _Unit, b: _Unit) -> tuple[float, str, str]:
     """(overlap, strip for a, strip for b) of the best agreement between two units' names."""
-    names_a, names_b = [t.name for t in a.tensors()], [t.name for t in b.tensors()]
+    base_a, base_b = sorted(a.key_set), sorted(b.key_set)
     best = (0.0, "", "")
-    for strip_a in _strip_choices(names_a):
-        keys_a = {tensor_key(n, strip_a) for n in names_a}
-        for strip_b in _strip_choices(names_b):
-            score = _overlap(keys_a, {tensor_key(n, strip_b) for n in names_b})
+    for strip_a in _strip_choices(base_a):
+        keys_a = {_strip(k, strip_a) for k in base_a}
+        for strip_b in _strip_choices(base_b):
+            score = _overlap(keys_a, {_strip(k, strip_b) for k in base_b})
             if score > best[0]:
                 best = (score, strip_a, strip_b)
     return best
@@ -215,12 +233,34 @@ def secondary_files(groups: Iterable[CopyGroup]) -> frozenset[str]:
 
 # ------------------------------------------------------------------------------------------------ comparison
 
-DigestFn = Callable[[TensorInfo], "str | None"]
+class Hasher:
+    """Content hashes of a release's tensors (``tensor_hash``), as stored or with their axes moved."""
+
+    def __init__(self, release: Release) -> None:
+        self._where = {ref.rel: (Path(ref.path), ref.format) for ref in release.weight_files}
+
+    def __call__(self, tensor: TensorInfo) -> str | None:
+        from weightaudit.tensor_hash import tensor_digest
+
+        if tensor.file not in self._where:
+            return None
+        return tensor_digest(*self._where[tensor.file], tensor)
+
+    def moved(self, tensor: TensorInfo, axes: tuple[int, ...]) -> str | None:
+        from weightaudit.copies_tf import transposed_digest
+
+        if tensor.file not in self._where:
+            return None
+        return transposed_digest(*self._where[tensor.file], tensor, axes)
+
+
+def digest_for(release: Release) -> Hasher:
+    return Hasher(release)
 
 
 def _keyed(files: Sequence[LoadedFile], member: CopyMember) -> dict[str, TensorInfo]:
     wanted = set(member.files)
-    return {tensor_key(t.name, member.strip): t for f in files if f.path in wanted for t in f.tensors
+    return {member.key(t.name): t for f in files if f.path in wanted for t in f.tensors
             if t.role is Role.PARAMETER}
 
 
@@ -248,8 +288,21 @@ def _tied_to_present(tensor: TensorInfo, keyed: Mapping[str, TensorInfo], primar
                if t is not tensor and t.storage == tensor.storage and t.file == tensor.file)
 
 
-def _header_difference(ref: TensorInfo, other: TensorInfo, path: str) -> Difference | None:
-    if ref.shape != other.shape:
+def _axes(member: CopyMember, tensor: TensorInfo, ref: TensorInfo) -> tuple[int, ...] | None:
+    """How a TF kernel's axes map onto the primary's (None: stored the same way)."""
+    if member.format != "keras":
+        return None
+    from weightaudit.copies_tf import permutation
+
+    axes = permutation(tensor.name, len(tensor.shape))
+    if axes is None or tuple(tensor.shape[i] for i in axes) != ref.shape:
+        return None
+    return axes
+
+
+def _header_difference(ref: TensorInfo, other: TensorInfo, path: str, axes: tuple[int, ...] | None = None
+                       ) -> Difference | None:
+    if axes is None and ref.shape != other.shape:
         return Difference("reshaped", other.name, path, f"shape {list(other.shape)} here, {list(ref.shape)} in "
                           f"{ref.file}")
     if ref.dtype != other.dtype:
@@ -257,11 +310,13 @@ def _header_difference(ref: TensorInfo, other: TensorInfo, path: str) -> Differe
     return None
 
 
-def _value_difference(ref: TensorInfo, other: TensorInfo, path: str, digest: DigestFn,
-                      stats: Mapping[tuple[str, str], TensorStats]) -> Difference | None:
-    if _same_by_fingerprint(ref, other, stats):
+def _value_difference(ref: TensorInfo, other: TensorInfo, path: str, digest: Hasher,
+                      stats: Mapping[tuple[str, str], TensorStats], axes: tuple[int, ...] | None = None
+                      ) -> Difference | None:
+    if axes is None and _same_by_fingerprint(ref, other, stats):
         return None
-    mine, theirs = digest(other), digest(ref)
+    mine = digest(other) if axes is None else digest.moved(other, axes)
+    theirs = digest(ref)
     if mine is None or theirs is None:
         return Difference("unchecked", other.name, path, f"its bytes could not be streamed for comparison with "
                           f"{ref.file}; values not compared")
@@ -270,7 +325,7 @@ def _value_difference(ref: TensorInfo, other: TensorInfo, path: str, digest: Dig
     return None
 
 
-def compare(group: CopyGroup, files: Sequence[LoadedFile], digest: DigestFn | None,
+def compare(group: CopyGroup, files: Sequence[LoadedFile], digest: Hasher | None,
             stats: Mapping[tuple[str, str], TensorStats] | None = None) -> list[Difference]:
     """Every tensor on which a copy disagrees with the primary. ``digest`` None: header checks only."""
     primary = _keyed(files, group.primary)
@@ -290,23 +345,10 @@ def compare(group: CopyGroup, files: Sequence[LoadedFile], digest: DigestFn | No
                                   f"{group.primary.format} copy ({', '.join(group.primary.files[:2])})"))
         for key in sorted(primary.keys() & other.keys()):
             ref, tensor = primary[key], other[key]
-            found = _header_difference(ref, tensor, tensor.file)
+            axes = _axes(member, tensor, ref)
+            found = _header_difference(ref, tensor, tensor.file, axes)
             if found is None and digest is not None:
-                found = _value_difference(ref, tensor, tensor.file, digest, stats or {})
+                found = _value_difference(ref, tensor, tensor.file, digest, stats or {}, axes)
             if found is not None:
                 out.append(found)
     return out
-
-
-def digest_for(release: Release) -> DigestFn:
-    """A content-hash function over the release's files (paths and loaders from discovery)."""
-    from weightaudit.tensor_hash import tensor_digest
-
-    where = {ref.rel: (Path(ref.path), ref.format) for ref in release.weight_files}
-
-    def digest(tensor: TensorInfo) -> str | None:
-        if tensor.file not in where:
-            return None
-        path, fmt = where[tensor.file]
-        return tensor_digest(path, fmt, tensor)
-    return digest

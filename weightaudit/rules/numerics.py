@@ -207,15 +207,15 @@ def _declared_ties(ctx: AuditContext) -> list[set[str]]:
 def _copy_identity(ctx: AuditContext):
     """(file, name) -> an identity shared by the same tensor in every copy of one model (``weightaudit.copies``):
     copies hold identical bytes by design, WA208 compares them."""
-    from weightaudit.copies import find_copies, tensor_key
+    from weightaudit.copies import find_copies
 
-    member_of = {path: (index, member.strip) for index, group in enumerate(find_copies(ctx.files, ctx.release))
+    member_of = {path: (index, member) for index, group in enumerate(find_copies(ctx.files, ctx.release))
                  for member in group.members for path in member.files}
 
     def identity(path: str, name: str) -> tuple:
         if path in member_of:
-            index, strip = member_of[path]
-            return ("copy", index, tensor_key(name, strip))
+            index, member = member_of[path]
+            return ("copy", index, member.key(name))
         return ("file", path, name)
     return identity
 
