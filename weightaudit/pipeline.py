@@ -15,6 +15,7 @@ from weightaudit import formats
 from weightaudit.copies import find_copies
 from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
+from weightaudit.formats.onnx_release import absorb_external_data
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats
 from weightaudit.model_facts import adapter_facts, model_facts, read_adapter_config
@@ -60,6 +61,7 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     per_file = load_options.limits.findings_per_rule_per_file
     loaded = tuple(_cap_findings(load_file(Path(ref.path), ref.rel, ref.format, load_options), per_file)
                    for ref in release.weight_files)
+    loaded, release = absorb_external_data(loaded, release)   # an .onnx.data file is its model's bytes
     stats: Mapping[tuple[str, str], TensorStats] = {}
     coverage_notes: list[str] = []
     if options.stats:

@@ -349,3 +349,48 @@ def test_truncated_and_garbage_files_are_malformed_not_errors(tmp_path: Path) ->
         target.write_bytes(bytes(mutated))
         loaded = parse(target, "mut.onnx")
         assert loaded.verified or loaded.findings, index
+
+
+def test_statistics_in_worker_processes_and_after_a_fresh_start(tmp_path: Path) -> None:
+    """Workers fork after loading (the walk's locations are inherited); a process that never loaded the model
+    walks it again to find the values."""
+    from weightaudit.formats import onnx as onnx_loader
+
+    path = _external_model(tmp_path / "m")
+    loaded = parse(path, "m/model.onnx")
+    forked = compute_stats(tmp_path, [loaded], workers=2)
+    onnx_loader._REMEMBERED.clear()
+    fresh = compute_stats(tmp_path, [loaded], workers=1)
+    assert set(forked) == set(fresh) == {t.key for t in loaded.tensors}
+    assert {k: v.fingerprint for k, v in forked.items()} == {k: v.fingerprint for k, v in fresh.items()}
+
+
+def test_audit_exit_codes_for_a_clean_and_an_escaping_release(runner, tmp_path: Path) -> None:
+    from tests.conftest import invoke_json
+
+    path = _external_model(tmp_path / "clean")
+    code, report = invoke_json(runner, "audit", tmp_path / "clean", "--select", "WA1,WA3,WA4")
+    assert code == 0 and report["findings"] == [] and report["summary"]["verified"] is True
+    _point_external(path, "../../etc/passwd")
+    code, report = invoke_json(runner, "audit", tmp_path / "clean", "--select", "WA1,WA3,WA4")
+    assert code == 1 and report["summary"]["verified"] is False
+    assert {(f["rule_id"], f["severity"]) for f in report["findings"]} >= {("WA191", "high")}
+
+
+def test_external_data_files_are_part_of_their_model_not_weight_files(runner, tmp_path: Path) -> None:
+    """``weights.bin`` / ``model.onnx.data`` hold the model's raw bytes: no WA122, no failed raw-pickle file; a
+    real pickle named as external data stays in the audit (external data cannot hide a file from the scan)."""
+    import pickle
+
+    from tests.conftest import invoke_json
+
+    path = _external_model(tmp_path / "r")
+    (tmp_path / "r" / "model.onnx.data").rename(tmp_path / "r" / "weights.bin")
+    _point_external(path, "weights.bin")
+    code, report = invoke_json(runner, "audit", tmp_path / "r", "--select", "WA1,WA3,WA4")
+    assert code == 0 and report["findings"] == [] and [f["path"] for f in report["files"]] == ["model.onnx"]
+    (tmp_path / "r" / "weights.bin").write_bytes(pickle.dumps(bytes(20_000), protocol=2))   # ranges still fit
+    loaded = parse(path, "model.onnx")
+    assert loaded.verified and loaded.facts["external_data_files"] == ["weights.bin"]
+    code, report = invoke_json(runner, "audit", tmp_path / "r", "--select", "WA1,WA3,WA4")
+    assert sorted((f["path"], f["format"]) for f in report["files"]) == [("model.onnx", "onnx"), ("weights.bin", "pickle")]
