@@ -226,3 +226,10 @@ def test_two_repository_folders_are_two_releases(tmp_path: Path, runner) -> None
     code, doc = invoke_json(runner, "inspect", first, second)
     assert code == 0
     assert [r["release"]["repository"] for r in doc["reports"]] == ["org/tiny", "other/model"]
+
+
+def test_scorecard_of_a_cache_folder_reads_the_linked_side_files(cached: tuple[Path, Path], runner) -> None:
+    plain, repo = cached
+    text = invoke(runner, "scorecard", repo).stdout
+    assert "no release folder or model card" not in text and "Licence: none found" not in text
+    assert invoke(runner, "scorecard", plain).stdout.splitlines()[1] == text.splitlines()[1]   # same headline

@@ -82,11 +82,17 @@ EMPTY_FACTS = ReleaseFacts((), (), (), (), None, (), (), (), None, None, None)
 
 
 def _inside(root: Path, path: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-        return True
-    except (OSError, ValueError, RuntimeError):   # RuntimeError: a symlink loop (pathlib, Python < 3.13)
-        return False
+    """Inside the release, or (a Hugging Face cache snapshot's links) inside its own repository's blobs/."""
+    from weightaudit.hub_cache import repo_of
+
+    inside = repo_of(root)
+    for folder in (root, *((inside[0] / "blobs",) if inside else ())):
+        try:
+            path.resolve().relative_to(folder)
+            return True
+        except (OSError, ValueError, RuntimeError):   # RuntimeError: a symlink loop (pathlib, Python < 3.13)
+            continue
+    return False
 
 
 def _walk(root: Path) -> tuple[list[str], list[str], bool]:
@@ -205,7 +211,7 @@ def collect(release: Release) -> ReleaseFacts:
         config_path=config_rel,
         adapter_config=_json(root, adapter_rel),
         truncated=truncated,
-        root_name=root.name,
+        root_name=release.hub.repository if release.hub is not None else root.name,
     )
 
 
