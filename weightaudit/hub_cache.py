@@ -39,6 +39,7 @@ _REPO_FOLDER = re.compile(r"^(?P<kind>models|datasets|spaces)--(?P<id>[^/]+)$")
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _REF_BYTES = 256              # a ref file holds one commit hash and a newline
 _LISTED_REPOS = 200           # a cache root's listing names at most this many repositories
+_MAX_REFS = 1000              # refs read per repository (branches, tags, pull requests)
 
 _REVISION: contextvars.ContextVar[str | None] = contextvars.ContextVar("weightaudit_hub_revision", default=None)
 
@@ -140,8 +141,12 @@ def _refs(repo: Path) -> dict[str, str]:
     """Every ref (``main``, ``refs/pr/1`` -> ``pr/1``) and the commit it names."""
     out: dict[str, str] = {}
     base = repo / "refs"
+    seen = 0
     for dirpath, _dirs, files in os.walk(base):   # os.walk does not follow links to folders
-        for name in files:
+        for name in sorted(files):
+            seen += 1
+            if seen > _MAX_REFS:
+                return dict(sorted(out.items()))
             ref = Path(dirpath, name).relative_to(base).as_posix()
             commit = _read_ref(repo, ref)
             if commit is not None:
