@@ -391,11 +391,14 @@ def _same_bytes(a: TensorSource, b: TensorSource) -> bool:
 
 def compare_values(a: TensorSource, b: TensorSource) -> ValueDiff | None:
     """max |a-b|, ||a-b|| / ||a|| and cosine over float64 decodings; None when a dtype is not decodable."""
-    from weightaudit.compare_values import Accumulator, decodable, decode_block
+    from weightaudit.compare_values import Accumulator, decodable, decode_block, work_dtype
 
-    if not (decodable(a.tensor.dtype) and decodable(b.tensor.dtype)):
+    dtype_a, dtype_b = a.tensor.dtype, b.tensor.dtype
+    if not (decodable(dtype_a) and decodable(dtype_b)):
         return None
+    work = work_dtype(dtype_a, dtype_b)
+    in_order = dtype_a != dtype_b       # the same decoder on both sides: its lane order lines up already
     acc = Accumulator()
     for x, y in _paired(a, b):
-        acc.add(decode_block(x, a.tensor.dtype), decode_block(y, b.tensor.dtype))
+        acc.add(decode_block(x, dtype_a, work, in_order), decode_block(y, dtype_b, work, in_order))
     return acc.result()
