@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from weightaudit import stats as S
+from weightaudit import stats_schedule
 from weightaudit.formats.safetensors import LOADER
 from weightaudit.formats.base import LoadOptions
 from weightaudit.model import LoadedFile, TensorInfo
@@ -260,7 +261,7 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
 
 
 def test_compute_stats_over_a_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(S, "PIECE_BYTES", 1 << 20)  # force big tensors to be split into pieces
+    monkeypatch.setattr(stats_schedule, "PIECE_BYTES", 1 << 20)  # force big tensors to be split into pieces
     big = RNG.standard_normal(1_500_000).astype(np.float32)
     big[1_400_000] = 500.0
     small = np.arange(12, dtype=np.int64).reshape(3, 4)
