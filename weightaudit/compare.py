@@ -386,7 +386,18 @@ def _paired(a: TensorSource, b: TensorSource) -> Iterator[tuple[memoryview, memo
 
 
 def _same_bytes(a: TensorSource, b: TensorSource) -> bool:
-    return all(bytes(x) == bytes(y) for x, y in _paired(a, b))
+    return all(_equal(x, y) for x, y in _paired(a, b))
+
+
+def _equal(x: memoryview, y: memoryview) -> bool:
+    """Byte equality without copies (memoryview ``==`` compares element by element in Python: 40x slower)."""
+    import numpy as np
+
+    if len(x) != len(y):
+        return False
+    if len(x) % 8:
+        return bytes(x) == bytes(y)
+    return bool(np.array_equal(np.frombuffer(x, np.uint64), np.frombuffer(y, np.uint64)))
 
 
 def compare_values(a: TensorSource, b: TensorSource) -> ValueDiff | None:

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = ["FileEntry", "TensorEntry", "Manifest", "VerifyReport", "Check", "bui
 
 MANIFEST_SCHEMA_VERSION = "1"
 READ_CHUNK = 4 * 1024 * 1024
+HASH_THREADS = 8                  # at most; never more than the cores (memory: one READ_CHUNK buffer per thread)
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 
 
@@ -133,17 +135,23 @@ def _release_files(target: LoadedTarget) -> Iterator[tuple[str, Path]]:
         yield rel, root / rel
 
 
-def _file_entries(target: LoadedTarget, skip: Path | None) -> tuple[list[FileEntry], list[str]]:
-    entries, notes = [], []
-    for rel, path in _release_files(target):
-        if skip is not None and _same_file(path, skip):
-            continue
-        try:
-            entries.append(FileEntry(rel, path.stat().st_size, file_sha256(path)))
-        except OSError as exc:
-            notes.append(f"{rel}: cannot read ({exc.strerror or exc})")
-            entries.append(FileEntry(rel, 0, None))
-    return sorted(entries, key=lambda e: e.path), notes
+def _pool() -> ThreadPoolExecutor:
+    """hashlib releases the GIL on large updates: files and tensors hash on every core at once."""
+    return ThreadPoolExecutor(max_workers=max(2, min(HASH_THREADS, os.cpu_count() or 1)))
+
+
+def _file_entry(rel: str, path: Path) -> tuple[FileEntry, str | None]:
+    try:
+        return FileEntry(rel, path.stat().st_size, file_sha256(path)), None
+    except OSError as exc:
+        return FileEntry(rel, 0, None), f"{rel}: cannot read ({exc.strerror or exc})"
+
+
+def _file_entries(target: LoadedTarget, skip: Path | None, pool: ThreadPoolExecutor
+                  ) -> tuple[list[FileEntry], list[str]]:
+    wanted = [(rel, path) for rel, path in _release_files(target) if skip is None or not _same_file(path, skip)]
+    done = list(pool.map(lambda item: _file_entry(*item), wanted))
+    return sorted((entry for entry, _ in done), key=lambda e: e.path), [note for _, note in done if note]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -153,17 +161,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _tensor_entries(sources: Sequence[TensorSource]) -> tuple[list[TensorEntry], list[str]]:
+def _tensor_entry(source: TensorSource) -> tuple[TensorEntry, str | None]:
     from weightaudit.tensor_hash import tensor_digest
 
-    entries, notes = [], []
-    for source in sources:
-        tensor = source.tensor
-        digest = tensor_digest(source.path, source.fmt, tensor)
-        if digest is None:
-            notes.append(f"{tensor.file}: tensor {tensor.name!r} ({tensor.dtype}) could not be hashed")
-        entries.append(TensorEntry(tensor.name, tensor.file, tensor.dtype, tuple(tensor.shape), digest))
-    return entries, notes
+    tensor = source.tensor
+    digest = tensor_digest(source.path, source.fmt, tensor)
+    note = None if digest is not None else f"{tensor.file}: tensor {tensor.name!r} ({tensor.dtype}) could not be hashed"
+    return TensorEntry(tensor.name, tensor.file, tensor.dtype, tuple(tensor.shape), digest), note
+
+
+def _tensor_entries(sources: Sequence[TensorSource], pool: ThreadPoolExecutor) -> tuple[list[TensorEntry], list[str]]:
+    done = list(pool.map(_tensor_entry, sorted(sources, key=lambda s: -(s.tensor.nbytes or 0))))   # largest first
+    return [entry for entry, _ in done], [note for _, note in done if note]
 
 
 def build_manifest(paths: Sequence[str], options: LoadOptions | None = None, skip: Path | None = None) -> Manifest:
@@ -172,9 +181,11 @@ def build_manifest(paths: Sequence[str], options: LoadOptions | None = None, ski
     return _manifest_of(target, skip)
 
 
-def _manifest_of(target: LoadedTarget, skip: Path | None, sources: Sequence[TensorSource] | None = None) -> Manifest:
-    files, file_notes = _file_entries(target, skip)
-    tensors, tensor_notes = _tensor_entries(target.sources if sources is None else sources)
+def _manifest_of(target: LoadedTarget, skip: Path | None) -> Manifest:
+    with _pool() as pool:
+        files_job = pool.submit(_file_entries, target, skip, pool)
+        tensors, tensor_notes = _tensor_entries(target.sources, pool)
+        files, file_notes = files_job.result()
     notes = list(target.problems) + file_notes + tensor_notes
     return Manifest(target.target, tuple(files), tuple(sorted(tensors, key=lambda t: t.key)), tuple(notes))
 
@@ -275,11 +286,12 @@ class VerifyReport:
 def verify_manifest(paths: Sequence[str], manifest_path: Path, options: LoadOptions | None = None) -> VerifyReport:
     expected = read_manifest(manifest_path)
     target = load_target(paths, options)
-    files, file_notes = _file_entries(target, skip=manifest_path)
-    file_checks = _compare_files(expected.files, files)
-    changed = {m.name for m in file_checks if m.check in (Check.CHANGED, Check.EXTRA, Check.UNCHECKED)}
-    rehash = [s for s in target.sources if s.tensor.file in changed]
-    actual_tensors, tensor_notes = _tensor_entries(rehash)
+    with _pool() as pool:
+        files, file_notes = _file_entries(target, manifest_path, pool)
+        file_checks = _compare_files(expected.files, files)
+        changed = {m.name for m in file_checks if m.check in (Check.CHANGED, Check.EXTRA, Check.UNCHECKED)}
+        rehash = [s for s in target.sources if s.tensor.file in changed]
+        actual_tensors, tensor_notes = _tensor_entries(rehash, pool)
     tensor_checks = _compare_tensors(expected.tensors, actual_tensors, target, changed)
     return VerifyReport(target.target, str(manifest_path), tuple(file_checks), tuple(tensor_checks),
                         tuple(list(target.problems) + file_notes + tensor_notes))
