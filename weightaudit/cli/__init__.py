@@ -26,6 +26,8 @@ _COMMANDS = {
     "diff": ("weightaudit.cli.diff", "diff_command"),
     "hash": ("weightaudit.cli.hash", "hash_command"),
     "verify": ("weightaudit.cli.hash", "verify_command"),
+    "batch": ("weightaudit.cli.batch", "batch_command"),
+    "report": ("weightaudit.cli.report_cmd", "report_command"),
 }
 _OPTIONAL_COMMANDS = {
     "scorecard": ("weightaudit.cli.scorecard", "scorecard_command"),
@@ -98,6 +100,7 @@ def cli() -> None:
     weightaudit diff A B                        what changed between two releases
     weightaudit hash RELEASE -o manifest.json   file and tensor hashes (weightaudit verify)
     weightaudit rules explain WA106             what a rule means
+    weightaudit batch FOLDER --db fleet.db      many releases, resumable (weightaudit report fleet.db)
     """
 
 

@@ -1,0 +1,44 @@
+"""Where the releases are audited: an engine takes tasks and hands every outcome back, in the calling (writer)
+process, as soon as it is done. Engines register here by name; ``--engine NAME`` picks one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+from weightaudit.fleet.task import Outcome, Task
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    jobs: int
+    timeout_s: float | None = None          # wall-clock limit per release
+    max_memory_bytes: int | None = None     # memory a release may use on top of its worker's own
+    scheduler: str | None = None            # dask: an existing scheduler's address
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(self, tasks: Iterable[Task], on_outcome: Callable[[Outcome], None]) -> None:
+        """Run every task (bounded in flight), call ``on_outcome`` once per task in this process, stop all
+        workers before returning or raising (KeyboardInterrupt/Interrupted included)."""
+
+
+def _local(config: EngineConfig) -> Engine:
+    from weightaudit.fleet.engine_local import LocalEngine
+
+    return LocalEngine(config)
+
+
+def _dask(config: EngineConfig) -> Engine:
+    from weightaudit.fleet.engine_dask import DaskEngine
+
+    return DaskEngine(config)
+
+
+ENGINES: dict[str, Callable[[EngineConfig], Engine]] = {"local": _local, "dask": _dask}
+
+
+def make_engine(name: str, config: EngineConfig) -> Engine:
+    return ENGINES[name](config)

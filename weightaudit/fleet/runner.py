@@ -1,0 +1,94 @@
+"""Batch orchestration: expand the sources, key every release, skip what is unchanged since its last audit
+with the same tool version and options, run the rest on an engine, and write each outcome as it arrives
+(one transaction per release: an interrupted batch keeps everything finished)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from weightaudit.errors import ExitCode
+from weightaudit.fleet.content_key import ReleaseKey, release_key
+from weightaudit.fleet.db import LastAudit, Writer, connect
+from weightaudit.fleet.engine import EngineConfig, make_engine
+from weightaudit.fleet.progress import BatchProgress
+from weightaudit.fleet.sources import Release
+from weightaudit.fleet.task import AuditOptions, Outcome, Task
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    db_path: str
+    options: AuditOptions
+    engine: str = "local"
+    engine_config: EngineConfig = EngineConfig(jobs=1)
+    paranoid: bool = False
+    force: bool = False
+    retry_failed: bool = False
+
+
+@dataclass
+class _Planned:
+    release: Release
+    release_id: int
+    key: ReleaseKey
+    last: LastAudit | None
+
+
+def options_key(options: AuditOptions) -> str:
+    return hashlib.sha256(json.dumps(options.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unchanged(plan: _Planned, version: str, opts_key: str, config: BatchConfig) -> bool:
+    last = plan.last
+    if config.force or last is None:
+        return False
+    if (last.content_key, last.tool_version, last.options_key) != (plan.key.key, version, opts_key):
+        return False
+    return last.status == "ok" or not config.retry_failed
+
+
+def exit_code_of(codes: list[int]) -> int:
+    """1 when any release fails at --fail-on; else 3 when any could not be audited; else 0."""
+    if int(ExitCode.FINDINGS) in codes:
+        return int(ExitCode.FINDINGS)
+    return int(ExitCode.INCOMPLETE) if any(c != 0 for c in codes) else 0
+
+
+def run_batch(releases: list[Release], config: BatchConfig, quiet: bool = False,
+              progress: bool | None = None) -> int:
+    """Run the batch; returns its exit code. KeyboardInterrupt/Interrupted propagate after the run is closed."""
+    from weightaudit import __version__
+
+    conn = connect(config.db_path)
+    writer = Writer(conn)
+    opts_key = options_key(config.options)
+    run_id = writer.start_run(__version__, {**config.options.to_dict(), "paranoid": config.paranoid},
+                              opts_key, config.engine, len(releases))
+    plans = [_Planned(r, rid := writer.release_id(r.path, r.repository, r.revision, run_id),
+                      release_key(r.path, config.paranoid), writer.last_audit(rid)) for r in releases]
+    todo = [p for p in plans if not _unchanged(p, __version__, opts_key, config)]
+    running = {id(p) for p in todo}
+    codes = {i: p.last.exit_code for i, p in enumerate(plans) if p.last is not None and id(p) not in running}
+    bar = BatchProgress.for_stderr(len(todo), sum(p.key.total_bytes for p in todo), quiet, progress)
+    bar.skip(len(plans) - len(todo))
+    index_of = {id(p): i for i, p in enumerate(plans)}
+    tasks = [Task(index_of[id(p)], p.release.path, config.options) for p in todo]
+
+    def on_outcome(outcome: Outcome) -> None:
+        plan = plans[outcome.index]
+        writer.record(run_id, plan.release_id, plan.key.key, plan.key.total_bytes, __version__, opts_key, outcome)
+        codes[outcome.index] = outcome.exit_code if outcome.status == "ok" else int(ExitCode.INCOMPLETE)
+        bar.advance(plan.key.total_bytes, outcome.status == "ok")
+
+    status = "interrupted"
+    try:
+        make_engine(config.engine, config.engine_config).run(tasks, on_outcome)
+        status = "done"
+    finally:
+        code = exit_code_of(list(codes.values())) if status == "done" else None
+        counts = {"audited": bar.done, "skipped": bar.skipped, "failed": bar.failed}
+        writer.end_run(run_id, status, counts, code)
+        conn.close()
+        bar.finish(code if code is not None else 130, interrupted=status != "done")
+    return code if code is not None else int(ExitCode.INCOMPLETE)
