@@ -48,3 +48,25 @@ def make_fleet(root: Path, count: int) -> list[Path]:
     """``count`` releases under ``root``, kinds in rotation: root/r000-clean, root/r001-pickle, ..."""
     return [write_release(root / f"r{i:03d}-{KINDS[i % len(KINDS)]}", KINDS[i % len(KINDS)], i)
             for i in range(count)]
+
+
+def cache_repo(release: Path, root: Path, repo_id: str, commits: tuple[str, ...], main: str | None) -> Path:
+    """Lay ``release`` out as huggingface_hub does (blobs by hash, snapshot links into blobs, refs/main), once
+    per commit."""
+    import hashlib
+    import os
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for commit in commits:
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for item in sorted(release.iterdir()):
+            data = item.read_bytes()
+            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            os.symlink(os.path.relpath(blob, snapshot), snapshot / item.name)
+    if main is not None:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(main)
+    return repo
