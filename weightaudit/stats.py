@@ -60,11 +60,11 @@ from weightaudit.stats_decode import (  # noqa: F401 - re-exported: the public n
     BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_EXACT_LIMIT, _SPECS, _BF16, _F16, _Scratch, _SmallFloat,
     _natural_index, _scratch, _spec_of, has_statistics, supported_dtype)
 from weightaudit.stats_kernels import (  # noqa: F401
-    _Partial, _full_digest, _fingerprint, _plan, _run_blocks)
+    _Partial, _full_digest, _fingerprint, _plan, _run_blocks, kernel_name)
 from weightaudit.stats_schedule import (  # noqa: F401
     PIECE_BYTES, _Outcome, _Piece, _batches, _executor, _mapped_blocks, _pieces, _read_range, _reblock, _run_batch)
 
-__all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics", "FP16_MAX", "HISTOGRAM_BINS"]
+__all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics", "kernel_name", "FP16_MAX", "HISTOGRAM_BINS"]
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,14 @@ def _fingerprint(signature: bytes, full_digest: bytes = b"") -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+KERNEL = "numpy"   # which implementation folds the blocks (reported in the JSON ``tool`` block)
+
+
+def kernel_name() -> str:
+    """The statistics kernel in use: "numpy" (always available; no compiler needed)."""
+    return KERNEL
+
+
 @dataclass
 class _Partial:
     """Statistics of a contiguous run of elements; two runs merge exactly (Chan et al. for mean/M2)."""

@@ -45,16 +45,29 @@ def all_loaders() -> list[Loader]:
     return _cache
 
 
+def _loaders_in_order() -> Iterator[Loader]:
+    """The registered loaders in sniffing order, each module imported only when it is reached.
+
+    So a safetensors file imports the safetensors loader alone (not h5py, numpy or the pickle machine): the
+    first loader that claims a file stops the walk, exactly as a walk over ``all_loaders()`` would.
+    """
+    if _cache is not None:
+        yield from _cache
+        return
+    for mod, attr in _LOADER_SPECS:
+        yield getattr(importlib.import_module(mod), attr)
+
+
 def get_loader(name: str) -> Loader:
-    for loader in all_loaders():
+    for loader in _loaders_in_order():
         if loader.name == name:
             return loader
     raise KeyError(name)
 
 
 def sniff(probe: Probe) -> Loader | None:
-    """The first registered loader that recognises this content, or None."""
-    for loader in all_loaders():
+    """The first registered loader that recognises this content, or None (later loaders not imported)."""
+    for loader in _loaders_in_order():
         if loader.sniff(probe):
             return loader
     return None
