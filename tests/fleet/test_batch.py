@@ -144,3 +144,26 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert batch(str(tmp_path / "missing"), "--db", str(tmp_path / "x.db")).exit_code == 2
     assert batch("--db", str(tmp_path / "x.db")).exit_code == 2
     assert batch(str(tmp_path), "--max-memory", "lots", "--db", str(tmp_path / "x.db")).exit_code == 2
+
+
+def test_relative_sources_are_stored_as_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_fleet(tmp_path / "fleet", 1)
+    monkeypatch.chdir(tmp_path)
+    assert batch("fleet", "--db", "f.db", "-q").exit_code == 0
+    assert count(tmp_path / "f.db", "SELECT path FROM releases") == [(str(tmp_path / "fleet" / "r000-clean"),)]
+
+
+def test_progress_is_quiet_off_a_terminal_and_the_summary_always_written(tmp_path: Path) -> None:
+    from weightaudit.fleet.progress import BatchProgress
+
+    make_fleet(tmp_path / "fleet", 3)
+    result = batch(str(tmp_path / "fleet"), "--db", str(tmp_path / "f.db"), "-j", "1")
+    assert result.stderr.splitlines()[-1].startswith("weightaudit batch: done: 3 audited, 0 unchanged (skipped), "
+                                                     "0 failed, in ")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    bar = BatchProgress(total=4, total_bytes=4_000_000_000, live=False)
+    bar.advance(2_000_000_000, ok=True)
+    bar.advance(0, ok=False)
+    line = bar.line()
+    assert line.startswith("weightaudit batch: 2/4 releases") and line.endswith(" s  1 failed")
+    assert " GB/s  ETA " in line and " releases/s  " in line

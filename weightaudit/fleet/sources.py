@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +23,7 @@ class Release:
 
 
 def expand(sources: Iterable[str], from_file: str | None = None, all_revisions: bool = False) -> list[Release]:
-    """Every release the SOURCES name, each once, in the order given (sub-folders sorted by name)."""
+    """Every release the SOURCES name, each once (absolute paths), in the order given (sub-folders by name)."""
     given = list(sources) + (_read_list(from_file) if from_file else [])
     if not given:
         raise UsageError("give at least one SOURCE or --from-file LIST")
@@ -34,7 +34,7 @@ def expand(sources: Iterable[str], from_file: str | None = None, all_revisions: 
             key = os.path.realpath(release.path)
             if key not in seen:
                 seen.add(key)
-                out.append(release)
+                out.append(replace(release, path=os.path.abspath(release.path)))   # same row from any cwd
     return out
 
 
