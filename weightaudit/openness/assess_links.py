@@ -50,7 +50,7 @@ def model_names(facts: "ReleaseFacts") -> tuple[tuple[str, str], ...]:
             out.append((index[0]["name"], card.field_source("model-index")))
         title = next((s for s in card.sections if s.level == 1), None)
         if title is not None:
-            shown = re.sub(r"[*_`]|\[|\]\([^)]*\)", "", title.title).strip()
+            shown = re.sub(r"[*_`]|\[|\]\([^)]{0,300}\)", "", title.title).strip()
             shown = re.sub(r"(?i)^(model card( for| of)?|original model card:?)\s+", "", shown)
             out.append((shown, f"{card.path}:{title.line} title"))
     if facts.root_name:

@@ -31,6 +31,10 @@ SECTION_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Headings that name data or training without documenting them (legal notices, contact requests).
 NOT_A_TOPIC = ("protection", "copyright", "privacy", "request", "takedown", "contact", "license", "licence")
 
+MAX_LINKS = 5_000        # links read from one card
+MAX_URL_CHARS = 2_000    # a longer "URL" is cut here
+CONTEXT_CHARS = 300      # characters kept either side of a link (its anchor text, label, "Repository:" ...)
+
 _URL = re.compile(r"https?://[^\s)\]>\"'`<|]+")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FIELD = re.compile(r"^([A-Za-z0-9_\-]+)\s*:")
@@ -168,9 +172,13 @@ def _links(lines: list[str], start: int, sections: tuple[Section, ...]) -> tuple
             continue
         visible, in_comment = _without_comments(raw, in_comment)
         for match in _URL.finditer(visible):
-            url = clean_url(match.group(0))
+            url = clean_url(match.group(0)[:MAX_URL_CHARS])
             if url.count("/") >= 2:
-                links.append(Link(url, index + 1, raw.lower(), current, _anchor(visible, match.start()), block))
+                start, end = max(0, match.start() - CONTEXT_CHARS), match.end() + CONTEXT_CHARS
+                links.append(Link(url, index + 1, visible[start:end].lower(), current,
+                                  _anchor(visible[start:end], match.start() - start), block))
+                if len(links) >= MAX_LINKS:   # bounded work per card (each link is classified once)
+                    return tuple(links)
     return tuple(links)
 
 

@@ -117,7 +117,7 @@ def target_key(target: str) -> str | None:
 
 def hub_key(hub_id: str, dataset: bool) -> str | None:
     hub_id = hub_id.strip().strip("/")
-    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", hub_id):
+    if not re.fullmatch(r"[\w.\-]{1,96}/[\w.\-]{1,96}", hub_id):
         return None
     return f"huggingface.co/{'datasets/' if dataset else ''}{hub_id.lower()}"
 

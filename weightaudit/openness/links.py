@@ -31,7 +31,7 @@ NAME_ROLES: tuple[tuple[str, str], ...] = (
     ("preprocessing", r"preprocess|data[-_ ]?(processing|pipeline|prep)|dedup|datatrove|curat|filter"),
     ("training", r"(^|[^a-z])(train|training|pretrain|pre-train|finetune|fine-tun|sft|rlhf|recipes?)([^a-z]|$)"),
 )
-OWN_PAPER_CUES = r"technical report|tech report|our paper|the paper|paper:|report:|preprint|\bpaper\b.*\b(this|our)\b"
+OWN_PAPER_CUES = r"technical report|tech report|our paper|the paper|paper:|report:|preprint|\bpaper\b.{0,80}\b(this|our)\b"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _by_name(link: Link, heading: str) -> tuple[str, str] | None:
             if text and re.search(pattern, text):
                 return role, f"{what} '{text[:40]}'"
     line = link.context
-    if re.match(r"\s*[-*]?\s*\**(training code|training repository|training)\**\s*:", line):
+    if re.match(r"[-*]?[ \t]{0,4}\*{0,3}(training code|training repository|training)\*{0,3}[ \t]{0,4}:", line.lstrip()):
         return "training", "a 'Training code:' line"
     return None
 
