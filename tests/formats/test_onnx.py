@@ -394,3 +394,23 @@ def test_external_data_files_are_part_of_their_model_not_weight_files(runner, tm
     assert loaded.verified and loaded.facts["external_data_files"] == ["weights.bin"]
     code, report = invoke_json(runner, "audit", tmp_path / "r", "--select", "WA1,WA3,WA4")
     assert sorted((f["path"], f["format"]) for f in report["files"]) == [("model.onnx", "onnx"), ("weights.bin", "pickle")]
+
+
+def test_a_tensor_of_absurd_rank_is_malformed_not_a_memory_sink(tmp_path: Path) -> None:
+    tensor = numpy_helper.from_array(np.ones(1, np.float32), "w")
+    tensor.dims[:] = [1] * 100_000
+    loaded = parse(_save(_model([tensor]), tmp_path), "m.onnx")
+    assert [f.rule_id for f in loaded.findings] == ["WA190"] and not loaded.verified
+    assert "more than 64 dimensions" in loaded.findings[0].message
+
+
+def test_large_typed_varint_tensor_streams_across_chunks(tmp_path: Path) -> None:
+    values = RNG.integers(-(2**40), 2**40, 300_000) * RNG.integers(0, 2, 300_000)   # 1-10 byte varints
+    tensor = helper.make_tensor("v", TensorProto.INT64, [300_000], values.tolist())
+    path = _save(_model([tensor]), tmp_path)
+    loaded = parse(path, "model.onnx")
+    assert loaded.findings == () and loaded.tensors[0].data_offsets is None
+    result = compute_stats(tmp_path, [loaded], workers=1)[("model.onnx", "v")]
+    expected = values.astype(np.float64)
+    assert result.count == values.size and result.min == expected.min() and result.max == expected.max()
+    assert result.zeros == int((values == 0).sum()) and result.mean == pytest.approx(expected.mean(), rel=1e-9)

@@ -39,7 +39,9 @@ import numpy as np
 
 from weightaudit.formats.base import LoadOptions, Probe, unreadable
 from weightaudit.formats.onnx_domains import domain_findings
-from weightaudit.formats.onnx_proto import LEN, VARINT, WireError, fields, iter_varint_values, read_varint, text
+from weightaudit.formats.onnx_proto import (
+    LEN, VARINT, VARINT_CHUNK, WireError, fields, iter_varint_values, read_varint, text,
+)
 from weightaudit.formats.onnx_tensors import Location, parse_tensor, read_dims, resolve
 from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
@@ -392,7 +394,7 @@ def _varint_chunks(path: Path, location: Location, chunk_bytes: int) -> Iterator
     element = np.dtype(location.element)
     with open_regular(path) as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         for begin, end in location.ranges:
-            for values in iter_varint_values(mapped, begin, end, chunk_bytes):
+            for values in iter_varint_values(mapped, begin, end, min(chunk_bytes, VARINT_CHUNK)):
                 yield memoryview(values.astype(element).tobytes())
 
 

@@ -128,7 +128,7 @@ def field_values(onnx_type: OnnxType, count: int) -> int | None:
 
 # ------------------------------------------------------------------ packed varints, vectorised and bounded
 
-VARINT_CHUNK = 4 * 1024 * 1024
+VARINT_CHUNK = 1024 * 1024      # payload bytes decoded at once (~40 bytes of numpy temporaries each)
 
 
 def count_varints(buf: Any, begin: int, end: int, chunk: int = VARINT_CHUNK) -> int:

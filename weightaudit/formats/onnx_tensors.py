@@ -23,6 +23,7 @@ from weightaudit.formats.onnx_proto import (
 from weightaudit.rules import onnx_rules as O
 
 EXTERNAL = 1          # TensorProto.DataLocation.EXTERNAL
+MAX_RANK = 64         # numpy's NPY_MAXDIMS: onnx.numpy_helper cannot build an array of higher rank
 TYPED_FIELDS = (4, 5, 6, 7, 10, 11)
 
 
@@ -95,9 +96,12 @@ def read_dims(buf: Any, wire: int, a: int, b: int, out: list[int]) -> None:
         out.append(as_int64(a))
     elif wire == LEN:
         pos = a
-        while pos < b:
+        while pos < b and len(out) <= MAX_RANK:
             value, pos = read_varint(buf, pos, b)
             out.append(as_int64(value))
+    if len(out) > MAX_RANK:
+        raise WireError(f"a tensor declares more than {MAX_RANK} dimensions (numpy, and so onnx.numpy_helper, "
+                        "cannot hold it)")
 
 
 def _string_pair(buf: Any, begin: int, end: int) -> tuple[str, str]:
