@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import pkgutil
 import re
 import selectors
@@ -28,8 +29,8 @@ HANG_SECONDS = 5.0     # per pattern and input; a linear pattern needs milliseco
 READY_SECONDS = 120.0  # building the inputs on a loaded machine
 CALLS = {"compile": 1, "search": 2, "match": 2, "fullmatch": 2, "findall": 2, "finditer": 2, "split": 3,
          "sub": 4, "subn": 4}
-# Patterns only ever applied with .match/.fullmatch to a file name (at most 255 bytes), never to file contents;
-# they are checked with .match here, which is how they run.
+# Compiled patterns only ever applied with .match/.fullmatch (to a file name): checked with .match, as they run.
+# Literal patterns called as re.match/re.fullmatch are found in the source (anchored_sources).
 NAME_ONLY = {r".*\.(py|sh|ipynb|yaml|yml|toml|cfg)$": "discover.py: .match on a file name"}
 # Repeated units that make backtracking patterns blow up (escaped quotes, unclosed delimiters, identifier-like
 # runs, separators), each also with a terminator that forces a failed match at the end.
@@ -46,19 +47,34 @@ def _flags(node: ast.AST | None) -> int:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, int) else 0
 
 
-def _from_source() -> dict[tuple[str, int], str]:
-    found: dict[tuple[str, int], str] = {}
+def _literal_calls() -> list[tuple[Path, ast.Call]]:
+    """Every ``re.<function>("literal", ...)`` call in the package."""
+    calls = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "re"
                     and node.func.attr in CALLS and node.args and isinstance(node.args[0], ast.Constant)
                     and isinstance(node.args[0].value, (str, bytes))):
-                continue
-            position = CALLS[node.func.attr]
-            flags = next((k.value for k in node.keywords if k.arg == "flags"),
-                         node.args[position] if len(node.args) > position else None)
-            found.setdefault((node.args[0].value, _flags(flags)), f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+                calls.append((path, node))
+    return calls
+
+
+def anchored_sources() -> set[str]:
+    """Literal patterns only ever called as re.match/re.fullmatch: they run from position 0 only, so they are
+    checked with .match (a search would try every start position, which the code never does)."""
+    anchored = {node.args[0].value for _, node in _literal_calls() if node.func.attr in ("match", "fullmatch")}
+    elsewhere = {node.args[0].value for _, node in _literal_calls() if node.func.attr not in ("match", "fullmatch")}
+    return {_text(source) for source in anchored - elsewhere}
+
+
+def _from_source() -> dict[tuple[str, int], str]:
+    found: dict[tuple[str, int], str] = {}
+    for path, node in _literal_calls():
+        position = CALLS[node.func.attr]
+        flags = next((k.value for k in node.keywords if k.arg == "flags"),
+                     node.args[position] if len(node.args) > position else None)
+        found.setdefault((node.args[0].value, _flags(flags)), f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     return found
 
 
@@ -115,24 +131,28 @@ print("done", flush=True)
 
 
 def _run_from(first: int, payload: list) -> tuple[int, int] | None:
-    """Run the patterns from index ``first``; the (pattern, input) still running after HANG_SECONDS, or None."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    child.stdin.write(json.dumps(payload + [first]) + "\n")
+    """Run the patterns from index ``first``; the (pattern, input) still running after HANG_SECONDS, or None.
+    The child's lines are read straight from the pipe (no buffered reader that could hold lines back)."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child.stdin.write((json.dumps(payload + [first]) + "\n").encode())
     child.stdin.flush()
     selector = selectors.DefaultSelector()
     selector.register(child.stdout, selectors.EVENT_READ)
-    last = (first, 0)
+    last, pending, ready = (first, 0), b"", False
     try:
-        if not selector.select(timeout=READY_SECONDS) or child.stdout.readline().strip() != "ready":
-            raise AssertionError("the pattern child did not start")
-        while selector.select(timeout=HANG_SECONDS):
-            line = child.stdout.readline().strip()
-            if line == "done":
-                return None
-            if not line:
+        while selector.select(timeout=HANG_SECONDS if ready else READY_SECONDS):
+            chunk = os.read(child.stdout.fileno(), 65536)
+            if not chunk:
                 raise AssertionError(f"the pattern child died after pattern {last[0]}")
-            index, number = (int(x) for x in line.split())
-            last = (index, number)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line == b"done":
+                    return None
+                if line == b"ready":
+                    ready = True
+                else:
+                    index, number = (int(x) for x in line.split())
+                    last = (index, number)
         return last
     finally:
         child.kill()
@@ -146,7 +166,7 @@ def _text(source: str | bytes) -> str:
 def slow_patterns() -> list[str]:
     patterns = sorted(all_patterns().items(), key=lambda item: (repr(item[0]), item[1]))
     payload = [[_text(source), flags, isinstance(source, bytes)] for (source, flags), _ in patterns]
-    payload += [sorted(NAME_ONLY), SIZE, UNITS]
+    payload += [sorted(set(NAME_ONLY) | anchored_sources()), SIZE, UNITS]
     slow, first = [], 0
     while (stuck := _run_from(first, payload)) is not None:
         index, number = stuck
