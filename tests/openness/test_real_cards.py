@@ -103,3 +103,26 @@ def test_model_identified_by_card_title_not_only_folder_name(tmp_path: Path) -> 
     training = sc.component("Training code")
     assert training.license == "Apache-2.0" and "MOT record OLMo-7B" in training.reason
     assert any("title" in e.source for e in training.evidence)
+
+
+def test_phi3_open_weights_framework_links_are_not_training_code(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "phi-3-mini-4k-instruct-gguf")
+    assert _pillars(sc) == ("open", "absent", "mentioned")   # PyTorch/DeepSpeed/transformers are frameworks
+    assert sc.osaid.verdict == "insufficient-evidence"
+    assert [e.url for e in sc.component("Technical report").evidence] == ["https://aka.ms/phi3-tech-report"]
+    assert sc.component("Compute documentation").status == "included"   # "GPUS: 512 H100-80G / Training time"
+
+
+def test_gemma_restricted_gated_weights(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "gemma-3-4b-it")
+    assert _pillars(sc) == ("restricted", "absent", "mentioned")
+    assert sc.release_license == "LicenseRef-scancode-gemma-tou-2024-04-01"
+    assert sc.component("Access gating").status == "gated" and sc.osaid.verdict == "not-compliant"
+
+
+def test_qwen_derivative_open_weights_only(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "flux-japanese-qwen2.5-32b-instruct")
+    assert _pillars(sc) == ("open", "absent", "absent")
+    assert sc.component("Base-model lineage").status == "derivative"
+    assert sc.component("Evaluation code").status == "mentioned"        # simple-evals, by repository name
+    assert all("tech-dev.png" not in (e.url or "") for c in sc.components for e in c.evidence)

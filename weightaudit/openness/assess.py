@@ -340,7 +340,10 @@ def _paper_evidence(facts: ReleaseFacts, hosts: tuple[str, ...], detail: str) ->
     card = facts.card
     if card is None:
         return ()
-    own = [r for r in facts.link_roles if r.role == "own-paper" and any(h in r.link.url.lower() for h in hosts)]
+    def hosted(url: str) -> bool:   # hosts=(): a report named by its anchor text on any non-journal host
+        return any(h in url for h in hosts) if hosts else not any(h in url for h in PAPER_HOSTS)
+
+    own = [r for r in facts.link_roles if r.role == "own-paper" and hosted(r.link.url.lower())]
     out = []
     for role in list({r.link.url: r for r in own}.values())[:MAX_EVIDENCE]:
         confidence = Confidence.KNOWN if role.known is not None else Confidence.MENTIONED
@@ -352,7 +355,7 @@ def assess_technical_report(facts: ReleaseFacts) -> Assessment:
     pdfs = facts.matching("*report*.pdf", "*technical*.pdf")
     if pdfs:
         return Assessment(INCLUDED, Confidence.VERIFIED, _files_evidence(pdfs, "report PDF"), "technical report in the release")
-    evidence = _paper_evidence(facts, ("arxiv.org",), "the model's preprint / technical report")
+    evidence = _paper_evidence(facts, (), "the model's preprint / technical report")
     if evidence:
         return Assessment(MENTIONED, evidence[0].confidence, evidence,
                           "the model's own preprint / technical report is linked (its licence is not known offline)",
@@ -450,7 +453,8 @@ def assess_compute_docs(facts: ReleaseFacts) -> Assessment:
     evidence += tuple(Evidence(f"{card.path}:{s.line}", f"section '{s.title}'", Confidence.DECLARED)
                       for s in card.sections_about("environmental") if s.substantive)
     line = card.find_line(r"\b(gpus?|tpus?|a100s?|h100s?|v100s?|mi250x?|gaudi\d?)\b.{0,120}\b(hours?|days?|weeks?|steps?|epochs?)\b"
-                          r"|\bgpu[- ]hours?\b|\btrained (on|with|using) (a |an |\d+ ?x? ?)?(tpu|gpu|a100|h100|v100)")
+                          r"|\bgpu[- ]hours?\b|\btrained (on|with|using) (a |an |\d+ ?x? ?)?(tpu|gpu|a100|h100|v100)"
+                          r"|\btraining time\s*:")
     if line:
         evidence += (Evidence(f"{card.path}:{line}", "hardware and duration", Confidence.DECLARED),)
     if evidence:

@@ -109,6 +109,8 @@ def classify_link(link: Link, card: ModelCard, knowledge: Knowledge, model_names
     if _is_image(link):
         return LinkRole(link, "image", None, "an image")
     known = knowledge.lookup(link.url)
+    if re.search(r"technical report|tech report|\bpreprint\b", (link.anchor or "").lower()):
+        return LinkRole(link, "own-paper", known, f"anchor text '{link.anchor[:40]}'")
     if any(h == host or host.endswith("." + h) for h in PAPER_HOSTS):
         return _paper_role(link, known, model_names, card)
     heading = link.section or ""
