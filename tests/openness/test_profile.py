@@ -104,3 +104,15 @@ def test_dataset_list_is_not_cut_mid_word(tmp_path: Path) -> None:
     detail = build_scorecard(discover([str(_folder(tmp_path, "many", card))])).component("Datasets").evidence[0].detail
     shown = detail.split(" (+")[0].split(", ")
     assert all(name in names for name in shown) and detail.endswith("more)")
+
+
+def test_scorecard_json_validates_against_the_report_schema(tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[2] / "weightaudit" / "schemas" / "report.v1.schema.json").read_text())
+    folders = [str(_folder(tmp_path, n)) for n in ("olmo-7b", "llama-2-7b-chat-mlx")]
+    for folder in folders:
+        result = CliRunner().invoke(scorecard_command, [folder, "--format", "json"])
+        document = json.loads(result.output)
+        jsonschema.validate(document, schema)
+        assert document["scorecard"]["profile"]
