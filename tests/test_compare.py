@@ -224,3 +224,20 @@ def test_json_numbers_are_strict_json(twin, tmp_path: Path) -> None:
     text = json.dumps(document, allow_nan=False)
     (row,) = [t for t in json.loads(text)["tensors"] if t["status"] == "changed"]
     assert row["max_abs_diff"] == "inf" and row["nonfinite_mismatches"] == 1
+
+
+def test_json_follows_the_published_schema(runner, twin, tmp_path: Path) -> None:
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/diff.v1.schema.json").read_text())
+    a, _, weights = twin
+    edited = dict(weights)
+    edited["layers.1.mlp.up.weight"] = weights["layers.1.mlp.up.weight"] * 1.001
+    edited["head.weight"] = edited.pop("embed.weight")
+    edited["norm.scale"] = weights["norm.scale"].float()
+    del edited["position_ids"]
+    _, report = invoke_json(runner, "diff", a, _save(tmp_path, edited), "--tolerance", "rel=1%")
+    jsonschema.validate(report, schema)
+    assert {t["status"] for t in report["tensors"]} == {"identical", "changed", "renamed", "retyped", "removed"}

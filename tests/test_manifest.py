@@ -147,3 +147,18 @@ def test_hash_text_lists_digest_and_path_like_sha256sum(runner, release: Path) -
 def test_load_options_are_accepted(release: Path) -> None:
     target = load_target([str(release)], LoadOptions())
     assert target.complete and sorted(target.by_name) == sorted(_weights())
+
+
+def test_manifest_and_verify_json_follow_the_published_schema(runner, release: Path, tmp_path: Path) -> None:
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/manifest.v1.schema.json").read_text())
+    manifest = tmp_path / "manifest.json"
+    assert invoke(runner, "hash", release, "-o", manifest).exit_code == 0
+    jsonschema.validate(json.loads(manifest.read_text()), schema)
+    (release / "config.json").write_text("{}")
+    code, report = invoke_json(runner, "verify", release, manifest)
+    assert code == 1
+    jsonschema.validate(report, schema)
