@@ -233,3 +233,15 @@ def test_scorecard_of_a_cache_folder_reads_the_linked_side_files(cached: tuple[P
     text = invoke(runner, "scorecard", repo).stdout
     assert "no release folder or model card" not in text and "Licence: none found" not in text
     assert invoke(runner, "scorecard", plain).stdout.splitlines()[1] == text.splitlines()[1]   # same headline
+
+
+def test_revision_outside_a_cache_or_against_another_snapshot_is_a_usage_error(cached: tuple[Path, Path],
+                                                                                runner) -> None:
+    plain, repo = cached
+    result = invoke(runner, "inspect", plain, "--revision", "main")
+    assert result.exit_code == 2 and "applies to a Hugging Face cache repository folder" in result.stderr
+    snapshot = repo / "snapshots" / COMMIT
+    assert invoke(runner, "inspect", snapshot, "--revision", "main").exit_code == 0
+    assert invoke(runner, "inspect", snapshot, "--revision", COMMIT[:8]).exit_code == 0
+    other = invoke(runner, "inspect", snapshot, "--revision", "dev")
+    assert other.exit_code == 2 and "not revision dev" in other.stderr

@@ -202,13 +202,20 @@ def resolve(path: Path) -> HubTarget | None:
         commit, ref = _choose(absolute, requested_revision())
         return _target(absolute, commit, ref)
     inside = repo_of(absolute)
-    if inside is not None:
-        repo, commit = inside
-        refs = [name for name, target in _refs(repo).items() if target == commit]
-        return _target(repo, commit, "main" if "main" in refs else (refs[0] if refs else None), absolute)
     if is_cache_root(absolute):
         raise UsageError(cache_listing(absolute))
-    return None
+    wanted = requested_revision()
+    if inside is None:
+        if wanted is not None:
+            raise UsageError(f"{path}: --revision {wanted} applies to a Hugging Face cache repository folder "
+                             "(models--org--name), and this is none")
+        return None
+    repo, commit = inside
+    refs = [name for name, target in _refs(repo).items() if target == commit]
+    if wanted is not None and wanted not in refs and not (len(wanted) >= 7 and commit.startswith(wanted)):
+        raise UsageError(f"{path}: is snapshot {commit}, not revision {wanted}; give the repository folder "
+                         f"{repo} to choose a revision")
+    return _target(repo, commit, "main" if "main" in refs else (refs[0] if refs else None), absolute)
 
 
 def scan_root(root: Path) -> list[CachedRepo]:
