@@ -40,7 +40,7 @@ import numpy as np
 from weightaudit.formats.base import LoadOptions, Probe, unreadable
 from weightaudit.formats.onnx_domains import domain_findings
 from weightaudit.formats.onnx_proto import (
-    LEN, VARINT, VARINT_CHUNK, WireError, fields, iter_varint_values, read_varint, text,
+    LEN, VARINT, VARINT_CHUNK, FieldBudgetExceeded, WireError, fields, iter_varint_values, read_varint, text,
 )
 from weightaudit.formats.onnx_tensors import Location, parse_tensor, read_dims, resolve
 from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
@@ -82,20 +82,18 @@ class _Walk:
     notes: dict[str, str] = field(default_factory=dict)
     sparse: dict[str, list[int]] = field(default_factory=dict)
     external_files: set[str] = field(default_factory=set)
-    field_count: int = 0
+    budget: list[int] = field(default_factory=list)   # protobuf fields left (limits.graph_protobuf_fields)
     nodes: int = 0
     verified: bool = True
 
+    def __post_init__(self) -> None:
+        self.budget = [self.limits.graph_protobuf_fields]
+
     def fields(self, begin: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-        cap = self.limits.graph_protobuf_fields
-        for item in fields(self.buf, begin, end):
-            self.field_count += 1
-            if self.field_count > cap:
-                raise _Limit("graph_protobuf_fields")
-            yield item
+        return fields(self.buf, begin, end, self.budget)
 
     def walk_fields(self, buf: Any, begin: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-        return self.fields(begin, end)
+        return fields(buf, begin, end, self.budget)
 
     def add(self, rule: Any, message: str, tensor: str | None = None, where: str | None = None) -> None:
         self.findings.append(rule.finding(self.rel, message, tensor=tensor, where=where))
@@ -204,24 +202,33 @@ def _node(walk: _Walk, begin: int, end: int, scope: str, index: int, depth: int)
     walk.nodes += 1
     if walk.nodes > walk.limits.graph_nodes:
         raise _Limit("graph_nodes")
-    name = op = domain = ""
+    buf = walk.buf
+    name = (0, 0)
+    op = domain = b""
     attributes: list[tuple[int, int]] = []
     for number, wire, a, b in walk.fields(begin, end):
         if wire != LEN:
             continue
         if number == 3:
-            name = text(walk.buf, a, b)
+            name = (a, b)               # decoded only when a label is needed (hot path of big graphs)
         elif number == 4:
-            op = text(walk.buf, a, b)
+            op = buf[a:b]
         elif number == 7:
-            domain = text(walk.buf, a, b)
+            domain = buf[a:b]
         elif number == 5:
             attributes.append((a, b))
-    label = name or f"{op or 'node'}@{index}"
-    seen = walk.ops.setdefault((domain, op), [0, scope + label])
+    key = (_decode(domain), _decode(op))
+    seen = walk.ops.get(key)
+    if seen is None or attributes:
+        label = scope + (text(buf, *name) if name[1] > name[0] else f"{key[1] or 'node'}@{index}")
+        seen = walk.ops.setdefault(key, [0, label])
+        for a, b in attributes:
+            _attribute(walk, a, b, label, depth)
     seen[0] += 1
-    for a, b in attributes:
-        _attribute(walk, a, b, scope + label, depth)
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")[:4096] if raw else ""
 
 
 def _attribute(walk: _Walk, begin: int, end: int, owner: str, depth: int) -> None:
@@ -330,6 +337,8 @@ def _walk_file(path: Path, rel: str, limits: Limits) -> tuple[_Walk, str | None]
                 return walk, None
             except WireError as exc:
                 return walk, str(exc)
+            except FieldBudgetExceeded:
+                raise _Limit("graph_protobuf_fields") from None
             finally:
                 walk.buf = b""
 

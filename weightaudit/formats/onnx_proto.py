@@ -32,13 +32,23 @@ def read_varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
     raise WireError(f"bad varint at byte {pos:,}")
 
 
-def fields(buf: Any, begin: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+class FieldBudgetExceeded(Exception):
+    """More protobuf fields than the walk's budget allows (limits.graph_protobuf_fields)."""
+
+
+def fields(buf: Any, begin: int, end: int, budget: list[int] | None = None) -> Iterator[tuple[int, int, int, int]]:
     """Yield ``(field number, wire type, a, b)`` for the message in ``buf[begin:end]``.
 
     LEN fields give the absolute payload range ``[a, b)``; VARINT, FIXED32 and FIXED64 give the value in ``a``
-    and the position after it in ``b``. Groups and unknown wire types raise WireError."""
+    and the position after it in ``b``. Groups and unknown wire types raise WireError. ``budget`` (a one-item
+    list shared by a whole walk) is decremented per field; FieldBudgetExceeded when it goes negative. One-byte
+    keys, lengths and varints (nearly all of them) are decoded inline: this loop runs once per field."""
     pos = begin
     while pos < end:
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise FieldBudgetExceeded()
         key = buf[pos]
         if key < 0x80:
             pos += 1
@@ -48,13 +58,21 @@ def fields(buf: Any, begin: int, end: int) -> Iterator[tuple[int, int, int, int]
         if number == 0:
             raise WireError(f"field number 0 at byte {pos:,}")
         if wire == LEN:
-            length, pos = read_varint(buf, pos, end)
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos, end)
             if pos + length > end:
                 raise WireError(f"field {number} at byte {pos:,} declares {length:,} bytes, past the end of its message")
             yield number, wire, pos, pos + length
             pos += length
         elif wire == VARINT:
-            value, after = read_varint(buf, pos, end)
+            value = buf[pos] if pos < end else 0x80
+            if value < 0x80:
+                after = pos + 1
+            else:
+                value, after = read_varint(buf, pos, end)
             yield number, wire, value, after
             pos = after
         elif wire in (FIXED32, FIXED64):
