@@ -245,3 +245,16 @@ def test_revision_outside_a_cache_or_against_another_snapshot_is_a_usage_error(c
     assert invoke(runner, "inspect", snapshot, "--revision", COMMIT[:8]).exit_code == 0
     other = invoke(runner, "inspect", snapshot, "--revision", "dev")
     assert other.exit_code == 2 and "not revision dev" in other.stderr
+
+
+def test_python_api_revision(tmp_path: Path) -> None:
+    import weightaudit
+    from weightaudit.hub_cache import revision
+
+    plain = make_release(tmp_path / "p")
+    repo = cache_from(plain, tmp_path / "hub", refs={"main": COMMIT, "dev": OTHER})
+    cache_from(plain, tmp_path / "hub", commit=OTHER, refs={})
+    with revision("dev"):
+        report = weightaudit.audit(repo)
+    assert report.to_dict()["release"]["ref"] == "dev" and int(report.exit_code) == 0
+    assert weightaudit.inspect(repo).release.hub.ref == "main"       # outside the block: refs/main again
