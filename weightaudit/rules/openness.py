@@ -13,6 +13,7 @@ their rights). Raise them in a policy (``rules: {WA503: {severity: high}}``) to 
 | WA505 | training-data-undisclosed | low |
 | WA506 | model-card-missing | low |
 | WA507 | license-unrecognised | info |
+| WA508 | license-only-in-prose | low |
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ def _check_model_card(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Fin
         yield MODEL_CARD.finding(".", "no model card (README.md) in the release")
 
 
+def _check_prose_only(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    facts, licence = _facts(ctx.release)
+    if not facts.weight_files or licence.id is None or licence.confidence.value != "mentioned":
+        return
+    source = next((c.source for c in licence.claims if c.id == licence.id), _card_path(facts))
+    yield PROSE_ONLY.finding(source.split(":")[0].split(" ")[0],
+                             f"the licence ({licence.id}) is only named in prose at {source}: no `license:` field and "
+                             "no LICENSE text with a recognised title")
+
+
 def _check_unrecognised(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     facts, licence = _facts(ctx.release)
     for claim in licence.unrecognised:
@@ -165,3 +176,10 @@ UNRECOGNISED = register(Rule(
     help="A licence field or LICENSE file could not be matched to an SPDX or known AI licence (for example "
          "`license: other` with a custom text). Its openness cannot be judged automatically.\n\nWhat to do: use an "
          "SPDX id, or review the text by hand and declare it in a MOF YAML.", check=_check_unrecognised))
+PROSE_ONLY = register(Rule(
+    "WA508", "license-only-in-prose", "The licence is named only in the model card's prose.", Severity.LOW,
+    tags=_TAGS, confidence="medium",
+    help="Neither the card's `license:` field nor a LICENSE file with a recognised title states the licence; it "
+         "was found in a sentence (\"released under the Apache 2.0 license\"). Tools and the Hub read the field, "
+         "so the release looks unlicensed to them, and a sentence can be ambiguous.\n\nWhat to do: add the "
+         "`license:` field (SPDX id or Hub licence id) and ship the LICENSE text.", check=_check_prose_only))
