@@ -121,3 +121,7 @@ def test_adapter_facts_of_odd_values() -> None:
     assert adapter_facts({"peft_type": "LORA", "r": True, "lora_alpha": "x", "target_modules": "all-linear"}) == {
         "peft_type": "LORA", "target_modules": "all-linear"}
     assert adapter_facts([]) is None
+
+
+def test_one_layer_one_head_read_as_words() -> None:
+    assert facts_line({"model_type": "tiny", "layers": 1, "heads": 1}) == "tiny: 1 layer, 1 head"

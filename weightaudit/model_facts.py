@@ -151,11 +151,12 @@ def facts_line(facts: Mapping[str, Any]) -> str:
         name += f" ({facts['model_type']})"
     parts = []
     if "layers" in facts:
-        parts.append(f"{facts['layers']:,} layers")
+        parts.append(f"{facts['layers']:,} layer{'s' if facts['layers'] != 1 else ''}")
     if "hidden_size" in facts:
         parts.append(f"hidden {facts['hidden_size']:,}")
     if "heads" in facts:
-        parts.append(f"{facts['heads']:,} heads" + (f" ({facts['kv_heads']:,} kv)" if "kv_heads" in facts else ""))
+        parts.append(f"{facts['heads']:,} head{'s' if facts['heads'] != 1 else ''}"
+                     + (f" ({facts['kv_heads']:,} kv)" if "kv_heads" in facts else ""))
     if "intermediate_size" in facts:
         parts.append(f"ffn {facts['intermediate_size']:,}")
     if "vocab_size" in facts:
