@@ -16,6 +16,7 @@ from weightaudit.fleet.engine import EngineConfig
 from weightaudit.fleet.task import Outcome, Task, failed
 
 RETRIES = 2
+IN_FLIGHT_PER_WORKER = 2    # tasks in flight per worker (bounded: results stream back as they finish)
 WAIT_S = 1.0        # how often a waiting loop checks deadlines
 
 
@@ -58,7 +59,7 @@ class DaskEngine:
         client, cluster = self._client()
         pending: Iterator[Task] = iter(tasks)
         in_flight: dict[Any, tuple[Task, float]] = {}
-        window = max(1, self.config.jobs) * 2
+        window = max(1, self.config.jobs) * IN_FLIGHT_PER_WORKER
         try:
             while True:
                 while len(in_flight) < window:
