@@ -167,3 +167,17 @@ def test_progress_is_quiet_off_a_terminal_and_the_summary_always_written(tmp_pat
     line = bar.line()
     assert line.startswith("weightaudit batch: 2/4 releases") and line.endswith(" s  1 failed")
     assert " GB/s  ETA " in line and " releases/s  " in line
+
+
+def test_a_second_batch_on_the_same_database_is_refused(tmp_path: Path) -> None:
+    from weightaudit.fleet.runner import _lock
+
+    make_fleet(tmp_path / "fleet", 1)
+    db = tmp_path / "f.db"
+    held = _lock(str(db))
+    try:
+        result = batch(str(tmp_path / "fleet"), "--db", str(db))
+        assert result.exit_code == 2 and "another weightaudit batch" in result.stderr
+    finally:
+        held.close()
+    assert batch(str(tmp_path / "fleet"), "--db", str(db), "-q").exit_code == 0

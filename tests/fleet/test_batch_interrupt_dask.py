@@ -82,3 +82,19 @@ def test_dask_engine_gives_the_same_rows_as_local_processes(tmp_path: Path) -> N
     assert (local.exit_code, dask.exit_code) == (1, 1), dask.stderr
     assert _rows(tmp_path / "dask.db") == _rows(tmp_path / "local.db")
     assert len(_rows(tmp_path / "dask.db")) == 20
+
+
+def test_dask_engine_uses_an_existing_scheduler(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    make_fleet(tmp_path / "fleet", 5)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        result = CliRunner().invoke(cli, ["batch", str(tmp_path / "fleet"), "--db", str(tmp_path / "d.db"),
+                                          "--engine", "dask", "--scheduler", cluster.scheduler_address, "-j", "1"])
+        assert result.exit_code == 1, result.stderr
+        assert len(cluster.scheduler.workers) == 1       # the tool used this cluster and left it running
+    rows = _rows(tmp_path / "d.db")
+    assert len(rows) == 5 and {status for status, *_ in rows.values()} == {"ok"}
+    conn = sqlite3.connect(tmp_path / "d.db")
+    assert conn.execute("SELECT engine FROM runs").fetchall() == [("dask",)]
+    conn.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
+
 from weightaudit.errors import ExitCode
 from weightaudit.fleet.content_key import ReleaseKey, release_key
 from weightaudit.fleet.db import LastAudit, Writer, connect
@@ -55,12 +57,32 @@ def exit_code_of(codes: list[int]) -> int:
     return int(ExitCode.INCOMPLETE) if any(c != 0 for c in codes) else 0
 
 
+def _lock(db_path: str) -> Any:
+    """One batch writes a database at a time: an exclusive lock on ``DB.lock`` (released when the process ends)."""
+    import fcntl
+
+    from weightaudit.errors import UsageError
+
+    handle = open(f"{db_path}.lock", "a+b")    # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise UsageError(f"{db_path}: another weightaudit batch is writing this database") from exc
+    return handle
+
+
 def run_batch(releases: list[Release], config: BatchConfig, quiet: bool = False,
               progress: bool | None = None) -> int:
     """Run the batch; returns its exit code. KeyboardInterrupt/Interrupted propagate after the run is closed."""
     from weightaudit import __version__
 
-    conn = connect(config.db_path)
+    lock = _lock(config.db_path)
+    try:
+        conn = connect(config.db_path)
+    except BaseException:
+        lock.close()
+        raise
     writer = Writer(conn)
     opts_key = options_key(config.options)
     run_id = writer.start_run(__version__, {**config.options.to_dict(), "paranoid": config.paranoid},
@@ -90,5 +112,6 @@ def run_batch(releases: list[Release], config: BatchConfig, quiet: bool = False,
         counts = {"audited": bar.done, "skipped": bar.skipped, "failed": bar.failed}
         writer.end_run(run_id, status, counts, code)
         conn.close()
+        lock.close()
         bar.finish(code if code is not None else 130, interrupted=status != "done")
     return code if code is not None else int(ExitCode.INCOMPLETE)
