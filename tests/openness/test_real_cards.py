@@ -126,3 +126,26 @@ def test_qwen_derivative_open_weights_only(tmp_path: Path) -> None:
     assert sc.component("Base-model lineage").status == "derivative"
     assert sc.component("Evaluation code").status == "mentioned"        # simple-evals, by repository name
     assert all("tech-dev.png" not in (e.url or "") for c in sc.components for e in c.evidence)
+
+
+def test_smollm2_open_code_and_datasets_named_in_prose(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "smollm2-135m")
+    assert _pillars(sc)[:2] == ("open", "open")                    # nanotron + alignment-handbook, known
+    datasets = sc.component("Datasets")
+    named = " ".join(e.detail for e in datasets.evidence)
+    assert "'FineWeb-Edu' named" in named and "'DCLM' named" in named
+    assert datasets.license is None   # The Stack has no single licence: the strictest reading is "not recorded"
+    assert sc.pillars["training_data"].status == "unknown"
+    assert sc.osaid.pillars["data_information"] == "satisfied"     # every named dataset is documented
+    assert sc.component("Evaluation code").license == "MIT"       # lighteval
+
+
+def test_starcoder2_documented_data_restricted_weights(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "starcoder2-3b")
+    assert _pillars(sc)[0] == "restricted"
+    assert sc.release_license == "LicenseRef-scancode-bigcode-open-rail-m-v1"
+    assert sc.osaid.verdict == "not-compliant"                     # OSI: would pass with a licence change
+    assert sc.osaid.pillars["data_information"] == "satisfied"
+    report = sc.component("Technical report")                      # huggingface.co/papers/<arXiv id>
+    assert report.status == "mentioned" and report.evidence[0].url == "https://huggingface.co/papers/2402.19173"
+    assert sc.component("Training code").status == "absent"        # the card links only the fine-tuning repo

@@ -120,6 +120,13 @@ def known_datasets(facts: "ReleaseFacts", knowledge: Knowledge | None) -> list[t
     for role in facts.link_roles:
         if role.role == "dataset" and role.known is not None:
             out.setdefault(role.known.id, (role.known, _known_evidence(role, card.path, "dataset")))
+    for section in card.sections:   # datasets named in the training-data prose ("trained on FineWeb-Edu, DCLM")
+        if section.topic in ("training-data", "training-procedure") or section.level <= 2 and "trained on" in section.text:
+            for artifact, name in knowledge.named_in(section.text):
+                if artifact.kind == "dataset":
+                    out.setdefault(artifact.id, (artifact, Evidence(f"{card.path}:{section.line}",
+                                                                    f"'{name}' named in section '{section.title}': "
+                                                                    f"{artifact.describe()}", Confidence.KNOWN)))
     return list(out.values())
 
 

@@ -32,6 +32,7 @@ COMPONENT_KINDS: Mapping[str, str] = {
     "Inference code": "inference", "Datasets": "dataset", "Research paper": "paper", "Technical report": "paper",
 }
 MAX_USER_BYTES = 1 << 20
+MAX_PROSE_CHARS = 200_000   # card text searched for dataset names
 _TRAILING_MARKUP = "}])>.,;:'\"`*_"
 
 
@@ -44,6 +45,7 @@ class KnownArtifact:
     downloadable: bool | str | None = None
     documented: bool = False
     models: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()   # how cards name it in prose ("FineWeb-Edu", "The Stack v2"), matched case-sensitively
 
     def describe(self) -> str:
         """``training code github.com/allenai/OLMo — Apache-2.0, per allenai/OLMo LICENSE``."""
@@ -68,6 +70,19 @@ class Knowledge:
     def lookup(self, target: str) -> KnownArtifact | None:
         key = target_key(target)
         return self.artifacts.get(key) if key else None
+
+    def named_in(self, text: str) -> list[tuple[KnownArtifact, str]]:
+        """Known artifacts whose prose names occur in ``text`` (whole words, case-sensitive, longest name first)."""
+        by_name = {name: a for a in self.artifacts.values() for name in a.names}
+        if not by_name:
+            return []
+        pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(n) for n in sorted(by_name, key=len, reverse=True))
+                             + r")(?![\w-])")
+        found: dict[str, tuple[KnownArtifact, str]] = {}
+        for match in pattern.finditer(text[:MAX_PROSE_CHARS]):
+            artifact = by_name[match.group(1)]
+            found.setdefault(artifact.id, (artifact, match.group(1)))
+        return list(found.values())
 
     def model(self, names: Iterable[str]) -> tuple[KnownModel, str] | None:
         """The first candidate name that is a known model, with the name that matched."""
@@ -141,7 +156,8 @@ def _artifact(row: Mapping[str, Any], where: str) -> KnownArtifact:
         raise ValueError(f"{where}: an artifact needs id, source and a kind among {', '.join(KINDS)}")
     return KnownArtifact(id=str(row["id"]), kind=kind, license=_licence(row.get("license")),
                          source=str(row["source"]), downloadable=row.get("downloadable"),
-                         documented=bool(row.get("documented")), models=tuple(map(str, row.get("models") or ())))
+                         documented=bool(row.get("documented")), models=tuple(map(str, row.get("models") or ())),
+                         names=tuple(map(str, row.get("names") or ())))
 
 
 def _model(row: Mapping[str, Any], where: str) -> KnownModel:

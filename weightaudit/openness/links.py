@@ -111,7 +111,8 @@ def classify_link(link: Link, card: ModelCard, knowledge: Knowledge, model_names
     known = knowledge.lookup(link.url)
     if re.search(r"technical report|tech report|\bpreprint\b", (link.anchor or "").lower()):
         return LinkRole(link, "own-paper", known, f"anchor text '{link.anchor[:40]}'")
-    if any(h == host or host.endswith("." + h) for h in PAPER_HOSTS):
+    hub_paper = host in ("huggingface.co", "hf.co") and "/papers/" in url
+    if any(h == host or host.endswith("." + h) for h in PAPER_HOSTS) or hub_paper or (known and known.kind == "paper"):
         return _paper_role(link, known, model_names, card)
     heading = link.section or ""
     if link.block in CITATION_BLOCKS or _section_topic(card, link) == "citation":
