@@ -68,6 +68,8 @@ __all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics",
 
 log = logging.getLogger(__name__)
 
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024   # below this, one process does the pass
+
 def tensor_stats(
     chunks: Iterable[memoryview | bytes], dtype: str, byte_order: str = "little", count: int | None = None,
 ) -> TensorStats | None:
@@ -110,8 +112,12 @@ def compute_stats(
     streamed tensors and how often mapped pages are released. ``on_progress(bytes_done)`` is called in the
     calling process as batches finish. A tensor whose bytes cannot be read is left out (and logged).
     """
-    pieces = _pieces(Path(root), files)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(pieces) or 1))
+    wanted = max(1, workers or os.cpu_count() or 1)
+    pieces = _pieces(Path(root), files, wanted)
+    if sum(piece.nbytes for piece in pieces) < PARALLEL_MIN_BYTES:
+        wanted = 1          # forking a pool costs more than the whole pass
+    batches = _batches(pieces, wanted)
+    workers = max(1, min(wanted, len(batches)))
     outcomes: list[_Outcome] = []
 
     def collect(batch_outcomes: list[_Outcome]) -> None:
@@ -120,11 +126,11 @@ def compute_stats(
             on_progress(sum(pieces[number].nbytes for number, *_ in batch_outcomes))
 
     if workers == 1:
-        for batch in _batches(pieces):
+        for batch in batches:
             collect(_run_batch(batch, chunk_bytes))
     else:
         with _executor(workers) as pool:
-            futures = [pool.submit(_run_batch, batch, chunk_bytes) for batch in _batches(pieces)]
+            futures = [pool.submit(_run_batch, batch, chunk_bytes) for batch in batches]
             for future in as_completed(futures):
                 collect(future.result())
     return _merge(pieces, outcomes)

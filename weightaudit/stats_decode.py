@@ -312,9 +312,11 @@ def supported_dtype(dtype: str) -> bool:
 # then the F32 path. Kept apart from the element decoders above (issue 12; the engine is reworked in issue 15).
 
 def _quantized(dtype: str) -> bool:
+    if dtype in _SPECS:   # before the import: this runs several times per tensor
+        return False
     from weightaudit.formats.gguf_quant import dequantizable
 
-    return dtype not in _SPECS and dequantizable(dtype)
+    return dequantizable(dtype)
 
 
 def has_statistics(dtype: str) -> bool:

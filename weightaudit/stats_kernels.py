@@ -134,7 +134,7 @@ class _Partial:
             max_abs=self.max_abs if finite else None,
             max_abs_index=self.max_abs_index if finite else None,
             fingerprint=fingerprint,
-            histogram=tuple(int(c) for c in self.histogram) if histogram_range else (),
+            histogram=tuple(self.histogram.tolist()) if histogram_range else (),
             histogram_range=histogram_range,
         )
 

@@ -17,10 +17,13 @@ from weightaudit.model import FileStatus, LoadedFile, TensorInfo
 
 from weightaudit.stats_decode import BLOCK_BYTES, _DtypeSpec, _decoded_chunks, _quantized, _spec_of, has_statistics
 from weightaudit.stats_kernels import _Partial, _TensorPlan, _plan, _run_blocks
+from weightaudit.stats_small import SmallTensor, batchable, small_stats
 
 log = logging.getLogger("weightaudit.stats")
 
 PIECE_BYTES = 64 * 1024 * 1024    # contiguous tensors larger than this are split across workers
+MIN_PIECE_BYTES = 4 * 1024 * 1024  # ... but not below this (each piece re-reads the tensor's first block)
+TENSOR_COST_BYTES = 8 * 1024       # a tensor's fixed cost in batching, as bytes of work (a few µs)
 BATCH_MAX_PIECES = 512            # small pieces are batched into work units of <= PIECE_BYTES / this many
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,6 +96,7 @@ class _Piece:
     begin: int             # absolute byte offsets in the file (mapped pieces), or 0..nbytes (streamed)
     end: int
     mapped: bool
+    small: bool = False    # reduced together with the other small tensors of its file (``stats_small``)
 
     @property
     def nbytes(self) -> int:
@@ -123,10 +127,20 @@ def _file_size(path: Path, known: dict[Path, int]) -> int:
     return known[path]
 
 
-def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
+def piece_bytes(total: int, workers: int) -> int:
+    """Split size of big contiguous tensors: about two pieces per worker, 4..PIECE_BYTES, whole blocks."""
+    floor = min(MIN_PIECE_BYTES, PIECE_BYTES)
+    size = min(PIECE_BYTES, max(floor, total // max(2 * workers, 1)))
+    return max(BLOCK_BYTES, size // BLOCK_BYTES * BLOCK_BYTES)
+
+
+def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1) -> list[_Piece]:
     """Split every tensor with a supported dtype into work pieces, largest first."""
     pieces: list[_Piece] = []
     sizes: dict[Path, int] = {}
+    paths: dict[str, Path] = {}
+    total = sum(t.nbytes or 0 for loaded in files for t in loaded.tensors)
+    split = piece_bytes(total, workers)
     for loaded in files:
         if loaded.status != FileStatus.OK:
             continue
@@ -134,7 +148,7 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
         for tensor in loaded.tensors:
             if not has_statistics(tensor.dtype):
                 continue
-            path = root / tensor.file
+            path = paths.get(tensor.file) or paths.setdefault(tensor.file, root / tensor.file)
             if tensor.data_offsets is None or streams_itself or _quantized(tensor.dtype):
                 size = tensor.nbytes or 0
                 pieces.append(_Piece(tensor.key, path, loaded.format, tensor, 0, size, mapped=False))
@@ -143,9 +157,12 @@ def _pieces(root: Path, files: Sequence[LoadedFile]) -> list[_Piece]:
             if not 0 <= begin <= end <= _file_size(path, sizes):
                 log.warning("%s: tensor %r lies outside the file; no statistics", tensor.file, tensor.name)
                 continue
-            starts = range(begin, end, PIECE_BYTES) if end > begin else [begin]
+            if batchable(tensor.dtype, tensor.byte_order, end - begin, tensor.parameter_count):
+                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, begin, end, True, small=True))
+                continue
+            starts = range(begin, end, split) if end > begin else [begin]
             for start in starts:
-                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, start, min(start + PIECE_BYTES, end), True))
+                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, start, min(start + split, end), True))
     pieces.sort(key=lambda piece: piece.nbytes, reverse=True)
     return pieces
 
@@ -196,9 +213,25 @@ _Outcome = tuple[int, "_Partial | None", "tuple[float, float] | None", "str | No
 
 
 def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_Outcome]:
-    """Run pieces in a worker; a piece that fails reports its error instead of stopping the batch."""
+    """Run pieces in a worker; a piece that fails reports its error instead of stopping the batch.
+
+    Small tensors are reduced together per (file, dtype), the file mapped once; if that fails, each of them
+    runs alone (so one bad tensor names its own error)."""
     outcomes: list[_Outcome] = []
+    groups: dict[tuple[Path, str], list[tuple[int, _Piece]]] = {}
     for number, piece in batch:
+        if piece.small:
+            groups.setdefault((piece.path, piece.tensor.dtype), []).append((number, piece))
+    alone = [item for item in batch if not item[1].small]
+    for (path, dtype), members in groups.items():
+        try:
+            found = small_stats(path, dtype, [SmallTensor(n, p.begin, p.end) for n, p in members])
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s: small tensors one by one (%s)", path, exc)
+            alone.extend(members)
+        else:
+            outcomes.extend((number, part, histogram_range, None) for number, part, histogram_range in found)
+    for number, piece in alone:
         try:
             part, histogram_range = _run_piece(piece, chunk_bytes)
         except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
@@ -208,17 +241,25 @@ def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_O
     return outcomes
 
 
-def _batches(pieces: Sequence[_Piece]) -> list[list[tuple[int, _Piece]]]:
-    """Group pieces into work units of about PIECE_BYTES (many tiny tensors would drown in task overhead)."""
+def _batches(pieces: Sequence[_Piece], workers: int = 1) -> list[list[tuple[int, _Piece]]]:
+    """Group pieces into work units by bytes (a tensor also counts as TENSOR_COST_BYTES): about four units per
+    worker, between 1 MiB and PIECE_BYTES, so both cores get work from a few MB on and tiny tensors do not
+    drown in task overhead."""
+    weight = [piece.nbytes + TENSOR_COST_BYTES for piece in pieces]
+    target = min(PIECE_BYTES, max(1 << 20, sum(weight) // max(4 * workers, 1)))
     batches: list[list[tuple[int, _Piece]]] = []
     current: list[tuple[int, _Piece]] = []
     size = 0
+    big = 0
     for number, piece in enumerate(pieces):
-        if current and (size + piece.nbytes > PIECE_BYTES or len(current) >= BATCH_MAX_PIECES):
+        if current and (size + weight[number] > target or big >= BATCH_MAX_PIECES):
             batches.append(current)
             current, size = [], 0
+        if not current:
+            size = big = 0
         current.append((number, piece))
-        size += piece.nbytes
+        size += weight[number]
+        big += not piece.small
     if current:
         batches.append(current)
     return batches
