@@ -219,3 +219,20 @@ def test_changed_tensorflow_kernel_is_named(tmp_path: Path, runner) -> None:
     write_tf_copy(folder / "tf_model.h5", weights(), changed="model.layers.0.mlp.up_proj.weight")
     _, doc = invoke_json(runner, "audit", folder)
     assert wa208(doc) == [("tf_model.h5", "tf_llama_model/model/layers_._0/mlp/up_proj/kernel", "medium")]
+
+
+def test_numeric_findings_of_an_equal_copy_are_not_repeated(tmp_path: Path, runner) -> None:
+    """The norm weights are exactly 1 (WA308 untrained): said once, on the counted copy, unless the copies differ."""
+    folder = release(tmp_path / "r")
+    _, doc = invoke_json(runner, "audit", folder)
+    untrained = sorted((f["path"], f["tensor"]) for f in doc["findings"] if f["rule_id"] == "WA308")
+    assert untrained == [("model.safetensors", "model.layers.0.input_layernorm.weight"),
+                         ("model.safetensors", "model.norm.weight")]
+    edited = weights()
+    edited["model.norm.weight"] = torch.full((32,), 1.0)
+    edited["model.norm.weight"][0] = float("nan")
+    folder = release(tmp_path / "s", bin_weights=edited)
+    _, doc = invoke_json(runner, "audit", folder)
+    assert ("pytorch_model.bin", "model.norm.weight") in {(f["path"], f["tensor"]) for f in doc["findings"]
+                                                          if f["rule_id"] == "WA301"}
+    assert wa208(doc) == [("pytorch_model.bin", "model.norm.weight", "medium")]

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping, Sequence
 
-from weightaudit.model import LoadedFile, Release, Role, TensorInfo, TensorStats
+from weightaudit.model import Finding, LoadedFile, Release, Role, TensorInfo, TensorStats
 
-__all__ = ["CopyMember", "CopyGroup", "Difference", "find_copies", "compare", "secondary_files", "FAMILIES"]
+__all__ = ["CopyMember", "CopyGroup", "Difference", "find_copies", "compare", "secondary_files", "without_echoes",
+           "FAMILIES"]
 
 FAMILIES: Mapping[str, str] = {"safetensors": "safetensors", "pytorch-zip": "pytorch", "pytorch-legacy": "pytorch",
                                "keras-zip": "keras", "hdf5": "keras"}
@@ -352,3 +353,15 @@ def compare(group: CopyGroup, files: Sequence[LoadedFile], digest: Hasher | None
             if found is not None:
                 out.append(found)
     return out
+
+
+def without_echoes(findings: Sequence[Finding], groups: Sequence[CopyGroup]) -> list[Finding]:
+    """Drop numeric findings (WA3xx) on a secondary copy's tensor that WA208 found equal to the primary's: the
+    primary copy carries the same finding. Values are compared exactly when WA3xx run (bytes streamed), and a
+    tensor WA208 names (different, or not compared) keeps every finding."""
+    secondary = secondary_files(groups)
+    if not secondary:
+        return list(findings)
+    named = {(f.path, f.tensor) for f in findings if f.rule_id == "WA208"}
+    return [f for f in findings if not (f.rule_id.startswith("WA3") and f.path in secondary and f.tensor
+                                        and (f.path, f.tensor) not in named and f.rule_id != "WA306")]

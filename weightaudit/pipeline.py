@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from weightaudit import formats
-from weightaudit.copies import find_copies
+from weightaudit.copies import find_copies, without_echoes
 from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
 from weightaudit.formats.onnx_release import absorb_external_data
@@ -72,10 +72,11 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     raw = (list(release.findings) + side_file_findings(release, load_options.limits)
            + [f for lf in files for f in lf.findings]
            + list(_run_rules(context, options)))
-    kept, suppressed, notes = apply_policy(raw, options)
+    copies = find_copies(files, release)
+    kept, suppressed, notes = apply_policy(without_echoes(raw, copies), options)
     notes = coverage_notes + notes
     return Report(
-        command=options.command, release=release, files=files, copies=find_copies(files, release),
+        command=options.command, release=release, files=files, copies=copies,
         model=model_facts(context.config),
         adapter=adapter_facts(read_adapter_config(release, load_options.limits)),
         findings=tuple(sorted(collapse_findings(_dedupe(kept), per_file), key=Finding.sort_key)),
