@@ -24,7 +24,11 @@ class ReleaseKey:
 
 def file_key(path: str, size: int, mtime_ns: int, paranoid: bool) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)     # never blocks on a FIFO swapped in after the stat
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return f"special:{size}:{mtime_ns}"
+    with os.fdopen(fd, "rb") as handle:
         if paranoid or size <= 2 * EDGE_BYTES:
             for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
                 digest.update(chunk)
