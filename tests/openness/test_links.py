@@ -149,3 +149,13 @@ def test_bad_user_knowledge_is_a_usage_error(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(UsageError):
         load_knowledge(path)
+
+
+def test_every_bundled_licence_is_a_recognised_id() -> None:
+    from weightaudit.openness.licenses import normalise_license
+
+    knowledge = load_knowledge()
+    licences = {a.license for a in knowledge.artifacts.values() if a.license}
+    licences |= {m.license for m in knowledge.models.values() if m.license}
+    for licence in licences:
+        assert normalise_license(licence).id == licence, licence

@@ -60,7 +60,8 @@ def model_names(facts: "ReleaseFacts") -> tuple[tuple[str, str], ...]:
 
 def _known_evidence(role: "LinkRole", path: str, what: str) -> Evidence:
     assert role.known is not None
-    return Evidence(f"{path}:{role.link.line}", f"{what}: {role.known.describe()}", Confidence.KNOWN, role.link.url)
+    return Evidence(f"{path}:{role.link.line}", f"{what} {role.known.describe(kind=False)}", Confidence.KNOWN,
+                    role.link.url)
 
 
 def _strictest_licence(artifacts: list[KnownArtifact]) -> str | None:
@@ -116,7 +117,7 @@ def known_datasets(facts: "ReleaseFacts", knowledge: Knowledge | None) -> list[t
         artifact = knowledge.artifacts.get(key) if key else None
         if artifact is not None and artifact.kind == "dataset":
             out.setdefault(artifact.id, (artifact, Evidence(card.field_source("datasets"),
-                                                            f"dataset {dataset_id}: {artifact.describe()}", Confidence.KNOWN)))
+                                                            f"dataset {artifact.describe(kind=False)}", Confidence.KNOWN)))
     for role in facts.link_roles:
         if role.role == "dataset" and role.known is not None:
             out.setdefault(role.known.id, (role.known, _known_evidence(role, card.path, "dataset")))
@@ -126,7 +127,7 @@ def known_datasets(facts: "ReleaseFacts", knowledge: Knowledge | None) -> list[t
                 if artifact.kind == "dataset":
                     out.setdefault(artifact.id, (artifact, Evidence(f"{card.path}:{section.line}",
                                                                     f"'{name}' named in section '{section.title}': "
-                                                                    f"{artifact.describe()}", Confidence.KNOWN)))
+                                                                    f"{artifact.describe(kind=False)}", Confidence.KNOWN)))
     return list(out.values())
 
 

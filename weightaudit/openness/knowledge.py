@@ -47,9 +47,10 @@ class KnownArtifact:
     models: tuple[str, ...] = ()
     names: tuple[str, ...] = ()   # how cards name it in prose ("FineWeb-Edu", "The Stack v2"), matched case-sensitively
 
-    def describe(self) -> str:
-        """``training code github.com/allenai/OLMo — Apache-2.0, per allenai/OLMo LICENSE``."""
-        return f"{self.kind} {self.id} — {self.license or 'licence not stated'}, per {self.source}"
+    def describe(self, kind: bool = True) -> str:
+        """``training github.com/allenai/OLMo — Apache-2.0, per allenai/OLMo LICENSE`` (``kind=False``: no kind)."""
+        what = f"{self.kind} {self.id}" if kind else self.id
+        return f"{what} — {self.license or 'licence not stated'}, per {self.source}"
 
 
 @dataclass(frozen=True)
