@@ -14,7 +14,7 @@ from gguf.quants import dequantize as reference_dequantize  # noqa: E402
 
 from weightaudit.formats.gguf import GGML_TYPES, parse  # noqa: E402
 from weightaudit.formats.gguf_quant import (  # noqa: E402
-    BLOCKS_PER_CHUNK, DEQUANTIZERS, dequantize, dequantized_chunks, not_dequantized,
+    VALUES_PER_CHUNK, DEQUANTIZERS, dequantize, dequantized_chunks, not_dequantized,
 )
 from weightaudit.pipeline import stats_coverage  # noqa: E402
 from weightaudit.stats import compute_stats, has_statistics  # noqa: E402
@@ -50,7 +50,7 @@ def test_q8_k_follows_the_ggml_formula() -> None:
 
 
 def test_streaming_cuts_whole_blocks_whatever_the_chunks() -> None:
-    raw = _random_blocks("Q4_K", BLOCKS_PER_CHUNK + 77, seed=5)
+    raw = _random_blocks("Q4_K", VALUES_PER_CHUNK // 256 * 3 + 77, seed=5)
     whole = dequantize(raw, "Q4_K")
     pieces = [memoryview(raw)[i:i + 1001] for i in range(0, len(raw), 1001)]
     streamed = np.concatenate([np.frombuffer(c, "<f4") for c in dequantized_chunks(pieces, "Q4_K")])

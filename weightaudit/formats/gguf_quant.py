@@ -10,7 +10,7 @@ intermediate type of ggml's dot products, never written by llama.cpp's tools; it
 ggml, 36 bytes, and the gguf package, 40).
 
 ``dequantized_chunks`` turns a stream of raw bytes (chunks of any size) into float32 little-endian bytes,
-at most ``BLOCKS_PER_CHUNK`` blocks at a time, so memory stays bounded whatever the tensor size.
+about ``VALUES_PER_CHUNK`` values at a time, so memory stays bounded whatever the tensor size.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 
 from weightaudit.formats.gguf import GGML_TYPES, QK_K
 
-BLOCKS_PER_CHUNK = 4096          # <= 4096 x 256 floats = 4 MiB of float32 per chunk
+VALUES_PER_CHUNK = 65536          # values dequantized at once: 256 KiB of float32, cache-sized (measured best
+                                  # here: 2x faster than 1M-value chunks)
 _F16 = np.dtype("<f2")
 
 
@@ -166,19 +167,31 @@ def dequantize(raw: bytes | memoryview, dtype: str) -> np.ndarray:
         return DEQUANTIZERS[dtype](blocks).astype(np.float32, copy=False).reshape(-1)
 
 
+def _as_bytes(values: np.ndarray) -> memoryview:
+    return memoryview(values.astype("<f4", copy=False).view(np.uint8))
+
+
 def dequantized_chunks(chunks: Iterable[memoryview | bytes], dtype: str) -> Iterator[memoryview]:
-    """float32 little-endian bytes of a quantized tensor streamed as raw chunks of any size (whole blocks per
-    output chunk). A trailing partial block (a cut-off tensor) raises ValueError: no statistics then."""
-    block_bytes = _LAYOUT[dtype].block_bytes
-    step = block_bytes * BLOCKS_PER_CHUNK
-    carry = bytearray()
+    """float32 little-endian bytes of a quantized tensor streamed as raw chunks of any size, about
+    ``VALUES_PER_CHUNK`` values (whole blocks) at a time. A trailing partial block (a cut-off tensor) raises
+    ValueError: no statistics then."""
+    layout = _LAYOUT[dtype]
+    block_bytes = layout.block_bytes
+    step = block_bytes * max(1, VALUES_PER_CHUNK // layout.block_elements)
+    pending = b""
     for chunk in chunks:
-        carry += chunk
-        while len(carry) >= step:
-            yield memoryview(dequantize(bytes(carry[:step]), dtype).astype("<f4", copy=False).tobytes())
-            del carry[:step]
-    whole = len(carry) - len(carry) % block_bytes
-    if whole:
-        yield memoryview(dequantize(bytes(carry[:whole]), dtype).astype("<f4", copy=False).tobytes())
-    if len(carry) != whole:
-        raise ValueError(f"{dtype} tensor ends inside a block ({len(carry) - whole} stray bytes)")
+        view = memoryview(chunk).cast("B")
+        if pending:
+            take = min(block_bytes - len(pending), len(view))
+            pending += bytes(view[:take])
+            view = view[take:]
+            if len(pending) < block_bytes:
+                continue
+            yield _as_bytes(dequantize(pending, dtype))
+            pending = b""
+        whole = len(view) - len(view) % block_bytes
+        for start in range(0, whole, step):
+            yield _as_bytes(dequantize(view[start:min(start + step, whole)], dtype))
+        pending = bytes(view[whole:])
+    if pending:
+        raise ValueError(f"{dtype} tensor ends inside a block ({len(pending)} stray bytes)")
