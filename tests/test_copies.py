@@ -236,3 +236,12 @@ def test_numeric_findings_of_an_equal_copy_are_not_repeated(tmp_path: Path, runn
     assert ("pytorch_model.bin", "model.norm.weight") in {(f["path"], f["tensor"]) for f in doc["findings"]
                                                           if f["rule_id"] == "WA301"}
     assert wa208(doc) == [("pytorch_model.bin", "model.norm.weight", "medium")]
+
+
+def test_a_finding_only_one_copy_has_is_kept_whatever_is_selected(tmp_path: Path, runner) -> None:
+    edited = weights()
+    edited["model.layers.0.mlp.up_proj.weight"][0, 0] = float("nan")
+    folder = release(tmp_path / "r", bin_weights=edited)
+    _, doc = invoke_json(runner, "audit", folder, "--select", "WA3")
+    assert [(f["path"], f["tensor"]) for f in doc["findings"] if f["rule_id"] == "WA301"] == [
+        ("pytorch_model.bin", "model.layers.0.mlp.up_proj.weight")]

@@ -356,12 +356,24 @@ def compare(group: CopyGroup, files: Sequence[LoadedFile], digest: Hasher | None
 
 
 def without_echoes(findings: Sequence[Finding], groups: Sequence[CopyGroup]) -> list[Finding]:
-    """Drop numeric findings (WA3xx) on a secondary copy's tensor that WA208 found equal to the primary's: the
-    primary copy carries the same finding. Values are compared exactly when WA3xx run (bytes streamed), and a
-    tensor WA208 names (different, or not compared) keeps every finding."""
-    secondary = secondary_files(groups)
-    if not secondary:
+    """Drop a numeric finding (WA3xx) on a secondary copy's tensor when the primary copy has a finding of the same
+    rule on the same tensor: said once, on the counted copy. A finding only one copy has is always kept (so a NaN
+    only in pytorch_model.bin stays, whatever rules are selected)."""
+    member_of = {path: (index, member) for index, group in enumerate(groups) for member in group.members
+                 for path in member.files}
+    if not member_of:
         return list(findings)
-    named = {(f.path, f.tensor) for f in findings if f.rule_id == "WA208"}
-    return [f for f in findings if not (f.rule_id.startswith("WA3") and f.path in secondary and f.tensor
-                                        and (f.path, f.tensor) not in named and f.rule_id != "WA306")]
+
+    def echo_key(finding: Finding) -> tuple | None:
+        if not finding.rule_id.startswith("WA3") or finding.rule_id == "WA306" or not finding.tensor:
+            return None
+        if finding.path not in member_of:
+            return None
+        index, member = member_of[finding.path]
+        return (index, finding.rule_id, member.key(finding.tensor))
+
+    def on_secondary(finding: Finding) -> bool:
+        return finding.path in member_of and not member_of[finding.path][1].primary
+
+    said = {echo_key(f) for f in findings if f.path in member_of and not on_secondary(f)}
+    return [f for f in findings if not on_secondary(f) or echo_key(f) is None or echo_key(f) not in said]
