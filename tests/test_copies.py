@@ -245,3 +245,16 @@ def test_a_finding_only_one_copy_has_is_kept_whatever_is_selected(tmp_path: Path
     _, doc = invoke_json(runner, "audit", folder, "--select", "WA3")
     assert [(f["path"], f["tensor"]) for f in doc["findings"] if f["rule_id"] == "WA301"] == [
         ("pytorch_model.bin", "model.layers.0.mlp.up_proj.weight")]
+
+
+def test_copies_row_of_many_shards_stays_short(tmp_path: Path, runner) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = weights()
+    names = sorted(base)
+    for i, name in enumerate(names, 1):
+        save_file({name: base[name]}, folder / f"model-{i:05d}-of-{len(names):05d}.safetensors")
+    torch.save(dict(base), folder / "pytorch_model.bin")
+    text = " ".join(invoke(runner, "inspect", folder).stdout.split())
+    assert ("model-00001-of-00005.safetensors, model-00002-of-00005.safetensors … (5 files) (safetensors, counted); "
+            "pytorch_model.bin (pytorch)") in text.replace(" | ", " ").replace("| ", "")

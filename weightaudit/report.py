@@ -144,10 +144,15 @@ def release_rows(report: Report) -> list[tuple[str, str]]:
         if report.adapter:
             rows.append(("Adapter", adapter_line(report.adapter)))
     for group in report.copies:
-        listed = "; ".join(f"{', '.join(m.files)} ({m.format}{', counted' if m.primary else ''})"
+        listed = "; ".join(f"{_file_list(m.files)} ({m.format}{', counted' if m.primary else ''})"
                            for m in group.members)
         rows.append(("Copies", f"{len(group.members)} copies of one model: {listed}"))
     return rows
+
+
+def _file_list(files: tuple[str, ...]) -> str:
+    """Up to two names; 30 shards read ``first, second … (30 files)``."""
+    return ", ".join(files) if len(files) <= 2 else f"{files[0]}, {files[1]} … ({len(files)} files)"
 
 
 def combined_verdict(reports: "list[Report] | tuple[Report, ...]") -> Verdict:
