@@ -103,6 +103,12 @@ class _Piece:
         return self.end - self.begin
 
 
+# Loaders whose ``iter_chunks`` reads a tensor with ``data_offsets`` verbatim from those bytes of the file
+# (keras_h5._stream: contiguous, uncompressed HDF5 datasets): mapped here like safetensors, not copied through
+# 4 MiB preads. Measured 2.35x slower than safetensors for the same F32 bytes through iter_chunks.
+OFFSETS_ARE_RAW = frozenset({"hdf5", "keras-zip"})
+
+
 def _streams_itself(fmt: str) -> bool:
     """True when the format's loader hands out bytes through its own ``iter_chunks``.
 
@@ -144,7 +150,7 @@ def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1) -> list[_
     for loaded in files:
         if loaded.status != FileStatus.OK:
             continue
-        streams_itself = _streams_itself(loaded.format)
+        streams_itself = loaded.format not in OFFSETS_ARE_RAW and _streams_itself(loaded.format)
         for tensor in loaded.tensors:
             if not has_statistics(tensor.dtype):
                 continue
