@@ -170,7 +170,7 @@ def test_cache_root_is_a_usage_error_listing_repositories(tmp_path: Path, runner
         discover([str(tmp_path / "hub")])
     message = str(raised.value)
     assert "Hugging Face cache with 2 repositories" in message
-    assert f"model org/tiny" in message and f"main={COMMIT[:12]}" in message and "model gpt2" in message
+    assert "model org/tiny" in message and f"main={COMMIT[:12]}" in message and "model gpt2" in message
     result = invoke(runner, "inspect", tmp_path / "hub")
     assert result.exit_code == 2 and "2 repositories" in result.stderr
 

@@ -9,8 +9,8 @@ quantized or converted graphs, not the same tensors.
 
 Name conventions (``tensor_key``): TensorFlow's ``:0`` suffix is dropped and ``/`` read as ``.`` (a Keras/HDF5
 copy is read with transformers' TF naming instead, ``copies_tf``: ``kernel`` is PyTorch's transposed ``weight``);
-a wrapper every name of a unit starts with (``module.`` from DataParallel, ``state_dict.`` of a training checkpoint, or any one
-first component all names share) is dropped when that makes the units agree better.
+a wrapper every name of a unit starts with (``module.`` from DataParallel, ``state_dict.`` of a training
+checkpoint, or any one first component all names share) is dropped when that makes the units agree better.
 
 Comparison (``compare``): every tensor of the primary against the same key in each other copy — *missing* on
 either side, *reshaped*, *retyped*, and, when tensor bytes are streamed (statistics on: ``audit``, ``inspect
