@@ -125,3 +125,10 @@ def test_adapter_facts_of_odd_values() -> None:
 
 def test_one_layer_one_head_read_as_words() -> None:
     assert facts_line({"model_type": "tiny", "layers": 1, "heads": 1}) == "tiny: 1 layer, 1 head"
+
+
+def test_huge_rank_pattern_is_looked_up_not_scanned() -> None:
+    pattern = {f"layers.{i}.q_proj": 4 for i in range(200_000)}
+    tensors = [lora(f"base_model.model.layers.{i}.q_proj.lora_A.weight", (4 if i % 2 else 8, 16)) for i in range(2000)]
+    bad = rank_mismatches({"peft_type": "LORA", "r": 8, "rank_pattern": pattern}, tensors)
+    assert len(bad) == 1000 and all(m.expected == 4 for m in bad)

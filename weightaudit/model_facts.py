@@ -118,8 +118,12 @@ class RankMismatch:
 
 
 def _rank_for(module: str, default: int, pattern: Mapping[str, Any]) -> int:
-    for key, rank in pattern.items():
-        if isinstance(key, str) and _int(rank) is not None and (module == key or module.endswith("." + key)):
+    """The rank_pattern entry for the longest dotted suffix of the module's name (a dict look-up per suffix, so a
+    huge rank_pattern costs no more per tensor than a small one)."""
+    parts = module.split(".")
+    for start in range(len(parts)):
+        rank = _int(pattern.get(".".join(parts[start:])))
+        if rank is not None:
             return rank
     return default
 
