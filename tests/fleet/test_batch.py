@@ -181,3 +181,17 @@ def test_a_second_batch_on_the_same_database_is_refused(tmp_path: Path) -> None:
     finally:
         held.close()
     assert batch(str(tmp_path / "fleet"), "--db", str(db), "-q").exit_code == 0
+
+
+def test_policy_and_fail_on_decide_the_rows_as_for_audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_fleet(tmp_path / "fleet", 3)                     # clean, malicious pickle, NaN
+    (tmp_path / "weightaudit.yaml").write_text("version: 1\nfail_on: critical\n")
+    monkeypatch.chdir(tmp_path)
+    result = batch("fleet", "--db", "f.db", "-j", "1")
+    assert result.exit_code == 1 and f"using policy {tmp_path / 'weightaudit.yaml'}" in result.stderr
+    codes = {Path(p).name: r["exit_code"] for p, r in rows(tmp_path / "f.db").items()}
+    assert codes == {"r000-clean": 0, "r001-pickle": 1, "r002-nan": 0}     # NaN is high: below critical
+    for path, row in rows(tmp_path / "f.db").items():
+        assert json.loads(row["audit_json"]) == api.audit(path).to_dict()
+    never = batch("fleet", "--db", "g.db", "--fail-on", "never", "-q")
+    assert never.exit_code == 0

@@ -88,6 +88,10 @@ def batch_command(sources: tuple[str, ...], db_path: str, from_file: str | None,
     api.check_rule_patterns(select_t + ignore_t)
     releases = expand(sources, from_file, all_revisions)
     policy = resolve_policy(policy_path, [r.path for r in releases])
+    if policy.origin == "discovered" and not quiet:
+        from weightaudit.cli.common import stderr_line
+
+        stderr_line(f"weightaudit: using policy {policy.source}")
     options = AuditOptions(fail_on=fail_on, select=select_t, ignore=ignore_t, stats=True, knowledge=knowledge,
                            policy=policy)
     engine_config = EngineConfig(jobs=jobs or os.cpu_count() or 1, timeout_s=timeout_s,
