@@ -132,3 +132,11 @@ def test_huge_rank_pattern_is_looked_up_not_scanned() -> None:
     tensors = [lora(f"base_model.model.layers.{i}.q_proj.lora_A.weight", (4 if i % 2 else 8, 16)) for i in range(2000)]
     bad = rank_mismatches({"peft_type": "LORA", "r": 8, "rank_pattern": pattern}, tensors)
     assert len(bad) == 1000 and all(m.expected == 4 for m in bad)
+
+
+def test_regex_rank_pattern_keys_are_not_run_and_do_not_raise_false_mismatches() -> None:
+    config = {"peft_type": "LORA", "r": 8, "rank_pattern": {"^model.layers.(0|1).*q_proj$": 4}}
+    tensors = [lora("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", (4, 64)),
+               lora("base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight", (16, 64))]
+    assert [m.tensor.name for m in rank_mismatches(config, tensors)] == [
+        "base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight"]

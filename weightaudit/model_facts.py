@@ -9,7 +9,8 @@ Adapter facts (``summary.adapter``): ``peft_type``, ``r``, ``lora_alpha``, ``tar
 ``base_model`` (``base_model_name_or_path``), ``rank_pattern`` size. The adapter's tensors are checked against
 the rank by WA209 (``rank_mismatches``): ``lora_A`` is ``[r, in]`` (``[r, in, k, k]`` for a conv), ``lora_B`` is
 ``[out, r, ...]``, ``lora_embedding_A`` ``[r, vocab]`` and ``lora_embedding_B`` ``[dim, r]``; a ``rank_pattern``
-entry names a module by its full name or a dot-separated suffix (never run as a regular expression).
+entry names a module by its full name or a dot-separated suffix; a key PEFT would read as a regular expression
+is never run: a tensor having one of those keys' ranks is not judged.
 
 Both are data written by the release: shown, never trusted for the verdict beyond WA209.
 """
@@ -39,6 +40,7 @@ KEYS: Mapping[str, tuple[str, ...]] = {
 SUB_CONFIGS = ("text_config", "llm_config", "language_config")
 MAX_TEXT = 120
 ADAPTER_NAME = "adapter_config.json"
+REGEX_CHARS = re.compile(r"[\^$*+?\[\](){}|\\]")
 LORA_TENSOR = re.compile(r"^(?P<module>.+)\.lora_(?P<embedding>embedding_)?(?P<side>[AB])(?:\.[^.]+)??(?:\.weight)?$")
 
 
@@ -136,6 +138,8 @@ def rank_mismatches(adapter: Mapping[str, Any] | None, tensors: Iterable[TensorI
     if default is None:
         return []
     pattern = adapter.get("rank_pattern") if isinstance(adapter.get("rank_pattern"), Mapping) else {}
+    # Keys PEFT reads as regular expressions are never run here: a tensor of one of their ranks is not judged.
+    regex_ranks = {_int(v) for k, v in pattern.items() if isinstance(k, str) and REGEX_CHARS.search(k)}
     out = []
     for tensor in tensors:
         match = LORA_TENSOR.match(tensor.name)
@@ -143,7 +147,7 @@ def rank_mismatches(adapter: Mapping[str, Any] | None, tensors: Iterable[TensorI
             continue
         axis = 0 if match.group("side") == "A" else 1
         expected = _rank_for(match.group("module"), default, pattern)
-        if tensor.shape[axis] != expected:
+        if tensor.shape[axis] != expected and tensor.shape[axis] not in regex_ranks:
             out.append(RankMismatch(tensor, expected, axis))
     return out
 
