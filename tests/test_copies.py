@@ -258,3 +258,10 @@ def test_copies_row_of_many_shards_stays_short(tmp_path: Path, runner) -> None:
     text = " ".join(invoke(runner, "inspect", folder).stdout.split())
     assert ("model-00001-of-00005.safetensors, model-00002-of-00005.safetensors … (5 files) (safetensors, counted); "
             "pytorch_model.bin (pytorch)") in text.replace(" | ", " ").replace("| ", "")
+
+
+def test_markdown_lists_copies(tmp_path: Path, runner) -> None:
+    folder = release(tmp_path / "r")
+    markdown = invoke(runner, "inspect", folder, "--format", "markdown").stdout
+    assert ("| Copies | 2 copies of one model: model.safetensors (safetensors, counted); pytorch_model.bin (pytorch) |"
+            in markdown)

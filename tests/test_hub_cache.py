@@ -258,3 +258,8 @@ def test_python_api_revision(tmp_path: Path) -> None:
         report = weightaudit.audit(repo)
     assert report.to_dict()["release"]["ref"] == "dev" and int(report.exit_code) == 0
     assert weightaudit.inspect(repo).release.hub.ref == "main"       # outside the block: refs/main again
+
+
+def test_markdown_names_the_repository(cached: tuple[Path, Path], runner) -> None:
+    markdown = invoke(runner, "inspect", cached[1], "--format", "markdown").stdout
+    assert f"| Repository | org/tiny @ main ({COMMIT}) |" in markdown
