@@ -93,8 +93,22 @@ def test_dask_engine_uses_an_existing_scheduler(tmp_path: Path) -> None:
                                           "--engine", "dask", "--scheduler", cluster.scheduler_address, "-j", "1"])
         assert result.exit_code == 1, result.stderr
         assert len(cluster.scheduler.workers) == 1       # the tool used this cluster and left it running
+        late = CliRunner().invoke(cli, ["batch", str(tmp_path / "fleet"), "--db", str(tmp_path / "late.db"),
+                                        "--engine", "dask", "--scheduler", cluster.scheduler_address,
+                                        "--timeout", "0.001", "-q"])
+        assert late.exit_code == 3 and "5 failed" in late.stderr
+        assert {r[0] for r in _reasons(tmp_path / "late.db")} == {"failed"}
+        assert all(reason.startswith("timeout: ") for _, reason in _reasons(tmp_path / "late.db"))
     rows = _rows(tmp_path / "d.db")
     assert len(rows) == 5 and {status for status, *_ in rows.values()} == {"ok"}
     conn = sqlite3.connect(tmp_path / "d.db")
     assert conn.execute("SELECT engine FROM runs").fetchall() == [("dask",)]
     conn.close()
+
+
+def _reasons(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT status, reason FROM audits").fetchall()
+    finally:
+        conn.close()

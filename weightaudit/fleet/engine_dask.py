@@ -28,10 +28,10 @@ def _imports() -> Any:
     return distributed
 
 
-def _wait_some(distributed: Any, futures: list[Any]) -> set[Any]:
-    """The futures done within WAIT_S (at least one unless the wait timed out)."""
+def _wait_some(distributed: Any, futures: list[Any], timeout_s: float) -> set[Any]:
+    """The futures done within ``timeout_s`` (at least one unless the wait timed out)."""
     try:
-        done, _ = distributed.wait(futures, timeout=WAIT_S, return_when="FIRST_COMPLETED")
+        done, _ = distributed.wait(futures, timeout=timeout_s, return_when="FIRST_COMPLETED")
     except distributed.TimeoutError:
         return set()
     return set(done)
@@ -71,7 +71,7 @@ class DaskEngine:
                     in_flight[future] = (task, time.monotonic())
                 if not in_flight:
                     return
-                done = _wait_some(distributed, list(in_flight))
+                done = _wait_some(distributed, list(in_flight), self._wait_s(in_flight))
                 for future in done:
                     task, _started = in_flight.pop(future)
                     on_outcome(self._outcome(future, task))
@@ -82,6 +82,13 @@ class DaskEngine:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+    def _wait_s(self, in_flight: dict[Any, tuple[Task, float]]) -> float:
+        """Until the nearest deadline (so a late task is caught on time), at most WAIT_S."""
+        if not self.config.timeout_s:
+            return WAIT_S
+        nearest = min(started for _, started in in_flight.values()) + self.config.timeout_s
+        return min(WAIT_S, max(0.0, nearest - time.monotonic()))
 
     def _outcome(self, future: Any, task: Task) -> Outcome:
         try:
