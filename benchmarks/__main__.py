@@ -167,9 +167,9 @@ def run(args: argparse.Namespace) -> Table:
         path = files.dtype_file(root, dtype, total)
         warm(path)
         r = best(STATS_CHILD, args.repeat, path, 1)
-        table.add(f"statistics pass {dtype}, 1 worker", r["seconds"], r["bytes"], f"kernel {r['kernel']}")
+        table.add(f"statistics pass {dtype}, 1 worker", r["seconds"], r["bytes"], f"kernel {r['kernel']}, {r['tensors']} tensors")
     r = best(STATS_CHILD, args.repeat, big, 0)
-    table.add("statistics pass BF16, all cores", r["seconds"], r["bytes"], f"{os.cpu_count()} cores")
+    table.add("statistics pass BF16, all cores", r["seconds"], r["bytes"], f"{os.cpu_count()} cores, {r['tensors']} tensors")
     if args.busy:
         spinner = subprocess.Popen([PY, "-c", BUSY_CHILD])
         try:

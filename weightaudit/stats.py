@@ -153,7 +153,8 @@ def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple
     for key, found in parts.items():
         if key in failed:
             continue
-        found.sort(key=lambda item: item[0])
+        if len(found) > 1:
+            found.sort(key=lambda item: item[0])
         whole = found[0][1]
         for _, later, _ in found[1:]:
             whole.merge(later)

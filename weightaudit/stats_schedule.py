@@ -59,30 +59,65 @@ def _reblock(chunks: Iterable[memoryview | bytes], block_bytes: int) -> Iterator
         yield carry_view[:filled]
 
 
-def _mapped_blocks(path: Path, begin: int, end: int, release_every: int) -> Iterator[memoryview]:
+class _FileMaps:
+    """Read-only maps of the files one batch reads: each file opened and mapped once per batch."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    def get(self, path: Path) -> mmap.mmap:
+        found = self._maps.get(path)
+        if found is None:
+            with open(path, "rb") as handle:
+                found = self._maps[path] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return found
+
+    def read(self, path: Path, begin: int, end: int) -> bytes:
+        mapped = self.get(path)
+        if end > len(mapped):
+            raise OSError(f"{path}: file ended before byte {end}")
+        return mapped[begin:end]
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            try:
+                mapped.close()
+            except BufferError:  # a view still held: the map closes when that view is collected
+                pass
+        self._maps.clear()
+
+
+def _mapped_blocks(path: Path, begin: int, end: int, release_every: int,
+                   maps: _FileMaps | None = None) -> Iterator[memoryview]:
     """Blocks of ``[begin, end)`` of a file, from a read-only map; finished pages are released as we go."""
+    if maps is not None:
+        yield from _blocks_of(maps.get(path), path, begin, end, release_every)
+        return
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if end > size:
-            raise OSError(f"{path}: tensor bytes end at {end} but the file has {size}")
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        view = memoryview(mapped)
-        released = begin - begin % mmap.PAGESIZE
-        try:
-            for offset in range(begin, end, BLOCK_BYTES):
-                yield view[offset:min(offset + BLOCK_BYTES, end)]
-                done = (min(offset + BLOCK_BYTES, end)) // mmap.PAGESIZE * mmap.PAGESIZE
-                if done - released >= release_every:
-                    mapped.madvise(mmap.MADV_DONTNEED, released, done - released)
-                    released = done
-        finally:
-            view.release()
+        yield from _blocks_of(mapped, path, begin, end, release_every)
     finally:
         try:
             mapped.close()
         except BufferError:  # a caller still holds a view: the map closes when that view is collected
             pass
+
+
+def _blocks_of(mapped: mmap.mmap, path: Path, begin: int, end: int, release_every: int) -> Iterator[memoryview]:
+    if end > len(mapped):
+        raise OSError(f"{path}: tensor bytes end at {end} but the file has {len(mapped)}")
+    view = memoryview(mapped)
+    released = begin - begin % mmap.PAGESIZE
+    try:
+        for offset in range(begin, end, BLOCK_BYTES):
+            yield view[offset:min(offset + BLOCK_BYTES, end)]
+            done = (min(offset + BLOCK_BYTES, end)) // mmap.PAGESIZE * mmap.PAGESIZE
+            if done - released >= release_every:
+                mapped.madvise(mmap.MADV_DONTNEED, released, done - released)
+                released = done
+    finally:
+        view.release()
 
 
 @dataclass(frozen=True)
@@ -173,7 +208,7 @@ def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1) -> list[_
     return pieces
 
 
-def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, float] | None]:
+def _run_piece(piece: _Piece, chunk_bytes: int, maps: _FileMaps) -> tuple[_Partial, tuple[float, float] | None]:
     """Statistics of one piece (runs in a worker)."""
     tensor = piece.tensor
     spec = _spec_of(tensor.dtype)
@@ -186,13 +221,13 @@ def _run_piece(piece: _Piece, chunk_bytes: int) -> tuple[_Partial, tuple[float, 
         return stats_part, plan.histogram_range
     tensor_begin = tensor.data_offsets[0]  # type: ignore[index]
     if (piece.begin, piece.end) == tensor.data_offsets and 0 < piece.end - piece.begin <= BLOCK_BYTES:
-        data = memoryview(_read_range(piece.path, piece.begin, piece.end))   # a small tensor: one read, no map
+        data = memoryview(maps.read(piece.path, piece.begin, piece.end))   # a small tensor: one copy
         plan = _plan(spec, tensor.parameter_count, big_endian, data)
         return _run_blocks(plan, (data,), 0), plan.histogram_range
     first_end = min(tensor_begin + BLOCK_BYTES, tensor.data_offsets[1])  # type: ignore[index]
-    first_copy = memoryview(_read_range(piece.path, tensor_begin, first_end)) if first_end > tensor_begin else None
+    first_copy = memoryview(maps.read(piece.path, tensor_begin, first_end)) if first_end > tensor_begin else None
     plan = _plan(spec, tensor.parameter_count, big_endian, first_copy)
-    blocks = _mapped_blocks(piece.path, piece.begin, piece.end, max(chunk_bytes, mmap.PAGESIZE))
+    blocks = _mapped_blocks(piece.path, piece.begin, piece.end, max(chunk_bytes, mmap.PAGESIZE), maps)
     part = _run_blocks(plan, blocks, (piece.begin - tensor_begin) // spec.itemsize)
     return part, plan.histogram_range
 
@@ -222,7 +257,15 @@ def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_O
     """Run pieces in a worker; a piece that fails reports its error instead of stopping the batch.
 
     Small tensors are reduced together per (file, dtype), the file mapped once; if that fails, each of them
-    runs alone (so one bad tensor names its own error)."""
+    runs alone (so one bad tensor names its own error). Every file is opened and mapped once per batch."""
+    maps = _FileMaps()
+    try:
+        return _run_pieces(batch, chunk_bytes, maps)
+    finally:
+        maps.close()
+
+
+def _run_pieces(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int, maps: _FileMaps) -> list[_Outcome]:
     outcomes: list[_Outcome] = []
     groups: dict[tuple[Path, str], list[tuple[int, _Piece]]] = {}
     for number, piece in batch:
@@ -231,7 +274,7 @@ def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_O
     alone = [item for item in batch if not item[1].small]
     for (path, dtype), members in groups.items():
         try:
-            found = small_stats(path, dtype, [SmallTensor(n, p.begin, p.end) for n, p in members])
+            found = small_stats(maps.get(path), path, dtype, [SmallTensor(n, p.begin, p.end) for n, p in members])
         except Exception as exc:  # noqa: BLE001
             log.debug("%s: small tensors one by one (%s)", path, exc)
             alone.extend(members)
@@ -239,7 +282,7 @@ def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_O
             outcomes.extend((number, part, histogram_range, None) for number, part, histogram_range in found)
     for number, piece in alone:
         try:
-            part, histogram_range = _run_piece(piece, chunk_bytes)
+            part, histogram_range = _run_piece(piece, chunk_bytes, maps)
         except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
             outcomes.append((number, None, None, f"{type(exc).__name__}: {exc}"))
         else:

@@ -73,32 +73,23 @@ class SmallTensor:
 Result = tuple[int, _Partial, "tuple[float, float] | None"]
 
 
-def small_stats(path: Path, dtype: str, tensors: Sequence[SmallTensor]) -> list[Result]:
-    """Partials (and histogram ranges) of small tensors of one dtype in one file; the file is mapped once."""
+def small_stats(mapped: mmap.mmap, path: Path, dtype: str, tensors: Sequence[SmallTensor]) -> list[Result]:
+    """Partials (and histogram ranges) of small tensors of one dtype in one mapped file (``path`` names it)."""
     ordered = sorted(tensors, key=lambda t: t.begin)
     results: list[Result] = []
-    with open(path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        whole = np.frombuffer(mapped, np.uint8)
-        group: list[SmallTensor] = []
-        size = 0
-        for tensor in ordered:
-            if tensor.end > whole.size:
-                raise OSError(f"{path}: tensor bytes end at {tensor.end} but the file has {whole.size}")
-            if group and size + tensor.end - tensor.begin > GROUP_BYTES:
-                results.extend(_group_stats(whole, dtype, group))
-                group, size = [], 0
-            group.append(tensor)
-            size += tensor.end - tensor.begin
-        if group:
+    whole = np.frombuffer(mapped, np.uint8)
+    group: list[SmallTensor] = []
+    size = 0
+    for tensor in ordered:
+        if tensor.end > whole.size:
+            raise OSError(f"{path}: tensor bytes end at {tensor.end} but the file has {whole.size}")
+        if group and size + tensor.end - tensor.begin > GROUP_BYTES:
             results.extend(_group_stats(whole, dtype, group))
-        del whole
-    finally:
-        try:
-            mapped.close()
-        except BufferError:
-            pass
+            group, size = [], 0
+        group.append(tensor)
+        size += tensor.end - tensor.begin
+    if group:
+        results.extend(_group_stats(whole, dtype, group))
     return results
 
 
