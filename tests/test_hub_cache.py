@@ -263,3 +263,15 @@ def test_python_api_revision(tmp_path: Path) -> None:
 def test_markdown_names_the_repository(cached: tuple[Path, Path], runner) -> None:
     markdown = invoke(runner, "inspect", cached[1], "--format", "markdown").stdout
     assert f"| Repository | org/tiny @ main ({COMMIT}) |" in markdown
+
+
+def test_public_helpers_for_the_fleet(tmp_path: Path) -> None:
+    plain = make_release(tmp_path / "p")
+    repo = cache_from(plain, tmp_path / "hub", refs={"main": COMMIT, "dev": OTHER})
+    cache_from(plain, tmp_path / "hub", commit=OTHER, refs={})
+    assert hub_cache.snapshots(repo) == (COMMIT, OTHER)
+    assert hub_cache.read_ref(repo, "dev") == OTHER and hub_cache.read_ref(repo, "../x") is None
+    assert hub_cache.choose_revision(repo) == (COMMIT, "main")
+    assert hub_cache.choose_revision(repo, OTHER[:9]) == (OTHER, None)
+    assert hub_cache.repository_id("models--org--tiny") == ("model", "org/tiny")
+    assert hub_cache.repository_id("models--a--b--c") is None and hub_cache.repository_id("models--..") is None

@@ -32,7 +32,7 @@ from weightaudit.errors import UsageError
 from weightaudit.model import HubRevision
 
 __all__ = ["HubTarget", "CachedRepo", "resolve", "repo_of", "is_cache_root", "scan_root", "requested_revision",
-           "revision", "REPO_TYPES"]
+           "revision", "repository_id", "snapshots", "read_ref", "choose_revision", "REPO_TYPES"]
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _REPO_FOLDER = re.compile(r"^(?P<kind>models|datasets|spaces)--(?P<id>[^/]+)$")
@@ -216,6 +216,21 @@ def resolve(path: Path) -> HubTarget | None:
         raise UsageError(f"{path}: is snapshot {commit}, not revision {wanted}; give the repository folder "
                          f"{repo} to choose a revision")
     return _target(repo, commit, "main" if "main" in refs else (refs[0] if refs else None), absolute)
+
+
+def snapshots(repo: Path) -> tuple[str, ...]:
+    """The commits downloaded for a repository folder (its ``snapshots/`` entries that are plain folder names)."""
+    return _snapshots(repo)
+
+
+def read_ref(repo: Path, name: str) -> str | None:
+    """The commit ``refs/<name>`` names; None when there is no such ref or it is not a plain one-line name."""
+    return _read_ref(repo, name)
+
+
+def choose_revision(repo: Path, wanted: str | None = None) -> tuple[str, str | None]:
+    """(commit, ref or None) that ``resolve`` reads for a repository folder; UsageError when it cannot be told."""
+    return _choose(repo, wanted)
 
 
 def scan_root(root: Path) -> list[CachedRepo]:
