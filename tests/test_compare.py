@@ -170,6 +170,8 @@ def test_releases_with_two_copies_compare_their_preferred_copy(runner, twin, tmp
     shutil.copy(a, release_b / a.name)
     code, report = invoke_json(runner, "diff", release_a, release_b)
     assert code == 0 and report["summary"]["identical"] == report["a"]["tensor_count"] == 7
+    assert report["notes"] == ["A: pytorch_model.bin: 7 tensor(s) also held by another file of this release (its "
+                               "copy, preferred by format, is the one compared)"]
 
 
 def test_something_unreadable_makes_the_diff_incomplete(runner, twin, tmp_path: Path) -> None:

@@ -171,10 +171,16 @@ class DiffReport:
         return iter(self.tensors)
 
     @property
+    def problems(self) -> tuple[str, ...]:
+        """What could not be compared (the diff is incomplete when there is any)."""
+        problems = [f"A: {p}" for p in self.a.problems] + [f"B: {p}" for p in self.b.problems]
+        problems += [f"{t.name}: {t.note}" for t in self.tensors if t.status is Status.UNCHECKED]
+        return tuple(problems)
+
+    @property
     def notes(self) -> tuple[str, ...]:
-        notes = [f"A: {p}" for p in self.a.problems] + [f"B: {p}" for p in self.b.problems]
-        notes += [f"{t.name}: {t.note}" for t in self.tensors if t.status is Status.UNCHECKED]
-        return tuple(notes)
+        copies = [f"A: {n}" for n in self.a.copy_notes] + [f"B: {n}" for n in self.b.copy_notes]
+        return self.problems + tuple(copies)
 
     @property
     def complete(self) -> bool:

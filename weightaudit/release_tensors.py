@@ -46,6 +46,21 @@ class LoadedTarget:
     problems: tuple[str, ...] = ()                    # "path: reason" for files not fully read
 
     @property
+    def shadowed(self) -> dict[str, int]:
+        """Files holding tensors whose name another (preferred) copy represents: file -> how many."""
+        counts: dict[str, int] = {}
+        for source in self.sources:
+            chosen = self.by_name.get(source.name)
+            if chosen is not None and chosen is not source:
+                counts[source.tensor.file] = counts.get(source.tensor.file, 0) + 1
+        return dict(sorted(counts.items()))
+
+    @property
+    def copy_notes(self) -> tuple[str, ...]:
+        return tuple(f"{path}: {n} tensor(s) also held by another file of this release (its copy, preferred "
+                     "by format, is the one compared)" for path, n in self.shadowed.items())
+
+    @property
     def complete(self) -> bool:
         return not self.problems and bool(self.files)
 

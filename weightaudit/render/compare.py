@@ -133,7 +133,7 @@ def _diff_verdict_line(report: "DiffReport") -> str:
     if verdict == "different":
         return f"DIFFERENT (exit {code}): {len(report.differing)} tensor(s) differ"
     if verdict == "incomplete":
-        return f"INCOMPLETE (exit {code}): {len(report.notes)} thing(s) could not be compared (see notes)"
+        return f"INCOMPLETE (exit {code}): {len(report.problems)} thing(s) could not be compared (see notes)"
     return f"SAME (exit {code}): {len(report.tensors)} tensor(s) match" + \
         (" within tolerance" if any(t.within_tolerance for t in report.tensors) else "")
 
