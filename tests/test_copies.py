@@ -265,3 +265,18 @@ def test_markdown_lists_copies(tmp_path: Path, runner) -> None:
     markdown = invoke(runner, "inspect", folder, "--format", "markdown").stdout
     assert ("| Copies | 2 copies of one model: model.safetensors (safetensors, counted); pytorch_model.bin (pytorch) |"
             in markdown)
+
+
+def test_clean_copies_are_compared_without_reading_them_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statistics pass already fingerprinted every tensor: equal copies cost no second read."""
+    import weightaudit
+    from weightaudit import tensor_hash
+
+    calls = []
+    real = tensor_hash.tensor_digest
+    monkeypatch.setattr(tensor_hash, "tensor_digest", lambda *a, **k: calls.append(a[2].name) or real(*a, **k))
+    edited = weights()
+    edited["model.norm.weight"][1] = 3.0
+    report = weightaudit.audit(release(tmp_path / "r", bin_weights=edited))
+    assert [f.tensor for f in report.findings if f.rule_id == "WA208"] == ["model.norm.weight"]
+    assert sorted(calls) == ["model.norm.weight", "model.norm.weight"]     # only the differing tensor, both sides
