@@ -87,15 +87,39 @@ def run_batch(releases: list[Release], config: BatchConfig, quiet: bool = False,
     opts_key = options_key(config.options)
     run_id = writer.start_run(__version__, {**config.options.to_dict(), "paranoid": config.paranoid},
                               opts_key, config.engine, len(releases))
+    bar = BatchProgress.for_stderr(0, 0, quiet, progress)
+    codes: dict[int, int] = {}
+    status = "interrupted"
+    try:
+        _run(releases, config, writer, run_id, opts_key, bar, codes)
+        status = "done"
+    except Exception:
+        status = "failed"       # an error of the batch itself (not of a release): the group reports it
+        raise
+    finally:
+        code = exit_code_of(list(codes.values())) if status == "done" else None
+        counts = {"audited": bar.done, "skipped": bar.skipped, "failed": bar.failed}
+        writer.end_run(run_id, status, counts, code)
+        conn.close()
+        lock.close()
+        if status != "failed":
+            bar.finish(code if code is not None else 130, interrupted=status != "done")
+    return code if code is not None else int(ExitCode.INCOMPLETE)
+
+
+def _run(releases: list[Release], config: BatchConfig, writer: Writer, run_id: int, opts_key: str,
+         bar: BatchProgress, codes: dict[int, int]) -> None:
+    """Key every release, skip the unchanged (their last exit codes count), audit the rest on the engine."""
+    from weightaudit import __version__
+
     plans = [_Planned(r, rid := writer.release_id(r.path, r.repository, r.revision, run_id),
                       release_key(r.path, config.paranoid), writer.last_audit(rid)) for r in releases]
-    todo = [p for p in plans if not _unchanged(p, __version__, opts_key, config)]
-    running = {id(p) for p in todo}
-    codes = {i: p.last.exit_code for i, p in enumerate(plans) if p.last is not None and id(p) not in running}
-    bar = BatchProgress.for_stderr(len(todo), sum(p.key.total_bytes for p in todo), quiet, progress)
+    todo = [i for i, p in enumerate(plans) if not _unchanged(p, __version__, opts_key, config)]
+    running = set(todo)
+    codes.update({i: p.last.exit_code for i, p in enumerate(plans) if p.last is not None and i not in running})
+    bar.total, bar.total_bytes = len(todo), sum(plans[i].key.total_bytes for i in todo)
     bar.skip(len(plans) - len(todo))
-    index_of = {id(p): i for i, p in enumerate(plans)}
-    tasks = [Task(index_of[id(p)], p.release.path, config.options) for p in todo]
+    tasks = [Task(i, plans[i].release.path, config.options) for i in todo]
 
     def on_outcome(outcome: Outcome) -> None:
         plan = plans[outcome.index]
@@ -103,15 +127,4 @@ def run_batch(releases: list[Release], config: BatchConfig, quiet: bool = False,
         codes[outcome.index] = outcome.exit_code if outcome.status == "ok" else int(ExitCode.INCOMPLETE)
         bar.advance(plan.key.total_bytes, outcome.status == "ok")
 
-    status = "interrupted"
-    try:
-        make_engine(config.engine, config.engine_config).run(tasks, on_outcome)
-        status = "done"
-    finally:
-        code = exit_code_of(list(codes.values())) if status == "done" else None
-        counts = {"audited": bar.done, "skipped": bar.skipped, "failed": bar.failed}
-        writer.end_run(run_id, status, counts, code)
-        conn.close()
-        lock.close()
-        bar.finish(code if code is not None else 130, interrupted=status != "done")
-    return code if code is not None else int(ExitCode.INCOMPLETE)
+    make_engine(config.engine, config.engine_config).run(tasks, on_outcome)
