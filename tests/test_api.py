@@ -73,3 +73,18 @@ def test_diff_api_equals_cli(runner) -> None:
     code, cli_json = invoke_json(runner, "diff", FIXTURES / "tiny-bert", FIXTURES / "defects")
     report = weightaudit.diff(FIXTURES / "tiny-bert", FIXTURES / "defects")
     assert report.to_dict() == cli_json and int(report.exit_code) == code == 1
+
+
+def test_revision_is_the_clis_revision_option(runner, tmp_path: Path) -> None:
+    from tests.test_hub_cache import COMMIT, OTHER, cache_from, make_release
+
+    plain = make_release(tmp_path / "p")
+    repo = cache_from(plain, tmp_path / "hub", refs={"main": COMMIT})
+    other = make_release(tmp_path / "p2")
+    (other / "extra.safetensors").write_bytes((plain / "model.safetensors").read_bytes())
+    cache_from(other, tmp_path / "hub", commit=OTHER, refs={"dev": OTHER})
+    code, cli_json = invoke_json(runner, "audit", repo, "--no-stats", "--revision", "dev")
+    report = weightaudit.audit(repo, stats=False, revision="dev")
+    assert report.to_dict() == cli_json and int(report.exit_code) == code
+    assert "extra.safetensors" in [f.path for f in weightaudit.hash(repo, revision="dev").files]
+    assert "extra.safetensors" not in [f.path for f in weightaudit.hash(repo).files]

@@ -6,7 +6,8 @@
     report.to_dict()        # what `weightaudit audit --format json` would print
     for finding in report.findings: ...
 
-Each function takes the paths the command takes and its options as keyword arguments. Several folders that are
+Each function takes the paths the command takes and its options as keyword arguments (``revision=`` is the
+CLI's ``--revision`` for Hugging Face cache folders). Several folders that are
 separate releases give a :class:`ReportSet` (one report each, like the CLI); anything else gives one
 :class:`~weightaudit.report.Report`. The CLI commands are thin layers over these functions: same defaults,
 same reports, same exit codes.
@@ -14,6 +15,7 @@ same reports, same exit codes.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -67,6 +69,19 @@ class ReportSet:
         return json.loads(render_many(self.reports, None))   # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _revision(rev: str | None) -> Iterator[None]:
+    """``revision=``: the snapshot of a Hugging Face cache repository folder to read (the CLI's --revision);
+    None leaves the current choice (refs/main, else the only snapshot)."""
+    if rev is None:
+        yield
+        return
+    from weightaudit.hub_cache import revision
+
+    with revision(rev):
+        yield
+
+
 def _paths(paths: Any) -> tuple[str, ...]:
     if isinstance(paths, (str, Path)):
         return (str(paths),)
@@ -85,7 +100,8 @@ def _one_or_set(reports: list[Report]) -> "Report | ReportSet":
 
 
 def inspect(paths: Any, *, stats: bool = False, fail_on: str = "high", verify_checksums: bool = False,
-            workers: int | None = None, progress: ProgressSink | None = None) -> "Report | ReportSet":
+            workers: int | None = None, progress: ProgressSink | None = None,
+            revision: str | None = None) -> "Report | ReportSet":
     """What is inside a file or release (header reads only unless ``stats``); exit 1 when broken or unsafe."""
     from weightaudit.formats.base import LoadOptions
     from weightaudit.pipeline import RunOptions, run
@@ -93,17 +109,19 @@ def inspect(paths: Any, *, stats: bool = False, fail_on: str = "high", verify_ch
 
     policy = with_cli_overrides(Policy(), fail_on)
     reports = []
-    for group in release_groups(paths):
-        options = RunOptions(command="inspect", stats=stats, policy=policy, workers=workers,
-                             rule_prefixes=INSPECT_RULES, load=LoadOptions(verify_checksums=verify_checksums),
-                             **_progress(progress, phases=stats))
-        reports.append(run(group, options))
+    with _revision(revision):
+        for group in release_groups(paths):
+            options = RunOptions(command="inspect", stats=stats, policy=policy, workers=workers,
+                                 rule_prefixes=INSPECT_RULES, load=LoadOptions(verify_checksums=verify_checksums),
+                                 **_progress(progress, phases=stats))
+            reports.append(run(group, options))
     return _one_or_set(reports)
 
 
 def audit(paths: Any, *, policy: Any = None, fail_on: str | None = None, select: Sequence[str] = (),
           ignore: Sequence[str] = (), baseline: Any = None, stats: bool = True, verify_checksums: bool = False,
-          workers: int | None = None, progress: ProgressSink | None = None) -> "Report | ReportSet":
+          workers: int | None = None, progress: ProgressSink | None = None,
+          revision: str | None = None) -> "Report | ReportSet":
     """Every loader and rule (statistics unless ``stats=False``). ``policy``: a Policy, a policy file path, or
     None for the user policy discovered from the working directory (never one inside the release).
     ``baseline``: a baseline file path or a set of fingerprints."""
@@ -120,12 +138,14 @@ def audit(paths: Any, *, policy: Any = None, fail_on: str | None = None, select:
         resolved = with_cli_overrides(resolved, "high")
     fingerprints = _baseline(baseline)
     reports = []
-    for group in release_groups(given):
-        options = RunOptions(command="audit", stats=stats, policy=resolved, select=select, ignore=ignore,
-                             baseline=fingerprints, workers=workers,
-                             rule_prefixes=FILE_RULES if _only_files(group) else RunOptions.rule_prefixes,
-                             load=LoadOptions(verify_checksums=verify_checksums), **_progress(progress, phases=True))
-        reports.append(run(group, options))
+    with _revision(revision):
+        for group in release_groups(given):
+            options = RunOptions(command="audit", stats=stats, policy=resolved, select=select, ignore=ignore,
+                                 baseline=fingerprints, workers=workers,
+                                 rule_prefixes=FILE_RULES if _only_files(group) else RunOptions.rule_prefixes,
+                                 load=LoadOptions(verify_checksums=verify_checksums),
+                                 **_progress(progress, phases=True))
+            reports.append(run(group, options))
     return _one_or_set(reports)
 
 
@@ -227,7 +247,8 @@ class ScorecardReport:
 
 
 def scorecard(paths: Any = (), *, declare: str | Path | None = None,
-              min_score: float | None = None, knowledge: str | Path | None = None) -> ScorecardReport:
+              min_score: float | None = None, knowledge: str | Path | None = None,
+              revision: str | None = None) -> ScorecardReport:
     """How open a release is (MOF class, OSAID 1.0), from its folder, a MOF declaration YAML, or both."""
     from weightaudit.discover import discover
     from weightaudit.errors import UsageError
@@ -236,10 +257,11 @@ def scorecard(paths: Any = (), *, declare: str | Path | None = None,
     given = _paths(paths)
     if not given and not declare:
         raise UsageError("give a release path, a --declare FILE, or both")
-    groups = release_groups(given) if given else [()]
     declaration = Path(declare) if declare else None
-    cards = tuple((group, build_scorecard(discover(list(group)) if group else None, declaration, knowledge))
-                  for group in groups)
+    with _revision(revision):
+        groups = release_groups(given) if given else [()]
+        cards = tuple((group, build_scorecard(discover(list(group)) if group else None, declaration, knowledge))
+                      for group in groups)
     return ScorecardReport(cards, str(declare) if declare else None, min_score)
 
 
@@ -248,26 +270,29 @@ def scorecard(paths: Any = (), *, declare: str | Path | None = None,
 # ---------------------------------------------------------------------------------------------------------
 
 
-def diff(a: Any, b: Any, *, tolerance: Any = None):
+def diff(a: Any, b: Any, *, tolerance: Any = None, revision: str | None = None):
     """What changed from ``a`` to ``b`` (files or releases, any formats): a :class:`~weightaudit.compare.DiffReport`.
     ``tolerance``: a :class:`~weightaudit.compare.Tolerance` or its text (``"1e-3"``, ``"rel=1e-2"``)."""
     from weightaudit.compare import Tolerance, diff_targets
 
     if not isinstance(tolerance, Tolerance):
         tolerance = Tolerance.parse(tolerance)
-    return diff_targets(_paths(a), _paths(b), tolerance)
+    with _revision(revision):
+        return diff_targets(_paths(a), _paths(b), tolerance)
 
 
-def hash(paths: Any, *, exclude: str | Path | None = None):   # noqa: A001 - the command's name
+def hash(paths: Any, *, exclude: str | Path | None = None, revision: str | None = None):   # noqa: A001
     """A manifest of every file's sha256 and every tensor's content hash (:class:`~weightaudit.manifest.Manifest`).
     ``exclude``: a file not to list (the manifest being written inside the release)."""
     from weightaudit.manifest import build_manifest
 
-    return build_manifest(_paths(paths), skip=Path(exclude) if exclude else None)
+    with _revision(revision):
+        return build_manifest(_paths(paths), skip=Path(exclude) if exclude else None)
 
 
-def verify(paths: Any, manifest: str | Path):
+def verify(paths: Any, manifest: str | Path, *, revision: str | None = None):
     """Check a release against a manifest written by :func:`hash` (:class:`~weightaudit.manifest.VerifyReport`)."""
     from weightaudit.manifest import verify_manifest
 
-    return verify_manifest(_paths(paths), Path(manifest))
+    with _revision(revision):
+        return verify_manifest(_paths(paths), Path(manifest))
