@@ -195,3 +195,16 @@ def test_policy_and_fail_on_decide_the_rows_as_for_audit(tmp_path: Path, monkeyp
         assert json.loads(row["audit_json"]) == api.audit(path).to_dict()
     never = batch("fleet", "--db", "g.db", "--fail-on", "never", "-q")
     assert never.exit_code == 0
+
+
+def test_an_error_of_the_batch_itself_marks_the_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightaudit.fleet import runner
+
+    def broken_engine(name, config):
+        raise RuntimeError("engine exploded")
+
+    make_fleet(tmp_path / "fleet", 1)
+    monkeypatch.setattr(runner, "make_engine", broken_engine)
+    result = batch(str(tmp_path / "fleet"), "--db", str(tmp_path / "f.db"))
+    assert result.exit_code == 3 and "internal error: RuntimeError: engine exploded" in result.stderr
+    assert count(tmp_path / "f.db", "SELECT status, exit_code FROM runs") == [("failed", None)]
