@@ -270,7 +270,8 @@ def scorecard(paths: Any = (), *, declare: str | Path | None = None,
 # ---------------------------------------------------------------------------------------------------------
 
 
-def diff(a: Any, b: Any, *, tolerance: Any = None, revision: str | None = None):
+def diff(a: Any, b: Any, *, tolerance: Any = None, revision: str | None = None,
+         progress: ProgressSink | None = None):
     """What changed from ``a`` to ``b`` (files or releases, any formats): a :class:`~weightaudit.compare.DiffReport`.
     ``tolerance``: a :class:`~weightaudit.compare.Tolerance` or its text (``"1e-3"``, ``"rel=1e-2"``)."""
     from weightaudit.compare import Tolerance, diff_targets
@@ -278,7 +279,7 @@ def diff(a: Any, b: Any, *, tolerance: Any = None, revision: str | None = None):
     if not isinstance(tolerance, Tolerance):
         tolerance = Tolerance.parse(tolerance)
     with _revision(revision):
-        return diff_targets(_paths(a), _paths(b), tolerance)
+        return diff_targets(_paths(a), _paths(b), tolerance, progress=progress)
 
 
 def hash(paths: Any, *, exclude: str | Path | None = None, revision: str | None = None):   # noqa: A001

@@ -261,17 +261,25 @@ def layer_of(name: str) -> str:
 
 
 def diff_targets(a: Sequence[str] | str, b: Sequence[str] | str, tolerance: Tolerance | None = None,
-                 options: LoadOptions | None = None) -> DiffReport:
-    """Compare two targets (a path or a sequence of paths each)."""
+                 options: LoadOptions | None = None, progress: Any = None) -> DiffReport:
+    """Compare two targets (a path or a sequence of paths each). ``progress``: anything with ``phase(text)``,
+    ``start(total_bytes)`` and ``advance(n_bytes)`` (the CLI's progress bar), told after each tensor."""
     side_a = load_target([a] if isinstance(a, str) else list(a), options)
     side_b = load_target([b] if isinstance(b, str) else list(b), options)
-    return compare_loaded(side_a, side_b, tolerance or Tolerance())
+    return compare_loaded(side_a, side_b, tolerance or Tolerance(), progress)
 
 
-def compare_loaded(a: LoadedTarget, b: LoadedTarget, tolerance: Tolerance) -> DiffReport:
+def compare_loaded(a: LoadedTarget, b: LoadedTarget, tolerance: Tolerance, progress: Any = None) -> DiffReport:
+    common = sorted(set(a.by_name) & set(b.by_name))
+    if progress is not None:
+        total = sum((a.by_name[n].tensor.nbytes or 0) + (b.by_name[n].tensor.nbytes or 0) for n in common)
+        progress.phase(f"comparing {len(common)} tensor(s) found on both sides")
+        progress.start(total)
     out: list[TensorDiff] = []
-    for name in sorted(set(a.by_name) & set(b.by_name)):
+    for name in common:
         out.append(_compare_pair(name, a.by_name[name], b.by_name[name], tolerance))
+        if progress is not None:
+            progress.advance((a.by_name[name].tensor.nbytes or 0) + (b.by_name[name].tensor.nbytes or 0))
     removed = [a.by_name[n] for n in sorted(set(a.by_name) - set(b.by_name))]
     added = [b.by_name[n] for n in sorted(set(b.by_name) - set(a.by_name))]
     out += _match_renames(removed, added)

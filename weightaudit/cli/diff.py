@@ -10,7 +10,7 @@ import sys
 import click
 
 from weightaudit.cli.common import stderr_line, terminal, write_output
-from weightaudit.cli.options import output_options, resolve_format
+from weightaudit.cli.options import Progress, output_options, resolve_format
 
 FORMATS = ("text", "json", "markdown")
 
@@ -21,9 +21,11 @@ FORMATS = ("text", "json", "markdown")
 @click.option("--tolerance", metavar="TOL", default=None,
               help="Accept value differences within bounds (lossy conversions): 1e-3 or abs=1e-3 bounds max|a-b|, "
                    "rel=1e-2 or 1% bounds ||a-b||/||a||; comma-separated for both.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress on stderr (default: a live bar on a terminal outside CI).")
 @output_options(FORMATS)
-def diff_command(a: str, b: str, tolerance: str | None, fmt: str | None, output: str | None, quiet: bool,
-                 color: bool | None) -> None:
+def diff_command(a: str, b: str, tolerance: str | None, progress: bool | None, fmt: str | None, output: str | None,
+                 quiet: bool, color: bool | None) -> None:
     """Compare the tensors of A and B (files or release folders, any formats — e.g. model.safetensors against
     pytorch_model.bin): added, removed, renamed, retyped, reshaped, and for tensors in both max |a-b|, relative
     L2 difference and cosine similarity, with the layers that changed. Exit 0 same, 1 different."""
@@ -33,7 +35,8 @@ def diff_command(a: str, b: str, tolerance: str | None, fmt: str | None, output:
 
     fmt = resolve_format(fmt, output, FORMATS)
     term = terminal(color, output)
-    report = api.diff(a, b, tolerance=tolerance)
+    with Progress(progress, quiet, term) as bar:
+        report = api.diff(a, b, tolerance=tolerance, progress=bar)
     styled = fmt == "text" and term.stdout_styled
     write_output(render(report, fmt, RenderOptions(styled=styled, width=term.width)), output)
     if not quiet:
