@@ -110,3 +110,16 @@ def test_newer_schema_is_refused(fleet_db) -> None:
     conn.close()
     result = invoke("report", str(copy))
     assert result.exit_code == 2 and "newer" in result.stderr
+
+
+def test_failed_audits_show_as_failed_with_their_reason(tmp_path: Path) -> None:
+    make_fleet(tmp_path / "fleet", 2)
+    db = tmp_path / "f.db"
+    assert invoke("batch", str(tmp_path / "fleet"), "--db", str(db), "--timeout", "0.001", "-q").exit_code == 3
+    doc = json.loads(invoke("report", str(db), "-f", "json").stdout)
+    assert {(r["status"], r["exit_code"], r["verdict"]) for r in doc["releases"]} == {("failed", 3, None)}
+    assert all(r["reason"].startswith("timeout:") for r in doc["releases"])
+    rows = list(csv.DictReader(io.StringIO(invoke("report", str(db), "-f", "csv").stdout)))
+    assert {(r["verdict"], r["status"]) for r in rows} == {("failed", "failed")}
+    assert "2 incomplete" in invoke("report", str(db)).stdout
+

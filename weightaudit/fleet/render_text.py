@@ -19,7 +19,7 @@ def release_row(r: dict[str, Any]) -> dict[str, Any]:
     summary, card = r.get("summary") or {}, r.get("scorecard") or {}
     pillars = card.get("pillars") or {}
     return {"release": r["release"], "status": r["status"], "exit_code": r["exit_code"],
-            "verdict": r["verdict"] or "-", "reason": r["reason"] or "",
+            "verdict": r["verdict"] or ("failed" if r["status"] == "failed" else "-"), "reason": r["reason"] or "",
             "parameters": summary.get("parameter_count", ""), "formats": " ".join(summary.get("formats", ())),
             **severity_counts(r), "score": card.get("score", ""), **{p: pillars.get(p) or "-" for p in PILLARS},
             "mof_class": mof_label(r), "osaid": osaid_label(r), "audited_at": r["audited_at"]}
@@ -58,7 +58,7 @@ def _sections(report: FleetReport, markdown: bool) -> list[str]:
     out += [head("Releases"), ""]
     out += _table(["release", "verdict", "exit", "params", "formats", "crit", "high", "med", "score", "weights",
                    "code", "data", "MOF", "OSAID"],
-                  [[r["release"], r["verdict"] or r["status"], r["exit_code"], r["parameters"], r["formats"] or "-",
+                  [[r["release"], r["verdict"], r["exit_code"], r["parameters"], r["formats"] or "-",
                     r["critical"], r["high"], r["medium"], r["score"], r["weights"], r["training_code"],
                     r["training_data"], r["mof_class"], r["osaid"]]
                    for r in map(release_row, report.releases)], markdown)
