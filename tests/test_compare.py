@@ -243,3 +243,36 @@ def test_json_follows_the_published_schema(runner, twin, tmp_path: Path) -> None
     _, report = invoke_json(runner, "diff", a, _save(tmp_path, edited), "--tolerance", "rel=1%")
     jsonschema.validate(report, schema)
     assert {t["status"] for t in report["tensors"]} == {"identical", "changed", "renamed", "retyped", "removed"}
+
+
+def test_big_endian_arrays_compare_identical_to_little_endian_ones(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file as save_numpy
+
+    values = np.arange(1000, dtype="<f4") / 7
+    save_numpy({"array": values}, tmp_path / "little.safetensors")
+    np.save(tmp_path / "array.npy", values.astype(">f4"))
+    report = weightaudit.diff(tmp_path / "little.safetensors", tmp_path / "array.npy")
+    assert report.exit_code == 0 and [t.status.value for t in report] == ["identical"]
+    np.save(tmp_path / "array.npy", (values * 2).astype(">f4"))
+    (row,) = weightaudit.diff(tmp_path / "little.safetensors", tmp_path / "array.npy").tensors
+    assert row.status.value == "changed" and row.values.max_abs_diff == pytest.approx(float(values.max()))
+
+
+def test_a_tensor_that_cannot_be_streamed_in_c_order_is_unchecked_never_same(runner, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file as save_numpy
+
+    values = np.arange(12, dtype="<f4").reshape(3, 4)
+    save_numpy({"array": values}, tmp_path / "c.safetensors")   # the name numpy.load gives a .npy array
+    np.save(tmp_path / "f.npy", np.asfortranarray(values))
+    code, report = invoke_json(runner, "diff", tmp_path / "c.safetensors", tmp_path / "f.npy")
+    assert code == 3 and report["verdict"] == "incomplete"
+    assert [t["status"] for t in report["tensors"]] == ["unchecked"]
+    assert sum(report["summary"].values()) == 0
+
+
+def test_tolerance_forms() -> None:
+    assert Tolerance.parse("1e-3") == Tolerance(absolute=1e-3)
+    assert Tolerance.parse("1%") == Tolerance(relative=0.01)
+    assert Tolerance.parse("abs=0.5, rel=2e-3") == Tolerance(0.5, 2e-3)
+    with pytest.raises(UsageError):
+        Tolerance.parse("-1")
