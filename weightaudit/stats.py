@@ -61,8 +61,9 @@ from weightaudit.stats_decode import (  # noqa: F401 - re-exported: the public n
     _natural_index, _scratch, _spec_of, has_statistics, supported_dtype)
 from weightaudit.stats_kernels import (  # noqa: F401
     _Partial, _full_digest, _fingerprint, _plan, _run_blocks, kernel_name)
+from weightaudit import stats_schedule
 from weightaudit.stats_schedule import (  # noqa: F401
-    PIECE_BYTES, _Outcome, _Piece, _batches, _executor, _mapped_blocks, _pieces, _read_range, _reblock, _run_batch)
+    PIECE_BYTES, _Outcome, _Piece, _batches, _executor, _mapped_blocks, _pieces, _read_range, _reblock, _run_batch, _run_numbers)
 
 __all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics", "kernel_name", "FP16_MAX", "HISTOGRAM_BINS"]
 
@@ -129,10 +130,11 @@ def compute_stats(
         for batch in batches:
             collect(_run_batch(batch, chunk_bytes))
     else:
-        with _executor(workers) as pool:
-            futures = [pool.submit(_run_batch, batch, chunk_bytes) for batch in batches]
+        with _executor(workers, pieces) as pool:
+            futures = [pool.submit(_run_numbers, [number for number, _ in batch], chunk_bytes) for batch in batches]
             for future in as_completed(futures):
                 collect(future.result())
+        stats_schedule._shared_pieces = ()
     return _merge(pieces, outcomes)
 
 
