@@ -72,11 +72,10 @@ class Accumulator:
             a, b = a[finite], b[finite]
         if not a.size:
             return
-        self.differing += int(np.count_nonzero(np.not_equal(a, b)))
         delta = np.subtract(a, b)
-        self.max_abs = max(self.max_abs, float(np.maximum.reduce(np.abs(delta, out=delta)))) if delta.size else \
-            self.max_abs
-        np.subtract(a, b, out=delta)
+        self.differing += int(np.count_nonzero(delta))     # IEEE with subnormals: a - b == 0 only when a == b
+        np.abs(delta, out=delta)                            # |a-b|: its square is (a-b)^2 as well
+        self.max_abs = max(self.max_abs, float(np.maximum.reduce(delta)))
         scratch = np.empty_like(a)
         self.diff_sq += float(np.add.reduce(np.multiply(delta, delta, out=scratch), dtype=np.float64))
         self.a_sq += float(np.add.reduce(np.multiply(a, a, out=scratch), dtype=np.float64))
