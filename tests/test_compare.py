@@ -276,3 +276,16 @@ def test_tolerance_forms() -> None:
     assert Tolerance.parse("abs=0.5, rel=2e-3") == Tolerance(0.5, 2e-3)
     with pytest.raises(UsageError):
         Tolerance.parse("-1")
+
+
+def test_text_lists_the_largest_changes_first_when_many_differ(runner, tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(11)
+    weights = {f"layers.{i}.weight": torch.randn(8, generator=generator) for i in range(50)}
+    save_file(weights, tmp_path / "a.safetensors")
+    edited = {name: tensor * (1 + 0.001 * (i + 1)) for i, (name, tensor) in enumerate(weights.items())}
+    b = _save(tmp_path, edited)
+    text = invoke(runner, "diff", tmp_path / "a.safetensors", b).stdout
+    assert "layers.49.weight" in text and "layers.0.weight" not in text      # the 40 largest rel L2 of 50
+    assert "... and 10 more (--all-tensors" in text
+    full = invoke(runner, "diff", tmp_path / "a.safetensors", b, "--all-tensors").stdout
+    assert "layers.0.weight" in full and "more (--all-tensors" not in full

@@ -21,11 +21,13 @@ FORMATS = ("text", "json", "markdown")
 @click.option("--tolerance", metavar="TOL", default=None,
               help="Accept value differences within bounds (lossy conversions): 1e-3 or abs=1e-3 bounds max|a-b|, "
                    "rel=1e-2 or 1% bounds ||a-b||/||a||; comma-separated for both.")
+@click.option("--all-tensors", is_flag=True, help="Text: list every differing tensor (default: the first 40, "
+                                                   "structural changes first, then the largest value changes).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr (default: a live bar on a terminal outside CI).")
 @output_options(FORMATS)
-def diff_command(a: str, b: str, tolerance: str | None, progress: bool | None, fmt: str | None, output: str | None,
-                 quiet: bool, color: bool | None) -> None:
+def diff_command(a: str, b: str, tolerance: str | None, all_tensors: bool, progress: bool | None, fmt: str | None,
+                 output: str | None, quiet: bool, color: bool | None) -> None:
     """Compare the tensors of A and B (files or release folders, any formats — e.g. model.safetensors against
     pytorch_model.bin): added, removed, renamed, retyped, reshaped, and for tensors in both max |a-b|, relative
     L2 difference and cosine similarity, with the layers that changed. Exit 0 same, 1 different."""
@@ -38,7 +40,7 @@ def diff_command(a: str, b: str, tolerance: str | None, progress: bool | None, f
     with Progress(progress, quiet, term) as bar:
         report = api.diff(a, b, tolerance=tolerance, progress=bar)
     styled = fmt == "text" and term.stdout_styled
-    write_output(render(report, fmt, RenderOptions(styled=styled, width=term.width)), output)
+    write_output(render(report, fmt, RenderOptions(styled=styled, width=term.width, all_tensors=all_tensors)), output)
     if not quiet:
         for note in report.notes:
             stderr_line(f"weightaudit: {note}")

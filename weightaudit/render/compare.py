@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import textwrap
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
 
 STATUS_WIDTH = 10
+TEXT_TENSOR_LIMIT = 40     # text lists this many differing tensors unless --all-tensors (JSON lists every one)
 _STYLE = {"same": "bold green", "match": "bold green", "different": "bold red", "mismatch": "bold red",
           "incomplete": "bold yellow", "ok": "bold green"}
 
@@ -92,6 +94,16 @@ def _tensor_lines(t: "TensorDiff", width: int) -> list[str]:
     return head + (_wrap(detail, width, indent=" " * (STATUS_WIDTH + 4)) if detail else [])
 
 
+def _most_telling(touched: list["TensorDiff"], limit: int) -> list["TensorDiff"]:
+    """At most ``limit`` tensors: structural differences first (by name), then the largest value changes."""
+    if len(touched) <= limit:
+        return touched
+    structural = [t for t in touched if t.status.value != "changed"]
+    changed = sorted((t for t in touched if t.status.value == "changed"),
+                     key=lambda t: -(t.values.rel_l2 if t.values and t.values.rel_l2 is not None else math.inf))
+    return (structural + changed)[:limit]
+
+
 def render_diff_text(report: "DiffReport", options: "RenderOptions") -> str:
     width = options.width
     data = report.to_dict()
@@ -104,9 +116,13 @@ def render_diff_text(report: "DiffReport", options: "RenderOptions") -> str:
                        indent="  ")
     touched = [t for t in report.tensors if t.status.value != "identical"]
     if touched:
+        shown = touched if options.all_tensors else _most_telling(touched, TEXT_TENSOR_LIMIT)
         lines += ["", f"Tensors that differ ({len(touched)})"]
-        for t in touched:
+        for t in shown:
             lines += _tensor_lines(t, width)
+        if len(shown) < len(touched):
+            lines += _wrap(f"... and {len(touched) - len(shown)} more (--all-tensors lists every one; the JSON "
+                           "always does)", width, indent="  ")
     layers = data["layers"]
     if layers:
         lines += [""] + _wrap("Layers touched: " + "; ".join(_layer_text(layer) for layer in layers), width,
