@@ -115,8 +115,8 @@ def compute_stats(
     """
     wanted = max(1, workers or os.cpu_count() or 1)
     pieces = _pieces(Path(root), files, wanted)
-    if sum(piece.nbytes for piece in pieces) < PARALLEL_MIN_BYTES:
-        wanted = 1          # forking a pool costs more than the whole pass
+    if sum(piece.nbytes for piece in pieces if not piece.small) < PARALLEL_MIN_BYTES:
+        wanted = 1   # forking a pool and pickling results back costs more than the pass (small tensors: reduceat)
     batches = _batches(pieces, wanted)
     workers = max(1, min(wanted, len(batches)))
     outcomes: list[_Outcome] = []

@@ -66,6 +66,10 @@ def kernel_name() -> str:
     return KERNEL
 
 
+def _int_tuple(counts: "np.ndarray | tuple[int, ...]") -> tuple[int, ...]:
+    return counts if isinstance(counts, tuple) else tuple(counts.tolist())
+
+
 @dataclass
 class _Partial:
     """Statistics of a contiguous run of elements; two runs merge exactly (Chan et al. for mean/M2)."""
@@ -85,6 +89,15 @@ class _Partial:
     max_abs_index: int = -1
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, np.int64))
     samples: list[int] = field(default_factory=list)   # crc32 of the first SAMPLE_BYTES of each block
+
+    def __getstate__(self) -> dict:
+        """Pickled (worker -> parent) with the histogram as a tuple: cheaper than a numpy array per tensor."""
+        state = dict(self.__dict__)
+        state["histogram"] = tuple(np.asarray(self.histogram).tolist())
+        return state
+
+    def __setstate__(self, state: dict) -> None:   # the histogram stays a tuple until a merge adds to it
+        self.__dict__.update(state)
 
     def add_moments(self, n: int, mean: float, m2: float) -> None:
         if n == 0:
@@ -108,7 +121,7 @@ class _Partial:
         self.fp16_overflow += later.fp16_overflow
         if later.max_abs > self.max_abs:
             self.max_abs, self.max_abs_index = later.max_abs, later.max_abs_index
-        self.histogram += later.histogram
+        self.histogram = np.add(self.histogram, later.histogram, dtype=np.int64)
         self.samples.extend(later.samples)
 
     def signature(self, nbytes: int) -> bytes:
@@ -134,7 +147,7 @@ class _Partial:
             max_abs=self.max_abs if finite else None,
             max_abs_index=self.max_abs_index if finite else None,
             fingerprint=fingerprint,
-            histogram=tuple(self.histogram.tolist()) if histogram_range else (),
+            histogram=_int_tuple(self.histogram) if histogram_range else (),
             histogram_range=histogram_range,
         )
 
