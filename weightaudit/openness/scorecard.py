@@ -17,7 +17,8 @@ from weightaudit.model import Release
 from weightaudit.openness.assess_links import apply_known_model, with_knowledge
 from weightaudit.openness.knowledge import load_knowledge
 from weightaudit.openness.profile import build_profile
-from weightaudit.openness.assess import ASSESSORS, ABSENT, INCLUDED, MENTIONED, UNKNOWN, Assessment
+from weightaudit.openness.assess import ABSENT, INCLUDED, MENTIONED, UNKNOWN, Assessment
+from weightaudit.openness.assessors import ASSESSORS
 from weightaudit.openness.collect import EMPTY_FACTS, ReleaseFacts, collect
 from weightaudit.openness.components import ALL_CHECKS, Component
 from weightaudit.openness.declaration import Declaration, load_declaration
