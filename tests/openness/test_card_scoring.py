@@ -70,3 +70,18 @@ def test_data_readme_is_not_the_model_card(tmp_path: Path) -> None:
     sc = _release(tmp_path, None, {"data/README.md": "---\nlicense: cc-by-4.0\n---\n# A dataset\n"})
     assert sc.component("Model card").status == "absent"
     assert sc.release_license is None
+
+
+def test_training_data_stated_undisclosed_is_definite_evidence(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "---\nlicense: apache-2.0\n---\n# M\n\n## Training data\n\n"
+                  "The pre-training data is not publicly disclosed, for competitive reasons.\n")
+    assert sc.osaid.verdict == "not-compliant"
+    assert sc.osaid.pillars["data_information"] == "not-satisfied"
+    assert any("README.md:8" in reason for reason in sc.osaid.reasons)
+
+
+def test_silence_about_code_and_data_is_insufficient_evidence(tmp_path: Path) -> None:
+    sc = _release(tmp_path, "---\nlicense: apache-2.0\n---\n# M\n\nA small model.\n")
+    assert sc.osaid.verdict == "insufficient-evidence"
+    assert sc.osaid.pillars == {"parameters": "satisfied", "code": "insufficient-evidence",
+                                "data_information": "insufficient-evidence"}
