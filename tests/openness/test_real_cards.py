@@ -149,3 +149,12 @@ def test_starcoder2_documented_data_restricted_weights(tmp_path: Path) -> None:
     report = sc.component("Technical report")                      # huggingface.co/papers/<arXiv id>
     assert report.status == "mentioned" and report.evidence[0].url == "https://huggingface.co/papers/2402.19173"
     assert sc.component("Training code").status == "absent"        # the card links only the fine-tuning repo
+
+
+def test_a_fine_tune_of_olmo_is_not_olmo(tmp_path: Path) -> None:
+    def fine_tune(text: str) -> str:   # the OLMo card re-used by a fine-tune that declares OLMo as its base
+        return text.replace("license: apache-2.0\n", "license: apache-2.0\nbase_model: allenai/OLMo-7B\n", 1)
+
+    sc = _release(tmp_path, "olmo-7b", fine_tune)
+    assert all("MOT record" not in e.detail for c in sc.components for e in c.evidence)
+    assert sc.component("Base-model lineage").status == "derivative"

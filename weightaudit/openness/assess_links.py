@@ -37,12 +37,25 @@ def join_names(names: Iterable[str], limit: int = 120) -> str:
     return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
 
 
+def _base_names(facts: "ReleaseFacts") -> set[str]:
+    """Name keys of the base model(s) the release says it derives from: never the release's own identity."""
+    from weightaudit.openness.knowledge import name_key
+
+    card = facts.card
+    base = card.front_matter.get("base_model") if card is not None else None
+    names = [str(b) for b in base] if isinstance(base, list) else [str(base)] if base else []
+    adapter = facts.adapter_config.get("base_model_name_or_path") if facts.adapter_config else None
+    names += [str(adapter)] if adapter else []
+    return {name_key(n) for n in names}
+
+
 def model_names(facts: "ReleaseFacts") -> tuple[tuple[str, str], ...]:
-    """(name, where it was read) candidates, most specific first."""
+    """(name, where it was read) candidates, most specific first: the card's model-index name and title, the
+    folder name, then config ``_name_or_path`` (often the base model of a fine-tune). A name that is the declared
+    base model is left out: a fine-tune of OLMo is not OLMo."""
+    from weightaudit.openness.knowledge import name_key
+
     out: list[tuple[str, str]] = []
-    config = facts.config or {}
-    if isinstance(config.get("_name_or_path"), str):
-        out.append((config["_name_or_path"], f"{facts.config_path} _name_or_path"))
     card = facts.card
     if card is not None:
         index = card.front_matter.get("model-index")
@@ -55,7 +68,11 @@ def model_names(facts: "ReleaseFacts") -> tuple[tuple[str, str], ...]:
             out.append((shown, f"{card.path}:{title.line} title"))
     if facts.root_name:
         out.append((facts.root_name, "release folder name"))
-    return tuple((n, w) for n, w in out if n and len(n) <= 200)
+    config = facts.config or {}
+    if isinstance(config.get("_name_or_path"), str):
+        out.append((config["_name_or_path"], f"{facts.config_path} _name_or_path"))
+    bases = _base_names(facts)
+    return tuple((n, w) for n, w in out if n and len(n) <= 200 and name_key(n) not in bases)
 
 
 def _known_evidence(role: "LinkRole", path: str, what: str) -> Evidence:
