@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> Table:
 
 def write_results(table: Table, args: argparse.Namespace) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    section = (f"{BEGIN}\n## Suite run of {stamp} (`python -m benchmarks --mib {args.mib}`)\n\n"
+    command = " ".join(["python -m benchmarks", *sys.argv[1:]])
+    section = (f"{BEGIN}\n## Suite run of {stamp} (`{command}`)\n\n"
                f"Same-run limit {table.limit_gbs:.2f} GB/s; load average before the run {args.load_before:.1f}.\n\n"
                + table.markdown() + END)
     text = RESULTS.read_text() if RESULTS.exists() else ""
