@@ -27,6 +27,7 @@ _RULE_MODULES = (
     "weightaudit.rules.container_rules",
     "weightaudit.rules.template_rules",
     "weightaudit.rules.gguf_rules",
+    "weightaudit.rules.onnx_rules",
     "weightaudit.rules.keras_tf_rules",
     "weightaudit.rules.keras_rules",
     "weightaudit.rules.tf_rules",
