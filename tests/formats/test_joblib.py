@@ -73,8 +73,35 @@ def test_benign_estimator_like_object_is_not_critical(tmp_path: Path) -> None:
     assert loaded.status is FileStatus.OK and loaded.verified, loaded.reason
     found = rules(loaded)
     assert "WA401" not in found and max(found.values()) < Severity.CRITICAL
+    high = [f.message for f in loaded.findings if f.severity >= Severity.HIGH]
+    assert len(high) == 1 and "FittedEstimator()" in high[0]     # the user's own class, nothing from the arrays
     assert found["WA416"] is Severity.LOW                       # classes_ is an object array: its pickle is scanned
     assert {t.name for t in loaded.tensors} == {"coef_", "intercept_"}
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_object_arrays_of_a_fitted_pipeline_are_not_high(tmp_path: Path, compress: int) -> None:
+    """scikit-learn keeps classes_ and feature_names_in_ as object arrays. pickle.load (not joblib.load) would run
+    their inner pickles with the outer memo and stop at an import of a module named 'NumpyArrayWrapper': not a call."""
+    state = {"classes_": np.array(["cat", "dog"], dtype=object), "coef_": np.ones((2, 3)),
+             "feature_names_in_": np.array(["a", "b", "c"], dtype=object)}
+    path = tmp_path / "pipeline.joblib"
+    joblib.dump(state, path, compress=compress)
+    _, loaded = load(path)
+    assert loaded.status is FileStatus.OK and loaded.verified, loaded.reason
+    found = rules(loaded)
+    assert max(found.values()) <= Severity.LOW, found
+    assert found["WA416"] is Severity.LOW
+
+
+def test_plain_reading_payload_before_an_unknown_module_is_still_reported(tmp_path: Path) -> None:
+    """The plain pickle.load reading stops only at a module nothing could import, not earlier."""
+    payload = b"cos\nsystem\n(S'id'\ntRcNoSuchTopLevelModule\nf\n)R"
+    path = tmp_path / "polyglot2.pkl"
+    path.write_bytes(_wrapper_pickle(np.dtype("u1"), (len(payload),)) + payload + b".")
+    _, loaded = load(path)
+    assert rules(loaded)["WA401"] is Severity.CRITICAL
+    assert any("pickle.load" in (f.where or "") and "os.system" in f.message for f in loaded.findings)
 
 
 def test_object_array_pickle_that_runs_code_is_critical(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ pickles get their tensor names and shapes.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan
 from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, TORCH_DTYPES, as_int_tuple
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules import pickle_rules as R
+from weightaudit.rules.pickle_allowlist import builtin_allowlist, danger_table
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, JOBLIB_SUBCLASS
 
 __all__ = ["RawPickleLoader", "LOADER", "PICKLE_SUFFIXES", "looks_like_pickle", "load_pickle_stream"]
@@ -101,8 +106,42 @@ def _plain_reading(scan: FileScan, view: memoryview, joblib_result: PickleResult
     plain = scan_pickle(view, joblib_result.start, limits)
     if not plain.ok:
         return
+    plain = _until_failed_import(plain)
     if set(R.executing_calls([plain])) - set(R.executing_calls([joblib_result])):
         scan.add_pickle(f"{where} as pickle.load reads it", 0, plain, view)
+
+
+def _until_failed_import(plain: PickleResult) -> PickleResult:
+    """The plain reading up to its first import of a top-level module no Python could import here.
+
+    Object arrays' inner pickles share the outer memo under ``pickle.load``: their GETs fetch the outer strings
+    and build names like ``NumpyArrayWrapper.dtype``. ``find_class`` raises there, so nothing after it runs.
+    """
+    failing = [use.pos for use in plain.globals if not _importable(use.ref.module)]
+    if not failing:
+        return plain
+    stop = min(failing)
+    return dataclasses.replace(plain, end=stop, globals=[u for u in plain.globals if u.pos < stop],
+                               calls=[c for c in plain.calls if c.pos < stop])
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    """Whether ``import module``'s top level could succeed: stdlib, a module the pickle tables name, or installed."""
+    top = module.split(".")[0]
+    if not top.isidentifier() or top in sys.stdlib_module_names or top == "__main__" or top in _known_tops():
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None     # a top-level lookup runs no package code
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.cache
+def _known_tops() -> frozenset[str]:
+    danger = danger_table()
+    names = [*builtin_allowlist().entries, *(p for c in danger.categories for p in c.prefixes), *danger.module_aliases]
+    return frozenset(name.split(".")[0] for name in names)
 
 
 def _array_names(root: Any) -> dict[int, str]:
