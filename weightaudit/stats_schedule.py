@@ -118,6 +118,15 @@ def _blocks_of(mapped: mmap.mmap, path: Path, begin: int, end: int, release_ever
                 released = done
     finally:
         view.release()
+    release_pages(mapped, released, end)   # the map may serve the batch's next pieces: keep RSS flat
+
+
+def release_pages(mapped: mmap.mmap, begin: int, end: int) -> None:
+    """Drop the resident pages of ``[begin, end)`` (page-rounded outward) from a read-only file map."""
+    start = begin - begin % mmap.PAGESIZE
+    stop = min(len(mapped), -(-end // mmap.PAGESIZE) * mmap.PAGESIZE)
+    if stop > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 @dataclass(frozen=True)

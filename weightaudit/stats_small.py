@@ -84,13 +84,21 @@ def small_stats(mapped: mmap.mmap, path: Path, dtype: str, tensors: Sequence[Sma
         if tensor.end > whole.size:
             raise OSError(f"{path}: tensor bytes end at {tensor.end} but the file has {whole.size}")
         if group and size + tensor.end - tensor.begin > GROUP_BYTES:
-            results.extend(_group_stats(whole, dtype, group))
+            results.extend(_finish_group(mapped, whole, dtype, group))
             group, size = [], 0
         group.append(tensor)
         size += tensor.end - tensor.begin
     if group:
-        results.extend(_group_stats(whole, dtype, group))
+        results.extend(_finish_group(mapped, whole, dtype, group))
     return results
+
+
+def _finish_group(mapped: mmap.mmap, whole: np.ndarray, dtype: str, group: Sequence[SmallTensor]) -> list[Result]:
+    found = _group_stats(whole, dtype, group)
+    from weightaudit.stats_schedule import release_pages   # (import cycle: the schedule imports this module)
+
+    release_pages(mapped, group[0].begin, group[-1].end)   # resident memory stays flat over many small tensors
+    return found
 
 
 def _group_stats(whole: np.ndarray, dtype: str, group: Sequence[SmallTensor]) -> list[Result]:
