@@ -12,7 +12,11 @@ if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
 
 
-INDENT_MAX_TENSORS = 20_000   # above this, compact JSON: the indenting encoder is pure Python (5x time, 2x memory)
+# Above this many tensors, compact JSON through the C encoder: the indenting encoder is pure Python (5x time, 2x
+# memory). Measured at load 1.2: a 20,000-tensor audit report with statistics (19.5 MB) took 0.87 s to indent
+# against ~0.2 s compact, half of that whole audit; 5,000 tensors keep the indented cost near 0.2 s. Which
+# encoder runs depends only on the document, so a given report always has the same bytes.
+INDENT_MAX_TENSORS = 5_000
 
 
 def _dumps(document: dict) -> str:
