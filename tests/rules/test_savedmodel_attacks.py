@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, invoke_json, real_sample
+from tests.conftest import FIXTURES, invoke, invoke_json, real_sample
 
 sys.path.insert(0, str(FIXTURES))
 import savedmodel_proto as sm  # noqa: E402
@@ -170,6 +170,37 @@ def test_unlisted_and_custom_ops_are_medium(runner, tmp_path: Path, op: str, rul
     assert code == 0
     assert [(f["rule_id"], f["severity"]) for f in findings] == [(rule, "medium")]
     assert op in findings[0]["message"] and sm.SERVE_FN in findings[0]["where"]
+
+
+def test_reviewed_unlisted_op_is_accepted_by_the_users_policy_as_explained(runner, tmp_path: Path) -> None:
+    """`rules explain WA447` says how a user accepts a reviewed op: an ignore entry on the SavedModel folder."""
+    release = tmp_path / "release"
+    sm.write_saved_model(release / "my_model", _in_serving(sm.node("q", "FIFOQueueV2")))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nignore:\n  - rule: WA447\n    path: my_model\n    reason: reviewed queue\n")
+    code, report = invoke_json(runner, "audit", release, "--no-stats", "--policy", policy)
+    assert code == 0 and not [f for f in report["findings"] if f["rule_id"].startswith("WA44")]
+    assert [f["rule_id"] for f in report["suppressed"]] == ["WA447"]
+    explained = invoke(runner, "rules", "explain", "WA447").stdout
+    assert "tf_op_allowlist.yaml" in explained and "rule: WA447" in explained
+
+
+@pytest.mark.parametrize("model, op, function", [
+    (sm.tf2_model(serve_nodes=[sm.node("a", "PartitionedCall", f=sm.attr_func("__inference_a_11"))], extra_functions=[
+        sm.function("__inference_a_11", sm.node("b", "StatefulPartitionedCall", f=sm.attr_func("__inference_b_12"))),
+        sm.function("__inference_b_12", _const("p", "/etc/passwd"), sm.node("rf", "ReadFile", "p"))]),
+     "ReadFile", "__inference_b_12"),
+    (sm.tf2_model(serve_nodes=[sm.node("case", "Case", branches=sm.attr_func_list("__inference_ok_31",
+                                                                                  "__inference_bad_30"))],
+                  extra_functions=[sm.function("__inference_ok_31", sm.node("i", "Identity")),
+                                   sm.function("__inference_bad_30", sm.node("wf", "WriteFile", "a", "b"))]),
+     "WriteFile", "__inference_bad_30"),
+], ids=["readfile-two-calls-deep", "writefile-in-case-branch-list"])
+def test_file_ops_in_nested_functions_fail(runner, tmp_path: Path, model: list, op: str, function: str) -> None:
+    code, findings = _audit(runner, sm.write_saved_model(tmp_path / "n", model))
+    assert code == 1
+    assert any(f["rule_id"] == "WA441" and f["severity"] == "high" and op in f["message"] and function in f["where"]
+               for f in findings), findings
 
 
 def test_safe_print_stream_is_silent(runner, tmp_path: Path) -> None:
