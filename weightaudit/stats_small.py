@@ -13,6 +13,7 @@ differ from the block kernel's float32 sums in the last bits (within float toler
 
 from __future__ import annotations
 
+import functools
 import mmap
 import zlib
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ def _f16(raw: np.ndarray) -> np.ndarray:
     return raw.view("<f2").astype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def _element_decoder(dtype: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """Natural-order decoder of a dtype for this path (None: the block kernel handles it)."""
     if dtype == "BF16":
