@@ -207,8 +207,8 @@ _CODE_RULES = (
          "tensors; generated from TensorFlow's op registry by fixtures/make_tf_op_tables.py). Review what it does "
          "before serving the model. Extending it: the allowlist itself is not changed by a policy; once reviewed, "
          "accept the op for that model in YOUR policy (never one inside the release) with "
-         "`ignore: [{rule: WA447, path: \"my_model\", reason: \"...\"}]` (path: the SavedModel folder, relative to the target; the finding stays in the "
-         "report under suppressed). Ops that touch files, services or Python (WA440-WA446) are judged separately.",
+         "`ignore: [{rule: WA447, path: \"my_model\", reason: \"...\"}]` (path: the SavedModel folder, relative "
+         "to the target; the finding stays in the report under suppressed). Ops that touch files, services or Python (WA440-WA446) are judged separately.",
          cwe=829,
          tags=_TAGS, check=check_unlisted_ops),
 )
