@@ -35,13 +35,19 @@ Not computed (no entry in the result, i.e. stats None): F4, F6_*, C64/C128 (comp
 quantized types gguf_quant.py does not dequantize (IQ*, TQ*, MXFP4 ...). GGUF Q4_0 ... Q8_K tensors are
 dequantized to F32, whole blocks at a time, and take the F32 path (``has_statistics``).
 
-Reading: a contiguous tensor (``data_offsets`` set, no loader ``iter_chunks``) is read through a read-only
-memory map, block by block, and each finished 4 MiB range is dropped with ``madvise(MADV_DONTNEED)`` so
-resident memory stays flat (measured faster here than ``readinto`` a reused 4 MiB buffer, whose copy costs a
-pass; peak RSS of a 2 GB audit: ~60 MB).
-Large contiguous tensors are cut into 64 MiB pieces whose partial results merge exactly, so both cores work
-even on one big tensor; small tensors are batched. Other tensors stream through ``formats.iter_tensor_chunks``.
-Work runs in forked worker processes (threads where fork is missing): two threads ran slower than one here.
+Reading: a contiguous tensor (``data_offsets`` set and no loader ``iter_chunks``, or a loader in
+``stats_schedule.OFFSETS_ARE_RAW`` such as HDF5) is read through a read-only memory map, block by block, and
+each finished 4 MiB range is dropped with ``madvise(MADV_DONTNEED)`` so resident memory stays flat (measured
+faster here than ``readinto`` a reused 4 MiB buffer, whose copy costs a pass). A batch maps each file once.
+Work is planned by bytes (``stats_schedule``): big contiguous tensors are cut into block-aligned pieces (about
+two per worker, 4..64 MiB) whose partial results merge exactly; tensors up to 64 KiB are reduced together per
+file and dtype with ``ufunc.reduceat`` (``stats_small``: same results, mean/std within float tolerance);
+batches are about a quarter of a worker's share. Other tensors stream through ``formats.iter_tensor_chunks``.
+Work runs in forked worker processes that inherit the planned pieces (threads where fork is missing: two
+threads ran slower than one here); below 4 MiB of big-tensor bytes, one process does everything.
+Layout: ``stats_decode`` (decoders per dtype), ``stats_kernels`` (block kernel, partial results),
+``stats_small`` (many small tensors at once), ``stats_schedule`` (planning, byte sources, pool), this module
+(public API, merge, duplicate confirmation). ``kernel_name()`` says which kernel runs ("numpy": no compiler).
 ``np.dot`` is avoided: OpenBLAS threads it and those threads spin against the workers (2x the CPU time).
 """
 
