@@ -186,3 +186,33 @@ def test_new_attack_fails_the_audit(runner, tmp_path: Path, sample: Sample) -> N
     assert code == 1, report["findings"]
     assert any(sample.names in f["message"] and sample.where in (f.get("where") or "") for f in hits), \
         [(f["rule_id"], f["severity"], f.get("where"), f["message"]) for f in report["findings"]]
+
+
+def _safetensors() -> bytes:
+    header = json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("encode", [
+    lambda p: __import__("base64").b64encode(zlib.compress(p)).decode(),
+    lambda p: gzip.compress(p).hex(),
+    lambda p: __import__("base64").b64encode(lzma.compress(p)).decode(),
+], ids=["base64-zlib", "hex-gzip", "base64-xz"])
+def test_compressed_pickle_in_a_json_side_file_is_found(runner, tmp_path: Path, encode: Callable) -> None:
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "config.json").write_text(json.dumps({"model_type": "bert", "blob": encode(PAYLOAD)}))
+    (release / "model.safetensors").write_bytes(_safetensors())
+    code, report = invoke_json(runner, "audit", release, "--no-stats")
+    assert code == 1
+    assert any(f["rule_id"] == "WA426" and f["severity"] == "critical" and "os.system('id')" in f["message"]
+               for f in report["findings"]), report["findings"]
+
+
+def test_compressed_pickle_in_a_pickle_constant_is_reported(runner, tmp_path: Path) -> None:
+    blob = zlib.compress(PAYLOAD)
+    (tmp_path / "m.pkl").write_bytes(pickle(b"C" + bytes([len(blob)]) + blob))
+    code, report = invoke_json(runner, "audit", tmp_path / "m.pkl", "--no-stats")
+    assert code == 0            # dormant: loading the file does not unpickle the constant (WA411 is medium)
+    assert any(f["rule_id"] == "WA411" and f["severity"] == "medium" and "os.system('id')" in f["message"]
+               and "byte" in (f.get("where") or "") for f in report["findings"]), report["findings"]

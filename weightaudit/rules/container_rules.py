@@ -62,8 +62,12 @@ MAX_JSON_FILES = 2_000
 # JSON string literals, linear in the file size: possessive, and an unterminated string runs to the end of the
 # text (otherwise each later quote of 1 MB of \" restarts the scan: quadratic).
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*+)(?:"|\\?\Z)', re.S)
-# Raw pickle protocol 2-5 headers, their hex spelling and their base64 spelling (gAI gAJ gAN gAS gAU...).
-_PICKLE_PREFIX = re.compile(r"^(?:\x80[\x02-\x05]|\\u0080|80 ?0[2-5]|gA[JNSU])", re.I)
+# Raw pickle protocol 2-5 headers, their hex spelling and their base64 spelling (gAI gAJ gAN gAS gAU...), and the
+# same spellings of gzip/zlib/xz/bz2 headers (a compressed pickle is inflated by pickle_nested._decoded_candidates).
+_PICKLE_PREFIX = re.compile(r"^(?:\x80[\x02-\x05]|\\u0080|80 ?0[2-5]|gA[JNSU]"  # a pickle: raw, escaped, hex, base64
+                            r"|\x1f\x8b|\\u001f\\u008b|1f ?8b|H4sI"  # gzip: raw, escaped, hex, base64
+                            r"|x[\x01\x5e\x9c\xda]|78 ?(?:01|5e|9c|da)|e[AFJN]"  # zlib
+                            r"|\xfd7zXZ|fd ?37 ?7a|/Td6WFo|BZh|42 ?5a ?68|QlpoO)", re.I)  # xz, bz2
 
 
 def _hidden_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
@@ -110,7 +114,8 @@ def _json_strings(text: str) -> Iterator[tuple[int, str]]:
 
 
 def hidden_pickle_findings(path: str, value: str, where: str) -> list[Finding]:
-    """WA426 when a string (raw, hex or base64) decodes to a pickle; critical when that pickle would call code."""
+    """WA426 when a string (raw, hex or base64; compressed or not) decodes to a pickle; critical when that pickle
+    would call code."""
     if len(value) < 8 or not _PICKLE_PREFIX.match(value):
         return []
     findings = []

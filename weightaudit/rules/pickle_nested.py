@@ -1,4 +1,5 @@
-"""WA411: pickles hidden in a pickle's constants (raw, hex or base64), followed up to MAX_NESTED_DEPTH levels.
+"""WA411: pickles hidden in a pickle's constants (raw, hex or base64, compressed or not), followed up to
+MAX_NESTED_DEPTH levels.
 
 A constant that decodes to a protocol 2–5 pickle is run through the symbolic machine (never unpickled); the
 first call it would make outside the allowlist, or a known-dangerous import, is what the finding names.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bz2
+import lzma
+import zlib
 from typing import Any, Callable
 
 from weightaudit.formats.pickle_vm import BytesRef, Limits, PickleResult, render, scan_stream
@@ -54,7 +58,7 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
 
 
 def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
-    """Raw, hex and base64 decodings of a constant that look like a protocol 2-5 pickle."""
+    """Raw, hex and base64 decodings of a constant (each also inflated) that look like a protocol 2-5 pickle."""
     if isinstance(value, BytesRef):
         if value.length > MAX_NESTED_BYTES:
             return []
@@ -77,4 +81,35 @@ def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
                 candidates.append(decode(text))
             except (ValueError, binascii.Error):
                 continue
+    candidates += [inflated for c in candidates if (inflated := _inflated(c)) is not None]
     return [c for c in candidates if len(c) >= 4 and c[0] == 0x80 and 2 <= c[1] <= 5]
+
+
+def _inflated(blob: bytes) -> bytes | None:
+    """A zlib, gzip, xz/lzma or bz2 stream's first MAX_NESTED_BYTES, by magic bytes (never more)."""
+    for magic, make in _COMPRESSORS:
+        if blob.startswith(magic):
+            try:
+                return make().decompress(blob, MAX_NESTED_BYTES)
+            except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
+                return None
+    return None
+
+
+_COMPRESSORS: tuple[tuple[bytes, Callable[[], Any]], ...] = (
+    (b"\x1f\x8b", lambda: _Zlib(zlib.decompressobj(wbits=31))),
+    *((bytes([0x78, second]), lambda: _Zlib(zlib.decompressobj())) for second in (0x01, 0x5E, 0x9C, 0xDA)),
+    (b"\xfd7zXZ\x00", lzma.LZMADecompressor),
+    (b"\x5d\x00\x00", lzma.LZMADecompressor),
+    (b"BZh", bz2.BZ2Decompressor),
+)
+
+
+class _Zlib:
+    """zlib's decompressobj with the (data, max_length) call the lzma and bz2 decompressors take."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self.inner.decompress(data, max_length)

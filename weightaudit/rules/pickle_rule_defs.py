@@ -109,8 +109,8 @@ NESTED_PICKLE = _code_rule(
     "WA411", "nested-pickle", "A string or bytes constant holds another pickle that would run code if loaded.",
     Severity.MEDIUM,
     "The payload is dormant: loading this file does not unpickle it, but any code that later does (a plugin, a "
-    "callback, a config loader) runs it. Raw, hex- and base64-encoded pickles are decoded and scanned one level "
-    "deep.")
+    "callback, a config loader) runs it. Raw, hex- and base64-encoded pickles, also gzip/zlib/xz/bz2-compressed "
+    "(bounded), are decoded and scanned, up to four pickles deep.")
 OUT_OF_BAND = _code_rule(
     "WA412", "out-of-band-buffer", "The pickle asks for protocol-5 out-of-band buffers.", Severity.MEDIUM,
     "NEXT_BUFFER takes data from outside the file; a weights file never does this and loaders without buffers "
