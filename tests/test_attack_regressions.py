@@ -216,3 +216,12 @@ def test_compressed_pickle_in_a_pickle_constant_is_reported(runner, tmp_path: Pa
     assert code == 0            # dormant: loading the file does not unpickle the constant (WA411 is medium)
     assert any(f["rule_id"] == "WA411" and f["severity"] == "medium" and "os.system('id')" in f["message"]
                and "byte" in (f.get("where") or "") for f in report["findings"]), report["findings"]
+
+
+def test_inflating_hidden_pickles_is_bounded_by_their_compressed_size() -> None:
+    from weightaudit.rules.pickle_nested import INFLATE_RATIO, _inflated
+
+    padded = zlib.compress(b"\x80\x02" + b"N0" * 500_000 + b"N.")      # ~1 MB of opcodes in ~1 KB
+    assert len(_inflated(padded)) == INFLATE_RATIO * len(padded)
+    assert _inflated(zlib.compress(b"not a pickle" * 1000)) is None     # only pickle headers are inflated further
+    assert _inflated(zlib.compress(PAYLOAD)) == PAYLOAD

@@ -24,6 +24,7 @@ __all__ = ["MAX_NESTED_DEPTH", "nested_pickle_findings"]
 MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
 MAX_CONSTANTS = 10_000
 MAX_NESTED_BYTES = 1 << 20
+INFLATE_RATIO = 16     # a compressed constant is inflated to at most 16x its size (a payload padded beyond is cut)
 
 
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
@@ -86,11 +87,15 @@ def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
 
 
 def _inflated(blob: bytes) -> bytes | None:
-    """A zlib, gzip, xz/lzma or bz2 stream's first MAX_NESTED_BYTES, by magic bytes (never more)."""
+    """A zlib, gzip, xz/lzma or bz2 stream (by magic bytes) that inflates to a pickle header: its first
+    INFLATE_RATIO x its own size (at most MAX_NESTED_BYTES), so work stays linear in the file's bytes."""
     for magic, make in _COMPRESSORS:
         if blob.startswith(magic):
             try:
-                return make().decompress(blob, MAX_NESTED_BYTES)
+                head = make().decompress(blob, 2)
+                if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+                    return None
+                return make().decompress(blob, min(MAX_NESTED_BYTES, INFLATE_RATIO * len(blob)))
             except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
                 return None
     return None
