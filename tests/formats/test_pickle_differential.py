@@ -208,10 +208,10 @@ class _Replay:
         if depth > 200:
             raise RecursionError("replay too deep")
         if id(v) in self.done:
-            return self.done[id(v)]
+            return self.done[id(v)][1]
         out = self._value(v, depth)
         if not isinstance(v, (int, float, str, bytes, type(None), bool)):
-            self.done[id(v)] = out
+            self.done[id(v)] = (v, out)     # v is kept alive: a freed object's id can be reused by another
         return out
 
     def _value(self, v: Any, depth: int) -> Any:
@@ -234,12 +234,12 @@ class _Replay:
     def _container(self, v: Any, depth: int) -> Any:
         if isinstance(v, list):
             out: list[Any] = []
-            self.done[id(v)] = out
+            self.done[id(v)] = (v, out)
             out.extend(self.value(x, depth + 1) for x in v)
             return out
         if isinstance(v, dict):
             out_d: dict[Any, Any] = {}
-            self.done[id(v)] = out_d
+            self.done[id(v)] = (v, out_d)
             for k, x in v.items():
                 out_d[self.value(k, depth + 1)] = self.value(x, depth + 1)
             return out_d
@@ -257,7 +257,7 @@ class _Replay:
             obj = func.__new__(func)
         else:
             obj = func(*args, **kwargs)
-        self.done[id(call)] = obj
+        self.done[id(call)] = (call, obj)
         for state in call.state:
             _build(obj, self.value(state, depth + 1))
         for key, value in call.setitems:
@@ -285,7 +285,7 @@ def _build(obj: Any, state: Any) -> None:
         setattr(obj, key, value)
 
 
-def canon(v: Any, seen: dict[int, int] | None = None, depth: int = 0) -> Any:
+def canon(v: Any, seen: dict[int, tuple[int, Any]] | None = None, depth: int = 0) -> Any:
     """A comparable, hashable description of a value graph (sharing and cycles included)."""
     seen = {} if seen is None else seen
     if depth > 200:
@@ -295,8 +295,8 @@ def canon(v: Any, seen: dict[int, int] | None = None, depth: int = 0) -> Any:
     if id(v) in QUALNAMES:
         return ("global", QUALNAMES[id(v)])
     if id(v) in seen:
-        return ("#", seen[id(v)])
-    seen[id(v)] = len(seen)
+        return ("#", seen[id(v)][0])
+    seen[id(v)] = (len(seen), v)    # v kept alive: a temporary's id is reused by the next temporary (flaky "#")
     if isinstance(v, (bytearray, memoryview)):
         return ("bytearray", bytes(v))
     if isinstance(v, (list, tuple)):
