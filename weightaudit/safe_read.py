@@ -215,6 +215,12 @@ def load_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python), checked first
 
 
+def load_bundled_yaml(text: str) -> Any:
+    """A data table shipped inside weightaudit (allowlists, op tables, licences): ours, so not event-checked, but
+    parsed by libyaml's C SafeLoader when present (the pure-Python parser took most of the start-up time)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python)
+
+
 def load_document(text: str, as_json: bool, limits: Limits = DEFAULT_LIMITS) -> Any:
     """JSON or YAML by the caller's choice; every failure is a ValueError (UnsafeDocument, JSON or YAML error)."""
     if as_json:

@@ -9,10 +9,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator, Mapping
 
-import yaml
-
 from weightaudit.model import Finding
 from weightaudit.rules import onnx_rules as O
+from weightaudit.safe_read import load_bundled_yaml
 
 SHOWN_OPS = 8
 
@@ -21,7 +20,7 @@ SHOWN_OPS = 8
 def domain_table() -> dict[str, str]:
     """domain -> "standard" | "runtime" (the data file's sections)."""
     text = resources.files("weightaudit.data").joinpath("onnx_domains.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = load_bundled_yaml(text)
     return {entry["domain"]: section for section in ("standard", "runtime") for entry in data[section]}
 
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Mapping
 
-import yaml
-
 from weightaudit.openness.expressions import has_operator, parse_expression, scancode_entry
+from weightaudit.safe_read import load_bundled_yaml
 
 UNLICENSED = "unlicensed"
 NOT_INCLUDED = "not-included"
@@ -95,7 +94,7 @@ def _key(text: str) -> str:
 
 @functools.cache
 def _raw() -> Mapping[str, Any]:
-    loaded = yaml.safe_load(resources.files("weightaudit").joinpath("data/licenses.yaml").read_text("utf-8"))
+    loaded = load_bundled_yaml(resources.files("weightaudit").joinpath("data/licenses.yaml").read_text("utf-8"))
     return loaded
 
 

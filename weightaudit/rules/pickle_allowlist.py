@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
-import yaml
+from weightaudit.safe_read import load_bundled_yaml
 
 __all__ = [
     "AllowEntry", "DangerCategory", "Allowlist", "DangerTable", "builtin_allowlist", "danger_table",
@@ -84,7 +84,7 @@ class DangerTable:
 
 def _read(path: str) -> Mapping[str, Any]:
     text = resources.files("weightaudit").joinpath(path.removeprefix("weightaudit/")).read_text("utf-8")
-    data = yaml.safe_load(text)
+    data = load_bundled_yaml(text)
     if not isinstance(data, dict) or data.get("version") != 1:
         raise ValueError(f"{path}: expected a mapping with version: 1")
     return data

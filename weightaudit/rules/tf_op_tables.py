@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import yaml
-
 from weightaudit.model import Severity
+from weightaudit.safe_read import load_bundled_yaml
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,8 @@ def _file_attributes(table: dict) -> tuple[FileAttribute, ...]:
 
 @lru_cache(maxsize=1)
 def op_tables() -> OpTables:
-    dangerous = yaml.safe_load(_read("tf_op_dangerous.yaml"))
-    allowlist = yaml.safe_load(_read("tf_op_allowlist.yaml"))
+    dangerous = load_bundled_yaml(_read("tf_op_dangerous.yaml"))
+    allowlist = load_bundled_yaml(_read("tf_op_allowlist.yaml"))
     category = _categories(dangerous)
     allow_group = {op: group["name"] for group in allowlist["groups"] for op in group["ops"]}
     overlap = sorted(set(allow_group) & set(category))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import yaml
+from weightaudit.safe_read import load_bundled_yaml
 
 # Attributes of Python frames, functions, generators and tracebacks that reach code or globals without a dunder.
 PYTHON_INTERNALS = frozenset({
@@ -29,7 +29,7 @@ class NameTables:
 @lru_cache(maxsize=1)
 def tables() -> NameTables:
     text = resources.files("weightaudit").joinpath("data/chat_template_names.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    data = load_bundled_yaml(text)
 
     def names(section: str) -> frozenset[str]:
         return frozenset(str(entry["name"]) for entry in data[section])
