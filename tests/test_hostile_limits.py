@@ -102,3 +102,79 @@ def test_collapse_keeps_the_worst_severity_and_other_rules_and_files() -> None:
     assert [(f.path, f.rule_id, f.severity) for f in out if f.tensor is None and "more" in f.message] == [
         ("a", "WA999", Severity.HIGH)]
     assert len(out) == 2 + 1 + 1 + 1
+
+
+# -- Loaders read their caps from the user's policy (LoadOptions.limits), not from module constants -------------
+
+def _audit(tmp_path: Path, target: Path, limits: str) -> tuple[int, dict]:
+    from click.testing import CliRunner
+
+    from tests.conftest import invoke_json
+
+    policy = tmp_path / "limits-policy.yaml"
+    policy.write_text(f"version: 1\nlimits: {{{limits}}}\n")
+    return invoke_json(CliRunner(), "audit", target, "--no-stats", "--policy", policy)
+
+
+def _file_findings(report: dict, rule_id: str) -> list[tuple[str, str]]:
+    return [(f["rule_id"], f["severity"]) for f in report["findings"] if f["rule_id"] == rule_id]
+
+
+def _verified(report: dict) -> list[bool]:
+    return [f["verified"] for f in report["files"]]
+
+
+def _torch_zip(tmp_path: Path) -> Path:
+    import torch
+
+    target = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2), "b": torch.ones(3)}, target)
+    return target
+
+
+def test_torch_zip_over_the_policy_member_limit_is_limit_reached(tmp_path: Path) -> None:
+    import zipfile
+
+    target = _torch_zip(tmp_path)
+    assert len(zipfile.ZipFile(target).namelist()) > 3
+    code, report = _audit(tmp_path, target, "zip_members: 3")
+    assert _file_findings(report, "WA132") == [("WA132", "high")]
+    assert "limits.zip_members = 3" in [f for f in report["findings"] if f["rule_id"] == "WA132"][0]["message"]
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "zip_members: 100")
+    assert _file_findings(report, "WA132") == [] and _verified(report) == [True]
+
+
+def test_tar_over_the_policy_member_limit_is_limit_reached(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    target = tmp_path / "model.tar"
+    with tarfile.open(target, "w") as tar:
+        for i in range(5):
+            info = tarfile.TarInfo(f"member{i}.txt")
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+    code, report = _audit(tmp_path, target, "tar_members: 3")
+    assert _file_findings(report, "WA132") == [("WA132", "high")]
+    assert "limits.tar_members = 3" in [f for f in report["findings"] if f["rule_id"] == "WA132"][0]["message"]
+    assert _verified(report) == [False] and code == 1
+
+
+@pytest.mark.parametrize("limits, value", [
+    ("pickle_opcodes: 100", list(range(200))),                     # ~205 opcodes
+    ("pickle_memo: 10", [[i] for i in range(20)]),                 # protocol 2 memoizes every list
+    ("pickle_tuple_depth: 10", ((((((((((((((1,),),),),),),),),),),),),),)),
+    ("pickle_marks: 3", (1, 2, 3, 4, (1, 2, 3, 4, (1, 2, 3, 4, (1, 2, 3, 4, (1, 2, 3, 4)))))),   # MARK..TUPLE
+    ("pickle_stack: 50", tuple(range(100))),
+])
+def test_pickle_over_a_policy_limit_is_pickle_limit_and_unverified(tmp_path: Path, limits: str, value: object) -> None:
+    import pickle
+
+    target = tmp_path / "model.pkl"
+    target.write_bytes(pickle.dumps(value, protocol=2))       # built here from harmless values, never loaded
+    code, report = _audit(tmp_path, target, limits)
+    assert ("WA405", "high") in _file_findings(report, "WA405")
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "pickle_opcodes: 10000000")
+    assert _file_findings(report, "WA405") == [] and _verified(report) == [True] and code == 0

@@ -39,8 +39,13 @@ class Limits:
     gguf_tensors: int = 1_000_000             # tensor infos in one GGUF header (formats/gguf.py MAX_TENSOR_COUNT)
     pickle_opcodes: int = 10_000_000          # opcodes run symbolically in one pickle stream (pickle_vm.Limits)
     pickle_memo: int = 5_000_000              # memo entries of one pickle (pickle_vm.Limits.max_memo)
+    pickle_stack: int = 5_000_000             # values on one pickle's stack (pickle_vm.Limits.max_stack)
+    pickle_marks: int = 100_000               # MARKs open at once in one pickle (pickle_vm.Limits.max_marks)
+    pickle_tuple_depth: int = 1_000           # tuples nested in tuples in one pickle (pickle_vm.Limits.max_tuple_depth)
+    pickle_scan_steps: int = 4_000_000        # steps of the linear scan after a pickle stopped early (max_scan_steps)
     objects_visited: int = 5_000_000          # values one walk over a decoded object graph may visit
     zip_members: int = 1_000_000              # members of one zip archive (formats/zipread.py MAX_ZIP_ENTRIES)
+    tar_members: int = 100_000                # members of one tar archive (formats/tar_legacy.py MAX_TAR_MEMBERS)
     bytes_inflated: int = 1 << 32             # bytes decompressed from one compressed member (zip, .keras)
     hdf5_attribute_bytes: int = 64 * 1024 * 1024   # one HDF5 attribute (formats/keras_h5.py MAX_ATTRIBUTE_BYTES)
     graph_nodes: int = 1_000_000              # NodeDefs walked in one SavedModel, all graphs and functions (~6 s)

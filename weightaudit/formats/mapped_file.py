@@ -11,11 +11,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileProblem", "open_map", "close_map"]
+__all__ = ["FileProblem", "FileLimit", "open_map", "close_map"]
 
 
 class FileProblem(Exception):
     """The file cannot be read as this format; the message is the one-line reason."""
+
+
+class FileLimit(FileProblem):
+    """A named limit (weightaudit/limits.py) stopped the read: finding WA132 and an unverified file."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 def open_map(path: Path) -> tuple[Any, memoryview]:

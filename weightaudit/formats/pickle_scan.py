@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, iter_contiguous_chunks
-from weightaudit.formats.mapped_file import FileProblem, close_map, open_map
+from weightaudit.formats.mapped_file import FileLimit, FileProblem, close_map, open_map
 from weightaudit.formats.pickle_vm import Limits, PickleResult
 from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, iter_layout_chunks
 from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo
+from weightaudit.rules import get_rule
 from weightaudit.rules import pickle_rules as R
 
 __all__ = ["FileScan", "limits_for", "safe_load", "report_trailing_data", "PickleFamilyLoader"]
@@ -77,8 +78,11 @@ class FileScan:
 
 
 def limits_for(options: LoadOptions) -> Limits:
-    """The pickle machine's bounds for this load."""
-    return Limits(max_opcodes=options.max_pickle_opcodes)
+    """The pickle machine's bounds for this load, from the user's policy limits (``LoadOptions.limits``)."""
+    user = options.limits
+    return Limits(max_opcodes=min(options.max_pickle_opcodes, user.pickle_opcodes), max_memo=user.pickle_memo,
+                  max_stack=user.pickle_stack, max_marks=user.pickle_marks, max_tuple_depth=user.pickle_tuple_depth,
+                  max_scan_steps=user.pickle_scan_steps)
 
 
 def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -> LoadedFile:
@@ -96,6 +100,9 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
                           verified=False)
     try:
         body(scan, view, options, str(path.resolve()))
+    except FileLimit as exc:
+        scan.findings.append(get_rule("WA132").finding(rel, str(exc)))
+        scan.error = str(exc)
     except FileProblem as exc:
         scan.error = str(exc)
     except (struct.error, ValueError, IndexError, OverflowError, MemoryError, RecursionError) as exc:

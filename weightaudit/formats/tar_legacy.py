@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from weightaudit.formats.base import LoadOptions, Probe
-from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.mapped_file import FileLimit, FileProblem
 from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits_for, safe_load
 from weightaudit.formats.object_names import dotted_names
 from weightaudit.formats.pickle_values import PersistentId
@@ -35,6 +35,7 @@ from weightaudit.formats.torch_tensors import (
     STORAGE_DTYPES, TENSOR_LAYOUTS, Storage, TensorSpec, build_tensors, itemsize,
 )
 from weightaudit.formats.zipread import ZIP_MAGIC
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.model import LoadedFile, Role, Severity
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIVE
@@ -42,7 +43,7 @@ from weightaudit.rules.container_rules import CONTAINER_LAYOUT, UNSCANNED_ARCHIV
 __all__ = ["TarMember", "iter_tar_members", "is_tar_header", "TarLoader", "LOADER", "load_tar"]
 
 BLOCK = 512
-MAX_TAR_MEMBERS = 100_000
+MAX_TAR_MEMBERS = DEFAULT_LIMITS.tar_members      # the user's policy sets limits.tar_members
 MAX_PAX_BYTES = 1 << 20
 TORCH_MEMBERS = ("sys_info", "pickle", "tensors", "storages")
 REGULAR_TYPES = frozenset({b"0", b"\x00", b"7"})
@@ -99,9 +100,10 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def iter_tar_members(view: memoryview, notes: list[str] | None = None) -> Iterator[TarMember]:
+def iter_tar_members(view: memoryview, notes: list[str] | None = None,
+                     max_members: int = MAX_TAR_MEMBERS) -> Iterator[TarMember]:
     """Members in archive order (GNU long names and PAX records applied, not yielded). Raises FileProblem on a
-    header tarfile would refuse."""
+    header tarfile would refuse, FileLimit past ``max_members`` (``limits.tar_members``)."""
     pos, count, long_name, pax = 0, 0, None, {}
     while pos + BLOCK <= len(view):
         header = bytes(view[pos:pos + BLOCK])
@@ -115,8 +117,9 @@ def iter_tar_members(view: memoryview, notes: list[str] | None = None) -> Iterat
                              f"{len(view) - pos} bytes are never read")
             return
         count += 1
-        if count > MAX_TAR_MEMBERS:
-            raise FileProblem(f"tar archive has more than {MAX_TAR_MEMBERS} members")
+        if count > max_members:
+            raise FileLimit("tar_members", f"tar archive has more than limits.tar_members = {max_members:,} "
+                                           "members: not read")
         try:
             size = _number(header[124:136])
         except ValueError:
@@ -153,7 +156,7 @@ def _header_name(header: bytes) -> str:
 
 def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
     notes: list[str] = []
-    members = list(iter_tar_members(view, notes))
+    members = list(iter_tar_members(view, notes, options.limits.tar_members))
     for note in notes:
         scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, note))
     scan.facts["tar_members"] = len(members)

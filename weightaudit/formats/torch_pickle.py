@@ -58,7 +58,7 @@ from typing import Any
 
 from weightaudit.formats.archive_kind import SEVENZIP_MAGIC, load_7z, zip_kind
 from weightaudit.formats.base import LoadOptions, Probe
-from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.mapped_file import FileLimit, FileProblem
 from weightaudit.formats.numpy_header import NpyRefused
 from weightaudit.formats.numpy_npy import NPY_MAGIC, NUMPY, NumpyLoader, scan_npy
 from weightaudit.formats.raw_pickle import LOADER, PICKLE_SUFFIXES, RawPickleLoader, looks_like_pickle
@@ -91,7 +91,9 @@ LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
     try:
-        entries = read_zip_entries(view)
+        entries = read_zip_entries(view, options.limits.zip_members)
+    except FileLimit:
+        raise                         # safe_load: WA132, file unverified
     except FileProblem as exc:
         scan.findings.append(R.ZIP_MALFORMED.finding(scan.rel, str(exc)))
         raise

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from weightaudit.formats.mapped_file import FileProblem
+from weightaudit.formats.mapped_file import FileLimit, FileProblem
+from weightaudit.limits import DEFAULT_LIMITS
 
 __all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "read_zip_names", "member_data",
            "entries_by_name",
            "iter_member_range"]
 
 ZIP_MAGIC = b"PK\x03\x04"
-MAX_ZIP_ENTRIES = 1_000_000
+MAX_ZIP_ENTRIES = DEFAULT_LIMITS.zip_members      # the user's policy sets limits.zip_members
 MAX_MEMBER_SCAN = 256 * 1024 * 1024
 
 
@@ -44,13 +45,14 @@ _CD_ENTRY = struct.Struct("<4s4xHH4xIIIHHH8xI")     # signature, flags, method, 
 _LOCAL_HEADER = struct.Struct("<4s2xH18xHH")          # signature, flags, name and extra lengths
 
 
-def read_zip_entries(mm: memoryview | bytes) -> list[ZipEntry]:
+def read_zip_entries(mm: memoryview | bytes, max_members: int = MAX_ZIP_ENTRIES) -> list[ZipEntry]:
     """All entries in central-directory order (duplicates kept). Raises FileProblem when unreadable.
 
     One pass over the central directory with precompiled structs, one local-header read per entry: linear in
-    the member count, a few hundred bytes of Python objects per entry."""
+    the member count, a few hundred bytes of Python objects per entry. More than ``max_members`` entries
+    (``limits.zip_members``) raise FileLimit."""
     size = len(mm)
-    count, cd_offset = _central_directory(mm)
+    count, cd_offset = _central_directory(mm, max_members)
     entries, pos = [], cd_offset
     unpack = _CD_ENTRY.unpack_from
     for _ in range(count):
@@ -68,7 +70,7 @@ def read_zip_entries(mm: memoryview | bytes) -> list[ZipEntry]:
     return entries
 
 
-def _central_directory(mm: memoryview | bytes) -> tuple[int, int]:
+def _central_directory(mm: memoryview | bytes, max_members: int = MAX_ZIP_ENTRIES) -> tuple[int, int]:
     """(entry count, offset) of the central directory, from the (ZIP64) end-of-central-directory record."""
     size = len(mm)
     tail_start = max(0, size - 65_557)
@@ -79,8 +81,11 @@ def _central_directory(mm: memoryview | bytes) -> tuple[int, int]:
     count, cd_size, cd_offset = struct.unpack_from("<HII", mm, eocd + 10)
     if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
         count, cd_size, cd_offset = _zip64_directory(mm, eocd)
-    if count > MAX_ZIP_ENTRIES or cd_offset + cd_size > size:
+    if cd_offset + cd_size > size:
         raise FileProblem("zip central directory lies outside the file or is too large")
+    if count > max_members:
+        raise FileLimit("zip_members", f"zip archive declares {count:,} members, more than "
+                                       f"limits.zip_members = {max_members:,}: not read")
     return count, cd_offset
 
 
