@@ -178,3 +178,39 @@ def test_pickle_over_a_policy_limit_is_pickle_limit_and_unverified(tmp_path: Pat
     assert _verified(report) == [False] and code == 1
     code, report = _audit(tmp_path, target, "pickle_opcodes: 10000000")
     assert _file_findings(report, "WA405") == [] and _verified(report) == [True] and code == 0
+
+
+def test_deflated_zip_member_over_the_policy_limit_is_limit_reached(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    target = tmp_path / "model.pt"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": list(range(100))}, protocol=2))   # never loaded
+        archive.writestr("archive/version", "3\n")
+    code, report = _audit(tmp_path, target, "zip_member_bytes: 64")
+    assert _file_findings(report, "WA132") == [("WA132", "high")]
+    assert "limits.zip_member_bytes = 64" in [f for f in report["findings"] if f["rule_id"] == "WA132"][0]["message"]
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "zip_member_bytes: 100000")
+    assert _file_findings(report, "WA132") == []
+
+
+def test_hdf5_attribute_over_the_policy_limit_is_limit_reached(tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    target = tmp_path / "model.h5"
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "InputLayer",
+                                                                             "config": {"name": "x" * 200}}]}}
+    with h5py.File(target, "w") as handle:
+        handle.attrs["model_config"] = np.bytes_(json.dumps(config).encode())   # fixed-length: its size is stored
+        handle.attrs["keras_version"] = "2.15.0"
+        handle.create_group("model_weights")
+    code, report = _audit(tmp_path, target, "hdf5_attribute_bytes: 100")
+    limit_hits = [f for f in report["findings"] if f["rule_id"] == "WA132"]
+    assert [(f["severity"], "limits.hdf5_attribute_bytes = 100)" in f["message"]) for f in limit_hits] == [
+        ("high", True)]
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "hdf5_attribute_bytes: 100000")
+    assert _file_findings(report, "WA132") == []

@@ -45,9 +45,10 @@ class Limits:
     pickle_scan_steps: int = 4_000_000        # steps of the linear scan after a pickle stopped early (max_scan_steps)
     objects_visited: int = 5_000_000          # values one walk over a decoded object graph may visit
     zip_members: int = 1_000_000              # members of one zip archive (formats/zipread.py MAX_ZIP_ENTRIES)
+    zip_member_bytes: int = 256 * 1024 * 1024   # one deflated zip member inflated in memory to be scanned
     tar_members: int = 100_000                # members of one tar archive (formats/tar_legacy.py MAX_TAR_MEMBERS)
     bytes_inflated: int = 1 << 32             # bytes decompressed from one compressed member (zip, .keras)
-    hdf5_attribute_bytes: int = 64 * 1024 * 1024   # one HDF5 attribute (formats/keras_h5.py MAX_ATTRIBUTE_BYTES)
+    hdf5_attribute_bytes: int = 64 * 1024 * 1024   # one HDF5 attribute (formats/hdf5_read.py MAX_ATTRIBUTE_BYTES)
     graph_nodes: int = 1_000_000              # NodeDefs walked in one SavedModel, all graphs and functions (~6 s)
     graph_meta_graphs: int = 64               # MetaGraphDefs of one SavedModel (real ones have 1-3)
     graph_functions: int = 100_000            # library functions of one SavedModel

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 BOMB_FLOOR_BYTES = 1 << 32
 BOMB_RATIO = 1000
 SAFE_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})  # deflate shuffle fletcher32 szip nbit scaleoffset lzf
-MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024   # Keras configs are KBs; a huge attribute is a memory bomb, not a model
+MAX_ATTRIBUTE_BYTES = DEFAULT_LIMITS.hdf5_attribute_bytes   # Keras configs are KBs: a huge one is a memory bomb
 _DATASET_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, OverflowError, SystemError)
 
 # Keras 3 stores variables by index; these are their names, by auto-name class token, in creation order.
@@ -44,8 +44,12 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def read_attr(group: h5py.Group, name: str) -> Any:
-    """An attribute's value, refused (ValueError) when its stored size would cost unbounded memory.
+class AttributeTooLarge(ValueError):
+    """An attribute over ``limits.hdf5_attribute_bytes``: not read (WA132 where a config was expected)."""
+
+
+def read_attr(group: h5py.Group, name: str, max_bytes: int | None = None) -> Any:
+    """An attribute's value, refused (AttributeTooLarge) past ``max_bytes`` (``limits.hdf5_attribute_bytes``).
 
     Variable-length strings store only references in the attribute, so their declared count is checked too.
     """
@@ -55,8 +59,10 @@ def read_attr(group: h5py.Group, name: str) -> Any:
     except RuntimeError:  # HDF5 reports 0 bytes as an error (e.g. empty or scalar variable-length strings)
         stored = 0
     count = attr_id.shape and int(np.prod(attr_id.shape)) or 1
-    if stored > MAX_ATTRIBUTE_BYTES or count > MAX_ATTRIBUTE_BYTES // 8:
-        raise ValueError(f"attribute {name!r} of {group.name} is {stored:,} bytes ({count:,} values): too large to read")
+    max_bytes = max_bytes or MAX_ATTRIBUTE_BYTES
+    if stored > max_bytes or count > max_bytes // 8:
+        raise AttributeTooLarge(f"attribute {name!r} of {group.name} is {stored:,} bytes ({count:,} values): too large "
+                                f"to read (limits.hdf5_attribute_bytes = {max_bytes:,})")
     return group.attrs[name]
 
 
@@ -82,7 +88,7 @@ def json_attr(group: h5py.Group, name: str, limits: Limits = DEFAULT_LIMITS) -> 
     """A JSON attribute (Keras ``model_config``), parsed depth-bounded; UnsafeDocument when refused."""
     if name not in group.attrs:
         return None
-    raw = read_attr(group, name)
+    raw = read_attr(group, name, limits.hdf5_attribute_bytes)
     return load_json(text(raw), limits) if not isinstance(raw, np.ndarray) else None
 
 

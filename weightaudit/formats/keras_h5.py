@@ -45,7 +45,7 @@ import h5py
 
 from weightaudit.formats.base import LoadOptions, Probe, iter_contiguous_chunks, unreadable
 from weightaudit.formats.hdf5_read import (  # noqa: F401  (dtype_code re-exported)
-    BOMB_FLOOR_BYTES, BOMB_RATIO, Inventory, dtype_code, inventory_file, json_attr, text,
+    BOMB_FLOOR_BYTES, BOMB_RATIO, AttributeTooLarge, Inventory, dtype_code, inventory_file, json_attr, text,
 )
 from weightaudit.formats.hdf5_stream import iter_dataset_blocks, open_cached, stream_tensor  # noqa: F401
 from weightaudit.formats.hdf5_userblock import superblock_offset, user_block_findings
@@ -151,9 +151,9 @@ def _refusable(parse: Any, name: str, rel: str, findings: list[Finding], facts: 
     """A config parsed depth- and integer-bounded; refused: WA132 naming it, the file unverified, the rest read."""
     try:
         return parse()
-    except UnsafeDocument as exc:
+    except (UnsafeDocument, AttributeTooLarge) as exc:
         findings.append(get_rule("WA132").finding(rel, f"Keras {name} refused: {exc}", where=name))
-        facts["keras_config_limit"] = "nesting_depth"
+        facts["keras_config_limit"] = "hdf5_attribute_bytes" if isinstance(exc, AttributeTooLarge) else "nesting_depth"
         return None
 
 

@@ -70,7 +70,7 @@ from weightaudit.formats.torch_tensors import (
     build_tensors, itemsize, storage_from_pid,
 )
 from weightaudit.formats.zipread import (
-    MAX_MEMBER_SCAN, ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries,
+    ZIP_MAGIC, ZipEntry, entries_by_name, member_data, read_zip_entries,
 )
 from weightaudit.model import LoadedFile
 from weightaudit.rules import pickle_rules as R
@@ -208,8 +208,9 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
         scan.error = scan.error or f"member {entry.name!r} is encrypted or compressed with an unsupported method"
         return []
     head = bytes(member_data(view, entry, cap=16)[:16]) if entry.method == 0 else None
+    cap = options.limits.zip_member_bytes
     if head is None:
-        data = member_data(view, entry)
+        data = member_data(view, entry, cap, "zip_member_bytes")
         head = bytes(data[:16])
     else:
         data = None
@@ -235,8 +236,8 @@ def _scan_zip_member(scan: FileScan, view: memoryview, entry: ZipEntry, options:
     if encrypted:
         scan.findings.append(R.ZIP_FLAGS.finding(scan.rel, f"member {entry.name!r} is flagged encrypted but holds "
                                                            "plain data", where=entry.name))
-    data = data if data is not None else member_data(view, entry)
-    if entry.size <= MAX_MEMBER_SCAN and zlib.crc32(data) != entry.crc:
+    data = data if data is not None else member_data(view, entry, cap, "zip_member_bytes")
+    if entry.size <= cap and zlib.crc32(data) != entry.crc:
         scan.findings.append(R.ZIP_CRC.finding(scan.rel, f"member {entry.name!r} fails its CRC-32 check",
                                                where=entry.name))
     if is_npy:

@@ -23,7 +23,7 @@ __all__ = ["ZIP_MAGIC", "MAX_MEMBER_SCAN", "ZipEntry", "read_zip_entries", "read
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ZIP_ENTRIES = DEFAULT_LIMITS.zip_members      # the user's policy sets limits.zip_members
-MAX_MEMBER_SCAN = 256 * 1024 * 1024
+MAX_MEMBER_SCAN = DEFAULT_LIMITS.zip_member_bytes   # the user's policy sets limits.zip_member_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +147,9 @@ def _join_local_header(mm: memoryview | bytes, name: str, flags: int, method: in
     return ZipEntry(name, local_name, flags, method, crc, csize, usize, offset, data_offset)
 
 
-def member_data(mm: memoryview, entry: ZipEntry, cap: int = MAX_MEMBER_SCAN) -> memoryview:
-    """A member's (decompressed) bytes: a zero-copy slice when stored; bounded inflate when deflated."""
+def member_data(mm: memoryview, entry: ZipEntry, cap: int = MAX_MEMBER_SCAN, limit: str | None = None) -> memoryview:
+    """A member's (decompressed) bytes: a zero-copy slice when stored; bounded inflate when deflated. Past ``cap``:
+    FileProblem, or FileLimit naming ``limit`` when the cap is that policy limit (``limits.<limit>``)."""
     raw = mm[entry.data_offset:entry.data_offset + entry.compressed_size]
     if entry.method == 0:
         return raw
@@ -159,6 +160,9 @@ def member_data(mm: memoryview, entry: ZipEntry, cap: int = MAX_MEMBER_SCAN) -> 
         out = inflater.decompress(raw, cap + 1)
     except zlib.error as exc:
         raise FileProblem(f"member {entry.name!r}: corrupt deflate data ({exc})") from None
+    if len(out) > cap and limit is not None:
+        raise FileLimit(limit, f"member {entry.name!r} decompresses to more than limits.{limit} = {cap:,} bytes: "
+                               "not scanned")
     if len(out) > cap:
         raise FileProblem(f"member {entry.name!r}: decompresses to more than {cap} bytes")
     return memoryview(out)
