@@ -58,10 +58,17 @@ def _loaders_in_order() -> Iterator[Loader]:
         yield getattr(importlib.import_module(mod), attr)
 
 
+_by_name: dict[str, Loader] = {}
+
+
 def get_loader(name: str) -> Loader:
+    """The loader registered under ``name`` (remembered: statistics ask once per tensor)."""
+    found = _by_name.get(name)
+    if found is not None:
+        return found
     for loader in _loaders_in_order():
         if loader.name == name:
-            return loader
+            return _by_name.setdefault(name, loader)
     raise KeyError(name)
 
 
