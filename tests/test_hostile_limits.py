@@ -214,3 +214,17 @@ def test_hdf5_attribute_over_the_policy_limit_is_limit_reached(tmp_path: Path) -
     assert _verified(report) == [False] and code == 1
     code, report = _audit(tmp_path, target, "hdf5_attribute_bytes: 100000")
     assert _file_findings(report, "WA132") == []
+
+
+def test_pickle_in_a_constant_over_the_nested_opcode_limit_is_pickle_limit(tmp_path: Path) -> None:
+    import pickle
+
+    inner = pickle.dumps(list(range(300)), protocol=2)                  # ~305 opcodes, harmless
+    target = tmp_path / "model.pkl"
+    target.write_bytes(pickle.dumps({"blob": inner}, protocol=2))     # built here, never loaded
+    code, report = _audit(tmp_path, target, "nested_pickle_opcodes: 100")
+    hits = [f for f in report["findings"] if f["rule_id"] == "WA405"]
+    assert [(f["severity"], "limits.nested_pickle_opcodes = 100" in f["message"]) for f in hits] == [("high", True)]
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "nested_pickle_opcodes: 1000")
+    assert _file_findings(report, "WA405") == [] and _verified(report) == [True]

@@ -19,6 +19,7 @@ from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, iter_contiguous
 from weightaudit.formats.mapped_file import FileLimit, FileProblem, close_map, open_map
 from weightaudit.formats.pickle_vm import Limits, PickleResult
 from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, iter_layout_chunks
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo
 from weightaudit.rules import get_rule
 from weightaudit.rules import pickle_rules as R
@@ -40,11 +41,14 @@ class FileScan:
     verified: bool = True
     torch_refusals: list[str] = field(default_factory=list)
     pickle_allow: tuple[Any, ...] = ()     # the user's policy pickle.allow entries (LoadOptions.pickle_allow)
+    nested_opcodes: int = DEFAULT_LIMITS.nested_pickle_opcodes   # per pickle hidden in a constant (policy limits)
 
     def add_pickle(self, where: str, base: int, result: PickleResult, data: memoryview) -> None:
         self.results.append((where, base, result))
-        self.findings.extend(R.pickle_findings(result, self.rel, where, base, data, allow=self.pickle_allow))
-        if any(a.kind == "limit" for a in result.anomalies):
+        found = R.pickle_findings(result, self.rel, where, base, data, allow=self.pickle_allow,
+                                  nested_opcodes=self.nested_opcodes)
+        self.findings.extend(found)
+        if any(a.kind == "limit" for a in result.anomalies) or any(f.rule_id == "WA405" for f in found):
             self.verified = False
         if result.error is not None and result.error_pos != result.start:
             # A pickle that breaks after it started: what follows was only scanned linearly (its globals and
@@ -94,7 +98,8 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
     except OSError as exc:
         return LoadedFile(rel, fmt, 0, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
                           verified=False)
-    scan = FileScan(rel, size, pickle_allow=tuple(getattr(options, "pickle_allow", ())))
+    scan = FileScan(rel, size, pickle_allow=tuple(getattr(options, "pickle_allow", ())),
+                    nested_opcodes=options.limits.nested_pickle_opcodes)
     try:
         owner, view = open_map(path)
     except OSError as exc:

@@ -12,50 +12,72 @@ import binascii
 import bz2
 import lzma
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from weightaudit.formats.pickle_vm import BytesRef, Limits, PickleResult, render, scan_stream
 from weightaudit.model import Finding
 from weightaudit.rules.pickle_classify import Classifier, Level
-from weightaudit.rules.pickle_rule_defs import NESTED_PICKLE
+from weightaudit.rules.pickle_rule_defs import LIMIT_EXCEEDED, NESTED_PICKLE
 
-__all__ = ["MAX_NESTED_DEPTH", "nested_pickle_findings"]
+__all__ = ["MAX_NESTED_DEPTH", "NESTED_OPCODES", "nested_pickle_findings"]
 
 MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
 MAX_CONSTANTS = 10_000
 MAX_NESTED_BYTES = 1 << 20
+NESTED_OPCODES = 100_000   # default of limits.nested_pickle_opcodes: opcodes per hidden pickle
 INFLATE_RATIO = 16     # a compressed constant is inflated to at most 16x its size (a payload padded beyond is cut)
 
 
+class Hidden(NamedTuple):
+    """What a constant hides: the first call its pickle would make (None: it stopped at the opcode limit first)."""
+
+    call: str | None
+    depth: int
+
+
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
-                           data: bytes | memoryview, judge: Classifier) -> list[Finding]:
+                           data: bytes | memoryview, judge: Classifier,
+                           max_opcodes: int = NESTED_OPCODES) -> list[Finding]:
+    """WA411 per constant hiding a pickle that would call code; WA405 (the file unverified) when such a pickle
+    runs past ``max_opcodes`` (``limits.nested_pickle_opcodes``) before anything bad was seen."""
     findings = []
     for pos, value in result.byte_strings[:MAX_CONSTANTS]:
-        found = _nested_payload(value, data, 1, judge)
-        if found is not None:
-            call, depth = found
-            levels = "" if depth == 1 else f" ({depth} pickles deep)"
-            findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run {call}",
-                                                  where=where(pos, "constant")))
+        found = _nested_payload(value, data, 1, judge, max_opcodes)
+        if found is None:
+            continue
+        levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
+        if found.call is None:
+            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} of more than "
+                                                         f"limits.nested_pickle_opcodes = {max_opcodes:,} opcodes: "
+                                                         "not fully checked", where=where(pos, "constant")))
+        else:
+            findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run "
+                                                        f"{found.call}", where=where(pos, "constant")))
     return findings
 
 
-def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Classifier) -> tuple[str, int] | None:
-    """(the first call a pickle hidden in this constant would make, how deep it sits), or None."""
+def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Classifier,
+                    max_opcodes: int) -> Hidden | None:
+    """The first call a pickle hidden in this constant would make and how deep it sits (a call of None: a hidden
+    pickle hit the opcode limit and nothing bad was seen), or None."""
+    limited: Hidden | None = None
     for payload in _decoded_candidates(value, data):
-        inner, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
+        inner, _ = scan_stream(payload, limits=Limits(max_opcodes=max_opcodes))
         bad = [render(c) for r in inner for c in r.calls if not judge.is_allowed(c.func)]
         bad += [u.ref.qualname for r in inner for u in r.globals
                 if judge.judge_global(u.ref).level is Level.DANGEROUS]
         if bad:
-            return bad[0], depth
+            return Hidden(bad[0], depth)
+        if limited is None and any(a.kind == "limit" for r in inner for a in r.anomalies):
+            limited = Hidden(None, depth)
         if depth < MAX_NESTED_DEPTH:
             for r in inner:
                 for _, deeper in r.byte_strings[:1_000]:
-                    found = _nested_payload(deeper, payload, depth + 1, judge)
-                    if found is not None:
+                    found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes)
+                    if found is not None and found.call is not None:
                         return found
-    return None
+                    limited = limited or found
+    return limited
 
 
 def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
