@@ -228,3 +228,16 @@ def test_pickle_in_a_constant_over_the_nested_opcode_limit_is_pickle_limit(tmp_p
     assert _verified(report) == [False] and code == 1
     code, report = _audit(tmp_path, target, "nested_pickle_opcodes: 1000")
     assert _file_findings(report, "WA405") == [] and _verified(report) == [True]
+
+
+def test_stacked_pickles_over_the_policy_limit_are_limit_reached(tmp_path: Path) -> None:
+    import pickle
+
+    target = tmp_path / "model.pkl"
+    target.write_bytes(b"".join(pickle.dumps({"step": i}, protocol=2) for i in range(5)))   # never loaded
+    code, report = _audit(tmp_path, target, "stacked_pickles: 3")
+    hits = [f for f in report["findings"] if f["rule_id"] == "WA132"]
+    assert [(f["severity"], "limits.stacked_pickles = 3" in f["message"]) for f in hits] == [("high", True)]
+    assert _verified(report) == [False] and code == 1
+    code, report = _audit(tmp_path, target, "stacked_pickles: 5")
+    assert _file_findings(report, "WA132") == [] and _verified(report) == [True]

@@ -43,6 +43,7 @@ class Limits:
     pickle_marks: int = 100_000               # MARKs open at once in one pickle (pickle_vm.Limits.max_marks)
     pickle_tuple_depth: int = 1_000           # tuples nested in tuples in one pickle (pickle_vm.Limits.max_tuple_depth)
     pickle_scan_steps: int = 4_000_000        # steps of the linear scan after a pickle stopped early (max_scan_steps)
+    stacked_pickles: int = 1_000_000          # pickles read one after another from one file (formats/raw_pickle.py)
     nested_pickle_opcodes: int = 100_000      # opcodes run in one pickle found inside a pickle's constant (WA411)
     objects_visited: int = 5_000_000          # values one walk over a decoded object graph may visit
     zip_members: int = 1_000_000              # members of one zip archive (formats/zipread.py MAX_ZIP_ENTRIES)

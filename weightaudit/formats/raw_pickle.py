@@ -25,7 +25,9 @@ from weightaudit.formats.pickle_scan import FileScan, PickleFamilyLoader, limits
 from weightaudit.formats.pickle_values import Call, Global
 from weightaudit.formats.pickle_vm import Limits, PickleResult, run_pickle, scan_pickle
 from weightaudit.formats.torch_tensors import TENSOR_LAYOUTS, TORCH_DTYPES, as_int_tuple
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.model import LoadedFile, TensorInfo
+from weightaudit.rules import get_rule
 from weightaudit.rules import pickle_rules as R
 from weightaudit.rules.pickle_allowlist import builtin_allowlist, danger_table
 from weightaudit.rules.container_rules import CONTAINER_LAYOUT, JOBLIB_SUBCLASS
@@ -34,7 +36,7 @@ __all__ = ["RawPickleLoader", "LOADER", "PICKLE_SUFFIXES", "looks_like_pickle", 
 
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dat", ".data",
                              ".metadata", ".tar", ".npy", ".pck", ".model"})
-MAX_STACKED_PICKLES = 1_000_000
+MAX_STACKED_PICKLES = DEFAULT_LIMITS.stacked_pickles   # the user's policy sets limits.stacked_pickles
 _OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVabcd}eghijl]opqrst)uGBC") | frozenset(range(0x80, 0x99))
 
 
@@ -49,7 +51,8 @@ def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, p
     budget = [limits.max_opcodes]
     results: list[PickleResult] = []
     pos = start
-    while pos < len(view) and len(results) < MAX_STACKED_PICKLES:
+    max_stacked = options.limits.stacked_pickles
+    while pos < len(view) and len(results) < max_stacked:
         result, run = scan_joblib_pickle(view, pos, limits, budget)
         results.append(result)
         where = label if pos == start and result.end >= len(view) else f"{label} #{len(results)}"
@@ -61,6 +64,11 @@ def load_pickle_stream(scan: FileScan, view: memoryview, options: LoadOptions, p
         pos = result.end
     if not results:
         raise FileProblem("empty file")
+    if pos < len(view) and len(results) >= max_stacked and results[-1].ok:
+        scan.findings.append(get_rule("WA132").finding(scan.rel, f"more than limits.stacked_pickles = {max_stacked:,} "
+                                                                 f"stacked pickles: the {len(view) - pos:,} bytes from "
+                                                                 f"byte {pos} on were not read", where=label))
+        scan.verified = False
     first = results[0]
     if not first.ok:
         scan.error = f"not a valid pickle: {first.error} at byte {first.error_pos}"
