@@ -8,13 +8,12 @@ imports or calls (``STACK_GLOBAL requires str``, argument tuples, ``BUILD`` stat
 
 from __future__ import annotations
 
-import _compat_pickle
 from typing import Any
 
 from weightaudit.formats.pickle_core import is_concrete
 from weightaudit.formats.pickle_ops_values import ValueOps
 from weightaudit.formats.pickle_values import (
-    BytesRef, Call, DynamicGlobal, ExtRef, Global, GlobalUse, PersistentId, PickleError, render,
+    BytesRef, Call, DynamicGlobal, ExtRef, Global, GlobalUse, PersistentId, PickleError, find_class_global, render,
 )
 
 __all__ = ["CallOps"]
@@ -26,13 +25,7 @@ _ALLOC_CALLABLES = frozenset({"builtins.bytearray", "builtins.bytes", "builtins.
 class CallOps(ValueOps):
     # ---- imports ----
     def _find_class(self, module: str, name: str) -> Global:
-        raw_module, raw_name = module, name
-        if self.proto < 3:
-            if (module, name) in _compat_pickle.NAME_MAPPING:
-                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-            elif module in _compat_pickle.IMPORT_MAPPING:
-                module = _compat_pickle.IMPORT_MAPPING[module]
-        ref = Global(module, name, raw_module, raw_name)
+        ref = find_class_global(module, name, self.proto)
         self.result.globals.append(GlobalUse(ref, self.op_name, self.op_pos))
         return ref
 

@@ -15,12 +15,11 @@ Cost is linear in the bytes scanned: one step per opcode or skipped byte, at mos
 
 from __future__ import annotations
 
-import _compat_pickle
 from typing import Any
 
 from weightaudit.formats.pickle_machine import OPCODE_ARGS, OPCODE_NAMES
 from weightaudit.formats.pickle_result import Limits, PickleResult
-from weightaudit.formats.pickle_values import Anomaly, Call, Global, GlobalUse
+from weightaudit.formats.pickle_values import Anomaly, Call, Global, GlobalUse, find_class_global
 
 __all__ = ["recover"]
 
@@ -190,13 +189,7 @@ class _Scan:
         return True
 
     def record_global(self, module: str, attr: str, opcode: str, pos: int) -> Global:
-        raw_module, raw_attr = module, attr
-        if self.proto < 3:
-            if (module, attr) in _compat_pickle.NAME_MAPPING:
-                module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
-            elif module in _compat_pickle.IMPORT_MAPPING:
-                module = _compat_pickle.IMPORT_MAPPING[module]
-        ref = Global(module, attr, raw_module, raw_attr)
+        ref = find_class_global(module, attr, self.proto)
         self.result.globals.append(GlobalUse(ref, opcode, pos, from_scan=True))
         self.pushed(ref)
         return ref

@@ -9,6 +9,8 @@ lives in :mod:`weightaudit.formats.pickle_vm`; loaders and rules read these type
 
 from __future__ import annotations
 
+import _compat_pickle
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,18 @@ class Global:
     @property
     def qualname(self) -> str:
         return f"{self.module}.{self.name}"
+
+
+def find_class_global(module: str, name: str, proto: int) -> Global:
+    """The reference ``Unpickler.find_class`` would resolve: protocol < 3 names go through ``_compat_pickle``'s
+    Python 2 renaming (as CPython does); the names as written are kept in ``raw_*``."""
+    raw_module, raw_name = module, name
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+    return Global(module, name, raw_module, raw_name)
 
 
 @dataclass(eq=False, repr=False)
