@@ -38,12 +38,17 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from weightaudit.chat_templates import Template
 from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.gguf_facts import facts, is_template_key
+from weightaudit.formats.gguf_layout import check_layout, pad, show
+from weightaudit.formats.gguf_types import (  # GGML_TYPES is also imported from here by tests and fixtures
+    ARRAY, BOOL, GGML_TYPES, REMOVED_GGML_TYPES, SCALAR_TYPES, STRING, U32, VALUE_TYPE_NAMES, GGMLType,
+)
 from weightaudit.limits import DEFAULT_LIMITS, Limits
-from weightaudit.model import FileStatus, Finding, LoadedFile, Severity, TensorInfo
+from weightaudit.model import FileStatus, Finding, LoadedFile, TensorInfo
 from weightaudit.rules import gguf_rules as G
 from weightaudit.rules import integrity as R
 from weightaudit.rules.template_rules import template_findings
@@ -65,59 +70,6 @@ _DIMS = tuple(struct.Struct(f"<{n}Q") for n in range(5))   # 0..GGML_MAX_DIMS di
 SIZE_MAX = 2**64 - 1
 MIN_KV_BYTES = 8 + 1 + 4 + 1      # key length, a 1-byte key, value type, a 1-byte value
 MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
-TEMPLATE_KEY = "tokenizer.chat_template"
-
-# Metadata value types: type id -> (struct format, byte size) for scalars.
-STRING, ARRAY, BOOL = 8, 9, 7
-SCALAR_TYPES: Mapping[int, tuple[str, int]] = {
-    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4),
-    7: ("<B", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
-}
-VALUE_TYPE_NAMES: Mapping[int, str] = {
-    0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool", 8: "str", 9: "arr",
-    10: "u64", 11: "i64", 12: "f64",
-}
-U32 = 4
-
-
-@dataclass(frozen=True)
-class GGMLType:
-    """A ggml tensor type: our dtype code and its block layout (elements per block, bytes per block)."""
-
-    code: str
-    block_elements: int
-    block_bytes: int
-
-
-QK_K = 256
-GGML_TYPES: Mapping[int, GGMLType] = {
-    0: GGMLType("F32", 1, 4), 1: GGMLType("F16", 1, 2), 2: GGMLType("Q4_0", 32, 18), 3: GGMLType("Q4_1", 32, 20),
-    6: GGMLType("Q5_0", 32, 22), 7: GGMLType("Q5_1", 32, 24), 8: GGMLType("Q8_0", 32, 34),
-    9: GGMLType("Q8_1", 32, 40), 10: GGMLType("Q2_K", QK_K, 84), 11: GGMLType("Q3_K", QK_K, 110),
-    12: GGMLType("Q4_K", QK_K, 144), 13: GGMLType("Q5_K", QK_K, 176), 14: GGMLType("Q6_K", QK_K, 210),
-    15: GGMLType("Q8_K", QK_K, 292), 16: GGMLType("IQ2_XXS", QK_K, 66), 17: GGMLType("IQ2_XS", QK_K, 74),
-    18: GGMLType("IQ3_XXS", QK_K, 98), 19: GGMLType("IQ1_S", QK_K, 50), 20: GGMLType("IQ4_NL", 32, 18),
-    21: GGMLType("IQ3_S", QK_K, 110), 22: GGMLType("IQ2_S", QK_K, 82), 23: GGMLType("IQ4_XS", QK_K, 136),
-    24: GGMLType("I8", 1, 1), 25: GGMLType("I16", 1, 2), 26: GGMLType("I32", 1, 4), 27: GGMLType("I64", 1, 8),
-    28: GGMLType("F64", 1, 8), 29: GGMLType("IQ1_M", QK_K, 56), 30: GGMLType("BF16", 1, 2),
-    34: GGMLType("TQ1_0", QK_K, 54), 35: GGMLType("TQ2_0", QK_K, 66), 39: GGMLType("MXFP4", 32, 17),
-    40: GGMLType("NVFP4", 64, 36), 41: GGMLType("Q1_0", 128, 18),
-}
-REMOVED_GGML_TYPES: Mapping[int, str] = {
-    4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8",
-    38: "IQ4_NL_8_8",
-}
-# general.file_type (llama.cpp's llama_ftype).
-FILE_TYPES: Mapping[int, str] = {
-    0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0",
-    9: "MOSTLY_Q5_1", 10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L",
-    14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M", 16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K",
-    19: "MOSTLY_IQ2_XXS", 20: "MOSTLY_IQ2_XS", 21: "MOSTLY_Q2_K_S", 22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS",
-    24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S", 27: "MOSTLY_IQ3_M", 28: "MOSTLY_IQ2_S",
-    29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M", 32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0",
-    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 1024: "GUESSED",
-}
-
 
 class HeaderError(Exception):
     """The header cannot be read further; carries the rule it breaks."""
@@ -174,12 +126,6 @@ class _Parse:
     def add(self, rule: Any, message: str, tensor: str | None = None, where: str | None = None,
             severity: Any = None) -> None:
         self.findings.append(rule.finding(self.rel, message, tensor=tensor, where=where, severity=severity))
-
-
-def _show(text: str, width: int = 80) -> str:
-    """A name for a one-line message: repr (escapes newlines), shortened."""
-    shown = repr(text[: width + 1])
-    return shown if len(shown) <= width else shown[: width - 1] + "…'"
 
 
 class _Cursor:
@@ -279,44 +225,44 @@ class _Parser:
             raw = bytes(self.cur.buf[start:start + length])
             key = raw.decode("utf-8", errors="replace")
             if raw in seen:
-                self.state.add(G.DUPLICATE_NAME, f"metadata key {_show(key)} appears more than once (llama.cpp "
+                self.state.add(G.DUPLICATE_NAME, f"metadata key {show(key)} appears more than once (llama.cpp "
                                "refuses the file; other readers keep the first or the last value)", where=key)
             seen.add(raw)
-            value_type = self.cur.u32(f"the value type of {_show(key)}")
-            keep = None if _is_template_key(key) else KEPT_STRING_CHARS
+            value_type = self.cur.u32(f"the value type of {show(key)}")
+            keep = None if is_template_key(key) else KEPT_STRING_CHARS
             value = self._value(value_type, key, keep, depth=0)
             self.state.kvs.append(KeyValue(key, value_type, value, offset))
 
     def _value(self, value_type: int, key: str, keep: int | None, depth: int) -> Any:
         if value_type in SCALAR_TYPES:
             fmt, width = SCALAR_TYPES[value_type]
-            value = self.cur.fixed(fmt, width, f"the value of {_show(key)}")
+            value = self.cur.fixed(fmt, width, f"the value of {show(key)}")
             return bool(value) if value_type == BOOL else value
         if value_type == STRING:
-            start, length = self.cur.raw_string(f"the string value of {_show(key)}")
+            start, length = self.cur.raw_string(f"the string value of {show(key)}")
             return self.cur.text(start, length, keep)
         if value_type == ARRAY:
             return self._array(key, depth)
-        raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {_show(key)} has unknown value type {value_type} "
+        raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {show(key)} has unknown value type {value_type} "
                           "(the rest of the header cannot be read)", where=key)
 
     def _array(self, key: str, depth: int) -> GGUFArray:
         cur = self.cur
-        element_type = cur.u32(f"the array element type of {_show(key)}")
-        count = cur.u64(f"the array length of {_show(key)}")
+        element_type = cur.u32(f"the array element type of {show(key)}")
+        count = cur.u64(f"the array length of {show(key)}")
         if element_type == ARRAY:
             if depth == 0:
-                self.state.add(G.UNKNOWN_TYPE, f"metadata key {_show(key)} is an array of arrays (llama.cpp "
+                self.state.add(G.UNKNOWN_TYPE, f"metadata key {show(key)} is an array of arrays (llama.cpp "
                                "refuses it; the gguf Python package reads it)", where=key)
             if depth + 1 >= MAX_ARRAY_DEPTH:
-                raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"metadata key {_show(key)} nests arrays more than "
+                raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"metadata key {show(key)} nests arrays more than "
                                   f"{MAX_ARRAY_DEPTH} deep", where=key)
         minimum = {STRING: 8, ARRAY: 12}.get(element_type) or SCALAR_TYPES.get(element_type, (None, 0))[1]
         if not minimum:
-            raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {_show(key)} is an array of unknown type "
+            raise HeaderError(G.UNKNOWN_TYPE, f"metadata key {show(key)} is an array of unknown type "
                               f"{element_type} (the rest of the header cannot be read)", where=key)
         if count * minimum > cur.remaining():
-            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"array {_show(key)} declares {count:,} elements, more than "
+            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"array {show(key)} declares {count:,} elements, more than "
                               f"the {cur.remaining():,} bytes left in the file can hold", where=key)
         if element_type in SCALAR_TYPES:
             return self._scalar_array(element_type, count, key)
@@ -333,7 +279,7 @@ class _Parser:
         fmt, width = SCALAR_TYPES[element_type]
         kept = min(count, ARRAY_SAMPLE)
         start = self.cur.pos
-        self.cur.skip(count * width, f"the elements of {_show(key)}")
+        self.cur.skip(count * width, f"the elements of {show(key)}")
         sample = struct.unpack_from(f"<{kept}{fmt[1]}", self.cur.buf, start) if kept else ()
         return GGUFArray(element_type, count, tuple(bool(v) for v in sample) if element_type == BOOL else sample)
 
@@ -346,12 +292,12 @@ class _Parser:
         for index in range(count):
             if pos + 8 > end:
                 cur.pos = pos
-                cur.u64(f"a string length in {_show(key)}")      # raises the precise error
+                cur.u64(f"a string length in {show(key)}")      # raises the precise error
             (length,) = unpack(buf, pos)
             pos += 8
             if length > end - pos:
                 cur.pos = pos
-                cur.declared(length, f"a string in {_show(key)}")  # raises the precise error
+                cur.declared(length, f"a string in {show(key)}")  # raises the precise error
             if index < ARRAY_SAMPLE:
                 sample.append(cur.text(pos, length, 256))
             pos += length
@@ -383,14 +329,14 @@ class _Parser:
             if length >= GGML_MAX_NAME:
                 problems.append(f"name is {length} bytes, ggml allows at most {GGML_MAX_NAME - 1}")
             ne = self._dims(name, problems)
-            ggml_type = self.cur.u32(f"the type of tensor {_show(name)}")
-            offset = self.cur.u64(f"the offset of tensor {_show(name)}")
+            ggml_type = self.cur.u32(f"the type of tensor {show(name)}")
+            offset = self.cur.u64(f"the offset of tensor {show(name)}")
             tensor = _Tensor(name, ne, ggml_type, offset)
             self._size(tensor, problems)
             self.state.tensors.append(tensor)
             ggml_name = raw.split(b"\0", 1)[0]   # what llama.cpp compares (a C string)
             if ggml_name in seen or name in seen:
-                self.state.add(G.DUPLICATE_NAME, f"tensor name {_show(name)} appears more than once (llama.cpp "
+                self.state.add(G.DUPLICATE_NAME, f"tensor name {show(name)} appears more than once (llama.cpp "
                                "and the gguf Python package refuse the file)", tensor=name)
                 tensor.dtype = ""          # only the first one is in the inventory
             seen.update((ggml_name, name))
@@ -430,12 +376,12 @@ class _Parser:
         return True
 
     def _dims(self, name: str, problems: list[str]) -> tuple[int, ...]:
-        n_dims = self.cur.u32(f"the dimension count of tensor {_show(name)}")
+        n_dims = self.cur.u32(f"the dimension count of tensor {show(name)}")
         if n_dims > GGML_MAX_DIMS:
-            self.cur.skip(8 * n_dims, f"the dimensions of tensor {_show(name)}")
+            self.cur.skip(8 * n_dims, f"the dimensions of tensor {show(name)}")
             problems.append(f"has {n_dims} dimensions, ggml allows at most {GGML_MAX_DIMS}")
             return ()
-        ne = tuple(self.cur.u64(f"dimension {i} of tensor {_show(name)}") for i in range(n_dims))
+        ne = tuple(self.cur.u64(f"dimension {i} of tensor {show(name)}") for i in range(n_dims))
         if any(d > INT64_MAX for d in ne):
             problems.append(f"has a negative dimension (ne = {list(ne)} read as signed 64-bit)")
         elif _product(ne) and any(_product(ne[:i + 1]) > INT64_MAX for i in range(len(ne))):
@@ -447,12 +393,12 @@ class _Parser:
         if gtype is None:
             removed = REMOVED_GGML_TYPES.get(tensor.ggml_type)
             what = f"ggml type {tensor.ggml_type}" + (f" (removed type {removed})" if removed else " (unknown)")
-            self.state.add(G.UNKNOWN_TYPE, f"tensor {_show(tensor.name)} has {what}; its size cannot be known",
+            self.state.add(G.UNKNOWN_TYPE, f"tensor {show(tensor.name)} has {what}; its size cannot be known",
                            tensor=tensor.name)
         else:
             self._whole_blocks(tensor, gtype, problems)
         if problems:
-            self.state.add(G.INVALID_TENSOR_INFO, f"tensor {_show(tensor.name)} " + "; ".join(problems),
+            self.state.add(G.INVALID_TENSOR_INFO, f"tensor {show(tensor.name)} " + "; ".join(problems),
                            tensor=tensor.name)
 
     def _whole_blocks(self, tensor: _Tensor, gtype: GGMLType, problems: list[str]) -> None:
@@ -470,7 +416,7 @@ class _Parser:
 
     def _data_start(self) -> None:
         pos, alignment = self.cur.pos, self.state.alignment
-        self.state.data_start = _pad(pos, alignment) if self.state.tensor_count else pos
+        self.state.data_start = pad(pos, alignment) if self.state.tensor_count else pos
 
 
 def _version_problem(version: int) -> str:
@@ -484,10 +430,6 @@ def _version_problem(version: int) -> str:
     return f"GGUF version {version} is not supported (llama.cpp reads versions 2 and 3)"
 
 
-def _is_template_key(key: str) -> bool:
-    return key == TEMPLATE_KEY or key.startswith(TEMPLATE_KEY + ".")
-
-
 def _product(values: tuple[int, ...]) -> int:
     out = 1
     for value in values:
@@ -495,140 +437,13 @@ def _product(values: tuple[int, ...]) -> int:
     return out
 
 
-def _pad(value: int, alignment: int) -> int:
-    return value + (-value % alignment)
-
-
-# ------------------------------------------------------------------------------------------ layout checks
-
-def _check_layout(state: _Parse, size: int) -> int:
-    """Alignment, bounds, overlaps, llama.cpp's order and unused bytes; returns how many tensors are cut off."""
-    data_start = state.data_start or 0
-    if state.tensors and data_start > size:
-        state.add(G.HEADER_TRUNCATED, f"file ends at byte {size:,}, inside the padding before the data section "
-                  f"(which starts at byte {data_start:,})")
-    flagged: set[int] = set()
-    for index, tensor in enumerate(state.tensors):
-        if tensor.offset % state.alignment:
-            state.add(G.BAD_ALIGNMENT, f"tensor {_show(tensor.name)} starts at data offset {tensor.offset:,}, not "
-                      f"a multiple of the {state.alignment}-byte alignment", tensor=tensor.name)
-            flagged.add(index)
-    cut_off = 0
-    for tensor in state.tensors:
-        if tensor.nbytes is not None and data_start + tensor.offset + tensor.nbytes > size:
-            cut_off += 1
-            state.add(G.TENSOR_OUT_OF_BOUNDS, f"tensor {_show(tensor.name)} needs file bytes "
-                      f"{data_start + tensor.offset:,}..{data_start + tensor.offset + tensor.nbytes:,} but the file "
-                      f"is {size:,} bytes", tensor=tensor.name)
-    flagged |= _check_overlaps(state)
-    _check_order(state, flagged)
-    _check_trailing(state, size)
-    return cut_off
-
-
-def _check_overlaps(state: _Parse) -> set[int]:
-    sized = sorted((t.offset, t.offset + t.nbytes, i) for i, t in enumerate(state.tensors) if t.nbytes)
-    flagged: set[int] = set()
-    furthest, owner = 0, None
-    for begin, end, index in sized:
-        if owner is not None and begin < furthest:
-            name, other = state.tensors[index].name, state.tensors[owner].name
-            state.add(G.TENSOR_OVERLAP, f"tensor {_show(name)} (data bytes {begin:,}..{end:,}) overlaps tensor "
-                      f"{_show(other)} (which ends at {furthest:,})", tensor=name)
-            flagged.update((index, owner))
-        if end > furthest:
-            furthest, owner = end, index
-    return flagged
-
-
-def _check_order(state: _Parse, flagged: set[int]) -> None:
-    """llama.cpp expects each tensor exactly where the previous one ends, padded to the alignment."""
-    expected = 0
-    for index, tensor in enumerate(state.tensors):
-        if tensor.nbytes is None:
-            return                     # size unknown: llama.cpp refuses the file earlier anyway
-        if tensor.offset != expected:
-            if index not in flagged:
-                state.add(G.UNUSED_BYTES, f"tensor {_show(tensor.name)} is at data offset {tensor.offset:,} but "
-                          f"llama.cpp expects {expected:,} (tensors must follow each other in header order, padded "
-                          f"to {state.alignment} bytes): llama.cpp refuses the file", tensor=tensor.name,
-                          severity=Severity.MEDIUM)
-            return
-        expected += _pad(tensor.nbytes, state.alignment)
-
-
-def _check_trailing(state: _Parse, size: int) -> None:
-    if any(t.nbytes is None for t in state.tensors) or state.data_start is None:
-        return                         # unknown extents: cannot tell what is unused
-    data_start = state.data_start
-    end = max((data_start + t.offset + t.nbytes for t in state.tensors if t.nbytes is not None), default=data_start)
-    # The last tensor (or, with no tensors, the header) may be padded to the alignment: that is not unused data.
-    padded = _pad(end, state.alignment)   # data_start is aligned; with no tensors, end is the header's end
-    if size > padded:
-        after = "the last tensor's data" if state.tensors else "the header (the file has no tensors)"
-        state.add(G.UNUSED_BYTES, f"{size - padded:,} bytes follow {after} (file bytes {padded:,}..{size:,}); "
-                  "no reader looks at them")
-
-
 # ------------------------------------------------------------------------------------------ templates, facts
 
 def _template_findings(state: _Parse) -> Iterator[Finding]:
     for kv in state.kvs:
-        if _is_template_key(kv.key) and isinstance(kv.value, str):
+        if is_template_key(kv.key) and isinstance(kv.value, str):
             template = Template(state.rel, kv.key, kv.value)
             yield from template_findings(template, f"chat template in GGUF metadata {kv.key}")
-
-
-def _scalar_text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return str(value)
-    return None
-
-
-def _facts(state: _Parse) -> dict[str, Any]:
-    first: dict[str, Any] = {}
-    for kv in state.kvs:
-        first.setdefault(kv.key, kv.value)
-    facts: dict[str, Any] = {
-        "metadata": {k: text for k, v in first.items() if k.startswith("general.")
-                     and (text := _scalar_text(v)) is not None},
-        "gguf_version": state.version, "tensor_count": state.tensor_count, "kv_count": state.kv_count,
-        "alignment": state.alignment, "data_start": state.data_start,
-        "metadata_keys": [kv.key for kv in state.kvs],
-        "chat_template_keys": [kv.key for kv in state.kvs if _is_template_key(kv.key)],
-    }
-    architecture = first.get("general.architecture")
-    named = {"architecture": "general.architecture", "model_name": "general.name", "license": "general.license",
-             "quantization_version": "general.quantization_version", "tokenizer_model": "tokenizer.ggml.model",
-             "context_length": f"{architecture}.context_length" if isinstance(architecture, str) else None}
-    for fact, key in named.items():
-        if key is not None and _scalar_text(first.get(key)) is not None:
-            facts[fact] = first[key]
-    file_type = first.get("general.file_type")
-    if isinstance(file_type, int) and not isinstance(file_type, bool):
-        facts["file_type"] = FILE_TYPES.get(file_type, file_type)
-    facts["base_models"] = _base_models(first)
-    return {k: v for k, v in facts.items() if v is not None}
-
-
-BASE_MODEL_FIELDS = ("name", "author", "organization", "version", "url", "repo_url", "doi", "uuid", "description")
-MAX_BASE_MODELS = 64
-
-
-def _base_models(first: Mapping[str, Any]) -> list[dict[str, str]]:
-    """``general.base_model.{i}.*`` (what the model was fine-tuned or merged from), one dict per base model."""
-    count = first.get("general.base_model.count")
-    if isinstance(count, bool) or not isinstance(count, int):
-        return []
-    models = []
-    for index in range(min(count, MAX_BASE_MODELS)):
-        entry = {name: text for name in BASE_MODEL_FIELDS
-                 if (text := _scalar_text(first.get(f"general.base_model.{index}.{name}"))) is not None}
-        if entry:
-            models.append(entry)
-    return models
 
 
 def _inventory(state: _Parse) -> tuple[TensorInfo, ...]:
@@ -660,7 +475,7 @@ def parse(path: Path, rel: str, options: LoadOptions | None = None) -> LoadedFil
                     fatal = str(exc)
                     state.add(exc.rule, fatal, where=exc.where)
     state.findings.extend(_template_findings(state))
-    cut_off = 0 if fatal else _check_layout(state, size)
+    cut_off = 0 if fatal else check_layout(state, size)
     return _loaded(state, size, fatal, cut_off)
 
 
@@ -675,7 +490,7 @@ def _loaded(state: _Parse, size: int, fatal: str | None, cut_off: int) -> Loaded
     if reason is None and state.tensors and (state.data_start or 0) > size:
         reason = "the file ends before its data section"
     return LoadedFile(
-        state.rel, LOADER.name, size, tensors=tensors, findings=tuple(state.findings), facts=_facts(state),
+        state.rel, LOADER.name, size, tensors=tensors, findings=tuple(state.findings), facts=facts(state),
         status=FileStatus.OK if reason is None else FileStatus.ERROR, reason=reason, verified=reason is None,
     )
 

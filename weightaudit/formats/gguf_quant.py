@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from weightaudit.formats.gguf import GGML_TYPES, QK_K
+from weightaudit.formats.gguf_types import GGML_TYPES, QK_K
 
 VALUES_PER_CHUNK = 65536          # values dequantized at once: 256 KiB of float32, cache-sized (measured best
                                   # here: 2x faster than 1M-value chunks)
