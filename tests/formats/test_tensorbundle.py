@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURES
 from weightaudit.formats import tensorbundle as tb
+
+sys.path.insert(0, str(FIXTURES))
+from savedmodel_proto import varint  # noqa: E402 - the protobuf varint writer the SavedModel tests use
 
 KERAS_TF = FIXTURES / "keras_tf"
 TRUTH = json.loads((KERAS_TF / "ground_truth.json").read_text())
@@ -24,17 +28,6 @@ PREFIXES = {
 
 
 # ---------------------------------------------------------------- a tiny SSTable writer for crafted indexes
-
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
 
 def field(number: int, wire: int, payload: bytes | int) -> bytes:
     key = varint(number << 3 | wire)
