@@ -8,7 +8,14 @@ checked by fixed patterns in linear time (fallback.py), and the finding says so.
 
 from __future__ import annotations
 
-from weightaudit.templates.analyse import OVERSIZED_TEMPLATE, analyse
-from weightaudit.templates.issues import KINDS, Template, TemplateIssue
+from weightaudit.templates.issues import KINDS, OVERSIZED_TEMPLATE, Template, TemplateIssue
 
 __all__ = ["KINDS", "OVERSIZED_TEMPLATE", "Template", "TemplateIssue", "analyse"]
+
+
+def analyse(template: Template) -> list[TemplateIssue]:
+    """See ``templates.analyse.analyse``. Imported on first use: Jinja2 and the tree walker load only when a
+    release has a template, not at every start-up."""
+    from weightaudit.templates.analyse import analyse as analyse_tree
+
+    return analyse_tree(template)

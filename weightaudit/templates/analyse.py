@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from weightaudit.templates.expressions import Budget
 from weightaudit.templates.fallback import pattern_issues
-from weightaudit.templates.issues import KINDS, Template, TemplateIssue, short
+from weightaudit.templates.issues import KINDS, OVERSIZED_TEMPLATE, Template, TemplateIssue, short
 from weightaudit.templates.parse import parse, string_tokens
 from weightaudit.templates.walker import walk
 
-OVERSIZED_TEMPLATE = 64 * 1024
 # Source spellings of '_' and '.' inside string literals: only needed to hide a name from a reader.
 ESCAPED_NAME_CHARS = ("\\x5f", "\\u005f", "\\u0000005f", "\\137", "\\n{low line}", "\\x2e", "\\u002e",
                       "\\u0000002e", "\\056", "\\n{full stop}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+OVERSIZED_TEMPLATE = 64 * 1024      # bytes: larger templates are not parsed (checked by pattern only)
+
 # kind -> how a rule names it; order = most severe first.
 KINDS = ("execution", "unparsed", "obfuscation", "unusual")
 
