@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
+from weightaudit import targets
 from weightaudit.errors import ExitCode
 from weightaudit.report import Report, Verdict
 
@@ -89,10 +90,8 @@ def _paths(paths: Any) -> tuple[str, ...]:
 
 
 def release_groups(paths: Any) -> list[tuple[str, ...]]:
-    """Paths that are separate releases are audited separately (see cli/options.release_groups)."""
-    from weightaudit.cli.options import release_groups as groups
-
-    return groups(_paths(paths))
+    """Paths that are separate releases are audited separately (see targets.release_groups)."""
+    return targets.release_groups(_paths(paths))
 
 
 def _one_or_set(reports: list[Report]) -> "Report | ReportSet":
@@ -167,9 +166,7 @@ def _baseline(baseline: Any) -> frozenset[str]:
 
 
 def _only_files(paths: Sequence[str]) -> bool:
-    from weightaudit.cli.options import only_files
-
-    return only_files(paths)
+    return targets.only_files(paths)
 
 
 def split_rule_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
