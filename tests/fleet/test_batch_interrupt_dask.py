@@ -1,6 +1,6 @@
-"""A batch stopped by SIGINT half-way exits 130 and keeps every finished release; re-running completes the
-rest, each release audited exactly once. The Dask engine (a LocalCluster the tool starts) gives the same rows
-as local processes."""
+"""A batch stopped by SIGINT or SIGTERM half-way exits 130 or 143 and keeps every finished release; re-running
+completes the rest, each release audited exactly once. The Dask engine (a LocalCluster the tool starts) gives the
+same rows as local processes."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def audited(db: Path) -> list[tuple[str, int]]:
         conn.close()
 
 
-def test_sigint_half_way_then_rerun_audits_every_release_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_half_way_then_rerun_audits_every_release_exactly_once(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C (130) and a service manager's SIGTERM (143) both stop the workers and keep what was finished."""
     total = 60
     make_fleet(tmp_path / "fleet", total)
     db = tmp_path / "f.db"
@@ -46,9 +48,9 @@ def test_sigint_half_way_then_rerun_audits_every_release_exactly_once(tmp_path: 
     while len(audited(db)) < 5 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the batch finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGINT)
+    os.kill(process.pid, signum)
     _out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    assert process.returncode == 128 + signum, err
     done_before = len(audited(db))
     assert 5 <= done_before < total
     assert b"interrupted" in err
