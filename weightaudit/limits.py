@@ -13,8 +13,10 @@ limits:
   findings_per_rule_per_file: 1000
 ```
 
-Loaders get the limits in ``LoadOptions.limits``. Some format modules still keep their own module constant for
-a cap; the defaults here are the values those constants hold, so this table is the one place that documents them.
+Loaders get the limits in ``LoadOptions.limits``; release-level rules (which read the whole release: hidden
+pickles in side files, chat templates) get them in ``AuditContext.limits``. A limit a release-level rule hits is
+WA132 on the side file, which the pipeline then lists as an unverified file. Every field is listed, with its
+default, in README "Reliability" (a test checks the table against this class).
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ class Limits:
     graph_protobuf_fields: int = 50_000_000   # protobuf fields visited in one saved_model.pb, known or not
     graph_text_bytes: int = 16 * 1024 * 1024  # one saved_model.pbtxt, parsed in memory (~1 s per MB)
     onnx_graph_depth: int = 32                # ONNX subgraphs nested in each other (If/Loop/Scan bodies)
+    graph_text_depth: int = 100               # messages nested in one saved_model.pbtxt (protobuf's default limit)
+    graph_attr_depth: int = 16                # function-valued attributes nested in each other (NameAttrList)
+    graph_op_sites: int = 100_000             # distinct (op, meta-graph, function) places recorded in one SavedModel
+    graph_attr_values: int = 1_000            # file-naming attribute values recorded in one SavedModel
+    keras_metadata_fields: int = 1_000_000    # protobuf fields visited in one SavedModel keras_metadata.pb
+    keras_json_bytes: int = 64 * 1024 * 1024  # one config.json / metadata.json member of a .keras archive
+    bundle_index_bytes: int = 1 << 31         # one TensorBundle index (variables.index)
+    bundle_block_bytes: int = 64 * 1024 * 1024   # one SSTable block of a TensorBundle index (TF writes 256 KiB)
+    bundle_entry_bytes: int = 1 << 20         # one BundleEntryProto record (TF writes a few hundred bytes)
+    bundle_key_bytes: int = 1 << 16           # one key (variable name) of a TensorBundle index
+    bundle_keys_total_bytes: int = 1 << 30    # all keys of one TensorBundle index, rebuilt from shared prefixes
+    tar_pax_bytes: int = 1 << 20              # one PAX header or GNU long-name member of a tar archive
+    sevenzip_scan_bytes: int = 64 * 1024 * 1024   # bytes of a 7z archive searched for stored pickles
+    # Release-level searches (rules that read the whole release)
+    json_side_files: int = 2_000              # JSON side files of one release searched for hidden pickles (WA426)
+    metadata_strings: int = 100_000           # strings of one safetensors __metadata__ / shard index searched (WA426)
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

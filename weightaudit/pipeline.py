@@ -68,10 +68,13 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
         stats = _compute_stats(Path(release.root), loaded, options)
         loaded, coverage_notes = stats_coverage(loaded, stats)
     files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
-    context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release, load_options.limits))
+    context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release, load_options.limits),
+                           limits=load_options.limits)
+    rule_findings = list(_run_rules(context, options))
     raw = (list(release.findings) + side_file_findings(release, load_options.limits)
            + [f for lf in files for f in lf.findings]
-           + list(_run_rules(context, options)))
+           + rule_findings)
+    files = unverified_by_rules(files, rule_findings, Path(release.root))
     copies = find_copies(files, release)
     kept, suppressed, notes = apply_policy(without_echoes(raw, copies), options)
     notes = coverage_notes + notes
@@ -93,6 +96,40 @@ def _policy_field(options: RunOptions) -> dict[str, Any]:
     policy = options.policy
     path = policy.source if policy.origin != "default" else None
     return {"policy": {"path": path, "source": policy.origin}}
+
+
+def unverified_by_rules(files: tuple[LoadedFile, ...], findings: Iterable[Finding], root: Path
+                        ) -> tuple[LoadedFile, ...]:
+    """Release-level rules cannot change the files they read, so a finding of a rule that ``unverifies`` (WA132:
+    a limit stopped the check) leaves its file unverified here: a weight file is marked so, a side file is listed
+    as an unverified file of its own (format ``side-file``). Never a pass for what was not fully checked."""
+    from weightaudit.rules import get_rule
+
+    reasons: dict[str, str] = {}
+    for finding in findings:
+        try:
+            unverifies = get_rule(finding.rule_id).unverifies
+        except KeyError:
+            continue
+        if unverifies:
+            reasons.setdefault(finding.path, f"not fully checked: {finding.message}")
+    if not reasons:
+        return files
+    out = [replace(lf, verified=False, reason=lf.reason or reasons[lf.path])
+           if lf.path in reasons and lf.verified else lf for lf in files]
+    known = {lf.path for lf in files}
+    for path, reason in reasons.items():
+        if path not in known:
+            out.append(LoadedFile(path, "side-file", _size(root / path), status=FileStatus.ERROR, reason=reason,
+                                  verified=False))
+    return tuple(sorted(out, key=lambda f: f.path))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def _cap_findings(loaded: LoadedFile, per_rule_per_file: int) -> LoadedFile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import Finding, LoadedFile, Release, Severity, TensorInfo, TensorStats
 
 
@@ -21,6 +22,7 @@ class AuditContext:
     files: tuple[LoadedFile, ...]
     stats: Mapping[tuple[str, str], TensorStats] = field(default_factory=dict)
     config: Mapping[str, Any] | None = None   # parsed config.json at the release root, if any
+    limits: Limits = DEFAULT_LIMITS            # the user's policy limits (a rule that hits one yields WA132)
 
     @property
     def tensors(self) -> Iterable[TensorInfo]:
@@ -46,6 +48,7 @@ class Rule:
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     check: CheckFn | None = None
     needs_stats: bool = False
+    unverifies: bool = False          # a finding means its file was not fully checked: that file is unverified
 
     def finding(
         self,

@@ -13,13 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from weightaudit.formats.pickle_vm import Limits, scan_stream
-from weightaudit.limits import DEFAULT_LIMITS, describe
+from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.model import Finding, Severity
-from weightaudit.rules import pickle_rules as P
-from weightaudit.rules import get_rule, register, rule_family
+from weightaudit.rules import register, rule_family
 from weightaudit.rules.base import AuditContext, Rule
-from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
+from weightaudit.rules.integrity import LIMIT_REACHED
 from weightaudit.safe_read import NotRegularFile, UnsafeDocument, read_text
 
 _container_rule = rule_family(
@@ -58,7 +56,6 @@ _hidden_rule = rule_family(
     "\n\nWhat to do: remove the value; no configuration or metadata needs a pickle. Treat the release as hostile "
     "if the hidden pickle calls anything.", default_cwe=502)
 
-MAX_JSON_FILES = 2_000
 # JSON string literals, linear in the file size: possessive, and an unterminated string runs to the end of the
 # text (otherwise each later quote of 1 MB of \" restarts the scan: quadratic).
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*+)(?:"|\\?\Z)', re.S)
@@ -71,31 +68,45 @@ _PICKLE_PREFIX = re.compile(r"^(?:\x80[\x02-\x05]|\\u0080|80 ?0[2-5]|gA[JNSU]"  
 
 
 def _hidden_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    """Every metadata string and JSON side-file string, within the user's limits (``ctx.limits``); a limit
+    reached is WA132 naming it, and the pipeline then lists that file as unverified."""
+    limits = ctx.limits
     for loaded in ctx.files:
         metadata = loaded.facts.get("metadata") if loaded.format == "safetensors" else None
         if isinstance(metadata, dict):
-            for key, value in list(metadata.items())[:100_000]:
-                if isinstance(value, str):
-                    yield from hidden_pickle_findings(loaded.path, value, f"__metadata__[{key!r}]")
+            yield from _metadata_findings(loaded.path, metadata, "__metadata__", limits)
     for index in ctx.release.shard_indexes:
-        for key, value in list((index.metadata or {}).items())[:100_000]:
-            if isinstance(value, str):
-                yield from hidden_pickle_findings(index.rel, value, f"metadata[{key!r}]")
+        yield from _metadata_findings(index.rel, index.metadata or {}, "metadata", limits)
     root = Path(ctx.release.root)
-    for rel in [r for r in ctx.release.all_side_files() if r.lower().endswith(".json")][:MAX_JSON_FILES]:
-        text = _read_text(root / rel)
+    for count, rel in enumerate(r for r in ctx.release.all_side_files() if r.lower().endswith(".json")):
+        if count >= limits.json_side_files:
+            yield LIMIT_REACHED.finding(rel, f"not searched for hidden pickles: more JSON side files than "
+                                             f"{describe('json_side_files', limits)}")
+            continue
+        text = _read_text(root / rel, limits)
         if text is None:
-            yield get_rule("WA132").finding(rel, "not searched for hidden pickles: unreadable, not a regular file, "
-                                                 f"or larger than {describe('side_file_bytes')}")
+            yield LIMIT_REACHED.finding(rel, "not searched for hidden pickles: unreadable, not a regular file, "
+                                             f"or larger than {describe('side_file_bytes', limits)}")
             continue
         for index, value in _json_strings(text):
-            yield from hidden_pickle_findings(rel, value, f"string #{index}")
+            yield from hidden_pickle_findings(rel, value, f"string #{index}", limits)
 
 
-def _read_text(path: Path) -> str | None:
+def _metadata_findings(path: str, metadata: Mapping[str, Any], name: str, limits: Limits) -> Iterator[Finding]:
+    for count, (key, value) in enumerate(metadata.items()):
+        if count >= limits.metadata_strings:
+            yield LIMIT_REACHED.finding(path, f"{name} has {len(metadata):,} entries; those past "
+                                              f"{describe('metadata_strings', limits)} were not searched for "
+                                              "hidden pickles", where=name)
+            return
+        if isinstance(value, str):
+            yield from hidden_pickle_findings(path, value, f"{name}[{key!r}]", limits)
+
+
+def _read_text(path: Path, limits: Limits) -> str | None:
     """The file's text (regular files only, at most limits.side_file_bytes); None when unreadable."""
     try:
-        return read_text(path, DEFAULT_LIMITS.side_file_bytes)
+        return read_text(path, limits.side_file_bytes)
     except (OSError, NotRegularFile, UnsafeDocument):
         return None
 
@@ -113,23 +124,33 @@ def _json_strings(text: str) -> Iterator[tuple[int, str]]:
         yield index, value
 
 
-def hidden_pickle_findings(path: str, value: str, where: str) -> list[Finding]:
+def hidden_pickle_findings(path: str, value: str, where: str, limits: Limits = DEFAULT_LIMITS) -> list[Finding]:
     """WA426 when a string (raw, hex or base64; compressed or not) decodes to a pickle; critical when that pickle
-    would call code."""
+    would call code. A pickle that runs past ``limits.nested_pickle_opcodes`` is still judged on what it showed
+    (the recovery scan reads on for its imports), and is also WA132: it was not fully checked."""
     if len(value) < 8 or not _PICKLE_PREFIX.match(value):
         return []
-    findings = []
+    from weightaudit.formats.pickle_vm import Limits as VmLimits   # the pickle machinery loads only when needed
+    from weightaudit.formats.pickle_vm import scan_stream
+    from weightaudit.rules import pickle_rules as P
+    from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
+
     for payload in _decoded_candidates(value, b""):
-        results, _ = scan_stream(payload, limits=Limits(max_opcodes=100_000))
-        if not results or not results[0].ok:
-            continue
+        results, _ = scan_stream(payload, limits=VmLimits(max_opcodes=limits.nested_pickle_opcodes))
+        limited = any(a.kind == "limit" for r in results for a in r.anomalies)
         calls = P.executing_calls(results)
+        if not results or not (results[0].ok or limited or calls):   # a broken pickle still runs what came first
+            continue
         severity = Severity.CRITICAL if calls else HIDDEN_PICKLE_IN_METADATA.severity
         what = f"that would run {calls[0]}" if calls else "(data only)"
-        findings.append(HIDDEN_PICKLE_IN_METADATA.finding(path, f"{where} holds a pickle {what}", where=where,
-                                                          severity=severity))
-        break
-    return findings
+        findings = [HIDDEN_PICKLE_IN_METADATA.finding(path, f"{where} holds a pickle {what}", where=where,
+                                                      severity=severity)]
+        if limited:
+            findings.append(LIMIT_REACHED.finding(path, f"{where} holds a pickle of more than "
+                                                        f"{describe('nested_pickle_opcodes', limits)} opcodes: "
+                                                        "not fully checked", where=where))
+        return findings
+    return []
 
 
 HIDDEN_PICKLE_IN_METADATA = register(Rule(

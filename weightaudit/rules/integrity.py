@@ -232,7 +232,7 @@ STATS_INCOMPLETE = register(Rule(
 
 LIMIT_REACHED = register(Rule(
     id="WA132", name="limit-reached", summary="A named resource limit was reached: the file was not fully checked.",
-    severity=Severity.HIGH, cwe=400, tags=("integrity", "limits"),
+    severity=Severity.HIGH, cwe=400, tags=("integrity", "limits"), unverifies=True,
     help="weightaudit bounds what one input may cost (bytes inflated, opcodes, objects visited, tensors, members, "
          "graph nodes, nesting depth, side-file size ...; see weightaudit/limits.py). This file went past one of "
          "those limits, so the reader stopped and the rest of the file was not verified (the audit is incomplete). "

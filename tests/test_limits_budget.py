@@ -1,0 +1,139 @@
+"""Issue 10's budget model, finished: every cap is a named limit with its default in README "Reliability", the
+user's policy sets it, and hitting it is WA132 naming the limit and an unverified file — for the caps that were
+still module constants (hidden pickles in side files, .keras JSON members, 7z, tar PAX headers, TensorBundle
+records, SavedModel bookkeeping), and for release-level rules, which now read the limits too."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from weightaudit.limits import DEFAULT_LIMITS, Limits
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _readme_defaults() -> dict[str, int]:
+    """``| `name` | default | bounds |`` rows of README "Reliability" -> the default, units read back."""
+    section = README.read_text().split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, int] = {}
+    for name, default in re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, re.M):
+        number, _, unit = default.partition(" ")
+        rows[name] = int(number.replace(",", "")) * _UNITS.get(unit, 1)
+    return rows
+
+
+def test_readme_lists_every_limit_with_its_default() -> None:
+    rows = _readme_defaults()
+    assert sorted(rows) == sorted(Limits.names())
+    assert {name: getattr(DEFAULT_LIMITS, name) for name in Limits.names()} == rows
+
+
+# -- Helpers: a release audited through the CLI with the user's policy (never one inside the release) --------------
+
+def _audit(tmp_path: Path, target: Path, limits: str = "", extra: str = "") -> tuple[int, dict]:
+    from click.testing import CliRunner
+
+    from tests.conftest import invoke_json
+
+    policy = tmp_path / "user-policy.yaml"
+    policy.write_text(f"version: 1\n{extra}" + (f"limits: {{{limits}}}\n" if limits else ""))
+    return invoke_json(CliRunner(), "audit", target, "--no-stats", "--policy", policy)
+
+
+def _hits(report: dict, rule_id: str) -> list[tuple[str, str, str]]:
+    return [(f["path"], f["severity"], f["message"]) for f in report["findings"] if f["rule_id"] == rule_id]
+
+
+def _verified(report: dict) -> dict[str, bool]:
+    return {f["path"]: f["verified"] for f in report["files"]}
+
+
+def _release(tmp_path: Path, metadata: dict | None = None, **side_files: str) -> Path:
+    """A folder with one small valid safetensors file and the given JSON side files (name -> text)."""
+    import json
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    header = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": metadata or {"format": "pt"}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    (folder / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 8)
+    for name, text in side_files.items():
+        (folder / name.replace("__", ".")).write_text(text)
+    return folder
+
+
+def _padded_payload(pops: int, call: bool = True) -> bytes:
+    """A protocol-2 pickle of ``2 * pops`` harmless opcodes (BININT1, POP), then optionally os.system('id').
+    Built here as bytes, never loaded."""
+    body = b"\x80\x02" + b"K\x010" * pops
+    if call:
+        body += b"cos\nsystem\nX\x02\x00\x00\x00id\x85R"
+    return body + b"N."
+
+
+def _b64_config(payload: bytes) -> str:
+    import base64
+    import json
+
+    return json.dumps({"model_type": "bert", "auto_map": base64.b64encode(payload).decode()})
+
+
+# -- (a) release-level rules read the user's limits: hidden pickles in side files ----------------------------------
+
+def test_hidden_pickle_padded_past_the_opcode_limit_is_still_judged_and_limit_reached(tmp_path: Path) -> None:
+    """Attack: a base64 pickle in config.json padded with harmless opcodes past the hidden-pickle opcode budget
+    before its os.system call was dropped without a word (the run 'failed', so the value was skipped)."""
+    folder = _release(tmp_path, config__json=_b64_config(_padded_payload(100)))
+    code, report = _audit(tmp_path, folder, "nested_pickle_opcodes: 50")
+    assert [(p, s) for p, s, _ in _hits(report, "WA426")] == [("config.json", "critical")]
+    assert "os.system" in _hits(report, "WA426")[0][2]
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("config.json", "high")]
+    assert "limits.nested_pickle_opcodes = 50" in _hits(report, "WA132")[0][2]
+    assert _verified(report) == {"config.json": False, "model.safetensors": True} and code == 1
+
+
+def test_hidden_data_pickle_past_the_opcode_limit_is_limit_reached_and_unverified(tmp_path: Path) -> None:
+    folder = _release(tmp_path, config__json=_b64_config(_padded_payload(100, call=False)))
+    code, report = _audit(tmp_path, folder, "nested_pickle_opcodes: 50", extra="fail_on: critical\n")
+    assert [(p, s) for p, s, _ in _hits(report, "WA426")] == [("config.json", "medium")]
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("config.json", "high")]
+    assert _verified(report)["config.json"] is False and code == 3      # nothing critical: incomplete, not a pass
+    assert report["summary"]["verdict"] == "incomplete"
+
+
+def test_hidden_pickle_within_the_default_limit_is_judged_and_stays_verified(tmp_path: Path) -> None:
+    folder = _release(tmp_path, config__json=_b64_config(_padded_payload(100)))
+    code, report = _audit(tmp_path, folder)
+    assert [(p, s) for p, s, _ in _hits(report, "WA426")] == [("config.json", "critical")]
+    assert _hits(report, "WA132") == [] and _verified(report) == {"model.safetensors": True} and code == 1
+
+
+def test_side_file_over_the_policy_size_is_named_with_the_users_limit(tmp_path: Path) -> None:
+    folder = _release(tmp_path, config__json=_b64_config(_padded_payload(100)))
+    code, report = _audit(tmp_path, folder, "side_file_bytes: 64")
+    assert ("config.json", "high") in [(p, s) for p, s, _ in _hits(report, "WA132")]
+    assert all("limits.side_file_bytes = 64" in m for _, _, m in _hits(report, "WA132"))
+    assert _verified(report)["config.json"] is False and code == 1
+
+
+def test_json_side_files_past_the_policy_limit_are_limit_reached(tmp_path: Path) -> None:
+    folder = _release(tmp_path, a__json='{"x": 1}', b__json='{"y": 2}', c__json='{"z": 3}')
+    code, report = _audit(tmp_path, folder, "json_side_files: 2")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("c.json", "high")]
+    assert "limits.json_side_files = 2" in _hits(report, "WA132")[0][2]
+    assert _verified(report) == {"c.json": False, "model.safetensors": True} and code == 1
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA132") == [] and _verified(report) == {"model.safetensors": True} and code == 0
+
+
+def test_safetensors_metadata_past_the_policy_limit_is_limit_reached(tmp_path: Path) -> None:
+    folder = _release(tmp_path, metadata={"format": "pt", "note": "a", "more": "b"})
+    code, report = _audit(tmp_path, folder, "metadata_strings: 2")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("model.safetensors", "high")]
+    assert "limits.metadata_strings = 2" in _hits(report, "WA132")[0][2]
+    assert _verified(report) == {"model.safetensors": False} and code == 1
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA132") == [] and _verified(report) == {"model.safetensors": True} and code == 0
