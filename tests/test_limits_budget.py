@@ -137,3 +137,34 @@ def test_safetensors_metadata_past_the_policy_limit_is_limit_reached(tmp_path: P
     assert _verified(report) == {"model.safetensors": False} and code == 1
     code, report = _audit(tmp_path, folder)
     assert _hits(report, "WA132") == [] and _verified(report) == {"model.safetensors": True} and code == 0
+
+
+# -- (c) format caps that were module constants ---------------------------------------------------------------------
+
+def _tar_with_long_name(tmp_path: Path) -> Path:
+    import io
+    import tarfile
+
+    target = tmp_path / "model.tar"
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("archive/" + "n" * 300)       # a PAX header carries the long path
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"ok"))
+    return target
+
+
+def test_tar_pax_header_over_the_policy_limit_is_limit_reached(tmp_path: Path) -> None:
+    target = _tar_with_long_name(tmp_path)
+    code, report = _audit(tmp_path, target, "tar_pax_bytes: 100")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("model.tar", "high")]
+    assert "limits.tar_pax_bytes = 100" in _hits(report, "WA132")[0][2]
+    assert _verified(report) == {"model.tar": False} and code == 1
+
+
+def test_tar_pax_header_within_the_default_limit_is_read(tmp_path: Path) -> None:
+    from weightaudit.formats.tar_legacy import iter_tar_members
+
+    target = _tar_with_long_name(tmp_path)
+    assert [m.name for m in iter_tar_members(memoryview(target.read_bytes()))] == ["archive/" + "n" * 300]
+    code, report = _audit(tmp_path, target)
+    assert _hits(report, "WA132") == []

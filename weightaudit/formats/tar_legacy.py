@@ -44,7 +44,7 @@ __all__ = ["TarMember", "iter_tar_members", "is_tar_header", "TarLoader", "LOADE
 
 BLOCK = 512
 MAX_TAR_MEMBERS = DEFAULT_LIMITS.tar_members      # the user's policy sets limits.tar_members
-MAX_PAX_BYTES = 1 << 20
+MAX_PAX_BYTES = DEFAULT_LIMITS.tar_pax_bytes       # the user's policy sets limits.tar_pax_bytes
 TORCH_MEMBERS = ("sys_info", "pickle", "tensors", "storages")
 REGULAR_TYPES = frozenset({b"0", b"\x00", b"7"})
 LINK_TYPES = frozenset({b"1", b"2"})
@@ -101,9 +101,10 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 def iter_tar_members(view: memoryview, notes: list[str] | None = None,
-                     max_members: int = MAX_TAR_MEMBERS) -> Iterator[TarMember]:
+                     max_members: int = MAX_TAR_MEMBERS, max_pax: int = MAX_PAX_BYTES) -> Iterator[TarMember]:
     """Members in archive order (GNU long names and PAX records applied, not yielded). Raises FileProblem on a
-    header tarfile would refuse, FileLimit past ``max_members`` (``limits.tar_members``)."""
+    header tarfile would refuse, FileLimit past ``max_members`` (``limits.tar_members``) or on a PAX/long-name
+    header over ``max_pax`` bytes (``limits.tar_pax_bytes``: tarfile reads it whole, a cut one would rename)."""
     pos, count, long_name, pax = 0, 0, None, {}
     while pos + BLOCK <= len(view):
         header = bytes(view[pos:pos + BLOCK])
@@ -130,7 +131,10 @@ def iter_tar_members(view: memoryview, notes: list[str] | None = None,
         if size < 0 or data + size > len(view):
             raise FileProblem(f"tar member at byte {pos} extends past the end of the file")
         if kind in (b"L", b"x", b"g"):
-            body = bytes(view[data:data + min(size, MAX_PAX_BYTES)])
+            if size > max_pax:
+                raise FileLimit("tar_pax_bytes", f"tar member at byte {pos} has a {size:,}-byte PAX/long-name "
+                                                 f"header, over limits.tar_pax_bytes = {max_pax:,}: not read")
+            body = bytes(view[data:data + size])
             if kind == b"L":
                 long_name = body.split(b"\x00", 1)[0].decode("utf-8", "replace")
             elif kind == b"x":
@@ -156,7 +160,7 @@ def _header_name(header: bytes) -> str:
 
 def load_tar(scan: FileScan, view: memoryview, options: LoadOptions, path_key: str) -> None:
     notes: list[str] = []
-    members = list(iter_tar_members(view, notes, options.limits.tar_members))
+    members = list(iter_tar_members(view, notes, options.limits.tar_members, options.limits.tar_pax_bytes))
     for note in notes:
         scan.findings.append(CONTAINER_LAYOUT.finding(scan.rel, note))
     scan.facts["tar_members"] = len(members)
