@@ -8,9 +8,9 @@ the handler and simply exit.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
+import sys
 import threading
 
 _MAIN_PID: int | None = None
@@ -41,6 +41,8 @@ def _handle(signum: int, frame: object) -> None:
         os._exit(128 + signum)
     for signum_ in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum_, signal.SIG_IGN)   # a second Ctrl-C must not interrupt the clean-up
-    for child in multiprocessing.active_children():
-        child.terminate()
+    multiprocessing = sys.modules.get("multiprocessing")   # not imported: there are no worker processes to stop
+    if multiprocessing is not None:
+        for child in multiprocessing.active_children():
+            child.terminate()
     raise Interrupted(signum)

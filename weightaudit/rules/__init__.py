@@ -23,7 +23,8 @@ _RULE_MODULES = (
     "weightaudit.rules.copies_rules",
     "weightaudit.rules.adapter_rules",
     "weightaudit.rules.numerics",
-    "weightaudit.rules.pickle_rules",
+    "weightaudit.rules.pickle_rule_defs",        # rule objects only: the pickle machinery (pickle_rules) loads
+    "weightaudit.rules.torch_container_rules",   # with the loaders that need it
     "weightaudit.rules.container_rules",
     "weightaudit.rules.template_rules",
     "weightaudit.rules.gguf_rules",

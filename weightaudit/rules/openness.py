@@ -18,17 +18,15 @@ their rights). Raise them in a policy (``rules: {WA503: {severity: high}}``) to 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from weightaudit.model import Finding, Release, Severity
-from weightaudit.openness.assess import ABSENT, assess_datasets, assess_training_code
-from weightaudit.openness.assess_links import with_knowledge
-from weightaudit.openness.collect import ReleaseFacts, collect
-from weightaudit.openness.knowledge import load_knowledge
-from weightaudit.openness.licenses import classify
-from weightaudit.openness.licensing import ReleaseLicense, resolve_release_license
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
+
+if TYPE_CHECKING:   # the openness machinery (licence tables, knowledge base) loads when a WA5xx check runs
+    from weightaudit.openness.collect import ReleaseFacts
+    from weightaudit.openness.licensing import ReleaseLicense
 
 _TAGS = ("openness", "license")
 _CACHE: list[tuple[Release, ReleaseFacts, ReleaseLicense]] = []
@@ -36,6 +34,11 @@ _CACHE: list[tuple[Release, ReleaseFacts, ReleaseLicense]] = []
 
 def _facts(release: Release) -> tuple[ReleaseFacts, ReleaseLicense]:
     """Collect once per release (the rules below share the walk)."""
+    from weightaudit.openness.assess_links import with_knowledge
+    from weightaudit.openness.collect import collect
+    from weightaudit.openness.knowledge import load_knowledge
+    from weightaudit.openness.licensing import resolve_release_license
+
     for cached, facts, licence in _CACHE:
         if cached is release:
             return facts, licence
@@ -86,6 +89,8 @@ def _check_restricted(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Fin
     facts, licence = _facts(ctx.release)
     if not facts.weight_files or licence.id is None:
         return
+    from weightaudit.openness.licenses import classify
+
     info = classify(licence.id)
     if info.known and not info.open:
         source = next((c.source for c in licence.claims if c.id == licence.id), _card_path(facts))
@@ -94,6 +99,8 @@ def _check_restricted(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Fin
 
 
 def _check_training_code(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    from weightaudit.openness.assess import ABSENT, assess_training_code
+
     facts, _ = _facts(ctx.release)
     if facts.weight_files and assess_training_code(facts).status == ABSENT:
         yield TRAINING_CODE.finding(_card_path(facts), "no training code in the release and none linked from the "
@@ -101,6 +108,8 @@ def _check_training_code(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[
 
 
 def _check_training_data(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    from weightaudit.openness.assess import ABSENT, assess_datasets
+
     facts, _ = _facts(ctx.release)
     if facts.weight_files and assess_datasets(facts).status == ABSENT:
         yield TRAINING_DATA.finding(_card_path(facts), "nothing is disclosed about the training data (no `datasets` "

@@ -11,15 +11,20 @@ gives one finding per distinct op, naming up to three places.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from weightaudit.formats.savedmodel_graph import SAVER_FUNCTION, OpSite
 from weightaudit.model import Finding, LoadedFile, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
 from weightaudit.rules.tf_op_tables import op_tables
 
+if TYPE_CHECKING:   # the graph reader loads with the SavedModel loader, not at every start-up
+    from weightaudit.formats.savedmodel_graph import OpSite
+
 SHOWN_SITES = 3
+# Facts only the SavedModel loader writes: without them no check below has anything to read, and the op tables
+# (YAML data) are not loaded.
+_GRAPH_FACTS = ("ops", "tf_attr_values", "tf_untrusted_checkpoint_nodes")
 
 # ---------------------------------------------------------------- integrity rules raised by the loader
 
@@ -34,8 +39,17 @@ for _id, _name, _summary, _severity, _help in (
 
 # ---------------------------------------------------------------- helpers
 
+def _has_graph(ctx: AuditContext) -> bool:
+    return any(loaded.facts.get(key) for loaded in ctx.files for key in _GRAPH_FACTS)
+
+
 def _sites(loaded: LoadedFile) -> tuple[OpSite, ...]:
-    return tuple(site for site in loaded.facts.get("ops", ()) or () if isinstance(site, OpSite))
+    ops = loaded.facts.get("ops", ()) or ()
+    if not ops:
+        return ()
+    from weightaudit.formats.savedmodel_graph import OpSite
+
+    return tuple(site for site in ops if isinstance(site, OpSite))
 
 
 def _by_op(sites: Iterable[OpSite]) -> dict[str, list[OpSite]]:
@@ -54,6 +68,8 @@ def _places(sites: list[OpSite]) -> tuple[str, str]:
 
 
 def _category_findings(ctx: AuditContext, rule: Rule) -> Iterator[Finding]:
+    if not _has_graph(ctx):
+        return
     tables = op_tables()
     for loaded in ctx.files:
         grouped = _by_op(s for s in _sites(loaded) if getattr(tables.category.get(s.op), "rule", None) == rule.id)
@@ -89,6 +105,8 @@ def _untrusted_callers(loaded: LoadedFile, function: str) -> list[str]:
 
 def _saver_problem(loaded: LoadedFile, site: OpSite) -> str | None:
     """Why this checkpoint-op site inside a function is not TensorFlow's own saver; None when it is."""
+    from weightaudit.formats.savedmodel_graph import SAVER_FUNCTION
+
     if not SAVER_FUNCTION.fullmatch(site.function or ""):
         return "outside the __inference__traced_save/_restore functions"
     untrusted = _untrusted_callers(loaded, site.function)
@@ -99,6 +117,8 @@ def _saver_problem(loaded: LoadedFile, site: OpSite) -> str | None:
 
 def check_checkpoint_ops(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     rule = _rule("WA442")
+    if not _has_graph(ctx):
+        return
     tables = op_tables()
     for loaded in ctx.files:
         for site in _sites(loaded):
@@ -119,6 +139,8 @@ def check_checkpoint_ops(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[
 
 def check_file_attributes(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     rule = _rule("WA446")
+    if not _has_graph(ctx):
+        return
     tables = op_tables()
     for loaded in ctx.files:
         for site in loaded.facts.get("tf_attr_values", ()) or ():
@@ -132,6 +154,8 @@ def check_file_attributes(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable
 # ---------------------------------------------------------------- ops off the allowlist
 
 def _off_list(loaded: LoadedFile, known: bool) -> Iterator[tuple[str, list[OpSite]]]:
+    if not loaded.facts.get("ops"):
+        return
     tables = op_tables()
     functions = set(loaded.facts.get("functions", ()) or ())
     for op, sites in _by_op(_sites(loaded)).items():
