@@ -168,3 +168,28 @@ def test_tar_pax_header_within_the_default_limit_is_read(tmp_path: Path) -> None
     assert [m.name for m in iter_tar_members(memoryview(target.read_bytes()))] == ["archive/" + "n" * 300]
     code, report = _audit(tmp_path, target)
     assert _hits(report, "WA132") == []
+
+
+def _seven_zip_with_late_pickle(tmp_path: Path) -> Path:
+    from tests.formats.test_sevenzip import PAYLOAD, seven_zip
+
+    target = tmp_path / "model.7z"
+    target.write_bytes(seven_zip({"pad.bin": b"\x00" * 200, "weights.pkl": PAYLOAD}, encode=False))
+    return target
+
+
+def test_7z_past_the_policy_scan_limit_is_limit_reached(tmp_path: Path) -> None:
+    """A stored pickle beyond the bytes searched was never seen, and only WA158 said the archive was not unpacked."""
+    target = _seven_zip_with_late_pickle(tmp_path)
+    code, report = _audit(tmp_path, target, "sevenzip_scan_bytes: 64")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("model.7z", "high")]
+    assert "limits.sevenzip_scan_bytes = 64" in _hits(report, "WA132")[0][2]
+    assert [f["rule_id"] for f in report["findings"] if f["severity"] == "critical"] == []
+    assert _verified(report) == {"model.7z": False} and code == 1
+
+
+def test_7z_within_the_default_scan_limit_finds_the_stored_pickle(tmp_path: Path) -> None:
+    code, report = _audit(tmp_path, _seven_zip_with_late_pickle(tmp_path))
+    assert _hits(report, "WA132") == []
+    assert any(f["severity"] == "critical" and "os.system" in f["message"] for f in report["findings"])
+    assert [(p, s) for p, s, _ in _hits(report, "WA158")] == [("model.7z", "high")] and code == 1

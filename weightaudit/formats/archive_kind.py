@@ -18,12 +18,13 @@ from weightaudit.formats.pickle_vm import PickleMachine
 from weightaudit.formats.raw_pickle import PICKLE_SUFFIXES, looks_like_pickle
 from weightaudit.formats.sevenzip import list_7z_names
 from weightaudit.formats.zipread import ZipEntry, read_zip_entries, read_zip_names
+from weightaudit.limits import describe
 from weightaudit.rules.container_rules import UNSCANNED_ARCHIVE
+from weightaudit.rules.integrity import LIMIT_REACHED
 
 __all__ = ["SEVENZIP_MAGIC", "zip_kind", "load_7z"]
 
 SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
-MAX_7Z_SCAN = 64 * 1024 * 1024
 
 
 _KIND_CACHE: dict[tuple[str, int, int], str | None] = {}
@@ -87,7 +88,12 @@ def load_7z(scan: FileScan, view: memoryview, options: LoadOptions, path_key: st
     the cost stays linear); the file is always reported as not verified (WA158)."""
     limits = limits_for(options)
     budget = [limits.max_opcodes]
-    data = bytes(view[:MAX_7Z_SCAN])
+    searched = options.limits.sevenzip_scan_bytes
+    if len(view) > searched:
+        scan.findings.append(LIMIT_REACHED.finding(
+            scan.rel, f"7z archive of {len(view):,} bytes: only the first "
+                      f"{describe('sevenzip_scan_bytes', options.limits)} bytes were searched for stored pickles"))
+    data = bytes(view[:searched])
     pos = data.find(b"\x80", 6)
     while pos >= 0 and budget[0] > 0:
         if data[pos + 1:pos + 3] in (b"\x04\x95", b"\x05\x95") or data[pos + 1:pos + 2] in (b"\x02", b"\x03"):
