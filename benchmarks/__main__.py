@@ -3,14 +3,18 @@
 Every figure is set against **the limit** measured in the same run: a fresh Python process maps the page-cached
 file with ``np.memmap`` and XOR-reduces it as ``uint64`` in 4 MiB chunks, timed inside that process (mapping and
 first-touch page faults included, as for any audit). Throughputs are printed as a ratio to it; the 1-minute load
-average is recorded beside every row, because on a shared machine absolute times mean little.
+average is recorded beside every row, because on a shared machine absolute times mean little. Every file is put
+in the page cache the same way before it is measured: its cached pages are dropped and it is read back
+sequentially, so the kernel's readahead holds it in large folios, whatever wrote it (a file still cached from
+being written sits in small folios and faults in ~2x slower; see RESULTS.md, "The limit").
 
 Rows: the limit; the statistics pass per core per dtype (F32, BF16, F16; ``compute_stats(workers=1)`` in a fresh
 process, timed after the header is parsed); the same with all cores; with a busy second core (``--busy``);
-end-to-end ``weightaudit audit`` (CLI wall time, start-up included) against a naive numpy-memmap
-min/max/mean/std loop (and the naive ``load_file``+torch path with ``--torch``); 20,000 tiny tensors (audit
-vs ``--no-stats``); 200 shards vs one file of the same bytes; HDF5 vs safetensors of the same F32 bytes;
-start-up (``inspect`` of a 16 KiB file); JSON rendering of the 20,000-tensor report.
+end-to-end ``weightaudit audit`` (CLI wall time, start-up included, and without it) against a naive numpy-memmap
+min/max/mean/std loop and (``--torch``) the naive ``load_file`` + torch min/max/mean/std/NaN/Inf/zeros path;
+peak RSS of the audit and of its statistics workers over a sweep of file sizes (``--rss-sweep``); 20,000 tiny
+tensors (audit vs ``--no-stats``); 200 shards vs one file of the same bytes; HDF5 vs safetensors of the same F32
+bytes; start-up (``inspect`` of a 16 KiB file); JSON rendering of the 20,000-tensor report.
 The table is printed and written between the suite markers of ``benchmarks/RESULTS.md``.
 """
 
@@ -22,110 +26,60 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import peak_rss
+from benchmarks import suite_children as code
 from benchmarks import suite_files as files
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 PY = sys.executable
-
-LIMIT_CHILD = r"""
-import json, sys, time
-import numpy as np
-start = time.perf_counter()
-m = np.memmap(sys.argv[1], dtype=np.uint8, mode="r")
-n = m.size // 8 * 8
-words = m[:n].view(np.uint64)
-acc = np.uint64(0)
-step = (4 << 20) // 8
-for i in range(0, words.size, step):
-    acc ^= np.bitwise_xor.reduce(words[i:i + step])
-print(json.dumps({"seconds": time.perf_counter() - start, "bytes": n, "x": int(acc)}))
-"""
-
-STATS_CHILD = r"""
-import json, sys, time
-from pathlib import Path
-from weightaudit.formats import read_probe, sniff, all_loaders
-from weightaudit.formats.base import LoadOptions
-from weightaudit.stats import compute_stats, kernel_name
-target = Path(sys.argv[1])
-paths = sorted(p for p in target.iterdir() if p.suffix in (".safetensors", ".h5")) if target.is_dir() else [target]
-root = target if target.is_dir() else target.parent
-loaded = [sniff(read_probe(p)).load(p, p.name, LoadOptions()) for p in paths]
-all_loaders()
-start = time.perf_counter()
-stats = compute_stats(root, loaded, workers=int(sys.argv[2]) or None)
-seconds = time.perf_counter() - start
-nbytes = sum(t.nbytes or 0 for f in loaded for t in f.tensors)
-print(json.dumps({"seconds": seconds, "bytes": nbytes, "tensors": len(stats), "kernel": kernel_name()}))
-"""
-
-NAIVE_NUMPY_CHILD = r"""
-import json, sys, time
-start = time.perf_counter()
-import numpy as np
-from pathlib import Path
-from weightaudit.formats.safetensors import LOADER
-from weightaudit.formats.base import LoadOptions
-p = Path(sys.argv[1]); loaded = LOADER.load(p, p.name, LoadOptions())
-m = np.memmap(p, dtype=np.uint8, mode="r")
-for t in loaded.tensors:
-    b, e = t.data_offsets
-    raw = m[b:e]
-    x = raw.view(np.float32) if t.dtype == "F32" else (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    _ = (float(x.min()), float(x.max()), float(x.mean()), float(x.std()))
-print(json.dumps({"seconds": time.perf_counter() - start}))
-"""
-
-NAIVE_TORCH_CHILD = r"""
-import json, sys, time
-import torch
-from safetensors.torch import load_file
-start = time.perf_counter()
-for t in load_file(sys.argv[1]).values():
-    t = t.float()
-    _ = (t.min().item(), t.max().item(), t.mean().item(), t.std().item(), torch.isnan(t).sum().item())
-print(json.dumps({"seconds": time.perf_counter() - start}))
-"""
-
-JSON_CHILD = r"""
-import json, sys, time
-from weightaudit import api
-from weightaudit.render import json_report
-report = api.audit([sys.argv[1]])
-start = time.perf_counter()
-text = json_report.render(report, None)
-print(json.dumps({"seconds": time.perf_counter() - start, "bytes": len(text.encode())}))
-"""
-
-BUSY_CHILD = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
+AUDIT = [PY, "-m", "weightaudit", "audit", "--format", "json", "--fail-on", "never"]
+GIB = 1 << 30
 
 
-def child(code: str, *args: object) -> dict:
-    out = subprocess.run([PY, "-c", code, *map(str, args)], check=True, capture_output=True, text=True,
+def child(program: str, *args: object) -> dict:
+    out = subprocess.run([PY, "-c", program, *map(str, args)], check=True, capture_output=True, text=True,
                          cwd=HERE.parent).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
+def best(program: str, repeat: int, *args: object) -> dict:
+    runs = [child(program, *args) for _ in range(repeat)]
+    return min(runs, key=lambda r: r["seconds"])
+
+
 def wall(argv: list[str], repeat: int = 1) -> float:
-    best = float("inf")
+    """Best wall time of a CLI run; an exit other than 0 (pass) or 1 (fail) means the run is not a measurement."""
+    fastest = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
-        best = min(best, time.perf_counter() - start)
-    return best
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=HERE.parent)
+        fastest = min(fastest, time.perf_counter() - start)
+        if done.returncode not in (0, 1):
+            raise RuntimeError(f"{' '.join(argv[2:])} exited {done.returncode}: {done.stderr[-2000:]!r}")
+    return fastest
+
+
+_WARM: set[Path] = set()
 
 
 def warm(path: Path) -> None:
-    """Read every file into the page cache (the suite measures CPU and memory, not the disk)."""
+    """Put every file in the page cache the same way: drop its cached pages, then read it back in order."""
     for p in ([path] if path.is_file() else sorted(path.rglob("*"))):
-        if p.is_file():
-            with open(p, "rb") as handle:
-                while handle.read(16 << 20):
+        if p.is_file() and p not in _WARM:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)                    # written pages must be clean before they can be dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                while os.read(fd, 16 << 20):
                     pass
+            finally:
+                os.close(fd)
+            _WARM.add(p)
 
 
 def load() -> float:
@@ -149,76 +103,140 @@ class Table:
         return head + "\n".join("| " + " | ".join(r) + " |" for r in self.rows) + "\n"
 
 
-def best(code: str, repeat: int, *args: object) -> dict:
-    runs = [child(code, *args) for _ in range(repeat)]
-    return min(runs, key=lambda r: r["seconds"])
+@dataclass(frozen=True)
+class Inputs:
+    """Every generated file a run needs (see suite_files; each is written once and re-used)."""
+
+    total: int
+    big: Path
+    kernels: dict[str, Path]
+    many: Path
+    shards: Path
+    single: Path
+    hdf5: Path
+    same_bytes: Path
+    tiny: Path
+    sweep: dict[float, Path]
 
 
-def run(args: argparse.Namespace) -> Table:
+def prepare(args: argparse.Namespace) -> Inputs:
     root = HERE / "out" / "suite" / f"{args.mib}MiB"
     total = args.mib * files.MIB
-    table = Table()
-    big = files.one_file(root, total)
-    warm(big)
-    limit = best(LIMIT_CHILD, args.repeat, big)
+    folder, single = files.shards(root, total)
+    h5, st = files.hdf5_and_safetensors(root, total // 2)
+    return Inputs(total=total, big=files.one_file(root, total),
+                  kernels={d: files.dtype_file(root, d, total) for d in ("F32", "BF16", "F16")},
+                  many=files.many_tensors(root.parent), shards=folder, single=single, hdf5=h5, same_bytes=st,
+                  tiny=files.tiny(root.parent),
+                  sweep={gib: files.sized_file(root.parent, int(gib * GIB)) for gib in args.rss_sweep})
+
+
+def rows_limit_and_kernel(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    warm(inputs.big)
+    limit = best(code.LIMIT, args.repeat, inputs.big)
     table.limit_gbs = limit["bytes"] / limit["seconds"] / 1e9
-    table.add(f"limit: memmap XOR-reduce, {args.mib} MiB", limit["seconds"], limit["bytes"], "same-run reference")
-    for dtype in ("F32", "BF16", "F16"):
-        path = files.dtype_file(root, dtype, total)
+    table.add(f"limit: memmap XOR-reduce, {args.mib} MiB", limit["seconds"], limit["bytes"],
+              f"same-run reference; {limit['faults']} faults, {limit['pmd_bytes'] / limit['bytes']:.0%} PMD-mapped")
+    for dtype, path in inputs.kernels.items():
         warm(path)
-        r = best(STATS_CHILD, args.repeat, path, 1)
+        r = best(code.STATS, args.repeat, path, 1)
         table.add(f"statistics pass {dtype}, 1 worker", r["seconds"], r["bytes"], f"kernel {r['kernel']}, {r['tensors']} tensors")
-    r = best(STATS_CHILD, args.repeat, big, 0)
+    r = best(code.STATS, args.repeat, inputs.big, 0)
     table.add("statistics pass BF16, all cores", r["seconds"], r["bytes"], f"{os.cpu_count()} cores, {r['tensors']} tensors")
     if args.busy:
-        spinner = subprocess.Popen([PY, "-c", BUSY_CHILD])
+        spinner = subprocess.Popen([PY, "-c", code.BUSY])
         try:
-            r = best(STATS_CHILD, args.repeat, big, 0)
+            r = best(code.STATS, args.repeat, inputs.big, 0)
         finally:
             spinner.kill()
             spinner.wait()
         table.add("statistics pass BF16, all cores, one core kept busy", r["seconds"], r["bytes"], "busy loop beside")
-    audit = [PY, "-m", "weightaudit", "audit", "--format", "json", "--fail-on", "never"]
-    seconds = wall(audit + [str(big)], args.repeat)
-    table.add("end-to-end audit (CLI, start-up included)", seconds, total)
-    naive = best(NAIVE_NUMPY_CHILD, 1, big)
-    table.add("naive numpy-memmap min/max/mean/std", naive["seconds"], total, f"audit is {naive['seconds'] / seconds:.1f}× faster")
+
+
+def rows_end_to_end(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    """Our CLI audit against the naive baselines; ratios with and without our start-up (naive: imports untimed)."""
+    warm(inputs.tiny)
+    startup = wall(AUDIT + [str(inputs.tiny)], max(args.repeat, 3))
+    seconds = wall(AUDIT + [str(inputs.big)], args.repeat)
+    table.add(f"end-to-end audit of {args.mib} MiB (CLI wall, start-up included)", seconds, inputs.total,
+              f"start-up {startup:.2f} s = CLI audit of a 16 KiB file (interpreter, imports, rules, report)")
+    net = max(seconds - startup, 1e-3)
+    table.add("end-to-end audit minus start-up", net, inputs.total, "what the naive rows are set against too")
+    baselines = [("naive numpy-memmap min/max/mean/std", code.NAIVE_NUMPY, 8)]
     if args.torch:
-        naive = best(NAIVE_TORCH_CHILD, 1, big)
-        table.add("naive load_file + torch", naive["seconds"], total, f"audit is {naive['seconds'] / seconds:.1f}× faster")
-    many = files.many_tensors(root.parent)
-    warm(many)
-    with_stats = wall(audit + [str(many)], args.repeat)
-    header_only = wall(audit + ["--no-stats", str(many)], args.repeat)
+        baselines.append(("naive load_file + torch min/max/mean/std/NaN/Inf/zeros", code.NAIVE_TORCH, 30))
+    for name, program, target in baselines:
+        naive = best(program, args.repeat, inputs.big)
+        table.add(name, naive["seconds"], inputs.total,
+                  f"audit is {naive['seconds'] / seconds:.1f}× faster ({naive['seconds'] / net:.1f}× without "
+                  f"start-up; target ≥ {target}×); imports not timed")
+
+
+def rows_rss(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    """Peak RSS of the CLI audit and of each process it starts, file by file (target < 100 MB, flat)."""
+    peaks = []
+    for gib, path in inputs.sweep.items():
+        warm(path)
+        r = peak_rss.measure(AUDIT + [str(path)], cwd=str(HERE.parent))
+        if r["exit"] not in (0, 1):
+            raise RuntimeError(f"audit of {path} exited {r['exit']}")
+        top = max([r["main_kib"], r["tree_maxrss_kib"], *r["children_kib"]]) * 1024 / 1e6
+        peaks.append(top)
+        workers = "/".join(f"{kib * 1024 / 1e6:.0f}" for kib in r["children_kib"]) or "none"
+        table.add(f"peak RSS, audit of {gib:g} GiB", r["seconds"], path.stat().st_size,
+                  f"max {top:.0f} MB: audit process {r['main_kib'] * 1024 / 1e6:.0f} MB (VmHWM), "
+                  f"workers {workers} MB, tree ru_maxrss {r['tree_maxrss_kib'] * 1024 / 1e6:.0f} MB")
+    if len(peaks) > 1:
+        print(f"RSS sweep: {min(peaks):.0f}-{max(peaks):.0f} MB over {len(peaks)} sizes (target < 100 MB, flat)",
+              flush=True)
+
+
+def rows_layout(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    """Costs that depend on how the bytes are laid out: many tensors, many shards, HDF5."""
+    warm(inputs.many)
+    with_stats = wall(AUDIT + [str(inputs.many)], args.repeat)
+    header_only = wall(AUDIT + ["--no-stats", str(inputs.many)], args.repeat)
     table.add("20,000 tensors: audit", with_stats, None, f"--no-stats {header_only:.2f} s; "
               f"{(with_stats - header_only) / 20_000 * 1e6:.0f} µs/tensor")
-    folder, single = files.shards(root, total)
-    warm(folder)
-    warm(single)
-    one = best(STATS_CHILD, args.repeat, single, 0)
-    split = best(STATS_CHILD, args.repeat, folder, 0)
+    warm(inputs.shards)
+    warm(inputs.single)
+    one = best(code.STATS, args.repeat, inputs.single, 0)
+    split = best(code.STATS, args.repeat, inputs.shards, 0)
     table.add("one file, statistics", one["seconds"], one["bytes"])
     table.add("200 shards, statistics", split["seconds"], split["bytes"], f"{split['seconds'] / one['seconds']:.2f}× one file")
-    h5, st = files.hdf5_and_safetensors(root, total // 2)
-    warm(h5.parent)
-    warm(st.parent)
-    a = best(STATS_CHILD, args.repeat, st, 0)
-    b = best(STATS_CHILD, args.repeat, h5, 0)
+    warm(inputs.hdf5.parent)
+    warm(inputs.same_bytes.parent)
+    a = best(code.STATS, args.repeat, inputs.same_bytes, 0)
+    b = best(code.STATS, args.repeat, inputs.hdf5, 0)
     table.add("safetensors F32, statistics", a["seconds"], a["bytes"])
     table.add("HDF5 same F32 bytes, statistics", b["seconds"], b["bytes"], f"{b['seconds'] / a['seconds']:.2f}× safetensors")
-    tiny = files.tiny(root.parent)
-    table.add("start-up: inspect of a 16 KiB safetensors", wall([PY, "-m", "weightaudit", "inspect", str(tiny)], 5), None,
-              "best of 5, CLI wall")
-    r = child(JSON_CHILD, many)
+
+
+def rows_startup_and_json(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    table.add("start-up: inspect of a 16 KiB safetensors", wall([PY, "-m", "weightaudit", "inspect", str(inputs.tiny)], 5),
+              None, "best of 5, CLI wall")
+    r = child(code.JSON_RENDER, inputs.many)
     table.add("JSON render, 20,000-tensor report", r["seconds"], None, f"{r['bytes'] / 1e6:.1f} MB")
+
+
+ROWS = (rows_limit_and_kernel, rows_end_to_end, rows_rss, rows_layout, rows_startup_and_json)
+
+
+def run(args: argparse.Namespace, inputs: Inputs) -> Table:
+    table = Table()
+    for rows in ROWS:
+        start = time.perf_counter()
+        rows(table, inputs, args)
+        print(f"[{rows.__name__}: {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
     return table
 
 
-def write_results(table: Table, args: argparse.Namespace) -> None:
+def write_results(table: Table, args: argparse.Namespace, minutes: float) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = " ".join(["python -m benchmarks", *sys.argv[1:]])
     section = (f"{BEGIN}\n## Suite run of {stamp} (`{command}`)\n\n"
-               f"Same-run limit {table.limit_gbs:.2f} GB/s; load average before the run {args.load_before:.1f}.\n\n"
+               f"Same-run limit {table.limit_gbs:.2f} GB/s; load average before the run {args.load_before:.1f}; "
+               f"measurements took {minutes:.1f} min (files already generated).\n\n"
                + table.markdown() + END)
     text = RESULTS.read_text() if RESULTS.exists() else ""
     if BEGIN in text and END in text:
@@ -228,19 +246,35 @@ def write_results(table: Table, args: argparse.Namespace) -> None:
     RESULTS.write_text(text)
 
 
+def sizes(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--mib", type=int, default=512, help="size of the generated release (MiB)")
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per figure")
     parser.add_argument("--torch", action="store_true", help="also time the naive load_file + torch path")
     parser.add_argument("--busy", action="store_true", help="also run the pass beside a busy loop")
+    parser.add_argument("--rss-sweep", type=sizes, default=sizes("0.5,1,2"), metavar="GIB,...",
+                        help="file sizes (GiB) whose audit peak RSS is measured; the issue's full sweep is "
+                             "0.5,1,2,4,8 (15.5 GiB of files, written once); '' skips it (default 0.5,1,2)")
+    parser.add_argument("--generate-only", action="store_true", help="write the input files, measure nothing")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
+    start = time.perf_counter()
+    inputs = prepare(args)
+    print(f"[inputs ready: {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
+    if args.generate_only:
+        return
     args.load_before = load()
-    table = run(args)
+    start = time.perf_counter()
+    table = run(args, inputs)
+    minutes = (time.perf_counter() - start) / 60
     print(table.markdown())
+    print(f"[measurements: {minutes:.1f} min]", file=sys.stderr)
     if not args.no_write:
-        write_results(table, args)
+        write_results(table, args, minutes)
 
 
 if __name__ == "__main__":
