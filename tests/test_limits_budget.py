@@ -193,3 +193,32 @@ def test_7z_within_the_default_scan_limit_finds_the_stored_pickle(tmp_path: Path
     assert _hits(report, "WA132") == []
     assert any(f["severity"] == "critical" and "os.system" in f["message"] for f in report["findings"])
     assert [(p, s) for p, s, _ in _hits(report, "WA158")] == [("model.7z", "high")] and code == 1
+
+
+def test_savedmodel_variables_over_a_bundle_limit_are_limit_reached(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    target = tmp_path / "sm_module"
+    shutil.copytree(FIXTURES / "keras_tf" / "sm_module", target)
+    code, report = _audit(tmp_path, target, "bundle_entry_bytes: 4")
+    hits = _hits(report, "WA132")
+    assert [(p, s) for p, s, _ in hits] == [("sm_module/variables/variables.index", "high")]
+    assert "limits.bundle_entry_bytes = 4" in hits[0][2] and _hits(report, "WA160") == []
+    assert list(_verified(report).values()) == [False] and code == 1
+    code, report = _audit(tmp_path, target)
+    assert _hits(report, "WA132") == [] and list(_verified(report).values()) == [True]
+
+
+def test_checkpoint_index_over_a_bundle_limit_is_limit_reached(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    for name in ("ckpt-1.index", "ckpt-1.data-00000-of-00001"):
+        shutil.copy(FIXTURES / "keras_tf" / "ckpt" / name, tmp_path / name)
+    code, report = _audit(tmp_path, tmp_path / "ckpt-1.index", "bundle_key_bytes: 4")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("ckpt-1.index", "high")]
+    assert "limits.bundle_key_bytes = 4" in _hits(report, "WA132")[0][2]
+    assert _verified(report)["ckpt-1.index"] is False and code == 1

@@ -198,7 +198,8 @@ def test_sixty_megabyte_block_is_checked_fast_and_a_huge_record_refused(tmp_path
     write_index(index, [(b"", header_proto()), (b"w", huge)])
     with pytest.raises(tb.BundleError) as caught:
         tb.read_bundle(index)
-    assert caught.value.kind == "proto" and "byte record" in str(caught.value)
+    assert caught.value.kind == "limit" and "byte record" in str(caught.value)
+    assert "limits.bundle_entry_bytes = 1,048,576" in str(caught.value)
 
 
 def _raw_index(path: Path, data_blocks: list[bytes], handles: list[tuple[int, int]]) -> None:
@@ -235,5 +236,27 @@ def test_shared_prefix_keys_are_capped(tmp_path: Path) -> None:
     block = first + repeat + struct.pack("<II", 0, 1)
     index = tmp_path / "x.index"
     _raw_index(index, [block], [(0, len(block))])
-    with pytest.raises(tb.BundleError, match="in total"):
+    with pytest.raises(tb.BundleLimit, match="limits.bundle_keys_total_bytes = 1,073,741,824"):
         list(tb.iter_table(index))
+
+
+# ---------------------------------------------------------------- issue 10: caps are the user's named limits
+
+@pytest.mark.parametrize("limit, value", [
+    ("bundle_entry_bytes", 8),           # the entry record below is 14 bytes
+    ("bundle_key_bytes", 8),             # its key is 12 bytes
+    ("bundle_keys_total_bytes", 12),     # the two keys together are 12 bytes
+    ("bundle_block_bytes", 32),          # the data block is about 40 bytes
+    ("bundle_index_bytes", 64),          # the whole index is over 100 bytes
+])
+def test_a_record_cap_is_a_named_limit(tmp_path: Path, limit: str, value: int) -> None:
+    from dataclasses import replace
+
+    from weightaudit.limits import DEFAULT_LIMITS
+
+    index = tmp_path / "x.index"
+    write_index(index, [(b"", header_proto()), (b"layer/kernel", entry_proto(1, (2, 3), 0, 24))])
+    with pytest.raises(tb.BundleLimit) as caught:
+        tb.read_bundle(index, replace(DEFAULT_LIMITS, **{limit: value}))
+    assert caught.value.limit == limit and f"limits.{limit} = {value:,}" in str(caught.value)
+    assert [e.key for e in tb.read_bundle(index).entries] == ["layer/kernel"]      # defaults: read

@@ -96,9 +96,10 @@ def read_bundle_inventory(index_path: Path, index_rel: str, options: LoadOptions
     """Inventory and integrity findings of the bundle whose index is ``index_path`` (``rel`` for reports)."""
     result = BundleResult()
     try:
-        bundle = read_bundle(index_path)
+        bundle = read_bundle(index_path, options.limits)
     except (BundleError, OSError) as exc:
-        rule = "WA165" if isinstance(exc, BundleError) and exc.kind == "unsupported" else "WA160"
+        kind = exc.kind if isinstance(exc, BundleError) else None
+        rule = {"unsupported": "WA165", "limit": "WA132"}.get(kind or "", "WA160")
         result.error = f"variables index unreadable: {exc}"
         result.findings.append(get_rule(rule).finding(index_rel, f"TensorBundle index cannot be read: {exc}"))
         result.verified = False

@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from weightaudit.formats.base import iter_contiguous_chunks
+from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_BYTES = 48
 BLOCK_TRAILER_BYTES = 5
-MAX_BLOCK_BYTES = 64 * 1024 * 1024     # a sane cap: TF writes 256 KiB blocks
-MAX_INDEX_BYTES = 1 << 31
-MAX_ENTRY_BYTES = 1 << 20             # one BundleEntryProto: shape, offsets, CRC, slice extents
-MAX_KEY_BYTES = 1 << 16               # one key (a variable name)
-MAX_TOTAL_KEY_BYTES = 1 << 30         # all keys of one table, as rebuilt from their shared prefixes
 CRC_MASK_DELTA = 0xA282EAD8
 CHECKPOINT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -37,6 +33,14 @@ class BundleError(ValueError):
     def __init__(self, message: str, kind: str = "table") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class BundleLimit(BundleError):
+    """A named limit (``limits.bundle_*`` in the user's policy) stopped the read: WA132, never a corrupt file."""
+
+    def __init__(self, limit: str, message: str, limits: Limits) -> None:
+        super().__init__(f"{message}, over {describe(limit, limits)}", "limit")
+        self.limit = limit
 
 
 # ---------------------------------------------------------------- protobuf wire format
@@ -179,9 +183,11 @@ def has_table_magic(tail: bytes) -> bool:
     return len(tail) == 8 and int.from_bytes(tail, "little") == TABLE_MAGIC
 
 
-def _read_block(handle, file_size: int, block: BlockHandle, what: str) -> bytes:
-    if block.size > MAX_BLOCK_BYTES or block.offset + block.size + BLOCK_TRAILER_BYTES > file_size:
+def _read_block(handle, file_size: int, block: BlockHandle, what: str, limits: Limits) -> bytes:
+    if block.offset + block.size + BLOCK_TRAILER_BYTES > file_size:
         raise BundleError(f"{what} block [{block.offset}, +{block.size}) lies outside the index file")
+    if block.size > limits.bundle_block_bytes:
+        raise BundleLimit("bundle_block_bytes", f"{what} block at byte {block.offset} is {block.size:,} bytes", limits)
     handle.seek(block.offset)
     raw = handle.read(block.size + BLOCK_TRAILER_BYTES)
     contents, kind, stored = raw[:block.size], raw[block.size], int.from_bytes(raw[-4:], "little")
@@ -194,11 +200,13 @@ def _read_block(handle, file_size: int, block: BlockHandle, what: str) -> bytes:
     return contents
 
 
-def iter_block(contents: bytes, what: str = "data", key_budget: list[int] | None = None) -> Iterator[tuple[bytes, bytes]]:
+def iter_block(contents: bytes, what: str = "data", key_budget: list[int] | None = None,
+               limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[bytes, bytes]]:
     """Entries of one block: prefix-compressed keys, stopping at the restart array. Keys are capped at
-    MAX_KEY_BYTES and, through ``key_budget`` (bytes left, shared by a whole table), in total: rebuilding a
-    long shared prefix for millions of empty entries would otherwise copy terabytes."""
-    budget = key_budget if key_budget is not None else [MAX_TOTAL_KEY_BYTES]
+    ``limits.bundle_key_bytes`` and, through ``key_budget`` (bytes left, shared by a whole table), in total
+    (``limits.bundle_keys_total_bytes``): rebuilding a long shared prefix for millions of empty entries would
+    otherwise copy terabytes."""
+    budget = key_budget if key_budget is not None else [limits.bundle_keys_total_bytes]
     if len(contents) < 4:
         raise BundleError(f"{what} block too short")
     restarts = int.from_bytes(contents[-4:], "little")
@@ -213,36 +221,36 @@ def iter_block(contents: bytes, what: str = "data", key_budget: list[int] | None
         value_len, pos = read_varint(contents, pos)
         if shared > len(key) or pos + unshared + value_len > limit:
             raise BundleError(f"{what} block entry at byte {pos} runs past the block")
-        if shared + unshared > MAX_KEY_BYTES:
-            raise BundleError(f"{what} block key of {shared + unshared} bytes, over the {MAX_KEY_BYTES}-byte cap")
+        if shared + unshared > limits.bundle_key_bytes:
+            raise BundleLimit("bundle_key_bytes", f"{what} block key of {shared + unshared:,} bytes", limits)
         budget[0] -= shared + unshared
         if budget[0] < 0:
-            raise BundleError(f"keys of the table exceed {MAX_TOTAL_KEY_BYTES} bytes in total")
+            raise BundleLimit("bundle_keys_total_bytes", "keys of the table add up to more bytes", limits)
         key = key[:shared] + contents[pos:pos + unshared]
         pos += unshared
         yield key, contents[pos:pos + value_len]
         pos += value_len
 
 
-def iter_table(path: Path) -> Iterator[tuple[bytes, bytes]]:
+def iter_table(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of an SSTable in key order. Reads one block at a time; never the whole file."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size < FOOTER_BYTES:
             raise BundleError(f"index is {size} bytes, shorter than the 48-byte table footer")
-        if size > MAX_INDEX_BYTES:
-            raise BundleError(f"index is {size} bytes, larger than the {MAX_INDEX_BYTES}-byte cap")
+        if size > limits.bundle_index_bytes:
+            raise BundleLimit("bundle_index_bytes", f"index is {size:,} bytes", limits)
         handle.seek(size - FOOTER_BYTES)
         footer = handle.read(FOOTER_BYTES)
         if not has_table_magic(footer[-8:]):
             raise BundleError("table footer magic 0xdb4775248b80fb57 missing")
         _meta, pos = _decode_handle(footer, 0)
         index_handle, _ = _decode_handle(footer, pos)
-        index_block = _read_block(handle, size, index_handle, "index")
+        index_block = _read_block(handle, size, index_handle, "index", limits)
         previous = b""
         next_free = 0
-        key_budget = [MAX_TOTAL_KEY_BYTES]
-        for separator, value in iter_block(index_block, "index", key_budget):
+        key_budget = [limits.bundle_keys_total_bytes]
+        for separator, value in iter_block(index_block, "index", key_budget, limits):
             if separator < previous:
                 raise BundleError("index block keys are out of order")
             previous = separator
@@ -250,7 +258,7 @@ def iter_table(path: Path) -> Iterator[tuple[bytes, bytes]]:
             if data_handle.offset < next_free:     # TensorFlow writes blocks in order: overlap = re-reading
                 raise BundleError(f"data block at byte {data_handle.offset} overlaps or precedes the previous one")
             next_free = data_handle.offset + data_handle.size + BLOCK_TRAILER_BYTES
-            yield from iter_block(_read_block(handle, size, data_handle, "data"), "data", key_budget)
+            yield from iter_block(_read_block(handle, size, data_handle, "data", limits), "data", key_budget, limits)
 
 
 # ---------------------------------------------------------------- bundle protos
@@ -370,15 +378,16 @@ def _decode_entry(key: str, value: bytes) -> BundleEntry:
     return BundleEntry(key, dtype, shape, shard, offset, size, crc, unknown, slices)
 
 
-def read_bundle(index_path: Path) -> Bundle:
-    """Decode a TensorBundle index: header (key ``""``) and one entry per variable. Raises BundleError."""
+def read_bundle(index_path: Path, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    """Decode a TensorBundle index: header (key ``""``) and one entry per variable. Raises BundleError
+    (BundleLimit when one of the user's ``limits.bundle_*`` stopped it)."""
     header: BundleHeader | None = None
     entries: list[BundleEntry] = []
     slice_keys = 0
-    for raw_key, value in iter_table(index_path):
-        if len(value) > MAX_ENTRY_BYTES:
-            raise BundleError(f"entry {raw_key[:40]!r} holds a {len(value)}-byte record, over the "
-                              f"{MAX_ENTRY_BYTES}-byte cap (TensorFlow writes a few hundred bytes)", "proto")
+    for raw_key, value in iter_table(index_path, limits):
+        if len(value) > limits.bundle_entry_bytes:
+            raise BundleLimit("bundle_entry_bytes", f"entry {raw_key[:40]!r} holds a {len(value):,}-byte record "
+                              "(TensorFlow writes a few hundred bytes)", limits)
         if raw_key == b"":
             header = _decode_header(value)
             continue
