@@ -222,3 +222,75 @@ def test_checkpoint_index_over_a_bundle_limit_is_limit_reached(tmp_path: Path) -
     assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("ckpt-1.index", "high")]
     assert "limits.bundle_key_bytes = 4" in _hits(report, "WA132")[0][2]
     assert _verified(report)["ckpt-1.index"] is False and code == 1
+
+
+# -- SavedModel bookkeeping caps and the text parser's depth: the user's named limits now ---------------------------
+
+def _sm():
+    import sys
+
+    from tests.conftest import FIXTURES
+
+    sys.path.insert(0, str(FIXTURES))
+    import savedmodel_proto
+
+    return savedmodel_proto
+
+
+def _deep_attr_model(levels: int):
+    sm = _sm()
+    attr = sm.attr_func("leaf")
+    for _ in range(levels):
+        attr = sm.attr_func("f", inner=attr)
+    return sm.saved_model(sm.meta_graph(sm.graph([sm.node("n", "PartitionedCall", f=attr)])))
+
+
+def _graph_limit_hits(report: dict) -> list[tuple[str, str]]:
+    return [(p.rpartition("/")[2], s) for p, s, _ in _hits(report, "WA132")]
+
+
+def test_savedmodel_attribute_depth_is_the_users_limit(tmp_path: Path) -> None:
+    folder = _sm().write_saved_model(tmp_path / "deep", _deep_attr_model(10))
+    code, report = _audit(tmp_path, folder, "graph_attr_depth: 4")
+    assert _graph_limit_hits(report) == [("saved_model.pb", "high")]
+    assert "limits.graph_attr_depth = 4" in _hits(report, "WA132")[0][2]
+    assert list(_verified(report).values()) == [False] and code == 1
+    code, report = _audit(tmp_path, folder)                        # default 16 > 10 levels: read whole
+    assert _hits(report, "WA132") == [] and list(_verified(report).values()) == [True]
+
+
+def test_savedmodel_text_depth_is_the_users_limit(tmp_path: Path) -> None:
+    sm = _sm()
+    folder = sm.write_saved_model(tmp_path / "t", _deep_attr_model(10), text=True)
+    code, report = _audit(tmp_path, folder, "graph_text_depth: 8")
+    assert _graph_limit_hits(report) == [("saved_model.pbtxt", "high")]
+    assert "limits.graph_text_depth = 8" in _hits(report, "WA132")[0][2]
+    assert list(_verified(report).values()) == [False] and code == 1
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA132") == [] and list(_verified(report).values()) == [True]
+
+
+def test_savedmodel_op_sites_are_the_users_limit(tmp_path: Path) -> None:
+    sm = _sm()
+    model = sm.saved_model(sm.meta_graph(sm.graph([sm.node("a", "NoOp"), sm.node("b", "Const"),
+                                                   sm.node("c", "Identity", "b")])))
+    folder = sm.write_saved_model(tmp_path / "ops", model)
+    code, report = _audit(tmp_path, folder, "graph_op_sites: 2")
+    assert _graph_limit_hits(report) == [("saved_model.pb", "high")]
+    assert "limits.graph_op_sites = 2" in _hits(report, "WA132")[0][2]
+    assert list(_verified(report).values()) == [False] and code == 1
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA132") == []
+
+
+def test_keras_metadata_fields_are_the_users_limit(tmp_path: Path) -> None:
+    sm = _sm()
+    folder = sm.write_saved_model(tmp_path / "k", sm.tf2_model())
+    layer = '{"class_name": "Dense", "config": {"name": "d"}}'
+    (folder / "keras_metadata.pb").write_bytes(sm.encode([(1, "nodes", [(4, "metadata", layer)])] * 5))
+    code, report = _audit(tmp_path, folder, "keras_metadata_fields: 3")
+    assert _graph_limit_hits(report) == [("keras_metadata.pb", "high")]
+    assert "limits.keras_metadata_fields = 3" in _hits(report, "WA132")[0][2]
+    assert list(_verified(report).values()) == [False] and code == 1
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA132") == [] and list(_verified(report).values()) == [True]

@@ -19,7 +19,6 @@ from typing import Any, Iterator
 
 from weightaudit.formats.savedmodel_graph import SCHEMA, Budget, WalkLimit
 
-MAX_TEXT_DEPTH = 100          # protobuf's own default recursion limit
 _PUNCT = frozenset(b"{}<>:[],;")
 # Single character-class scans (no alternation, no nesting): linear, nothing to backtrack.
 _SPACE_RUN = re.compile(rb"[ \t\r\n\f\v]*")
@@ -147,8 +146,8 @@ class _Parser:
         return entries
 
     def message(self, close: str | None, depth: int) -> list:
-        if depth > MAX_TEXT_DEPTH:
-            raise WalkLimit("max_text_depth", MAX_TEXT_DEPTH)
+        if depth > self.budget.limits.max_text_depth:      # limits.graph_text_depth (protobuf's default: 100)
+            raise WalkLimit("max_text_depth", self.budget.limits.max_text_depth)
         entries: list = []
         while True:
             token = self.lexer.peek()

@@ -65,7 +65,6 @@ from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.safe_read import json_depth_exceeds, load_json
 
 MAX_GRAPH_BYTES = 2**31          # protobuf's own 2 GiB message limit
-MAX_KERAS_METADATA_FIELDS = 1_000_000
 NON_POD_DTYPES = frozenset({"STRING", "OBJECT"})
 
 
@@ -279,7 +278,7 @@ def _mapped(path: Path) -> tuple[mmap.mmap | None, memoryview]:
 class _MetadataWalk:
     """State of one keras_metadata.pb walk: fields still allowed, configs found, what could not be checked."""
 
-    fields_left: int = MAX_KERAS_METADATA_FIELDS
+    fields_left: int = DEFAULT_LIMITS.keras_metadata_fields    # the user's policy: limits.keras_metadata_fields
     configs: list[Any] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -293,7 +292,7 @@ def _walk_json_strings(view: Any, walk: _MetadataWalk, limits: Limits, depth: in
         for item in iter_fields(view):
             walk.fields_left -= 1
             if walk.fields_left < 0:
-                walk.problems.append(f"more than {MAX_KERAS_METADATA_FIELDS} protobuf fields")
+                walk.problems.append(f"more than {describe('keras_metadata_fields', limits)} protobuf fields")
                 return
             fields.append(item)
     except BundleError:
@@ -320,7 +319,7 @@ def read_keras_metadata(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[li
     if not _regular_file(path):
         return [], []
     mapped, view = _mapped(path)
-    walk = _MetadataWalk()
+    walk = _MetadataWalk(fields_left=limits.keras_metadata_fields)
     try:
         _walk_json_strings(view, walk, limits)
     finally:

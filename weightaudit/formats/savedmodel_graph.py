@@ -61,22 +61,25 @@ MAX_TEXT_VALUE = 4096          # attribute strings kept for reports are cut to t
 
 # GraphLimits field -> the user's policy limit (weightaudit/limits.py) it comes from
 POLICY_LIMITS = {"max_fields": "graph_protobuf_fields", "max_meta_graphs": "graph_meta_graphs",
-                 "max_nodes": "graph_nodes", "max_functions": "graph_functions", "max_text_bytes": "graph_text_bytes"}
+                 "max_nodes": "graph_nodes", "max_functions": "graph_functions", "max_text_bytes": "graph_text_bytes",
+                 "max_text_depth": "graph_text_depth", "max_attr_depth": "graph_attr_depth",
+                 "max_sites": "graph_op_sites", "max_attr_values": "graph_attr_values"}
 
 
 @dataclass(frozen=True)
 class GraphLimits:
-    """Caps of one SavedModel walk. The first five come from the user's policy (``limits.graph_*``); the rest
-    bound bookkeeping only (tests may override any with ``LoadOptions.extra['savedmodel_limits']``)."""
+    """Caps of one SavedModel walk, all from the user's policy (``limits.graph_*``, see POLICY_LIMITS); tests
+    may override any with ``LoadOptions.extra['savedmodel_limits']``."""
 
     max_fields: int = DEFAULT_LIMITS.graph_protobuf_fields
     max_meta_graphs: int = DEFAULT_LIMITS.graph_meta_graphs
     max_nodes: int = DEFAULT_LIMITS.graph_nodes
     max_functions: int = DEFAULT_LIMITS.graph_functions
     max_text_bytes: int = DEFAULT_LIMITS.graph_text_bytes
-    max_attr_depth: int = 16             # nesting of function-valued attributes (NameAttrList in NameAttrList)
-    max_sites: int = 100_000             # distinct (op, meta-graph, function) triples
-    max_attr_values: int = 1_000         # recorded file-naming attribute values
+    max_text_depth: int = DEFAULT_LIMITS.graph_text_depth     # messages nested in a saved_model.pbtxt
+    max_attr_depth: int = DEFAULT_LIMITS.graph_attr_depth     # function-valued attributes (NameAttrList) nested
+    max_sites: int = DEFAULT_LIMITS.graph_op_sites            # distinct (op, meta-graph, function) triples
+    max_attr_values: int = DEFAULT_LIMITS.graph_attr_values   # recorded file-naming attribute values
 
     @classmethod
     def from_options(cls, limits: Limits, extra: Mapping[str, object] | None = None) -> "GraphLimits":
