@@ -294,3 +294,21 @@ def test_keras_metadata_fields_are_the_users_limit(tmp_path: Path) -> None:
     assert list(_verified(report).values()) == [False] and code == 1
     code, report = _audit(tmp_path, folder)
     assert _hits(report, "WA132") == [] and list(_verified(report).values()) == [True]
+
+
+# -- (b) .keras JSON members ----------------------------------------------------------------------------------------
+
+def test_keras_json_member_over_the_policy_limit_is_limit_reached(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    target = tmp_path / "sequential.keras"
+    shutil.copy(FIXTURES / "keras_tf" / "sequential.keras", target)
+    code, report = _audit(tmp_path, target, "keras_json_bytes: 100")
+    hits = _hits(report, "WA132")
+    assert [(p, s) for p, s, _ in hits] == [("sequential.keras", "high")] * len(hits) and hits
+    assert all("limits.keras_json_bytes = 100" in m for _, _, m in hits)
+    assert _verified(report) == {"sequential.keras": False} and code == 1
+    code, report = _audit(tmp_path, target)
+    assert _hits(report, "WA132") == [] and _verified(report) == {"sequential.keras": True}

@@ -60,7 +60,7 @@ from weightaudit.safe_read import UnsafeDocument, load_json
 
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
-MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_JSON_BYTES = DEFAULT_LIMITS.keras_json_bytes   # the user's policy sets limits.keras_json_bytes
 _OPEN_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, zipfile.BadZipFile,
                 UnicodeDecodeError, struct.error, EOFError, NotImplementedError, SystemError, OverflowError,
                 AttributeError)  # h5py surfaces corrupt files as any of these (SystemError seen by fuzzing)
@@ -153,7 +153,8 @@ def _refusable(parse: Any, name: str, rel: str, findings: list[Finding], facts: 
         return parse()
     except (UnsafeDocument, AttributeTooLarge) as exc:
         findings.append(get_rule("WA132").finding(rel, f"Keras {name} refused: {exc}", where=name))
-        facts["keras_config_limit"] = "hdf5_attribute_bytes" if isinstance(exc, AttributeTooLarge) else "nesting_depth"
+        facts["keras_config_limit"] = getattr(exc, "limit", None) or (
+            "hdf5_attribute_bytes" if isinstance(exc, AttributeTooLarge) else "nesting_depth")
         return None
 
 
@@ -273,12 +274,18 @@ def _open_weights(path: Path, archive: zipfile.ZipFile, limit: int) -> tuple[Bin
     return _Window(spool.fileno(), 0, os.fstat(spool.fileno()).st_size), None  # type: ignore[return-value]
 
 
+class MemberTooLarge(UnsafeDocument):
+    """A config.json / metadata.json member over limits.keras_json_bytes: WA132, the rest of the file read."""
+
+    limit = "keras_json_bytes"
+
+
 def _read_json_member(archive: zipfile.ZipFile, name: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     info = archive.getinfo(name)
-    if info.file_size > MAX_JSON_BYTES:
-        raise ValueError(f"{name} is {info.file_size} bytes (cap {MAX_JSON_BYTES})")
+    if info.file_size > limits.keras_json_bytes:
+        raise MemberTooLarge(f"{name} is {info.file_size:,} bytes, over {describe('keras_json_bytes', limits)}")
     with archive.open(info) as stream:
-        return load_json(stream.read(MAX_JSON_BYTES + 1).decode("utf-8"), limits)
+        return load_json(stream.read(limits.keras_json_bytes + 1).decode("utf-8"), limits)
 
 
 def _archive_problem(archive: zipfile.ZipFile) -> str | None:
