@@ -9,8 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import yaml
-
 from weightaudit import formats
 from weightaudit.copies import find_copies, without_echoes
 from weightaudit.discover import discover
@@ -247,14 +245,16 @@ def side_file_findings(release: Release, limits: Limits) -> list[Finding]:
     """WA133 for every JSON/YAML side file (and model-card front matter) that no reader can parse safely: too
     big, nested too deep, an alias bomb, not a regular file. Readers (config, chat templates, openness) then skip
     it quietly; this is the one place that names it. Shard indexes are checked by discovery."""
-    from weightaudit.openness.card import _split_front_matter
-
     cards = set(release.side("model_card"))
     out = []
     for rel in release.all_side_files():
         lower = rel.lower()
         if lower.endswith(".index.json") or not (lower.endswith(STRUCTURED_SUFFIXES) or rel in cards):
             continue
+        import yaml   # PyYAML and the card reader load when there is a side file to check, not at start-up
+
+        from weightaudit.openness.card import _split_front_matter
+
         try:
             text = read_text(Path(release.root) / rel, limits.side_file_bytes)
             if lower.endswith(".json"):

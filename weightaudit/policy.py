@@ -30,12 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
-
-import yaml
 
 from weightaudit.errors import PolicyError
 from weightaudit.limits import DEFAULT_LIMITS, Limits, parse_limits
@@ -97,6 +94,10 @@ def parse_fail_on(text: str) -> tuple[Severity | None, bool]:
 
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file; every problem is a PolicyError naming the file."""
+    import tomllib   # TOML and YAML parsers load with a policy file, not at every start-up
+
+    import yaml
+
     from weightaudit.safe_read import UnsafeDocument, load_yaml, read_text
 
     try:
@@ -229,6 +230,8 @@ def find_policy(folder: Path) -> Path | None:
             return candidate
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
+        import tomllib
+
         try:
             with pyproject.open("rb") as handle:
                 if "weightaudit" in tomllib.load(handle).get("tool", {}):

@@ -24,8 +24,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 
 MAX_INT_DIGITS = 100      # no config value, shape or offset needs more; int() refuses > 4300 digits anyway
@@ -158,14 +156,21 @@ def load_json(text: str, limits: Limits = DEFAULT_LIMITS, **kwargs: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # YAML
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _loader() -> type:
+    """libyaml's C SafeLoader when present, else PyYAML's own. PyYAML is imported here, on the first YAML
+    document, not at start-up (a release without YAML side files never needs it)."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def check_yaml_events(text: str, limits: Limits = DEFAULT_LIMITS) -> None:
     """One pass over the event stream: depth, aliases, expanded size, cycles. Raises UnsafeDocument (or
     yaml.YAMLError for YAML that is merely invalid)."""
+    import yaml
+
     try:
-        _check_events(yaml.parse(text, Loader=_Loader), limits)
+        _check_events(yaml.parse(text, Loader=_loader()), limits)
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):   # libyaml's own cap (1,000 flow levels)
             raise UnsafeDocument(f"nested more than {limits.nesting_depth} levels deep (limits.nesting_depth)") from None
@@ -173,6 +178,8 @@ def check_yaml_events(text: str, limits: Limits = DEFAULT_LIMITS) -> None:
 
 
 def _check_events(events: Any, limits: Limits) -> None:
+    import yaml
+
     open_sizes: list[int] = []          # values counted so far in each open collection
     open_anchors: list[str | None] = []
     anchor_sizes: dict[str, int] = {}   # finished anchors -> values they expand to
@@ -211,20 +218,26 @@ def _check_events(events: Any, limits: Limits) -> None:
 
 def load_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """``yaml.safe_load`` after ``check_yaml_events``. Raises UnsafeDocument or yaml.YAMLError."""
+    import yaml
+
     check_yaml_events(text, limits)
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python), checked first
+    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader (C or Python), checked first
 
 
 def load_bundled_yaml(text: str) -> Any:
     """A data table shipped inside weightaudit (allowlists, op tables, licences): ours, so not event-checked, but
     parsed by libyaml's C SafeLoader when present (the pure-Python parser took most of the start-up time)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python)
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader (C or Python)
 
 
 def load_document(text: str, as_json: bool, limits: Limits = DEFAULT_LIMITS) -> Any:
     """JSON or YAML by the caller's choice; every failure is a ValueError (UnsafeDocument, JSON or YAML error)."""
     if as_json:
         return load_json(text, limits)
+    import yaml
+
     try:
         return load_yaml(text, limits)
     except yaml.YAMLError as exc:

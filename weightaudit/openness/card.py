@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import yaml
-
 from weightaudit.safe_read import UnsafeDocument, load_yaml
 
 PLACEHOLDER = "[more information needed]"
@@ -211,6 +209,8 @@ def parse_model_card(text: str, path: str = "README.md") -> ModelCard:
     error = None
     body_start = 0
     if fences is not None:
+        import yaml   # loaded when a card has front matter, not at every start-up
+
         first, last = fences
         body_start = last + 1
         try:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from weightaudit.report import Report
+if TYPE_CHECKING:   # the report model loads with the command, not with ``--help``
+    from weightaudit.report import Report
 
 _RENDERERS = {
     "text": "weightaudit.render.text",

@@ -19,7 +19,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterable, Iterator, Mapping
 
 from weightaudit.formats.keras_config import (
@@ -61,6 +60,8 @@ class Allowlist:
 @lru_cache(maxsize=1)
 def allowlist() -> Allowlist:
     """weightaudit/data/keras_allowlist.json (schema in its ``_schema`` key)."""
+    from importlib import resources
+
     text = resources.files("weightaudit").joinpath("data/keras_allowlist.json").read_text(encoding="utf-8")
     data = json.loads(text)
     groups = data["groups"]

@@ -9,14 +9,13 @@ pattern only. Only regular files are opened.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-
-import yaml
 
 from weightaudit.templates.issues import Template
 
@@ -100,8 +99,10 @@ def _mentions_template(path: Path) -> bool:
 def _structured(rel: str, text: str) -> Iterator[Template]:
     if "template" not in text:
         return
+    import yaml   # loaded when a side file mentions a template, not at every start-up
+
     try:
-        data = json.loads(text) if rel.lower().endswith(".json") else yaml.load(text, Loader=_NoAliasLoader)
+        data = json.loads(text) if rel.lower().endswith(".json") else yaml.load(text, Loader=_no_alias_loader())
     except (ValueError, yaml.YAMLError, RecursionError) as exc:
         if "chat_template" in text:
             yield Template(rel, "(whole file)", text, unparsed=f"the file itself does not parse ({_brief(exc)})")
@@ -133,12 +134,18 @@ def _template_values(rel: str, data: Any, prefix: str, depth: int) -> Iterator[T
             yield from _template_values(rel, item, f"{prefix}[{i}]", depth + 1)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses aliases (``*a``): nested aliases expand exponentially."""
+@functools.cache
+def _no_alias_loader() -> type:
+    """The loader class, built on first use (PyYAML is imported only when a side file needs it)."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases are not accepted in side files",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
+    class _NoAliasLoader(yaml.SafeLoader):
+        """A safe YAML loader that refuses aliases (``*a``): nested aliases expand exponentially."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "aliases are not accepted in side files",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+    return _NoAliasLoader
