@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from weightaudit.model import TensorInfo, TensorStats
 
@@ -137,3 +138,21 @@ def pooled_stats(stats: Sequence[TensorStats]) -> tuple[float | None, float | No
     mean = sum(s.count * s.mean for s in finite) / total
     var = sum(s.count * (s.std ** 2 + (s.mean - mean) ** 2) for s in finite) / total
     return (min(mins, default=None), max(maxs, default=None), mean, var ** 0.5, nan, inf)
+
+
+def policy_text(policy: Mapping[str, Any] | None) -> str | None:
+    """The ``Policy`` row of an audit summary (None for other commands): which policy applied — never one inside
+    the release. ``strict.yaml (--policy)``, ``weightaudit.yaml (found from the working directory)``, or
+    ``built-in defaults``; a path under the working directory is shown relative to it."""
+    if not policy:
+        return None
+    path = policy.get("path")
+    if policy.get("source") == "default" or not path:
+        return "built-in defaults"
+    shown = Path(path)
+    try:
+        shown = shown.resolve().relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):
+        pass
+    how = "--policy" if policy.get("source") == "cli" else "found from the working directory"
+    return f"{shown.as_posix()} ({how})"

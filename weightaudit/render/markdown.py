@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from weightaudit.render.common import group_tensors, human_bytes, human_count, shape_text
+from weightaudit.render.common import group_tensors, human_bytes, human_count, policy_text, shape_text
 from weightaudit.report import (Report, combined_verdict, headline, release_rows, summary, torch_load_sentence,
                                 torch_load_verdict, verdict_line)
 
@@ -50,6 +50,7 @@ def _summary(report: Report) -> list[str]:
         ("DTypes", ", ".join(f"{d} {human_count(n)}" for d, n in s["parameter_count_by_dtype"].items()) or "-"),
         ("Coverage", "every file fully read and checked" if s["verified"]
          else "**not** all files could be fully read and checked"),
+        *([("Policy", policy)] if (policy := policy_text(report.policy)) is not None else []),
         ("Findings", ", ".join(f"{k} {v}" for k, v in s["findings_by_severity"].items() if v) or "none"),
     ]
     out = ([verdict, ""] if verdict else []) + ["| | |", "|---|---|"]

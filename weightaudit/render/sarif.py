@@ -118,7 +118,7 @@ def _run(report: Report) -> dict[str, Any]:
         "originalUriBaseIds": _base_ids(prefix),
         "results": [_result(f, index_of, prefix) for f in report.findings],
         "properties": {"target": report.target, "auditedFolder": prefix.rstrip("/") or ".",
-                       "verdict": report.verdict.value},
+                       "verdict": report.verdict.value, **({"policy": dict(report.policy)} if report.policy else {})},
     }
 
 

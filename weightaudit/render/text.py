@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightaudit.model import Severity
-from weightaudit.render.common import human_bytes, human_count
+from weightaudit.render.common import human_bytes, human_count, policy_text
 from weightaudit.render.text_tensors import tensor_section
 from weightaudit.report import (Report, Verdict, combined_verdict, headline, release_rows, summary,
                                 torch_load_sentence, torch_load_verdict, verdict_line)
@@ -82,6 +82,9 @@ def _summary_panel(report: Report, table_box: box.Box) -> Panel:
         grid.add_row(label, Text(f"{_where(paths)}: {text}"))
     grid.add_row("Coverage", "every file fully read and checked" if s["verified"]
                  else "NOT all files could be fully read and checked")
+    policy = policy_text(report.policy)
+    if policy is not None:
+        grid.add_row("Policy", Text(policy))
     return Panel(grid, title="weightaudit", box=table_box, expand=False)
 
 
