@@ -45,9 +45,9 @@ def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
     original = hdf5_read.scan_file
 
-    def counting(handle):
+    def counting(handle, *source):
         calls[0] += 1
-        return original(handle)
+        return original(handle, *source)
     monkeypatch.setattr(hdf5_read, "scan_file", counting)
     return calls
 

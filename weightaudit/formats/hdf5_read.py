@@ -10,11 +10,16 @@ hdf5_stream.py.
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
+
+from weightaudit.formats import hdf5_native
+from weightaudit.formats.hdf5_native import Record
 
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import Finding, Role, TensorInfo, element_count
@@ -24,6 +29,7 @@ from weightaudit.safe_read import load_json
 if TYPE_CHECKING:
     from weightaudit.formats.keras_names import Naming
 
+Source = tuple[int, int, int]      # (file descriptor, start, size) of the bytes h5py reads
 BOMB_FLOOR_BYTES = 1 << 32
 BOMB_RATIO = 1000
 SAFE_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})  # deflate shuffle fletcher32 szip nbit scaleoffset lzf
@@ -96,6 +102,8 @@ def dtype_code(dtype: np.dtype, keras_dtype: str | None = None) -> str:
     """Our dtype code for an HDF5 dataset's numpy dtype (Keras marks bfloat16 stored as 2-byte ints)."""
     if keras_dtype == "bfloat16" and dtype.itemsize == 2:
         return "BF16"
+    if dtype.kind in "fiucb":                 # numeric: never a string type, whatever its metadata
+        return _NUMPY_CODES.get((dtype.kind, dtype.itemsize), "OBJECT")
     if dtype.kind in "SUa" or h5py.check_string_dtype(dtype) is not None:
         return "STRING"
     return _NUMPY_CODES.get((dtype.kind, dtype.itemsize), "OBJECT")
@@ -111,6 +119,7 @@ class Scan:
     groups: set[str] = field(default_factory=set)
     links: list[tuple[str, str, str]] = field(default_factory=list)   # (path, kind, target)
     broken: list[tuple[str, str]] = field(default_factory=list)       # (path, why) objects libhdf5 cannot read
+    records: dict[str, Record | None] = field(default_factory=dict)  # read natively (None or absent: ask h5py)
 
     @property
     def dataset_set(self) -> set[str]:
@@ -123,13 +132,47 @@ def _name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def scan_file(handle: h5py.File) -> Scan:
-    """One visit of every object (libhdf5's H5Ovisit); when a corrupt object header stops it, a slower walk
-    group by group that isolates the unreadable objects (reported per object) and keeps the rest."""
+def scan_file(handle: h5py.File, source: Source | None = None) -> Scan:
+    """One visit of every object: read natively from the file's bytes (hdf5_native.py) when it understands the
+    whole structure, else libhdf5's H5Ovisit; when a corrupt object header stops that, a slower walk group by
+    group that isolates the unreadable objects (reported per object) and keeps the rest.
+
+    ``source`` is (descriptor, start, size) of the bytes h5py opened; None: the descriptor of a plain file."""
+    native = _native_scan(handle, source)
+    if native is not None:
+        return native
     try:
         return _visit(handle)
     except _DATASET_ERRORS:
         return _walk_groups(handle)
+
+
+def _native_scan(handle: h5py.File, source: Source | None) -> Scan | None:
+    try:
+        if source is None:
+            if handle.driver != "sec2":
+                return None
+            descriptor = handle.id.get_vfd_handle()
+            source = (descriptor, 0, os.fstat(descriptor).st_size)
+        found = hdf5_native.scan_descriptor(*source, handle.userblock_size)
+    except (hdf5_native.Unsupported, struct.error, OSError, ValueError, IndexError, TypeError, OverflowError):
+        return None          # not understood (or not a plain file): libhdf5 reads it
+    if not _libhdf5_agrees(handle, found):
+        return None
+    return Scan(datasets=found.datasets, groups=found.groups, records=found.records)
+
+
+def _libhdf5_agrees(handle: h5py.File, found: hdf5_native.NativeScan) -> bool:
+    """H5Ovisit also reads each group's heap and B-tree and each chunked dataset's index (object info with
+    metadata sizes); asking libhdf5 for exactly those objects (few in weight files) keeps its verdict on them."""
+    aside = [path for path, record in found.records.items() if record is None]
+    try:
+        h5py.h5o.get_info(handle.id)
+        for path in [*found.groups, *aside]:
+            h5py.h5o.get_info(handle.id, path.encode("utf-8", "surrogateescape"))
+    except _DATASET_ERRORS:
+        return False
+    return True
 
 
 def _walk_groups(handle: h5py.File) -> Scan:
@@ -230,8 +273,7 @@ def dataset_filters(plist: Any) -> tuple[int, ...]:
     return tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
 
 
-@dataclass(frozen=True)
-class _Dataset:
+class _Dataset(NamedTuple):
     """What the inventory needs of one dataset, read once through the low-level API."""
 
     path: str
@@ -259,6 +301,10 @@ class _Dataset:
             layout, filters, external = plist.get_layout(), dataset_filters(plist), plist.get_external_count() > 0
         return cls(path, dsid.dtype, tuple(int(d) for d in (dsid.shape or ())), layout, filters, external,
                    dsid.get_storage_size(), offset, keras_dtype)
+
+    @classmethod
+    def native(cls, path: str, record: Record) -> "_Dataset":
+        return cls(path, record.dtype, record.shape, record.layout, (), False, record.stored, record.offset, None)
 
     @property
     def declared(self) -> int:
@@ -314,8 +360,9 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
             f"(limits.tensors_per_file = {max_datasets:,})"))
         inventory.verified = False
     for path in naming.scan.datasets[:max_datasets]:
+        record = naming.scan.records.get(path)
         try:
-            data = _Dataset.open(handle, path, groups)
+            data = _Dataset.native(path, record) if record is not None else _Dataset.open(handle, path, groups)
         except _DATASET_ERRORS as exc:      # one corrupt object header: report it, inventory the rest
             inventory.findings.append(get_rule("WA171").finding(rel, f"dataset {path!r} cannot be read ({_why(exc)})",
                                                                 where=path))

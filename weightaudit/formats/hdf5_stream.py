@@ -15,6 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from weightaudit.formats import hdf5_read
 from weightaudit.formats.hdf5_read import _GroupIds, inventory_file
 from weightaudit.formats.keras_names import name_datasets
 from weightaudit.model import TensorInfo, element_count
@@ -87,7 +88,8 @@ def open_cached(key: tuple, opener: Callable[[], tuple[h5py.File, tuple[Any, ...
         return entry
     handle, closers = opener()
     try:
-        paths = inventory_file(handle, rel, None, name_datasets(handle, rel)).paths
+        source = getattr(closers[0], "source", None) if closers else None   # a .keras window (keras_h5._Window)
+        paths = inventory_file(handle, rel, None, name_datasets(handle, rel, hdf5_read.scan_file(handle, source))).paths
     except BaseException:
         OpenFile(handle, {}, closers).close()
         raise

@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 
 import h5py
 
+from weightaudit.formats import hdf5_read
 from weightaudit.formats.base import LoadOptions, Probe, iter_contiguous_chunks, unreadable
 from weightaudit.formats.hdf5_read import (  # noqa: F401  (dtype_code re-exported)
     BOMB_FLOOR_BYTES, BOMB_RATIO, AttributeTooLarge, Inventory, dtype_code, inventory_file, json_attr, text,
@@ -102,6 +103,11 @@ class _Window(io.RawIOBase):
             os.close(self._fd)
         super().close()
 
+    @property
+    def source(self) -> tuple[int, int, int]:
+        """(descriptor, start, size) of the window, for the native HDF5 scan (hdf5_read.scan_file)."""
+        return self._fd, self._base, self._size
+
 
 def _describe(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -158,10 +164,11 @@ def _refusable(parse: Any, name: str, rel: str, findings: list[Finding], facts: 
         return None
 
 
-def read_hdf5(handle: h5py.File, rel: str, base: int | None,
-              limits: Limits = DEFAULT_LIMITS) -> tuple[Inventory, dict[str, Any]]:
-    """Inventory and facts of an open HDF5 file whose bytes start at ``base`` in ``rel`` (None: not addressable)."""
-    naming = name_datasets(handle, rel)
+def read_hdf5(handle: h5py.File, rel: str, base: int | None, limits: Limits = DEFAULT_LIMITS,
+              source: tuple[int, int, int] | None = None) -> tuple[Inventory, dict[str, Any]]:
+    """Inventory and facts of an open HDF5 file whose bytes start at ``base`` in ``rel`` (None: not addressable);
+    ``source`` is the (descriptor, start, size) h5py reads through a window (None: a plain file)."""
+    naming = name_datasets(handle, rel, hdf5_read.scan_file(handle, source))
     inventory = inventory_file(handle, rel, base, naming, limits.tensors_per_file)
     facts = _legacy_facts(handle, rel, inventory.findings, limits) if naming.layout.startswith("keras-legacy") else {}
     facts["layout"] = naming.layout
@@ -347,7 +354,7 @@ class KerasZipLoader:
                     "weights were not read", where="model.weights.h5"))
             else:
                 with stream, h5py.File(stream, "r") as handle:
-                    inventory, facts = read_hdf5(handle, rel, base, limits)
+                    inventory, facts = read_hdf5(handle, rel, base, limits, stream.source)
         inventory.findings.extend(refused)
         if config is not None:
             facts.update(_config_facts(config, rel, inventory.findings, limits))
