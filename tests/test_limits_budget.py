@@ -312,3 +312,46 @@ def test_keras_json_member_over_the_policy_limit_is_limit_reached(tmp_path: Path
     assert _verified(report) == {"sequential.keras": False} and code == 1
     code, report = _audit(tmp_path, target)
     assert _hits(report, "WA132") == [] and _verified(report) == {"sequential.keras": True}
+
+
+# -- (e) a chat template that could not be analysed is incomplete (exit 3), not a fail; dangerous stays high --------
+
+def _template_release(tmp_path: Path, template: str) -> Path:
+    import json
+
+    folder = _release(tmp_path)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    return folder
+
+
+def test_unparsable_template_leaves_its_file_unverified(tmp_path: Path) -> None:
+    folder = _template_release(tmp_path, "{{ messages[0].content")            # a syntax error, nothing dangerous
+    code, report = _audit(tmp_path, folder)
+    assert [(p, s) for p, s, _ in _hits(report, "WA463")] == [("tokenizer_config.json", "medium")]
+    assert _verified(report) == {"model.safetensors": True, "tokenizer_config.json": False}
+    assert code == 3 and report["summary"]["verdict"] == "incomplete"
+
+
+def test_unparsable_template_with_a_dangerous_pattern_still_fails(tmp_path: Path) -> None:
+    folder = _template_release(tmp_path, "{% if %}{{ cycler.__init__.__globals__ }}")
+    code, report = _audit(tmp_path, folder)
+    assert ("WA460", "critical") in [(f["rule_id"], f["severity"]) for f in report["findings"]]
+    assert _verified(report)["tokenizer_config.json"] is False and code == 1
+
+
+def test_template_in_a_gguf_that_could_not_be_analysed_leaves_the_gguf_unverified(tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import FIXTURES
+
+    sys.path.insert(0, str(FIXTURES))
+    import make_gguf_fixtures as mk
+
+    target = tmp_path / "model.gguf"
+    target.write_bytes(mk.gguf_file(mk.model_kvs("{{ messages[0].content"), mk.valid_tensors()))
+    code, report = _audit(tmp_path, target)
+    assert [(p, s) for p, s, _ in _hits(report, "WA463")] == [("model.gguf", "medium")]
+    assert _verified(report) == {"model.gguf": False} and code == 3
+    target.write_bytes(mk.gguf_file(mk.model_kvs(), mk.valid_tensors()))          # the published Llama 3 template
+    code, report = _audit(tmp_path, target)
+    assert _hits(report, "WA463") == [] and _verified(report) == {"model.gguf": True} and code == 0

@@ -22,7 +22,7 @@ import make_gguf_fixtures as mk  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "chat_templates"
 KIND_RULE = {"execution": "WA460", "obfuscation": "WA461", "unusual": "WA462", "unparsed": "WA463"}
-SEVERITY = {"WA460": "critical", "WA461": "high", "WA462": "low", "WA463": "high"}
+SEVERITY = {"WA460": "critical", "WA461": "high", "WA462": "low", "WA463": "medium"}
 
 BENIGN = {
     "markdown prose in a literal": "{{ '**Note:** use __bold__ sparingly.' }}{{ messages[0].content }}",

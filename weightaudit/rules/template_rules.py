@@ -1,8 +1,9 @@
 """WA460–WA469: chat templates (Jinja2 programs shipped with the tokenizer), judged on Jinja2's syntax tree.
 
 WA460 critical: reaches Python internals. WA461 high: builds names indirectly or calls what the chat API never
-provides. WA462 low: unusual (huge loops, other templates loaded, oversized). WA463 high: a template (or a file
-that holds one) could not be fully analysed — checked by pattern only, or not read at all.
+provides. WA462 low: unusual (huge loops, other templates loaded, oversized). WA463 medium: a template (or a file
+that holds one) could not be fully analysed — checked by pattern only, or not read at all; the file that holds it
+is unverified (exit 3), while whatever the patterns found dangerous is WA460/WA461 as usual.
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ UNUSUAL = register(Rule(
 UNANALYSED = register(Rule(
     id="WA463", name="chat-template-unanalysed",
     summary="A chat template could not be fully analysed (checked by pattern only, or not read).",
-    severity=Severity.HIGH, cwe=1336, tags=("security", "chat-template"),
+    severity=Severity.MEDIUM, cwe=1336, tags=("security", "chat-template"), unverifies=True,
     help="Jinja2's parser could not read the template (a syntax error, nesting deeper than the parser follows, "
          "a template over the 64 KB parse limit, or a tokenizer_config.json that is not valid JSON), so it was "
          "checked by fixed patterns only; or a side file that may hold a template was over the size limit for "
          "reading (64 MB for JSON, 4 MB for YAML) or could not be read. A template that was not fully analysed is "
-         f"not known to be safe, so this blocks at the default --fail-on high.\n\n{_WHY}\n\nWhat to do: fix or "
-         "replace the template; or review it by hand and suppress this finding for this file in your policy.",
+         "not known to be safe: the file that holds it is reported as not verified, so the audit is incomplete "
+         "(exit 3, never a pass); anything the patterns found dangerous is reported as WA460/WA461 and fails the "
+         f"audit.\n\n{_WHY}\n\nWhat to do: fix or replace the template; or review it by hand. (Suppressing this "
+         "finding in your policy does not make the file verified.)",
 ))
 _BY_KIND = {"execution": EXECUTION, "obfuscation": OBFUSCATION, "unusual": UNUSUAL, "unparsed": UNANALYSED}
