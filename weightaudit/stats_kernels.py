@@ -6,7 +6,9 @@ One block of whole elements is folded into a ``_Partial``; partials of consecuti
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -16,7 +18,9 @@ import numpy as np
 from weightaudit.model import TensorStats
 
 from weightaudit.stats_decode import (BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_BLOCK_EVERY, HISTOGRAM_EXACT_LIMIT,
-    HISTOGRAM_STRIDE, FLOAT32_SAFE_MAGNITUDE, _DtypeSpec, _Scratch, _SignMagnitude, _SmallFloat, _scratch)
+    HISTOGRAM_STRIDE, FLOAT32_SAFE_MAGNITUDE, _SPECS, _DtypeSpec, _Scratch, _SignMagnitude, _SmallFloat, _scratch)
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------
 # Fingerprint: a cheap signature during the pass, confirmed by a full hash when two signatures collide.
@@ -58,12 +62,53 @@ def _fingerprint(signature: bytes, full_digest: bytes = b"") -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-KERNEL = "numpy"   # which implementation folds the blocks (reported in the JSON ``tool`` block)
+# ---------------------------------------------------------------------------------------------------------
+# Which kernel folds the blocks: the compiled one (weightaudit/_kernel.c, optional at install) or numpy.
+# ---------------------------------------------------------------------------------------------------------
+
+KERNEL_ENV = "WEIGHTAUDIT_KERNEL"   # "numpy", "c", "c-avx512", "c-avx2", "c-generic"; unset/"auto": best available
+_C = None                           # the weightaudit._kernel module when the C kernel is in use
+_C_DTYPES: dict[int, str] = {}      # id(_DtypeSpec) -> dtype code the C kernel folds
+
+
+def _compiled_kernel():  # noqa: ANN202 - an extension module, or None
+    try:
+        from weightaudit import _kernel
+    except ImportError:   # built without a compiler (setup.py: optional extension)
+        return None
+    return _kernel
+
+
+def select_kernel(choice: str = "auto") -> str:
+    """Use the kernel ``choice`` names (see ``KERNEL_ENV``); an unknown or unusable choice keeps the best
+    available one, with a warning. Returns ``kernel_name()``. Forked workers inherit the choice."""
+    global _C
+    choice = (choice or "auto").strip().lower()
+    compiled = None if choice == "numpy" else _compiled_kernel()
+    if compiled is not None and choice in ("auto", "") and compiled.variants() == ("generic",):
+        compiled = None   # the baseline (non-AVX2) loop measured slower than numpy for BF16/F16: ask for "c-generic"
+    if compiled is not None:
+        variants = compiled.variants()
+        wanted = choice[2:] if choice.startswith("c-") else variants[0]
+        if wanted not in variants:
+            log.warning("%s=%s: not available here (usable: %s); using %s", KERNEL_ENV, choice,
+                        ", ".join(f"c-{name}" for name in variants) or "none", f"c-{variants[0]}")
+            wanted = variants[0]
+        compiled.select(wanted)
+        _C_DTYPES.clear()
+        _C_DTYPES.update({id(_SPECS[name]): name for name in compiled.dtypes() if name in _SPECS})
+    elif choice not in ("numpy", "auto", ""):
+        log.warning("%s=%s: the C kernel is not built here; using numpy", KERNEL_ENV, choice)
+    _C = compiled
+    return kernel_name()
 
 
 def kernel_name() -> str:
-    """The statistics kernel in use: "numpy" (always available; no compiler needed)."""
-    return KERNEL
+    """The statistics kernel in use: "c-avx512", "c-avx2", "c-generic" (compiled) or "numpy" (no compiler)."""
+    return "numpy" if _C is None else f"c-{_C.selected()}"
+
+
+select_kernel(os.environ.get(KERNEL_ENV, "auto"))
 
 
 def _int_tuple(counts: "np.ndarray | tuple[int, ...]") -> tuple[int, ...]:
@@ -166,6 +211,7 @@ class _TensorPlan:
     histogram_stride: int
     histogram_range: tuple[float, float] | None
     codes: _SignMagnitude | None = None   # the integer-code fast path, when it applies (see ``_plan``)
+    c_dtype: str | None = None            # the C kernel folds this tensor's blocks (little-endian or 1-byte)
 
     @property
     def special_limit(self) -> float | None:
@@ -220,6 +266,8 @@ def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview
     lo, hi = extremes
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
+        if lo == hi:   # |value| >= 2**53: the 0.5 vanished (the bin width divided by zero)
+            lo, hi = lo - abs(lo) * 2.0**-20, hi + abs(hi) * 2.0**-20
     return lo, hi
 
 
@@ -336,8 +384,13 @@ def _add_histogram(plan: _TensorPlan, values: np.ndarray, first_index: int, part
         return
     lo, hi = plan.histogram_range  # type: ignore[misc]
     positions = scratch.get(values.dtype, sample.size, "histogram")
-    np.subtract(sample, lo, out=positions)
-    np.multiply(positions, HISTOGRAM_BINS / (hi - lo), out=positions)
+    if math.isfinite(hi - lo):
+        np.subtract(sample, lo, out=positions)
+        np.multiply(positions, HISTOGRAM_BINS / (hi - lo), out=positions)
+    else:   # an F64 range wider than float64 holds (inf * 0 gave NaN bins): the same bins on halved values
+        np.multiply(sample, 0.5, out=positions)
+        np.subtract(positions, lo * 0.5, out=positions)
+        np.multiply(positions, HISTOGRAM_BINS / (hi * 0.5 - lo * 0.5), out=positions)
     np.clip(positions, 0, HISTOGRAM_BINS - 1, out=positions)
     part.histogram += np.bincount(positions.astype(np.intp), minlength=HISTOGRAM_BINS)[:HISTOGRAM_BINS]
 
@@ -347,11 +400,15 @@ def _plan(spec: _DtypeSpec, count: int, big_endian: bool, first_block: memoryvie
     if first_block is not None and len(first_block) >= spec.itemsize:
         histogram_range = _histogram_range(spec, big_endian, first_block)
     stride = 1 if count <= HISTOGRAM_EXACT_LIMIT else HISTOGRAM_STRIDE
-    codes = spec.codes if not big_endian or spec.itemsize == 1 else None  # it reads little-endian codes in place
-    return _TensorPlan(spec, big_endian, stride, histogram_range, codes)
+    in_place = not big_endian or spec.itemsize == 1    # both kernels read little-endian codes in place
+    codes = spec.codes if in_place else None
+    c_dtype = _C_DTYPES.get(id(spec)) if in_place and _C is not None else None
+    return _TensorPlan(spec, big_endian, stride, histogram_range, codes, c_dtype)
 
 
 def _run_blocks(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: int) -> _Partial:
+    if plan.c_dtype is not None:
+        return _run_blocks_c(plan, blocks, first_element)
     part = _Partial()
     scratch = _scratch()
     index = first_element
@@ -361,3 +418,16 @@ def _run_blocks(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: 
         _process_block(plan, raw[:usable], index, part, scratch)
         index += usable // itemsize
     return part
+
+
+def _run_blocks_c(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: int) -> _Partial:
+    """``_run_blocks`` by the C kernel: the same blocks, the same partial (mean/M2 within float tolerance)."""
+    lo, hi = plan.histogram_range or (0.0, 0.0)
+    fold = _C.Fold(plan.c_dtype, plan.histogram_stride, lo, hi, plan.histogram_range is not None,  # type: ignore[union-attr]
+                   BLOCK_BYTES, HISTOGRAM_BLOCK_EVERY, SAMPLE_BYTES)
+    block = fold.block
+    index = first_element
+    for raw in blocks:
+        index = block(raw, index)
+    row = fold.result()
+    return _Partial(*row[:13], histogram=np.array(row[13], np.int64), samples=row[14])

@@ -1,0 +1,630 @@
+/* weightaudit._kernel: the per-block statistics kernel in C (one pass per block, SIMD, GIL released).
+
+   Optional: weightaudit.stats_kernels falls back to its numpy kernel when this module is missing (no compiler
+   at install time) or when WEIGHTAUDIT_KERNEL=numpy. Results equal the numpy kernel's: counts, min/max,
+   max |x| and its first position, zeros, NaN/+-Inf, fp16 overflow, histogram bins and the fingerprint samples
+   exactly; mean and M2 within float tolerance (float32 lane sums flushed to float64 every FLUSH iterations,
+   then the same shift guard and Chan merge as the numpy kernel). Only raw bytes are read.
+
+   Fold(dtype, histogram_stride, histogram_lo, histogram_hi, has_histogram, block_bytes, histogram_every,
+        sample_bytes)
+     .block(raw, first_index) -> next index   fold one block of a tensor (a trailing partial element ignored)
+     .result() -> (count, finite, mean, m2, min, max, zeros, nan, pos_inf, neg_inf, fp16_overflow, max_abs,
+                   max_abs_index, histogram tuple, samples list)
+   variants() -> names usable on this CPU, best first; select(name); selected() -> name. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { K_F32, K_BF16, K_F16, K_E5M2, K_E4M3, K_F64, K_I8, K_U8, K_I16, K_U16, K_I32, K_U32, K_I64, K_U64, K_COUNT };
+
+typedef struct {
+    const char *name;
+    int itemsize;
+    int fast;           /* has a vectorised fast path (IEEE-like codes, float32 values) */
+    int codes;          /* IEEE-like float codes: min/max/zero/special from integer extremes */
+    uint64_t max_code;  /* largest finite magnitude code */
+    int lanes;          /* numpy decodes blocks of whole 32-bit words lane by lane: its element order */
+    int work_double;    /* numpy's working dtype is float64 (else float32): the histogram's arithmetic */
+    int can_overflow;   /* fp16 overflow is counted */
+} kind_t;
+
+static const kind_t KINDS[K_COUNT] = {
+    [K_F32] = {"F32", 4, 1, 1, 0x7F7FFFFFu, 1, 0, 1},
+    [K_BF16] = {"BF16", 2, 1, 1, 0x7F7Fu, 2, 0, 1},
+    [K_F16] = {"F16", 2, 1, 1, 0x7BFFu, 2, 0, 0},
+    [K_E5M2] = {"F8_E5M2", 1, 1, 1, 0x7Bu, 4, 0, 0},
+    [K_E4M3] = {"F8_E4M3", 1, 1, 1, 0x7Eu, 4, 0, 0},
+    [K_F64] = {"F64", 8, 0, 1, 0x7FEFFFFFFFFFFFFFull, 1, 1, 1},
+    [K_I8] = {"I8", 1, 0, 0, 0, 1, 0, 0},
+    [K_U8] = {"U8", 1, 0, 0, 0, 1, 0, 0},
+    [K_I16] = {"I16", 2, 0, 0, 0, 1, 0, 0},
+    [K_U16] = {"U16", 2, 0, 0, 0, 1, 0, 0},
+    [K_I32] = {"I32", 4, 0, 0, 0, 1, 1, 0},
+    [K_U32] = {"U32", 4, 0, 0, 0, 1, 1, 0},
+    [K_I64] = {"I64", 8, 0, 0, 0, 1, 1, 0},
+    [K_U64] = {"U64", 8, 0, 0, 0, 1, 1, 0},
+};
+
+#define FP16_MAX 65504.0
+#define FLOAT32_SAFE_MAGNITUDE 1e15   /* above this, sums in float64 only (float32 squares could overflow) */
+
+/* ---- scalar decoding ------------------------------------------------------------------------------------ */
+
+static inline uint64_t load_code(int itemsize, const uint8_t *p)
+{
+    switch (itemsize) {
+    case 1: return p[0];
+    case 2: { uint16_t c; memcpy(&c, p, 2); return c; }
+    case 4: { uint32_t c; memcpy(&c, p, 4); return c; }
+    default: { uint64_t c; memcpy(&c, p, 8); return c; }
+    }
+}
+
+static inline int64_t signed_code(int itemsize, uint64_t c)
+{
+    switch (itemsize) {
+    case 1: return (int8_t)c;
+    case 2: return (int16_t)c;
+    case 4: return (int32_t)c;
+    default: return (int64_t)c;
+    }
+}
+
+static inline float bits_to_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+
+/* A finite code of a fast kind -> its value (numpy's bit-trick decoders, exact). */
+static inline double decode_finite(int kind, uint64_t c)
+{
+    switch (kind) {
+    case K_F32: return bits_to_float((uint32_t)c);
+    case K_BF16: return bits_to_float((uint32_t)c << 16);
+    case K_F16: return bits_to_float((uint32_t)((int32_t)((uint32_t)c << 16) >> 3) & 0x8FFFFFFFu) * 0x1p112f;
+    case K_E5M2: return bits_to_float((uint32_t)((int32_t)((uint32_t)c << 24) >> 3) & 0x8FFFFFFFu) * 0x1p112f;
+    default: return bits_to_float((uint32_t)((int32_t)((uint32_t)c << 24) >> 4) & 0x87FFFFFFu) * 0x1p120f;
+    }
+}
+
+/* Any element -> its value in numpy's working dtype (float32 values returned exactly as double). */
+static inline double decode_any(int kind, const uint8_t *p)
+{
+    const kind_t *k = &KINDS[kind];
+    uint64_t c = load_code(k->itemsize, p);
+    switch (kind) {
+    case K_F64: { double d; memcpy(&d, &c, 8); return d; }
+    case K_I8: return (float)(int8_t)c;
+    case K_U8: return (float)(uint8_t)c;
+    case K_I16: return (float)(int16_t)c;
+    case K_U16: return (float)(uint16_t)c;
+    case K_I32: return (double)(int32_t)c;
+    case K_U32: return (double)(uint32_t)c;
+    case K_I64: return (double)(int64_t)c;
+    case K_U64: return (double)c;
+    case K_F32: case K_BF16: return decode_finite(kind, c);   /* Inf/NaN codes decode to Inf/NaN */
+    default: break;
+    }
+    uint64_t sign = c & 0x80, magnitude = c & 0x7F;           /* the bit-trick formats: Inf/NaN codes */
+    if (kind == K_F16) { sign = c & 0x8000; magnitude = c & 0x7FFF; }
+    if (magnitude > k->max_code) {
+        if (kind == K_E4M3) return NAN;
+        uint64_t mantissa = kind == K_F16 ? (c & 0x3FF) : (c & 0x3);
+        return mantissa ? NAN : (sign ? -INFINITY : INFINITY);
+    }
+    return decode_finite(kind, c);
+}
+
+/* ---- SIMD variants ---------------------------------------------------------------------------------------- */
+
+typedef struct { uint64_t umin, umax; int64_t smin, smax; double s1, s2; } fast_t;
+typedef struct {
+    void (*fast)(int kind, const uint8_t *p, size_t n, fast_t *out);
+    void (*sums)(int kind, const uint8_t *p, size_t n, float shift, double *s1, double *s2);
+    int64_t (*count_zeros)(int kind, const uint8_t *p, size_t n);
+    int64_t (*count_overflow)(int kind, const uint8_t *p, size_t n);
+    size_t (*find_code)(int itemsize, const uint8_t *p, size_t n, uint64_t mask, uint64_t target);
+} simd_t;
+
+#define SUFFIX generic
+#define VB 16
+#include "_kernel_simd.h"
+#undef SUFFIX
+#undef VB
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_X86 1
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define SUFFIX avx2
+#define VB 32
+#define X86_BITS 256
+#include "_kernel_simd.h"
+#include "_kernel_x86.h"
+#undef X86_BITS
+#undef SUFFIX
+#undef VB
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#define SUFFIX avx512
+#define VB 64
+#define X86_BITS 512
+#include "_kernel_simd.h"
+#include "_kernel_x86.h"
+#undef X86_BITS
+#undef SUFFIX
+#undef VB
+#pragma GCC pop_options
+#endif
+
+typedef struct { const char *name; const simd_t *simd; } variant_t;
+
+static const variant_t VARIANTS[] = {
+#ifdef HAVE_X86
+    {"avx512", &variant_avx512},
+    {"avx2", &variant_avx2},
+#endif
+    {"generic", &variant_generic},
+};
+#define N_VARIANTS ((int)(sizeof VARIANTS / sizeof VARIANTS[0]))
+
+static int variant_usable(const variant_t *v)
+{
+#ifdef HAVE_X86
+    __builtin_cpu_init();
+    if (strcmp(v->name, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (strcmp(v->name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+    return strcmp(v->name, "generic") == 0;
+}
+
+static const variant_t *current;
+
+/* ---- one block ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t finite, zeros, nan, pos_inf, neg_inf, overflow;
+    double low, high, s1, s2;   /* finite min/max; sums of x and x^2 (shift 0) over finite values */
+    uint64_t low_code, high_code;   /* the codes of low/high (when by_codes) */
+    int by_codes;               /* low/high came from the code extremes (IEEE-like kind, no Inf/NaN) */
+    int special;                /* holds Inf/NaN codes */
+    int exact_sums;             /* s1/s2 are float64 sums (else float32 lanes) */
+} block_t;
+
+/* min/max of finite codes from the 4 integer extremes (numpy's _SignMagnitude.extremes); 0 on Inf/NaN codes. */
+static int code_extremes(const kind_t *k, uint64_t umin, uint64_t umax, int64_t smin, int64_t smax,
+                         int kind, block_t *b)
+{
+    uint64_t sign = 1ull << (8 * k->itemsize - 1), high_code, low_code;
+    if (umin < sign) {
+        if (smax >= 0 && (uint64_t)smax > k->max_code) return 0;
+        high_code = (uint64_t)smax;
+    } else {
+        high_code = umin;
+    }
+    if (umax >= sign) {
+        if (umax - sign > k->max_code) return 0;
+        low_code = umax;
+    } else {
+        low_code = umin;
+    }
+    uint8_t buf[8];
+    memcpy(buf, &low_code, 8);
+    b->low = kind == K_F64 ? decode_any(kind, buf) : decode_finite(kind, low_code);
+    memcpy(buf, &high_code, 8);
+    b->high = kind == K_F64 ? decode_any(kind, buf) : decode_finite(kind, high_code);
+    b->low_code = low_code;
+    b->high_code = high_code;
+    b->by_codes = 1;
+    return 1;
+}
+
+/* Every statistic of a block, element by element: any kind, any block (Inf/NaN included). */
+static void scalar_block(int kind, const uint8_t *p, size_t n, block_t *b)
+{
+    const kind_t *k = &KINDS[kind];
+    uint64_t umin = UINT64_MAX, umax = 0;
+    int64_t smin = INT64_MAX, smax = INT64_MIN;
+    double low = INFINITY, high = -INFINITY, s1 = 0, s2 = 0;
+    memset(b, 0, sizeof *b);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *e = p + i * k->itemsize;
+        if (k->codes) {
+            uint64_t c = load_code(k->itemsize, e);
+            int64_t s = signed_code(k->itemsize, c);
+            if (c < umin) umin = c;
+            if (c > umax) umax = c;
+            if (s < smin) smin = s;
+            if (s > smax) smax = s;
+        }
+        double x = decode_any(kind, e);
+        if (isnan(x)) { b->nan++; continue; }
+        if (isinf(x)) { if (x > 0) b->pos_inf++; else b->neg_inf++; continue; }
+        b->finite++;
+        if (x < low) low = x;
+        if (x > high) high = x;
+        b->zeros += x == 0.0;
+        b->overflow += k->can_overflow && fabs(x) > FP16_MAX;
+        s1 += x;
+        s2 += x * x;
+    }
+    b->special = b->nan + b->pos_inf + b->neg_inf > 0;
+    b->low = low; b->high = high; b->s1 = s1; b->s2 = s2; b->exact_sums = 1;
+    if (k->codes && n && !b->special)   /* numpy reads these blocks' min/max from the codes (-0 below +0) */
+        code_extremes(k, umin, umax, smin, smax, kind, b);
+}
+
+/* The vectorised pass for a fast kind; 0 when the block holds Inf/NaN codes (take scalar_block). */
+static int fast_block(const simd_t *simd, int kind, const uint8_t *p, size_t n, block_t *b)
+{
+    const kind_t *k = &KINDS[kind];
+    fast_t f;
+    memset(b, 0, sizeof *b);
+    simd->fast(kind, p, n, &f);
+    if (!code_extremes(k, f.umin, f.umax, f.smin, f.smax, kind, b)) return 0;
+    uint64_t sign = 1ull << (8 * k->itemsize - 1);
+    b->finite = (int64_t)n;
+    b->s1 = f.s1; b->s2 = f.s2;
+    if (f.umin == 0 || f.smin == -(int64_t)sign) b->zeros = simd->count_zeros(kind, p, n);
+    double magnitude = fmax(-b->low, b->high);
+    if (k->can_overflow && magnitude > FP16_MAX) b->overflow = simd->count_overflow(kind, p, n);
+    return 1;
+}
+
+/* Sums of (x - shift) over the finite values, in float64, element by element (the slow and big-value paths). */
+static void scalar_sums(int kind, const uint8_t *p, size_t n, double shift, double *s1, double *s2)
+{
+    double t1 = 0, t2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = decode_any(kind, p + i * KINDS[kind].itemsize);
+        if (!isfinite(x)) continue;
+        double d = x - shift;
+        t1 += d; t2 += d * d;
+    }
+    *s1 = t1; *s2 = t2;
+}
+
+/* ---- the Fold object ---------------------------------------------------------------------------------------- */
+
+#define BINS 16
+
+typedef struct {
+    PyObject_HEAD
+    int kind;
+    const simd_t *simd;
+    const char *variant;
+    int64_t hist_stride, block_bytes, hist_every, sample_bytes;
+    int has_hist;
+    double hist_lo, hist_hi;
+    int64_t count, finite, zeros, nan, pos_inf, neg_inf, overflow, max_abs_index;
+    double mean, m2, min, max, max_abs;
+    int64_t histogram[BINS];
+    PyObject *samples;
+} Fold;
+
+static uint32_t CRC_TABLE[256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        CRC_TABLE[i] = c;
+    }
+}
+
+static uint32_t crc32(const uint8_t *p, size_t n)   /* zlib.crc32 */
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) c = CRC_TABLE[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* _Partial.add_moments, operation for operation. */
+static void add_moments(Fold *f, int64_t n, double mean, double m2)
+{
+    if (n == 0) return;
+    int64_t total = f->finite + n;
+    double delta = mean - f->mean;
+    f->mean += delta * (double)n / (double)total;
+    f->m2 += m2 + delta * delta * (double)f->finite * (double)n / (double)total;
+    f->finite = total;
+}
+
+/* Mean and M2 of the block's finite values: shift 0 when the mean is small against the spread (numpy's
+   guard, loss <= 4/3), else the block re-centred on its own mean (see stats_kernels._block_moments). */
+static void block_moments(Fold *f, const uint8_t *p, size_t n, block_t *b, double magnitude, double *mean, double *m2)
+{
+    double nf = (double)b->finite, s1 = b->s1, s2 = b->s2;
+    int exact = b->exact_sums || magnitude > FLOAT32_SAFE_MAGNITUDE;
+    if (!b->exact_sums && magnitude > FLOAT32_SAFE_MAGNITUDE) scalar_sums(f->kind, p, n, 0.0, &s1, &s2);
+    if (s1 * s1 <= 0.25 * s2 * nf) {
+        *mean = s1 / nf;
+        *m2 = fmax(s2 - s1 * s1 / nf, 0.0);
+        return;
+    }
+    double shift = KINDS[f->kind].work_double || exact ? s1 / nf : (double)(float)(s1 / nf);
+    if (exact) scalar_sums(f->kind, p, n, shift, &s1, &s2);
+    else f->simd->sums(f->kind, p, n, (float)shift, &s1, &s2);
+    *mean = shift + s1 / nf;
+    *m2 = fmax(s2 - s1 * s1 / nf, 0.0);
+}
+
+/* First natural position of max |x| in the block, as numpy's one-comparison search: x == low when -low is
+   the magnitude, else x == high, else |x| == magnitude. With the codes of low/high known, on the codes: in the
+   first two cases the value is not zero, so its code is unique; in the third the magnitude bits decide. */
+static int64_t first_position(const simd_t *simd, int kind, const uint8_t *p, size_t n, const block_t *b,
+                              double magnitude)
+{
+    double low = b->low, high = b->high;
+    int mode = high != magnitude ? 0 : (-low != magnitude ? 1 : 2);
+    if (b->by_codes) {
+        int itemsize = KINDS[kind].itemsize;
+        uint64_t all = itemsize == 8 ? UINT64_MAX : (1ull << (8 * itemsize)) - 1, sign = 1ull << (8 * itemsize - 1);
+        uint64_t mask = mode == 2 ? all & ~sign : all, target = (mode == 0 ? b->low_code : b->high_code) & mask;
+        return (int64_t)simd->find_code(itemsize, p, n, mask, target);
+    }
+    for (size_t i = 0; i < n; i++) {
+        double x = decode_any(kind, p + i * KINDS[kind].itemsize);
+        if ((mode == 0 && x == low) || (mode == 1 && x == high) || (mode == 2 && fabs(x) == magnitude))
+            return (int64_t)i;
+    }
+    return 0;   /* unreachable: the extremes come from these values */
+}
+
+typedef struct { float lo32, scale32; double lo, scale, half; } bins_t;
+
+/* numpy's arithmetic: (x - lo) * (16 / (hi - lo)) in the working dtype (float32: lo and the scale rounded to
+   float32 first, as numpy casts Python floats to the array's dtype), clipped to 0..15, truncated. */
+static bins_t bins_of(const Fold *f)
+{
+    bins_t b;
+    double lo = f->hist_lo, hi = f->hist_hi;
+    b.lo32 = (float)lo;
+    b.scale32 = (float)((double)BINS / (hi - lo));
+    b.half = isfinite(hi - lo) ? 1.0 : 0.5;   /* an F64 range wider than float64 holds: numpy halves first */
+    b.lo = lo * b.half;
+    b.scale = (double)BINS / (hi * b.half - lo * b.half);
+    return b;
+}
+
+static inline int bin32(const bins_t *b, float x)
+{
+    float pos = (x - b->lo32) * b->scale32;
+    pos = !(pos >= 0) ? 0 : pos;   /* NaN cannot happen; never index with it */
+    pos = pos > BINS - 1 ? BINS - 1 : pos;
+    return (int)pos;
+}
+
+static inline int bin64(const bins_t *b, double x)
+{
+    double pos = (b->half == 1.0 ? x - b->lo : x * 0.5 - b->lo) * b->scale;
+    pos = !(pos >= 0) ? 0 : pos;
+    pos = pos > BINS - 1 ? BINS - 1 : pos;
+    return (int)pos;
+}
+
+/* The sampled positions, in numpy's decode order (lane by lane: q = lane * words + w is element w * lanes +
+   lane), without a division per element. BODY sees `natural`. */
+#define FOR_SAMPLED(n, step, lanes, words, BODY) do { \
+        size_t lane_ = 0, w_ = 0; \
+        for (size_t q_ = 0; q_ < (n); q_ += (step)) { \
+            size_t natural = w_ * (lanes) + lane_; \
+            do BODY while (0);   /* a `continue` in BODY ends this element only */ \
+            w_ += (step); \
+            while (w_ >= (words) && lane_ + 1 < (lanes)) { w_ -= (words); lane_++; } \
+        } \
+    } while (0)
+
+#define HIST_FAST(KIND, CT) FOR_SAMPLED(n, step, lanes, words, { \
+        CT c_; memcpy(&c_, p + natural * sizeof(CT), sizeof c_); \
+        f->histogram[bin32(&bins, (float)decode_finite(KIND, c_))]++; })
+
+/* numpy bins every stride-th value of the block in its decode order (lane by lane for 16/8-bit floats); in a
+   block with Inf/NaN, every stride-th *finite* value. */
+static void add_histogram(Fold *f, const uint8_t *p, size_t n, int special, int64_t first_index)
+{
+    const kind_t *k = &KINDS[f->kind];
+    if (f->hist_stride != 1 && (first_index * k->itemsize / f->block_bytes) % f->hist_every) return;
+    size_t lanes = (n * k->itemsize) % 4 == 0 ? (size_t)k->lanes : 1, words = n / lanes;
+    size_t step = special ? 1 : (size_t)f->hist_stride;
+    bins_t bins = bins_of(f);
+    if (!special && f->kind == K_F32) { HIST_FAST(K_F32, uint32_t); return; }
+    if (!special && f->kind == K_BF16) { HIST_FAST(K_BF16, uint16_t); return; }
+    if (!special && f->kind == K_F16) { HIST_FAST(K_F16, uint16_t); return; }
+    int64_t kept = 0, every = special ? f->hist_stride : 1;
+    FOR_SAMPLED(n, step, lanes, words, {
+        double x = decode_any(f->kind, p + natural * k->itemsize);
+        if (!isfinite(x) || kept++ % every) continue;
+        f->histogram[k->work_double ? bin64(&bins, x) : bin32(&bins, (float)x)]++;
+    });
+}
+
+static void fold_block(Fold *f, const uint8_t *p, size_t n, int64_t first_index)
+{
+    const kind_t *k = &KINDS[f->kind];
+    block_t b;
+    f->count += (int64_t)n;
+    if (n == 0) return;
+    if (!(k->fast && fast_block(f->simd, f->kind, p, n, &b))) scalar_block(f->kind, p, n, &b);
+    f->nan += b.nan; f->pos_inf += b.pos_inf; f->neg_inf += b.neg_inf;
+    if (b.finite == 0) return;
+    if (b.low < f->min) f->min = b.low;
+    if (b.high > f->max) f->max = b.high;
+    double magnitude = b.high > -b.low ? b.high : -b.low, mean, m2;   /* Python's max(-low, high) */
+    block_moments(f, p, n, &b, magnitude, &mean, &m2);
+    add_moments(f, b.finite, mean, m2);
+    f->zeros += b.zeros;
+    f->overflow += b.overflow;
+    if (magnitude > f->max_abs) {
+        f->max_abs = magnitude;
+        f->max_abs_index = first_index + first_position(f->simd, f->kind, p, n, &b, magnitude);
+    }
+    if (f->has_hist) add_histogram(f, p, n, b.special, first_index);
+}
+
+static int Fold_init(Fold *f, PyObject *args, PyObject *kwargs)
+{
+    const char *dtype;
+    int has_hist;
+    if (!PyArg_ParseTuple(args, "sLddpLLL", &dtype, &f->hist_stride, &f->hist_lo, &f->hist_hi, &has_hist,
+                          &f->block_bytes, &f->hist_every, &f->sample_bytes))
+        return -1;
+    f->kind = -1;
+    for (int i = 0; i < K_COUNT; i++)
+        if (strcmp(KINDS[i].name, dtype) == 0) f->kind = i;
+    if (strcmp(dtype, "BOOL") == 0) f->kind = K_U8;
+    if (f->kind < 0) { PyErr_Format(PyExc_ValueError, "no C kernel for dtype %s", dtype); return -1; }
+    if (f->hist_stride < 1 || f->block_bytes < 1 || f->hist_every < 1 || f->sample_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad histogram/block parameters");
+        return -1;
+    }
+    f->has_hist = has_hist;
+    f->simd = current->simd;
+    f->variant = current->name;
+    f->count = f->finite = f->zeros = f->nan = f->pos_inf = f->neg_inf = f->overflow = 0;
+    f->max_abs_index = -1;
+    f->mean = f->m2 = 0.0;
+    f->min = INFINITY; f->max = -INFINITY; f->max_abs = -1.0;
+    memset(f->histogram, 0, sizeof f->histogram);
+    Py_XSETREF(f->samples, PyList_New(0));
+    return f->samples ? 0 : -1;
+}
+
+static PyObject *Fold_block(Fold *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "block(raw, first_index)"); return NULL; }
+    long long first_index = PyLong_AsLongLong(args[1]);
+    if (first_index == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    size_t itemsize = (size_t)KINDS[f->kind].itemsize, usable = (size_t)view.len - (size_t)view.len % itemsize;
+    const uint8_t *p = view.buf;
+    uint32_t crc;
+    Py_BEGIN_ALLOW_THREADS
+    crc = crc32(p, usable < (size_t)f->sample_bytes ? usable : (size_t)f->sample_bytes);
+    fold_block(f, p, usable / itemsize, first_index);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *sample = PyLong_FromUnsignedLong(crc);
+    if (sample == NULL || PyList_Append(f->samples, sample) < 0) { Py_XDECREF(sample); return NULL; }
+    Py_DECREF(sample);
+    return PyLong_FromLongLong(first_index + (long long)(usable / itemsize));
+}
+
+static PyObject *Fold_result(Fold *f, PyObject *unused)
+{
+    PyObject *hist = PyTuple_New(BINS);
+    if (hist == NULL) return NULL;
+    for (int i = 0; i < BINS; i++) {
+        PyObject *v = PyLong_FromLongLong(f->histogram[i]);
+        if (v == NULL) { Py_DECREF(hist); return NULL; }
+        PyTuple_SET_ITEM(hist, i, v);
+    }
+    return Py_BuildValue("LLddddLLLLLdLNO", f->count, f->finite, f->mean, f->m2, f->min, f->max, f->zeros, f->nan,
+                         f->pos_inf, f->neg_inf, f->overflow, f->max_abs, f->max_abs_index, hist, f->samples);
+}
+
+static PyObject *Fold_variant(Fold *f, void *closure) { return PyUnicode_FromString(f->variant); }
+
+static void Fold_dealloc(Fold *f)
+{
+    Py_XDECREF(f->samples);
+    Py_TYPE(f)->tp_free((PyObject *)f);
+}
+
+static PyMethodDef Fold_methods[] = {
+    {"block", (PyCFunction)(void (*)(void))Fold_block, METH_FASTCALL, "Fold one block; returns the next index."},
+    {"result", (PyCFunction)Fold_result, METH_NOARGS, "The partial result as a tuple (see the module doc)."},
+    {NULL},
+};
+
+static PyGetSetDef Fold_getset[] = {
+    {"variant", (getter)Fold_variant, NULL, "the SIMD variant this fold runs", NULL},
+    {NULL},
+};
+
+static PyTypeObject FoldType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "weightaudit._kernel.Fold",
+    .tp_basicsize = sizeof(Fold),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Statistics of consecutive blocks of one tensor (see the module doc).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Fold_init,
+    .tp_dealloc = (destructor)Fold_dealloc,
+    .tp_methods = Fold_methods,
+    .tp_getset = Fold_getset,
+};
+
+/* ---- module -------------------------------------------------------------------------------------------------- */
+
+static PyObject *mod_variants(PyObject *self, PyObject *unused)
+{
+    PyObject *names = PyList_New(0);
+    for (int i = 0; names && i < N_VARIANTS; i++) {
+        if (!variant_usable(&VARIANTS[i])) continue;
+        PyObject *name = PyUnicode_FromString(VARIANTS[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0) { Py_XDECREF(name); Py_DECREF(names); return NULL; }
+        Py_DECREF(name);
+    }
+    if (names == NULL) return NULL;
+    PyObject *result = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return result;
+}
+
+static PyObject *mod_select(PyObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) return NULL;
+    for (int i = 0; i < N_VARIANTS; i++)
+        if (strcmp(VARIANTS[i].name, name) == 0 && variant_usable(&VARIANTS[i])) {
+            current = &VARIANTS[i];
+            Py_RETURN_NONE;
+        }
+    return PyErr_Format(PyExc_ValueError, "kernel variant %s is not usable on this CPU", name);
+}
+
+static PyObject *mod_selected(PyObject *self, PyObject *unused) { return PyUnicode_FromString(current->name); }
+
+static PyObject *mod_dtypes(PyObject *self, PyObject *unused)
+{
+    PyObject *names = PyTuple_New(K_COUNT + 1);
+    for (int i = 0; names && i < K_COUNT; i++) PyTuple_SET_ITEM(names, i, PyUnicode_FromString(KINDS[i].name));
+    if (names) PyTuple_SET_ITEM(names, K_COUNT, PyUnicode_FromString("BOOL"));
+    return names;
+}
+
+static PyMethodDef module_methods[] = {
+    {"variants", mod_variants, METH_NOARGS, "SIMD variants usable on this CPU, best first."},
+    {"select", mod_select, METH_O, "Use this variant for the folds created from now on."},
+    {"selected", mod_selected, METH_NOARGS, "The variant new folds use."},
+    {"dtypes", mod_dtypes, METH_NOARGS, "Dtype codes this kernel folds (little-endian bytes)."},
+    {NULL},
+};
+
+static struct PyModuleDef kernel_module = {
+    PyModuleDef_HEAD_INIT, "weightaudit._kernel", "The statistics block kernel in C (see _kernel.c).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__kernel(void)
+{
+    crc_init();
+    for (int i = N_VARIANTS - 1; i >= 0; i--)
+        if (variant_usable(&VARIANTS[i])) current = &VARIANTS[i];
+    if (PyType_Ready(&FoldType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&kernel_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&FoldType);
+    if (PyModule_AddObject(m, "Fold", (PyObject *)&FoldType) < 0) { Py_DECREF(&FoldType); Py_DECREF(m); return NULL; }
+    return m;
+}

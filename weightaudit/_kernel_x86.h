@@ -1,0 +1,189 @@
+/* Hand-written AVX2 / AVX-512 fast loops for F32, BF16 and F16 (the dtypes of nearly every release).
+
+   Included after _kernel_simd.h inside the same `#pragma GCC target`, with SUFFIX and X86_BITS (256 or 512).
+   Same results as FN(fast_ext_) (which the other dtypes keep): the four integer extremes of the codes with
+   native min/max instructions, BF16 widened by interleaving with zeros, F16 by the hardware conversion (exact
+   for every finite code, subnormals included), float32 lane sums flushed to float64 every FLUSH_X86 vectors.
+   The order of lanes does not matter to any of these. */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+#define FLUSH_X86 32
+
+#if X86_BITS == 512
+#define VI __m512i
+#define VF __m512
+#define VD __m512d
+#define VBYTES 64
+#define LOADI(q) _mm512_loadu_si512((const void *)(q))
+#define ZEROI() _mm512_setzero_si512()
+#define ZEROF() _mm512_setzero_ps()
+#define ZEROD() _mm512_setzero_pd()
+#define SET16(x) _mm512_set1_epi16((short)(x))
+#define SET32(x) _mm512_set1_epi32((int)(x))
+#define MINU16 _mm512_min_epu16
+#define MAXU16 _mm512_max_epu16
+#define MINS16 _mm512_min_epi16
+#define MAXS16 _mm512_max_epi16
+#define MINU32 _mm512_min_epu32
+#define MAXU32 _mm512_max_epu32
+#define MINS32 _mm512_min_epi32
+#define MAXS32 _mm512_max_epi32
+#define ADDF _mm512_add_ps
+#define FMAF _mm512_fmadd_ps
+#define ADDD _mm512_add_pd
+#define CASTF _mm512_castsi512_ps
+#define CVT_LO(a) _mm512_cvtps_pd(_mm512_castps512_ps256(a))
+#define CVT_HI(a) _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1))
+#define UNPACKLO16 _mm512_unpacklo_epi16
+#define UNPACKHI16 _mm512_unpackhi_epi16
+#define CVTPH_LO(c) _mm512_cvtph_ps(_mm512_castsi512_si256(c))
+#define CVTPH_HI(c) _mm512_cvtph_ps(_mm512_extracti64x4_epi64(c, 1))
+#define STOREI(q, v) _mm512_storeu_si512((void *)(q), v)
+#define STORED(q, v) _mm512_storeu_pd(q, v)
+#else
+#define VI __m256i
+#define VF __m256
+#define VD __m256d
+#define VBYTES 32
+#define LOADI(q) _mm256_loadu_si256((const __m256i *)(q))
+#define ZEROI() _mm256_setzero_si256()
+#define ZEROF() _mm256_setzero_ps()
+#define ZEROD() _mm256_setzero_pd()
+#define SET16(x) _mm256_set1_epi16((short)(x))
+#define SET32(x) _mm256_set1_epi32((int)(x))
+#define MINU16 _mm256_min_epu16
+#define MAXU16 _mm256_max_epu16
+#define MINS16 _mm256_min_epi16
+#define MAXS16 _mm256_max_epi16
+#define MINU32 _mm256_min_epu32
+#define MAXU32 _mm256_max_epu32
+#define MINS32 _mm256_min_epi32
+#define MAXS32 _mm256_max_epi32
+#define ADDF _mm256_add_ps
+#define FMAF _mm256_fmadd_ps
+#define ADDD _mm256_add_pd
+#define CASTF _mm256_castsi256_ps
+#define CVT_LO(a) _mm256_cvtps_pd(_mm256_castps256_ps128(a))
+#define CVT_HI(a) _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1))
+#define UNPACKLO16 _mm256_unpacklo_epi16
+#define UNPACKHI16 _mm256_unpackhi_epi16
+#define CVTPH_LO(c) _mm256_cvtph_ps(_mm256_castsi256_si128(c))
+#define CVTPH_HI(c) _mm256_cvtph_ps(_mm256_extracti128_si256(c, 1))
+#define STOREI(q, v) _mm256_storeu_si256((__m256i *)(q), v)
+#define STORED(q, v) _mm256_storeu_pd(q, v)
+#endif
+
+#define FLUSH_SUMS() do { \
+        d1 = ADDD(d1, ADDD(CVT_LO(a1), CVT_HI(a1))); d1 = ADDD(d1, ADDD(CVT_LO(b1), CVT_HI(b1))); \
+        d2 = ADDD(d2, ADDD(CVT_LO(a2), CVT_HI(a2))); d2 = ADDD(d2, ADDD(CVT_LO(b2), CVT_HI(b2))); \
+        a1 = b1 = a2 = b2 = ZEROF(); \
+    } while (0)
+
+/* One loop per dtype: the widening (WIDEN sets x and y from the codes c) is the only difference. */
+#define LOOP16(WIDEN) \
+    for (; i + per <= n; i += per) { \
+        VI c = LOADI(p + 2 * i); \
+        umin = MINU16(umin, c); umax = MAXU16(umax, c); smin = MINS16(smin, c); smax = MAXS16(smax, c); \
+        VF x, y; WIDEN; \
+        a1 = ADDF(a1, x); b1 = ADDF(b1, y); a2 = FMAF(x, x, a2); b2 = FMAF(y, y, b2); \
+        if (++flush == FLUSH_X86) { flush = 0; FLUSH_SUMS(); } \
+    }
+
+static void FN(fast_x86_)(int kind, const uint8_t *p, size_t n, fast_t *out)
+{
+    if (kind != K_F32 && kind != K_BF16 && kind != K_F16) { FN(fast_)(kind, p, n, out); return; }
+    const int itemsize = KINDS[kind].itemsize;
+    const size_t per = VBYTES / itemsize;
+    VI umin = SET32(-1), umax = ZEROI(), smin, smax, zero = ZEROI();
+    if (itemsize == 2) { smin = SET16(0x7FFF); smax = SET16(0x8000); }
+    else { smin = SET32(0x7FFFFFFF); smax = SET32(0x80000000u); }
+    VF a1 = ZEROF(), b1 = ZEROF(), a2 = ZEROF(), b2 = ZEROF();
+    VD d1 = ZEROD(), d2 = ZEROD();
+    size_t i = 0;
+    int flush = 0;
+    if (kind == K_F32) {   /* two vectors per iteration: two independent add chains, as the 16-bit loops */
+        for (; i + 2 * per <= n; i += 2 * per) {
+            VI c = LOADI(p + 4 * i), e = LOADI(p + 4 * i + VBYTES);
+            umin = MINU32(umin, c); umax = MAXU32(umax, c); smin = MINS32(smin, c); smax = MAXS32(smax, c);
+            umin = MINU32(umin, e); umax = MAXU32(umax, e); smin = MINS32(smin, e); smax = MAXS32(smax, e);
+            VF x = CASTF(c), y = CASTF(e);
+            a1 = ADDF(a1, x); b1 = ADDF(b1, y); a2 = FMAF(x, x, a2); b2 = FMAF(y, y, b2);
+            if (++flush == FLUSH_X86) { flush = 0; FLUSH_SUMS(); }
+        }
+    } else if (kind == K_BF16) {
+        LOOP16(x = CASTF(UNPACKLO16(zero, c)); y = CASTF(UNPACKHI16(zero, c)))
+    } else {
+        LOOP16(x = CVTPH_LO(c); y = CVTPH_HI(c))
+    }
+    FLUSH_SUMS();
+    double sums[2][VBYTES / 8];
+    STORED(sums[0], d1);
+    STORED(sums[1], d2);
+    double s1 = 0, s2 = 0;
+    for (int j = 0; j < VBYTES / 8; j++) { s1 += sums[0][j]; s2 += sums[1][j]; }
+    uint8_t lanes[4][VBYTES];
+    STOREI(lanes[0], umin); STOREI(lanes[1], umax); STOREI(lanes[2], smin); STOREI(lanes[3], smax);
+    uint64_t lo_u = UINT64_MAX, hi_u = 0;
+    int64_t lo_s = INT64_MAX, hi_s = INT64_MIN;
+    for (int j = 0; j < VBYTES / itemsize; j++) {
+        uint64_t u0 = load_code(itemsize, lanes[0] + j * itemsize), u1 = load_code(itemsize, lanes[1] + j * itemsize);
+        int64_t s0 = signed_code(itemsize, load_code(itemsize, lanes[2] + j * itemsize));
+        int64_t s3 = signed_code(itemsize, load_code(itemsize, lanes[3] + j * itemsize));
+        if (u0 < lo_u) lo_u = u0;
+        if (u1 > hi_u) hi_u = u1;
+        if (s0 < lo_s) lo_s = s0;
+        if (s3 > hi_s) hi_s = s3;
+    }
+    for (; i < n; i++) {   /* the tail, element by element */
+        uint64_t c = load_code(itemsize, p + i * itemsize);
+        int64_t s = signed_code(itemsize, c);
+        if (c < lo_u) lo_u = c;
+        if (c > hi_u) hi_u = c;
+        if (s < lo_s) lo_s = s;
+        if (s > hi_s) hi_s = s;
+        double x = decode_finite(kind, c);
+        s1 += x; s2 += x * x;
+    }
+    out->umin = lo_u; out->umax = hi_u; out->smin = lo_s; out->smax = hi_s; out->s1 = s1; out->s2 = s2;
+}
+
+static const simd_t FN(variant_) = {FN(fast_x86_), FN(sums_), FN(count_zeros_), FN(count_overflow_), FN(find_code_)};
+
+#undef VI
+#undef VF
+#undef VD
+#undef VBYTES
+#undef LOADI
+#undef ZEROI
+#undef ZEROF
+#undef ZEROD
+#undef SET16
+#undef SET32
+#undef MINU16
+#undef MAXU16
+#undef MINS16
+#undef MAXS16
+#undef MINU32
+#undef MAXU32
+#undef MINS32
+#undef MAXS32
+#undef ADDF
+#undef FMAF
+#undef ADDD
+#undef CASTF
+#undef CVT_LO
+#undef CVT_HI
+#undef UNPACKLO16
+#undef UNPACKHI16
+#undef CVTPH_LO
+#undef CVTPH_HI
+#undef STOREI
+#undef STORED
+#undef FLUSH_SUMS
+#undef LOOP16
+#undef FLUSH_X86
+#undef FN
+#undef CAT
+#undef CAT_
