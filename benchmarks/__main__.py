@@ -167,28 +167,28 @@ def rows_end_to_end(table: Table, inputs: Inputs, args: argparse.Namespace) -> N
         baselines.append(("naive load_file + torch min/max/mean/std/NaN/Inf/zeros", code.NAIVE_TORCH, 30))
     for name, program, target in baselines:
         naive = best(program, args.repeat, inputs.big)
+        threads = f", torch {naive['threads']} threads" if "threads" in naive else ""
         table.add(name, naive["seconds"], inputs.total,
                   f"audit is {naive['seconds'] / seconds:.1f}× faster ({naive['seconds'] / net:.1f}× without "
-                  f"start-up; target ≥ {target}×); imports not timed")
+                  f"start-up; target ≥ {target}×); imports not timed{threads}")
 
 
 def rows_rss(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
     """Peak RSS of the CLI audit and of each process it starts, file by file (target < 100 MB, flat)."""
-    peaks = []
+    runs = {}
     for gib, path in inputs.sweep.items():
         warm(path)
-        r = peak_rss.measure(AUDIT + [str(path)], cwd=str(HERE.parent))
-        if r["exit"] not in (0, 1):
-            raise RuntimeError(f"audit of {path} exited {r['exit']}")
-        top = max([r["main_kib"], r["tree_maxrss_kib"], *r["children_kib"]]) * 1024 / 1e6
-        peaks.append(top)
+        runs[gib] = peak_rss.measure(AUDIT + [str(path)], cwd=str(HERE.parent))
+        if runs[gib]["exit"] not in (0, 1):
+            raise RuntimeError(f"audit of {path} exited {runs[gib]['exit']}")
+    tops = {gib: max([r["main_kib"], r["tree_maxrss_kib"], *r["children_kib"]]) * 1024 / 1e6 for gib, r in runs.items()}
+    for gib, r in runs.items():
         workers = "/".join(f"{kib * 1024 / 1e6:.0f}" for kib in r["children_kib"]) or "none"
-        table.add(f"peak RSS, audit of {gib:g} GiB", r["seconds"], path.stat().st_size,
-                  f"max {top:.0f} MB: audit process {r['main_kib'] * 1024 / 1e6:.0f} MB (VmHWM), "
-                  f"workers {workers} MB, tree ru_maxrss {r['tree_maxrss_kib'] * 1024 / 1e6:.0f} MB")
-    if len(peaks) > 1:
-        print(f"RSS sweep: {min(peaks):.0f}-{max(peaks):.0f} MB over {len(peaks)} sizes (target < 100 MB, flat)",
-              flush=True)
+        flat = f"; sweep {min(tops.values()):.0f}-{max(tops.values()):.0f} MB (target < 100 MB, flat)" \
+            if gib == list(runs)[-1] and len(runs) > 1 else ""
+        table.add(f"peak RSS, audit of {gib:g} GiB", r["seconds"], inputs.sweep[gib].stat().st_size,
+                  f"max {tops[gib]:.0f} MB: audit process {r['main_kib'] * 1024 / 1e6:.0f} MB (VmHWM), "
+                  f"workers {workers} MB, tree ru_maxrss {r['tree_maxrss_kib'] * 1024 / 1e6:.0f} MB{flat}")
 
 
 def rows_layout(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
