@@ -124,8 +124,25 @@ def audit(paths: Any, *, policy: Any = None, fail_on: str | None = None, select:
     """Every loader and rule (statistics unless ``stats=False``). ``policy``: a Policy, a policy file path, or
     None for the user policy discovered from the working directory (never one inside the release).
     ``baseline``: a baseline file path or a set of fingerprints."""
+    from weightaudit.pipeline import run
+
+    given = _paths(paths)
+    plan = audit_plan(given, policy=policy, fail_on=fail_on, select=select, ignore=ignore, baseline=baseline,
+                      stats=stats, verify_checksums=verify_checksums, workers=workers, progress=progress)
+    reports = []
+    with _revision(revision):
+        for group in release_groups(given):
+            reports.append(run(group, plan(group)))
+    return _one_or_set(reports)
+
+
+def audit_plan(paths: Any, *, policy: Any = None, fail_on: str | None = None, select: Sequence[str] = (),
+               ignore: Sequence[str] = (), baseline: Any = None, stats: bool = True, verify_checksums: bool = False,
+               workers: int | None = None, progress: ProgressSink | None = None) -> Any:
+    """The options :func:`audit` runs each release group with (policy resolved once): a function from a group's
+    paths to its ``pipeline.RunOptions``. The fleet's split audit runs its stages with exactly these."""
     from weightaudit.formats.base import LoadOptions
-    from weightaudit.pipeline import RunOptions, run
+    from weightaudit.pipeline import RunOptions
     from weightaudit.policy import Policy, resolve_policy, with_cli_overrides
 
     given = _paths(paths)
@@ -136,16 +153,14 @@ def audit(paths: Any, *, policy: Any = None, fail_on: str | None = None, select:
     if resolved.fail_on is None and not resolved.fail_never:
         resolved = with_cli_overrides(resolved, "high")
     fingerprints = _baseline(baseline)
-    reports = []
-    with _revision(revision):
-        for group in release_groups(given):
-            options = RunOptions(command="audit", stats=stats, policy=resolved, select=select, ignore=ignore,
-                                 baseline=fingerprints, workers=workers,
-                                 rule_prefixes=FILE_RULES if _only_files(group) else RunOptions.rule_prefixes,
-                                 load=LoadOptions(verify_checksums=verify_checksums),
-                                 **_progress(progress, phases=True))
-            reports.append(run(group, options))
-    return _one_or_set(reports)
+
+    def options(group: Sequence[str]) -> RunOptions:
+        return RunOptions(command="audit", stats=stats, policy=resolved, select=select, ignore=ignore,
+                          baseline=fingerprints, workers=workers,
+                          rule_prefixes=FILE_RULES if _only_files(group) else RunOptions.rule_prefixes,
+                          load=LoadOptions(verify_checksums=verify_checksums), **_progress(progress, phases=True))
+
+    return options
 
 
 def _progress(progress: ProgressSink | None, phases: bool) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
 from weightaudit.formats.onnx_release import absorb_external_data
 from weightaudit.limits import DEFAULT_LIMITS, Limits
-from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats
+from weightaudit.model import FileStatus, Finding, LoadedFile, Release, Severity, TensorStats, WeightFileRef
 from weightaudit.model_facts import adapter_facts, model_facts, read_adapter_config
 from weightaudit.policy import Policy
 from weightaudit.report import Report
@@ -49,6 +49,18 @@ class RunOptions:
 
 
 def run(paths: Sequence[str], options: RunOptions) -> Report:
+    release, load_options = open_release(paths, options)
+    loaded = load_files(release.weight_files, load_options)
+    loaded, release = absorb_external_data(loaded, release)   # an .onnx.data file is its model's bytes
+    stats: Mapping[tuple[str, str], TensorStats] = {}
+    if options.stats:
+        stats = _compute_stats(Path(release.root), loaded, options)
+    return finish_run(release, loaded, stats, load_options, options)
+
+
+def open_release(paths: Sequence[str], options: RunOptions) -> tuple[Release, LoadOptions]:
+    """Discover the release, with the load options the policy gives (``run``'s first step; also every stage of
+    the fleet's split audit, weightaudit/fleet/split.py)."""
     load_options = options.load
     if options.policy.limits is not DEFAULT_LIMITS:
         load_options = replace(load_options, limits=options.policy.limits)
@@ -56,14 +68,22 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
         load_options = replace(load_options, pickle_allow=options.policy.pickle_allow)
     release = discover(paths, load_options.limits)
     _phase(options, f"{release.target}: found {len(release.weight_files)} weight file(s)")
+    return release, load_options
+
+
+def load_files(refs: Iterable[WeightFileRef], load_options: LoadOptions) -> tuple[LoadedFile, ...]:
+    """Load weight files, each one's findings capped at once (a split audit loads some of a release's files)."""
     per_file = load_options.limits.findings_per_rule_per_file
-    loaded = tuple(_cap_findings(load_file(Path(ref.path), ref.rel, ref.format, load_options), per_file)
-                   for ref in release.weight_files)
-    loaded, release = absorb_external_data(loaded, release)   # an .onnx.data file is its model's bytes
-    stats: Mapping[tuple[str, str], TensorStats] = {}
+    return tuple(_cap_findings(load_file(Path(ref.path), ref.rel, ref.format, load_options), per_file)
+                 for ref in refs)
+
+
+def finish_run(release: Release, loaded: tuple[LoadedFile, ...], stats: Mapping[tuple[str, str], TensorStats],
+               load_options: LoadOptions, options: RunOptions) -> Report:
+    """Everything after loading and statistics: coverage, release-level rules, copies, policy, the report."""
+    per_file = load_options.limits.findings_per_rule_per_file
     coverage_notes: list[str] = []
     if options.stats:
-        stats = _compute_stats(Path(release.root), loaded, options)
         loaded, coverage_notes = stats_coverage(loaded, stats)
     files = tuple(sorted(loaded + release.problems, key=lambda f: f.path))
     context = AuditContext(release=release, files=files, stats=stats, config=_read_config(release, load_options.limits),
@@ -72,8 +92,7 @@ def run(paths: Sequence[str], options: RunOptions) -> Report:
     raw = (list(release.findings) + side_file_findings(release, load_options.limits)
            + [f for lf in files for f in lf.findings]
            + rule_findings)
-    own = [f for lf in files for f in lf.findings if f.path == lf.path]   # e.g. a GGUF's template: WA463
-    files = unverified_by_rules(files, own + rule_findings, Path(release.root))
+    files = unverified_by_rules(files, rule_findings, Path(release.root))
     copies = find_copies(files, release)
     kept, suppressed, notes = apply_policy(without_echoes(raw, copies), options)
     notes = coverage_notes + notes
@@ -100,9 +119,8 @@ def _policy_field(options: RunOptions) -> dict[str, Any]:
 def unverified_by_rules(files: tuple[LoadedFile, ...], findings: Iterable[Finding], root: Path
                         ) -> tuple[LoadedFile, ...]:
     """Release-level rules cannot change the files they read, so a finding of a rule that ``unverifies`` (WA132:
-    a limit stopped the check; WA463: a chat template not analysed) leaves its file unverified here: a weight file
-    is marked so, a side file is listed as an unverified file of its own (format ``side-file``). Never a pass for
-    what was not fully checked."""
+    a limit stopped the check) leaves its file unverified here: a weight file is marked so, a side file is listed
+    as an unverified file of its own (format ``side-file``). Never a pass for what was not fully checked."""
     from weightaudit.rules import get_rule
 
     reasons: dict[str, str] = {}

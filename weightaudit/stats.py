@@ -146,6 +146,31 @@ def compute_stats(
 
 def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple[str, str], TensorStats]:
     """Join each tensor's pieces in byte order; a tensor with a failed piece gets no statistics."""
+    first_piece = {piece.key: piece for piece in reversed(pieces)}
+    return _finished(_joined(pieces, outcomes), first_piece)
+
+
+_Joined = dict[tuple[str, str], tuple[_Partial, "tuple[float, float] | None", bytes]]   # partial, range, signature
+
+
+def measure_files(root: Path, files: Sequence[LoadedFile], total_bytes: int,
+                  chunk_bytes: int = 4 * 1024 * 1024) -> _Joined:
+    """Some files of a release measured in this process exactly as ``compute_stats(workers=1)`` over the whole
+    release measures them (pieces planned for the release's ``total_bytes``), before fingerprints are confirmed:
+    a split fleet audit measures its parts apart and joins them with :func:`finish_measured`."""
+    pieces = _pieces(Path(root), files, 1, total_bytes)
+    outcomes = [outcome for batch in _batches(pieces, 1) for outcome in _run_batch(batch, chunk_bytes)]
+    return _joined(pieces, outcomes)
+
+
+def finish_measured(root: Path, files: Sequence[LoadedFile], measured: _Joined) -> dict[tuple[str, str], TensorStats]:
+    """The statistics of the whole release from its parts' measures (``files``: all of its files): fingerprints
+    confirmed across every file, as ``compute_stats`` confirms them."""
+    first_piece = {piece.key: piece for piece in reversed(_pieces(Path(root), files, 1))}
+    return _finished(dict(measured), first_piece)
+
+
+def _joined(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> _Joined:
     parts: dict[tuple[str, str], list[tuple[int, _Partial, tuple[float, float] | None]]] = {}
     failed: set[tuple[str, str]] = set()
     for number, part, histogram_range, error in outcomes:
@@ -168,6 +193,10 @@ def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple
             whole.merge(later)
         nbytes = whole.count * _spec_of(first_piece[key].tensor.dtype).itemsize
         merged[key] = (whole, found[0][2], whole.signature(nbytes))
+    return merged
+
+
+def _finished(merged: _Joined, first_piece: Mapping[tuple[str, str], _Piece]) -> dict[tuple[str, str], TensorStats]:
     fingerprints = _confirmed_fingerprints({key: item[2] for key, item in merged.items()}, first_piece)
     return {key: part.result(fingerprints[key], histogram_range) for key, (part, histogram_range, _) in merged.items()}
 

@@ -184,12 +184,14 @@ def piece_bytes(total: int, workers: int) -> int:
     return max(BLOCK_BYTES, size // BLOCK_BYTES * BLOCK_BYTES)
 
 
-def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1) -> list[_Piece]:
-    """Split every tensor with a supported dtype into work pieces, largest first."""
+def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1, total: int | None = None) -> list[_Piece]:
+    """Split every tensor with a supported dtype into work pieces, largest first. ``total``: the tensor bytes the
+    split size is planned for (default: these files'; a split fleet audit gives its whole release's)."""
     pieces: list[_Piece] = []
     sizes: dict[Path, int] = {}
     paths: dict[str, Path] = {}
-    total = sum(t.nbytes or 0 for loaded in files for t in loaded.tensors)
+    if total is None:
+        total = sum(t.nbytes or 0 for loaded in files for t in loaded.tensors)
     split = piece_bytes(total, workers)
     for loaded in files:
         if loaded.status != FileStatus.OK:

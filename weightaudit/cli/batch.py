@@ -12,7 +12,7 @@ from weightaudit.cli.options import fail_on_option
 DEFAULT_DB = "weightaudit.db"
 
 
-def _bytes(text: str | None) -> int | None:
+def _bytes(text: str | None, option: str = "--max-memory") -> int | None:
     """``512M``, ``4G``, ``1048576`` -> bytes."""
     if text is None:
         return None
@@ -25,10 +25,18 @@ def _bytes(text: str | None) -> int | None:
     try:
         value = int(float(number) * scale)
     except ValueError as exc:
-        raise UsageError(f"--max-memory {text!r}: give bytes or a size like 512M, 4G") from exc
+        raise UsageError(f"{option} {text!r}: give bytes or a size like 512M, 4G") from exc
     if value <= 0:
-        raise UsageError(f"--max-memory {text!r} must be positive")
+        raise UsageError(f"{option} {text!r} must be positive")
     return value
+
+
+def _split_above(text: str | None) -> int | None:
+    from weightaudit.fleet.split import SPLIT_ABOVE_BYTES
+
+    if text is None:
+        return SPLIT_ABOVE_BYTES
+    return None if text.strip().lower() == "never" else _bytes(text, "--split-above")
 
 
 @click.command("batch")
@@ -55,6 +63,9 @@ def _bytes(text: str | None) -> int | None:
               help="Per-release wall-clock limit; a release past it is recorded as failed (timeout).")
 @click.option("--max-memory", "max_memory", metavar="SIZE",
               help="Per-release memory limit (512M, 4G): beyond it the release is recorded as out-of-memory.")
+@click.option("--split-above", "split_above", default=None, show_default="4G", metavar="SIZE",
+              help="Releases whose weight files hold more than SIZE are audited as parallel per-file tasks and "
+                   "merged (the same report); 'never' audits every release in one task.")
 @click.option("--force", is_flag=True, help="Re-audit every release, changed or not.")
 @click.option("--retry-failed", is_flag=True, help="Re-audit releases whose last audit failed, even if unchanged.")
 @click.option("--paranoid", is_flag=True,
@@ -64,8 +75,8 @@ def _bytes(text: str | None) -> int | None:
 def batch_command(sources: tuple[str, ...], db_path: str, from_file: str | None, all_revisions: bool,
                   policy_path: str | None, fail_on: str | None, select: tuple[str, ...],
                   ignore_rules: tuple[str, ...], knowledge: str | None, jobs: int | None, engine: str,
-                  scheduler: str | None, timeout_s: float | None, max_memory: str | None, force: bool,
-                  retry_failed: bool, paranoid: bool, progress: bool | None, quiet: bool) -> None:
+                  scheduler: str | None, timeout_s: float | None, max_memory: str | None, split_above: str | None,
+                  force: bool, retry_failed: bool, paranoid: bool, progress: bool | None, quiet: bool) -> None:
     """Audit and score many releases into a database; re-runs audit only what changed.
 
     \b
@@ -96,5 +107,6 @@ def batch_command(sources: tuple[str, ...], db_path: str, from_file: str | None,
                            policy=policy)
     engine_config = EngineConfig(jobs=jobs or os.cpu_count() or 1, timeout_s=timeout_s,
                                  max_memory_bytes=_bytes(max_memory), scheduler=scheduler)
-    config = BatchConfig(db_path, options, engine, engine_config, paranoid, force, retry_failed)
+    split = _split_above(split_above)
+    config = BatchConfig(db_path, options, engine, engine_config, paranoid, force, retry_failed, split)
     raise SystemExit(run_batch(releases, config, quiet=quiet, progress=progress))

@@ -4,9 +4,10 @@ process, as soon as it is done. Engines register here by name; ``--engine NAME``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from weightaudit.fleet.task import Outcome, Task
+if TYPE_CHECKING:
+    from weightaudit.fleet.work import Work
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,11 @@ class EngineConfig:
 class Engine(Protocol):
     name: str
 
-    def run(self, tasks: Iterable[Task], on_outcome: Callable[[Outcome], None]) -> None:
-        """Run every task (bounded in flight), call ``on_outcome`` once per task in this process, stop all
-        workers before returning or raising (KeyboardInterrupt/Interrupted included)."""
+    def run(self, work: "Work") -> None:
+        """Run every unit ``work.take()`` hands out (bounded in flight; ``fleet.task.run_unit`` in a worker), give
+        each result or failure back through ``work.deliver`` in this process, return once ``work.finished`` and
+        nothing is in flight; stop all workers before returning or raising (KeyboardInterrupt/Interrupted
+        included)."""
 
 
 def _local(config: EngineConfig) -> Engine:

@@ -1,6 +1,7 @@
-"""Local engine: ``jobs`` forked worker processes, one release each at a time (so at most ``jobs`` in flight).
-A worker past ``--timeout`` is killed and replaced (the release is recorded as timed out); a worker that dies
-(a signal, the kernel's OOM killer) is replaced and its release recorded as failed. Each worker limits its own
+"""Local engine: ``jobs`` forked worker processes, one unit of work each at a time (a release, or a stage of a
+split one; so at most ``jobs`` in flight). A worker past ``--timeout`` is killed and replaced (the release is
+recorded as timed out); a worker that dies (a signal, the kernel's OOM killer) is replaced and its release
+recorded as failed. Each worker limits its own
 address space (RLIMIT_AS) to what it had at start plus ``--max-memory``; the audit inside hits MemoryError."""
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from weightaudit.fleet.engine import EngineConfig
-from weightaudit.fleet.task import Outcome, Task, failed, limit_memory, run_task
+from weightaudit.fleet.task import Outcome, failed, limit_memory, run_unit
+from weightaudit.fleet.work import Work
 
 
 def _worker_main(conn: Connection, max_memory: int | None) -> None:
@@ -22,21 +24,20 @@ def _worker_main(conn: Connection, max_memory: int | None) -> None:
     limit_memory(max_memory)
     while True:
         try:
-            task = conn.recv()
+            unit = conn.recv()
         except (EOFError, OSError):
             return
-        if task is None:
+        if unit is None:
             return
-        conn.send(run_task(task))
+        conn.send(run_unit(unit))
 
 
 @dataclass
 class _Worker:
     process: Any
     conn: Connection
-    task: Task | None = None
+    task: Any = None            # the unit it is running (a Task or a split release's stage)
     started: float = 0.0
-    done: list[Task] = field(default_factory=list)
 
 
 class LocalEngine:
@@ -55,37 +56,36 @@ class LocalEngine:
         child.close()
         return _Worker(process, parent)
 
-    def run(self, tasks: Iterable[Task], on_outcome: Callable[[Outcome], None]) -> None:
-        pending: Iterator[Task] = iter(tasks)
+    def run(self, work: Work) -> None:
         try:
             self._workers = [self._spawn() for _ in range(max(1, self.config.jobs))]
-            exhausted = False
             while True:
-                exhausted = exhausted or self._feed(pending)
+                self._feed(work)
                 busy = [w for w in self._workers if w.task is not None]
                 if not busy:
-                    if exhausted:
+                    if work.finished:
                         return
-                    continue
+                    raise work.stalled()
                 ready = wait([w.conn for w in busy], timeout=self._wait_s(busy))
                 for worker in busy:
+                    unit = worker.task
                     if worker.conn in ready:
-                        on_outcome(self._collect(worker))
+                        work.deliver(unit, self._collect(worker))
                     elif self._expired(worker):
-                        on_outcome(self._kill(worker, f"timeout: still running after {self.config.timeout_s:g} s"))
+                        late = f"timeout: still running after {self.config.timeout_s:g} s"
+                        work.deliver(unit, self._kill(worker, late))
         finally:
             self._stop()
 
-    def _feed(self, pending: Iterator[Task]) -> bool:
-        """Give every idle worker a task; True when there are no more tasks."""
+    def _feed(self, work: Work) -> None:
+        """Give every idle worker a unit, while any is ready."""
         for worker in self._workers:
             if worker.task is None:
-                task = next(pending, None)
-                if task is None:
-                    return True
-                worker.task, worker.started = task, time.monotonic()
-                worker.conn.send(task)
-        return False
+                unit = work.take()
+                if unit is None:
+                    return
+                worker.task, worker.started = unit, time.monotonic()
+                worker.conn.send(unit)
 
     def _wait_s(self, busy: list[_Worker]) -> float | None:
         if not self.config.timeout_s:
@@ -96,7 +96,7 @@ class LocalEngine:
     def _expired(self, worker: _Worker) -> bool:
         return bool(self.config.timeout_s) and time.monotonic() - worker.started >= self.config.timeout_s
 
-    def _collect(self, worker: _Worker) -> Outcome:
+    def _collect(self, worker: _Worker) -> Any:
         task = worker.task
         assert task is not None
         try:

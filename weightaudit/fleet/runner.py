@@ -15,7 +15,9 @@ from weightaudit.fleet.db import LastAudit, Writer, connect
 from weightaudit.fleet.engine import EngineConfig, make_engine
 from weightaudit.fleet.progress import BatchProgress
 from weightaudit.fleet.sources import Release
+from weightaudit.fleet.split import SPLIT_ABOVE_BYTES
 from weightaudit.fleet.task import AuditOptions, Outcome, Task
+from weightaudit.fleet.work import Work
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class BatchConfig:
     paranoid: bool = False
     force: bool = False
     retry_failed: bool = False
+    split_above_bytes: int | None = SPLIT_ABOVE_BYTES    # releases with more weight bytes are split (None: never)
 
 
 @dataclass
@@ -127,4 +130,4 @@ def _run(releases: list[Release], config: BatchConfig, writer: Writer, run_id: i
         codes[outcome.index] = outcome.exit_code if outcome.status == "ok" else int(ExitCode.INCOMPLETE)
         bar.advance(plan.key.total_bytes, outcome.status == "ok")
 
-    make_engine(config.engine, config.engine_config).run(tasks, on_outcome)
+    make_engine(config.engine, config.engine_config).run(Work(tasks, on_outcome, config.split_above_bytes))

@@ -8,7 +8,7 @@ import resource
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from weightaudit.errors import ExitCode
 
@@ -67,18 +67,33 @@ def failed(task_index: int, reason: str, duration_s: float = 0.0) -> Outcome:
 
 def run_task(task: Task) -> Outcome:
     """Audit and score one release; never raises (MemoryError -> out-of-memory, anything else -> internal error)."""
+    return guarded(task.index, lambda started: _run(task, started))
+
+
+def run_unit(unit: Any) -> Any:
+    """What a worker runs: a whole release (a :class:`Task`, giving an :class:`Outcome`) or one stage of a split
+    release (weightaudit/fleet/split.py); never raises."""
+    from weightaudit.fleet import fault_hooks
+
+    fault_hooks.at_start(unit.path)
+    if isinstance(unit, Task):
+        return run_task(unit)
+    return guarded(unit.index, unit.run)
+
+
+def guarded(index: int, body: Callable[[float], Any]) -> Any:
+    """``body(started)``, or the release's failed Outcome when it raises."""
     started = time.monotonic()
     try:
-        return _run(task, started)
+        return body(started)
     except MemoryError:
-        return failed(task.index, "out-of-memory: the release needed more than --max-memory",
-                      time.monotonic() - started)
+        return failed(index, "out-of-memory: the release needed more than --max-memory", time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - recorded as this release's failure, the batch goes on
         where = traceback.extract_tb(exc.__traceback__)[-1:]
         at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
         code = getattr(exc, "exit_code", None)
         kind = "error" if code is not None else "internal error"
-        return Outcome(task.index, "failed", f"{kind}: {type(exc).__name__}: {exc}{at}",
+        return Outcome(index, "failed", f"{kind}: {type(exc).__name__}: {exc}{at}",
                        exit_code=int(code) if code is not None else int(ExitCode.INCOMPLETE),
                        duration_s=time.monotonic() - started)
 
@@ -89,10 +104,13 @@ def _run(task: Task, started: float) -> Outcome:
     opts = task.options
     report = api.audit(task.path, policy=opts.policy, fail_on=opts.fail_on, select=opts.select,
                        ignore=opts.ignore, stats=opts.stats, workers=1)
-    card = api.scorecard(task.path, knowledge=opts.knowledge)
-    audit_dict = report.to_dict()
-    return Outcome(task.index, "ok", None, int(report.exit_code), report.verdict.value,
-                   json.dumps(audit_dict, ensure_ascii=False, sort_keys=True),
+    return audited(task.index, report, api.scorecard(task.path, knowledge=opts.knowledge), started)
+
+
+def audited(index: int, report: Any, card: Any, started: float) -> Outcome:
+    """The ok Outcome of an audit report and a scorecard report (the JSON ``audit``/``scorecard`` print)."""
+    return Outcome(index, "ok", None, int(report.exit_code), report.verdict.value,
+                   json.dumps(report.to_dict(), ensure_ascii=False, sort_keys=True),
                    json.dumps(card.to_dict(), ensure_ascii=False, sort_keys=True),
                    time.monotonic() - started, peak_rss_bytes())
 
