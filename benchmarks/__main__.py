@@ -14,7 +14,8 @@ end-to-end ``weightaudit audit`` (CLI wall time, start-up included, and without 
 min/max/mean/std loop and (``--torch``) the naive ``load_file`` + torch min/max/mean/std/NaN/Inf/zeros path;
 peak RSS of the audit and of its statistics workers over a sweep of file sizes (``--rss-sweep``); 20,000 tiny
 tensors (audit vs ``--no-stats``); 200 shards vs one file of the same bytes; HDF5 vs safetensors of the same F32
-bytes; start-up (``inspect`` of a 16 KiB file); JSON rendering of the 20,000-tensor report.
+bytes; start-up (``inspect`` of a 16 KiB file); JSON rendering of the 20,000-tensor report; the limit again
+(drift check).
 The table is printed and written between the suite markers of ``benchmarks/RESULTS.md``.
 """
 
@@ -219,7 +220,14 @@ def rows_startup_and_json(table: Table, inputs: Inputs, args: argparse.Namespace
     table.add("JSON render, 20,000-tensor report", r["seconds"], None, f"{r['bytes'] / 1e6:.1f} MB")
 
 
-ROWS = (rows_limit_and_kernel, rows_end_to_end, rows_rss, rows_layout, rows_startup_and_json)
+def row_limit_again(table: Table, inputs: Inputs, args: argparse.Namespace) -> None:
+    """The limit once more at the end: if it moved, the machine's load changed during the run."""
+    limit = best(code.LIMIT, args.repeat, inputs.big)
+    drift = limit["bytes"] / limit["seconds"] / 1e9 / table.limit_gbs
+    table.add("limit again, end of run", limit["seconds"], limit["bytes"], f"{drift:.2f}× the first (drift check)")
+
+
+ROWS = (rows_limit_and_kernel, rows_end_to_end, rows_rss, rows_layout, rows_startup_and_json, row_limit_again)
 
 
 def run(args: argparse.Namespace, inputs: Inputs) -> Table:
