@@ -58,3 +58,4 @@ OPCODE_ARGS: dict[int, str] = {code: shape for code, _, _, shape in OPCODES}
 PickleMachine.DISPATCH = [None] * 256
 for _code, _name, _handler, _ in OPCODES:
     PickleMachine.DISPATCH[_code] = (_name, _handler)
+PickleMachine.STANDARD_DISPATCH = PickleMachine.DISPATCH

@@ -20,6 +20,7 @@ __all__ = ["CallOps"]
 
 _ALLOC_CALLABLES = frozenset({"builtins.bytearray", "builtins.bytes", "builtins.range", "builtins.list",
                               "numpy.zeros", "numpy.ones", "numpy.empty", "numpy.full"})
+_SPECIAL_CALLABLES = _ALLOC_CALLABLES | {"copyreg.add_extension"}     # what _note_special_call looks at
 
 
 class CallOps(ValueOps):
@@ -83,8 +84,12 @@ class CallOps(ValueOps):
             raise PickleError(f"{self.op_name}: {type(func).__name__} object is not callable", self.op_pos)
         call = Call(func, args, kwargs, self.op_name, self.op_pos)
         self.result.calls.append(call)
-        self._note_special_call(call)
-        self.push(call)
+        if type(func) is Global and type(args) is tuple and func.qualname in _SPECIAL_CALLABLES:
+            self._note_special_call(call)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(call)
 
     def _note_special_call(self, call: Call) -> None:
         func = call.func
@@ -99,8 +104,11 @@ class CallOps(ValueOps):
             self.anomaly("allocation", f"{render(call)} declares an allocation of {call.args[0]} units")
 
     def op_reduce(self) -> None:
-        args = self.pop()
-        func = self.pop()
+        stack, marks = self.stack, self.marks
+        if len(stack) - (marks[-1] if marks else 0) < 2:
+            raise self.underflow()
+        args = stack.pop()
+        func = stack.pop()
         if is_concrete(args) and not isinstance(args, tuple):
             raise PickleError("REDUCE: argument list must be a tuple", self.op_pos)
         self._call(func, args)
@@ -173,4 +181,7 @@ class CallOps(ValueOps):
     def _persistent(self, pid: Any) -> None:
         ref = PersistentId(pid, self.op_pos)
         self.result.persistent_ids.append(ref)
-        self.push(ref)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(ref)

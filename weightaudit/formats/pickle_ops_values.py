@@ -22,6 +22,8 @@ from weightaudit.formats.pickle_values import (
 
 __all__ = ["ValueOps"]
 
+_U32 = struct.Struct("<I")
+
 # PyOS_string_to_double: no whitespace, no underscores; inf/infinity/nan in any case.
 _C_FLOAT = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])")
 
@@ -82,13 +84,22 @@ class ValueOps(MachineCore):
 
     # ---- numbers ----
     def op_none(self) -> None:
-        self.push(None)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(None)
 
     def op_newtrue(self) -> None:
-        self.push(True)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(True)
 
     def op_newfalse(self) -> None:
-        self.push(False)
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(False)
 
     def op_int(self) -> None:
         line = self.readline(2)
@@ -211,6 +222,24 @@ class ValueOps(MachineCore):
         self.result.byte_strings.append((self.op_pos, self.stack[-1]))
 
     def op_binunicode(self) -> None:
+        reader, data = self.reader, self.data
+        pos = reader.pos
+        end = pos + 4
+        if end <= len(data) and not pos < reader.frame_end < end:     # the common case, without the helpers
+            stop = end + _U32.unpack_from(data, pos)[0]
+            if stop <= len(data) and stop - end <= self.limits.max_inline_bytes \
+                    and not (reader.file_mode and end < reader.frame_end < stop):
+                try:
+                    value = str(data[end:stop], "utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    raise PickleError(f"{self.op_name}: invalid UTF-8", self.op_pos) from None
+                reader.pos = stop
+                stack = self.stack
+                if len(stack) >= self.max_stack:
+                    raise self.stack_full()
+                stack.append(value)
+                self.result.byte_strings.append((self.op_pos, value))
+                return
         self._unicode(self.read_counted(self.read_uint(4), "str"))
 
     def op_short_binunicode(self) -> None:
@@ -233,7 +262,10 @@ class ValueOps(MachineCore):
 
     # ---- containers ----
     def op_empty_tuple(self) -> None:
-        self.push(())
+        stack = self.stack
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(())
 
     def op_empty_list(self) -> None:
         self.push([])
@@ -245,14 +277,23 @@ class ValueOps(MachineCore):
         self.push(set())
 
     def op_tuple(self) -> None:
-        self.push(self.make_tuple(self.pop_mark()))
+        marks, stack = self.marks, self.stack
+        if not marks:
+            raise PickleError(f"{self.op_name}: could not find MARK", self.op_pos)
+        mark = marks.pop()
+        made = self.make_tuple(stack[mark:])
+        del stack[mark:]
+        if len(stack) >= self.max_stack:
+            raise self.stack_full()
+        stack.append(made)
 
     def _tuple_n(self, n: int) -> None:
-        if len(self.stack) - self.fence < n:
+        stack, marks = self.stack, self.marks
+        if len(stack) - (marks[-1] if marks else 0) < n:
             raise self.underflow()
-        items = self.make_tuple(self.stack[len(self.stack) - n:])
-        del self.stack[len(self.stack) - n:]
-        self.push(items)
+        made = self.make_tuple(stack[-n:])
+        del stack[-n:]
+        stack.append(made)               # n items were popped: the stack is below its limit
 
     def op_tuple1(self) -> None:
         self._tuple_n(1)

@@ -10,6 +10,7 @@ lives in :mod:`weightaudit.formats.pickle_vm`; loaders and rules read these type
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,9 @@ class Global:
     raw_module: str = ""
     raw_name: str = ""
 
-    @property
+    @functools.cached_property
     def qualname(self) -> str:
+        """``module.name``, made once per reference (a torch pickle asks 100,000 times for the same one)."""
         return f"{self.module}.{self.name}"
 
 
