@@ -355,3 +355,35 @@ def test_template_in_a_gguf_that_could_not_be_analysed_leaves_the_gguf_unverifie
     target.write_bytes(mk.gguf_file(mk.model_kvs(), mk.valid_tensors()))          # the published Llama 3 template
     code, report = _audit(tmp_path, target)
     assert _hits(report, "WA463") == [] and _verified(report) == {"model.gguf": True} and code == 0
+
+
+def test_compressed_hidden_pickle_cut_at_the_inflation_cap_is_limit_reached(tmp_path: Path) -> None:
+    """Attack: a zlib-compressed, base64-encoded pickle in config.json whose os.system call sits behind 600 KB of
+    harmless opcodes. It compresses 1000:1, so inflation stopped at 16x its compressed size, the cut pickle was
+    'not a pickle' and the audit passed (exit 0)."""
+    import base64
+    import json
+    import zlib
+
+    blob = base64.b64encode(zlib.compress(_padded_payload(200_000), 9)).decode()
+    folder = _release(tmp_path, config__json=json.dumps({"model_type": "bert", "x": blob}))
+    code, report = _audit(tmp_path, folder)
+    assert [(p, s) for p, s, _ in _hits(report, "WA426")] == [("config.json", "medium")]
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("config.json", "high")]
+    assert "limits.hidden_pickle_bytes = 1,048,576" in _hits(report, "WA132")[0][2]
+    assert _verified(report)["config.json"] is False and code == 1
+
+
+def test_compressed_hidden_pickle_inflated_whole_is_judged(tmp_path: Path) -> None:
+    import base64
+    import json
+    import zlib
+
+    blob = base64.b64encode(zlib.compress(_padded_payload(100), 9)).decode()
+    folder = _release(tmp_path, config__json=json.dumps({"model_type": "bert", "x": blob}))
+    code, report = _audit(tmp_path, folder)
+    assert [(p, s) for p, s, _ in _hits(report, "WA426")] == [("config.json", "critical")]
+    assert _hits(report, "WA132") == [] and _verified(report) == {"model.safetensors": True} and code == 1
+    code, report = _audit(tmp_path, folder, "hidden_pickle_bytes: 64")
+    assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("config.json", "high")]
+    assert "limits.hidden_pickle_bytes = 64" in _hits(report, "WA132")[0][2]

@@ -75,6 +75,7 @@ class Limits:
     # Release-level searches (rules that read the whole release)
     json_side_files: int = 2_000              # JSON side files of one release searched for hidden pickles (WA426)
     metadata_strings: int = 100_000           # strings of one safetensors __metadata__ / shard index searched (WA426)
+    hidden_pickle_bytes: int = 1 << 20        # one hidden pickle decoded/inflated to be scanned (and <= 16x compressed)
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

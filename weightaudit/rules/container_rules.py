@@ -135,19 +135,27 @@ def hidden_pickle_findings(path: str, value: str, where: str, limits: Limits = D
     from weightaudit.rules import pickle_rules as P
     from weightaudit.rules.pickle_nested import _decoded_candidates     # one decoder for raw/hex/base64 pickles
 
-    for payload in _decoded_candidates(value, b""):
+    cut: list[bytes] = []
+    for payload in _decoded_candidates(value, b"", cut, limits.hidden_pickle_bytes):
         results, _ = scan_stream(payload, limits=VmLimits(max_opcodes=limits.nested_pickle_opcodes))
         limited = any(a.kind == "limit" for r in results for a in r.anomalies)
+        truncated = any(payload is c for c in cut) and not (results and results[0].ok)
         calls = P.executing_calls(results)
-        if not results or not (results[0].ok or limited or calls):   # a broken pickle still runs what came first
+        if not results or not (results[0].ok or limited or calls or truncated):   # broken: still runs what came first
             continue
         severity = Severity.CRITICAL if calls else HIDDEN_PICKLE_IN_METADATA.severity
-        what = f"that would run {calls[0]}" if calls else "(data only)"
+        what = (f"that would run {calls[0]}" if calls
+                else "(no call in the part scanned)" if limited or truncated else "(data only)")
         findings = [HIDDEN_PICKLE_IN_METADATA.finding(path, f"{where} holds a pickle {what}", where=where,
                                                       severity=severity)]
         if limited:
             findings.append(LIMIT_REACHED.finding(path, f"{where} holds a pickle of more than "
                                                         f"{describe('nested_pickle_opcodes', limits)} opcodes: "
+                                                        "not fully checked", where=where))
+        if truncated:
+            findings.append(LIMIT_REACHED.finding(path, f"{where} holds a compressed pickle that inflates past the "
+                                                        f"{len(payload):,} bytes scanned (at most 16x its compressed "
+                                                        f"size and {describe('hidden_pickle_bytes', limits)}): "
                                                         "not fully checked", where=where))
         return findings
     return []

@@ -80,8 +80,11 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
     return limited
 
 
-def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
-    """Raw, hex and base64 decodings of a constant (each also inflated) that look like a protocol 2-5 pickle."""
+def _decoded_candidates(value: Any, data: bytes | memoryview, cut: list[bytes] | None = None,
+                        max_bytes: int = MAX_NESTED_BYTES) -> list[bytes]:
+    """Raw, hex and base64 decodings of a constant (each also inflated) that look like a protocol 2-5 pickle.
+    An inflation stopped at its cap (``max_bytes``, 16x the compressed size) before the stream ended is also
+    appended to ``cut`` (side-file searches report it: the rest of that pickle was not scanned)."""
     if isinstance(value, BytesRef):
         if value.length > MAX_NESTED_BYTES:
             return []
@@ -104,11 +107,11 @@ def _decoded_candidates(value: Any, data: bytes | memoryview) -> list[bytes]:
                 candidates.append(decode(text))
             except (ValueError, binascii.Error):
                 continue
-    candidates += [inflated for c in candidates if (inflated := _inflated(c)) is not None]
+    candidates += [inflated for c in candidates if (inflated := _inflated(c, cut, max_bytes)) is not None]
     return [c for c in candidates if len(c) >= 4 and c[0] == 0x80 and 2 <= c[1] <= 5]
 
 
-def _inflated(blob: bytes) -> bytes | None:
+def _inflated(blob: bytes, cut: list[bytes] | None = None, max_bytes: int = MAX_NESTED_BYTES) -> bytes | None:
     """A zlib, gzip, xz/lzma or bz2 stream (by magic bytes) that inflates to a pickle header: its first
     INFLATE_RATIO x its own size (at most MAX_NESTED_BYTES), so work stays linear in the file's bytes."""
     for magic, make in _COMPRESSORS:
@@ -117,7 +120,11 @@ def _inflated(blob: bytes) -> bytes | None:
                 head = make().decompress(blob, 2)
                 if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
                     return None
-                return make().decompress(blob, min(MAX_NESTED_BYTES, INFLATE_RATIO * len(blob)))
+                inflater = make()
+                inflated = inflater.decompress(blob, min(max_bytes, INFLATE_RATIO * len(blob)))
+                if cut is not None and not inflater.eof:
+                    cut.append(inflated)
+                return inflated
             except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
                 return None
     return None
@@ -140,3 +147,7 @@ class _Zlib:
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         return self.inner.decompress(data, max_length)
+
+    @property
+    def eof(self) -> bool:
+        return self.inner.eof
