@@ -13,11 +13,7 @@ import mmap
 from pathlib import Path
 
 from weightaudit.formats.base import LoadOptions, Probe
-from weightaudit.formats.pickle_scan import limits_for
-from weightaudit.formats.pickle_vm import scan_stream
 from weightaudit.model import Finding
-from weightaudit.rules import pickle_rules as R
-from weightaudit.rules.container_rules import USER_BLOCK_PICKLE
 
 __all__ = ["HDF5_SIGNATURE", "superblock_offset", "file_superblock_offset", "user_block_findings"]
 
@@ -75,6 +71,13 @@ def _scan_block(block: memoryview, rel: str, offset: int, options: LoadOptions) 
     first = bytes(block[:2])
     if not (len(first) == 2 and first[0] == 0x80 and first[1] <= 5) and first[:1] not in (b"c", b"(", b"]", b"}"):
         return [], True
+    # The pickle machine loads when a user block starts like a pickle: finding a superblock (the registry's HDF5
+    # gate asks this module for every unclaimed file) must stay light.
+    from weightaudit.formats.pickle_scan import limits_for
+    from weightaudit.formats.pickle_vm import scan_stream
+    from weightaudit.rules import pickle_rules as R
+    from weightaudit.rules.container_rules import USER_BLOCK_PICKLE
+
     results, _ = scan_stream(block, limits=limits_for(options))
     if not results or (not results[0].ok and not results[0].globals):
         return [], True
