@@ -38,7 +38,10 @@ def test_small_tensors_are_planned_as_one_group(tmp_path: Path) -> None:
     tensors["big"] = rng.standard_normal(100_000).astype(np.float32)   # 400 KB: the block kernel's
     loaded = _release(tmp_path, tensors)
     pieces = schedule._pieces(tmp_path, [loaded], workers=1)
-    assert sum(p.small for p in pieces) == 300 and not [p for p in pieces if p.tensor.name == "big"][0].small
+    runs = [p for p in pieces if p.small]
+    assert len(runs) == 1 and len(runs[0].tensors) == 300       # one unit of work, not 300 objects
+    assert list(runs[0].begins) == sorted(runs[0].begins) and runs[0].nbytes == 300 * 256 * 4
+    assert [p.tensor.name for p in pieces if not p.small] == ["big"]
     assert len(schedule._batches(pieces, workers=1)) <= 4      # 300 tiny tensors do not make 300 tasks
     result = S.compute_stats(tmp_path, [loaded], workers=2)
     assert len(result) == 301

@@ -90,3 +90,51 @@ def test_duplicate_small_tensors_share_a_fingerprint(tmp_path: Path) -> None:
     result = S.compute_stats(tmp_path, [loaded], workers=1)
     prints = {name: result[("m.safetensors", name)].fingerprint for name in ("a", "copy", "b")}
     assert prints["a"] == prints["copy"] != prints["b"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int16"])
+def test_equal_length_tensors_take_the_broadcast_path_with_the_same_results(dtype: str) -> None:
+    """Tensors of one length are reduced as a 2-D grid; the general (repeat per element) path gives the same bits."""
+    values = RNG.standard_normal(64 * 100) * (0.02 if np.dtype(dtype).kind == "f" else 50)
+    values[5 * 64:6 * 64] = 0.0
+    values[7 * 64] = values[7 * 64 + 9] = -np.ceil(np.abs(values).max() + 1)   # max |x| twice: the first counts
+    decoded = values.astype(dtype).astype(np.float64 if dtype in ("float64", "int16") else np.float32)
+    counts = np.full(100, 64, np.int64)
+    samples = np.arange(100, dtype=np.uint32)
+    grid = stats_small._Segments(decoded, counts, np.dtype(dtype).kind == "f", dtype != "float16")
+    assert grid.uniform
+    flat = stats_small._Segments(decoded, counts, np.dtype(dtype).kind == "f", dtype != "float16")
+    flat.uniform, flat.grid = False, decoded
+    flat.segment_of = np.repeat(np.arange(100, dtype=np.intp), counts)
+    a, b = grid.columns(samples), flat.columns(samples)
+    for name in ("count", "finite", "mean", "m2", "low", "high", "zeros", "max_abs", "max_abs_index", "histogram",
+                 "hist_low", "hist_high"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.max_abs_index[7] == 0 and a.zeros[5] == 64
+
+
+def test_a_small_tensor_past_the_end_of_the_map_fails_alone(tmp_path: Path) -> None:
+    import mmap
+
+    data = RNG.standard_normal(64).astype(np.float32).tobytes()
+    (tmp_path / "raw.bin").write_bytes(data)
+    with open(tmp_path / "raw.bin", "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    columns = stats_small.small_columns(mapped, "F32", np.array([0, 128, 192]), np.array([128, 256, 512]))
+    assert set(columns.failed) == {2} and "512" in columns.failed[2]
+    assert columns.count.tolist()[:2] == [32, 32]
+    assert columns.low[1] == np.frombuffer(data[128:], np.float32).min()
+
+
+def test_small_tensors_are_hashed_together_as_each_alone(tmp_path: Path) -> None:
+    """The full-hash confirmation of colliding small tensors, many at once, equals the one-tensor digest."""
+    import mmap
+
+    data = RNG.integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    (tmp_path / "raw.bin").write_bytes(data)
+    spans = [(0, 8), (8, 21), (100, 101), (200, 1000), (1000, 1013), (4000, 5000)]
+    with open(tmp_path / "raw.bin", "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    found = S._small_digests(mapped, [((str(i), ""), b, e) for i, (b, e) in enumerate(spans)])
+    for i, (b, e) in enumerate(spans):
+        assert found[(str(i), "")] == S._full_digest((memoryview(data[b:e]),)), (b, e)

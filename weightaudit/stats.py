@@ -53,23 +53,29 @@ Layout: ``stats_decode`` (decoders per dtype), ``stats_kernels`` (block kernel, 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import logging
 import os
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from weightaudit.model import LoadedFile, TensorStats
+import numpy as np
+
+from weightaudit.model import LoadedFile, TensorInfo, TensorStats
 
 from weightaudit.stats_decode import (  # noqa: F401 - re-exported: the public names and what tests/others use
     BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_EXACT_LIMIT, _SPECS, _BF16, _F16, _Scratch, _SmallFloat,
     _natural_index, _scratch, _spec_of, has_statistics, supported_dtype)
 from weightaudit.stats_kernels import (  # noqa: F401
-    _Partial, _full_digest, _fingerprint, _plan, _run_blocks, kernel_name)
+    _HASH_TABLE, _Partial, _full_digest, _fingerprint, _plan, _run_blocks, kernel_name)
 from weightaudit import stats_schedule
 from weightaudit.stats_schedule import (  # noqa: F401
-    PIECE_BYTES, _Outcome, _Piece, _batches, _executor, _mapped_blocks, _pieces, _read_range, _reblock, _run_batch, _run_numbers)
+    PIECE_BYTES, _FileMaps, _Outcome, _Piece, _SmallRun, _Work, _batches, _executor, _mapped_blocks, _pieces,
+    _read_range, _reblock, _run_batch, _run_numbers)
+from weightaudit.stats_small import SmallColumns
 
 __all__ = ["compute_stats", "tensor_stats", "supported_dtype", "has_statistics", "kernel_name", "FP16_MAX", "HISTOGRAM_BINS"]
 
@@ -144,13 +150,14 @@ def compute_stats(
     return _merge(pieces, outcomes)
 
 
-def _merge(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> dict[tuple[str, str], TensorStats]:
+def _merge(pieces: Sequence[_Work], outcomes: Iterable[_Outcome]) -> dict[tuple[str, str], TensorStats]:
     """Join each tensor's pieces in byte order; a tensor with a failed piece gets no statistics."""
-    first_piece = {piece.key: piece for piece in reversed(pieces)}
-    return _finished(_joined(pieces, outcomes), first_piece)
+    return _finished(_joined(pieces, outcomes), pieces)
 
 
-_Joined = dict[tuple[str, str], tuple[_Partial, "tuple[float, float] | None", bytes]]   # partial, range, signature
+# TensorStats' values in field order but ``fingerprint`` (confirmed last, across the release), and the signature.
+_Joined = dict[tuple[str, str], tuple[tuple, bytes]]
+_NOT_FINGERPRINT = tuple(f.name for f in dataclasses.fields(TensorStats) if f.name != "fingerprint")
 
 
 def measure_files(root: Path, files: Sequence[LoadedFile], total_bytes: int,
@@ -166,44 +173,75 @@ def measure_files(root: Path, files: Sequence[LoadedFile], total_bytes: int,
 def finish_measured(root: Path, files: Sequence[LoadedFile], measured: _Joined) -> dict[tuple[str, str], TensorStats]:
     """The statistics of the whole release from its parts' measures (``files``: all of its files): fingerprints
     confirmed across every file, as ``compute_stats`` confirms them."""
-    first_piece = {piece.key: piece for piece in reversed(_pieces(Path(root), files, 1))}
-    return _finished(dict(measured), first_piece)
+    return _finished(dict(measured), _pieces(Path(root), files, 1))
 
 
-def _joined(pieces: Sequence[_Piece], outcomes: Iterable[_Outcome]) -> _Joined:
+def _joined(pieces: Sequence[_Work], outcomes: Iterable[_Outcome]) -> _Joined:
+    """Every tensor's values and signature: small runs row by row from their columns, pieces merged in order."""
     parts: dict[tuple[str, str], list[tuple[int, _Partial, tuple[float, float] | None]]] = {}
-    failed: set[tuple[str, str]] = set()
-    for number, part, histogram_range, error in outcomes:
+    failed: dict[tuple[str, str], tuple[TensorInfo, str]] = {}
+    joined: _Joined = {}
+    for number, result, histogram_range, error in outcomes:
         piece = pieces[number]
-        if part is None:
-            if piece.key not in failed:
-                log.warning("%s: statistics of tensor %r skipped: %s", piece.tensor.file, piece.tensor.name, error)
-            failed.add(piece.key)
+        if isinstance(piece, _SmallRun) and isinstance(result, SmallColumns):
+            joined.update(_small_rows(piece, result, failed))
+        elif isinstance(piece, _SmallRun):   # the run's vectorised pass failed: its tensors ran one by one
+            for one, (part, one_range, one_error) in zip(piece.alone(), result):
+                _add_part(parts, failed, one, part, one_range, one_error)
         else:
-            parts.setdefault(piece.key, []).append((piece.begin, part, histogram_range))
-    first_piece = {piece.key: piece for piece in reversed(pieces)}
-    merged: dict[tuple[str, str], tuple[_Partial, tuple[float, float] | None, bytes]] = {}
+            _add_part(parts, failed, piece, result, histogram_range, error)
     for key, found in parts.items():
-        if key in failed:
-            continue
         if len(found) > 1:
             found.sort(key=lambda item: item[0])
         whole = found[0][1]
-        for _, later, _ in found[1:]:
+        for _, later, *_ in found[1:]:
             whole.merge(later)
-        nbytes = whole.count * _spec_of(first_piece[key].tensor.dtype).itemsize
-        merged[key] = (whole, found[0][2], whole.signature(nbytes))
-    return merged
+        nbytes = whole.count * _spec_of(found[0][3]).itemsize
+        result = whole.result("", found[0][2])
+        joined[key] = (tuple(getattr(result, name) for name in _NOT_FINGERPRINT), whole.signature(nbytes))
+    for key, (tensor, error) in failed.items():
+        log.warning("%s: statistics of tensor %r skipped: %s", tensor.file, tensor.name, error)
+        joined.pop(key, None)
+    return joined
 
 
-def _finished(merged: _Joined, first_piece: Mapping[tuple[str, str], _Piece]) -> dict[tuple[str, str], TensorStats]:
-    fingerprints = _confirmed_fingerprints({key: item[2] for key, item in merged.items()}, first_piece)
-    return {key: part.result(fingerprints[key], histogram_range) for key, (part, histogram_range, _) in merged.items()}
+def _add_part(parts: dict, failed: dict, piece: _Piece, part: _Partial | None,
+              histogram_range: tuple[float, float] | None, error: str | None) -> None:
+    if part is None:
+        failed.setdefault(piece.key, (piece.tensor, error or "failed"))
+    else:
+        parts.setdefault(piece.key, []).append((piece.begin, part, histogram_range, piece.tensor.dtype))
 
 
-def _confirmed_fingerprints(
-    signatures: Mapping[tuple[str, str], bytes], pieces: Mapping[tuple[str, str], _Piece],
-) -> dict[tuple[str, str], str]:
+def _small_rows(run: _SmallRun, columns: SmallColumns, failed: dict) -> Iterator[tuple[tuple[str, str], tuple[tuple, bytes]]]:
+    """(key, (values, signature)) of every tensor of a small run, from its columns: the values ``_Partial.result``
+    and the signature ``_Partial.signature`` give for the same numbers, built column-wise."""
+    c = columns
+    count, zeros, nan, pos_inf, neg_inf = (a.tolist() for a in (c.count, c.zeros, c.nan, c.pos_inf, c.neg_inf))
+    max_abs_index = c.max_abs_index.tolist()
+    std = np.sqrt(np.maximum(c.m2, 0.0) / np.maximum(c.finite, 1))
+    rows = list(zip(count, c.low.tolist(), c.high.tolist(), c.mean.tolist(), std.tolist(), zeros, nan, pos_inf,
+                    neg_inf, c.fp16_overflow.tolist(), c.max_abs.tolist(), max_abs_index,
+                    map(tuple, c.histogram.tolist()), zip(c.hist_low.tolist(), c.hist_high.tolist())))
+    for row in np.flatnonzero(c.finite == 0).tolist():   # no finite value: as ``_Partial.result`` says it
+        values = rows[row]
+        rows[row] = (values[0], None, None, None, None, *values[5:10], None, None, (), None)
+    facts = zip((c.count * _spec_of(run.dtype).itemsize).tolist(), count, (c.low + 0.0).tolist(),
+                (c.high + 0.0).tolist(), zeros, nan, pos_inf, neg_inf, max_abs_index)
+    samples = c.sample.astype("<u4").tobytes()
+    signatures = [repr(fact).encode() + samples[4 * i:4 * i + 4] for i, fact in enumerate(facts)]
+    for row, error in c.failed.items():
+        tensor = run.tensors[row]
+        failed.setdefault(tensor.key, (tensor, error))
+    return ((tensor.key, (values, signature)) for tensor, values, signature in zip(run.tensors, rows, signatures))
+
+
+def _finished(joined: _Joined, pieces: Sequence[_Work]) -> dict[tuple[str, str], TensorStats]:
+    fingerprints = _confirmed_fingerprints({key: item[1] for key, item in joined.items()}, pieces)
+    return {key: TensorStats(*values[:12], fingerprints[key], *values[12:]) for key, (values, _) in joined.items()}
+
+
+def _confirmed_fingerprints(signatures: Mapping[tuple[str, str], bytes], pieces: Sequence[_Work]) -> dict[tuple[str, str], str]:
     """Fingerprint from the signature; where signatures collide, a full hash of the bytes decides.
 
     So within one result, equal fingerprints mean byte-identical tensors (up to a 2**-64 hash collision).
@@ -211,16 +249,67 @@ def _confirmed_fingerprints(
     groups: dict[bytes, list[tuple[str, str]]] = {}
     for key, signature in signatures.items():
         groups.setdefault(signature, []).append(key)
-    fingerprints: dict[tuple[str, str], str] = {}
-    for signature, keys in groups.items():
-        if len(keys) == 1:
-            fingerprints[keys[0]] = _fingerprint(signature)
-            continue
-        digests = {key: _tensor_digest(pieces[key]) for key in keys}
-        same = len(set(digests.values())) == 1
+    fingerprints = {keys[0]: _fingerprint(signature) for signature, keys in groups.items() if len(keys) == 1}
+    colliding = [keys for keys in groups.values() if len(keys) > 1]
+    if not colliding:
+        return fingerprints
+    digests = _digests([key for keys in colliding for key in keys], pieces)
+    for keys in colliding:
+        signature = signatures[keys[0]]
+        same = len({digests[key] for key in keys}) == 1
         for key in keys:
             fingerprints[key] = _fingerprint(signature) if same else _fingerprint(signature, digests[key])
     return fingerprints
+
+
+def _digests(keys: Sequence[tuple[str, str]], pieces: Sequence[_Work]) -> dict[tuple[str, str], bytes]:
+    """Full hashes of these tensors' bytes; the small ones of a run hashed together from one map per file."""
+    wanted = set(keys)
+    out: dict[tuple[str, str], bytes] = {}
+    small: dict[Path, list[tuple[tuple[str, str], int, int]]] = {}
+    for piece in pieces:
+        if isinstance(piece, _SmallRun):
+            small.setdefault(piece.path, []).extend(
+                (t.key, b, e) for t, b, e in zip(piece.tensors, piece.begins.tolist(), piece.ends.tolist())
+                if t.key in wanted)
+        elif piece.key in wanted and piece.key not in out:
+            out[piece.key] = _tensor_digest(piece)
+    maps = _FileMaps()
+    try:
+        for path, members in small.items():
+            try:
+                out.update(_small_digests(maps.get(path), members))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: could not hash small tensors: %s", path, exc)
+                out.update((key, repr(key).encode()) for key, _, _ in members)
+    finally:
+        maps.close()
+    return out
+
+
+def _small_digests(mapped, members: Sequence[tuple[tuple[str, str], int, int]]) -> dict[tuple[str, str], bytes]:
+    """``_full_digest`` of tensors of at most one block each, computed for many at once: the multilinear hash of
+    each (zero-padded) tensor as one row of a matrix product mod 2**64, then BLAKE2b of (length, hash)."""
+    whole = np.frombuffer(mapped, np.uint8)
+    by_length: dict[int, list[tuple[tuple[str, str], int]]] = {}
+    for key, begin, end in members:
+        if end > whole.size:
+            raise OSError(f"tensor bytes end at {end} but the file has {whole.size}")
+        by_length.setdefault(end - begin, []).append((key, begin))
+    out: dict[tuple[str, str], bytes] = {}
+    for length, group in by_length.items():
+        words = (length + 7) // 8
+        table = _HASH_TABLE[:words]
+        prefix = length.to_bytes(4, "little")
+        for first in range(0, len(group), 4096):   # bounded temporaries
+            rows = group[first:first + 4096]
+            starts = np.fromiter((begin for _, begin in rows), np.int64, len(rows))
+            matrix = np.zeros((len(rows), words * 8), np.uint8)
+            matrix[:, :length] = whole[starts[:, None] + np.arange(length)]
+            hashes = np.einsum("ij,j->i", matrix.view("<u8"), table).tolist()   # uint64: wraps mod 2**64
+            out.update((key, hashlib.blake2b(prefix + h.to_bytes(8, "little"), digest_size=16).digest())
+                       for (key, _), h in zip(rows, hashes))
+    return out
 
 
 def _tensor_digest(piece: _Piece) -> bytes:

@@ -3,6 +3,7 @@ pieces planned from the tensors, batches, and the worker pool (see ``weightaudit
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import mmap
@@ -11,19 +12,24 @@ import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import ClassVar, Iterable, Iterator, Sequence, Union
+
+import numpy as np
 
 from weightaudit.model import FileStatus, LoadedFile, TensorInfo
 
-from weightaudit.stats_decode import BLOCK_BYTES, _DtypeSpec, _decoded_chunks, _quantized, _spec_of, has_statistics
+from weightaudit import stats_small
+from weightaudit.stats_decode import (BLOCK_BYTES, HISTOGRAM_EXACT_LIMIT, _DtypeSpec, _decoded_chunks, _quantized,
+                                      _spec_of, has_statistics)
 from weightaudit.stats_kernels import _Partial, _TensorPlan, _plan, _run_blocks
-from weightaudit.stats_small import SmallTensor, batchable, small_stats
+from weightaudit.stats_small import SmallColumns, small_columns
 
 log = logging.getLogger("weightaudit.stats")
 
 PIECE_BYTES = 64 * 1024 * 1024    # contiguous tensors larger than this are split across workers
 MIN_PIECE_BYTES = 4 * 1024 * 1024  # ... but not below this (each piece re-reads the tensor's first block)
 TENSOR_COST_BYTES = 8 * 1024       # a tensor's fixed cost in batching, as bytes of work (a few µs)
+RUN_BYTES = 4 * 1024 * 1024        # small tensors are sent to workers in runs of about this much work
 BATCH_MAX_PIECES = 512            # small pieces are batched into work units of <= PIECE_BYTES / this many
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,6 +152,38 @@ class _Piece:
     def nbytes(self) -> int:
         return self.end - self.begin
 
+    @property
+    def weight(self) -> int:
+        """Work of this piece in batching, as bytes (a tensor's fixed cost counts as TENSOR_COST_BYTES)."""
+        return self.end - self.begin + TENSOR_COST_BYTES
+
+
+@dataclass(frozen=True, eq=False)
+class _SmallRun:
+    """Small contiguous tensors of one file and dtype, in file order, reduced together (``stats_small``):
+    planned, sent and answered as one unit with columns of results, never one object per tensor."""
+
+    path: Path
+    fmt: str
+    dtype: str
+    tensors: tuple[TensorInfo, ...]
+    begins: np.ndarray     # absolute byte offsets in the file, one per tensor
+    ends: np.ndarray
+    nbytes: int
+    small: ClassVar[bool] = True
+
+    @property
+    def weight(self) -> int:
+        return self.nbytes + TENSOR_COST_BYTES * len(self.tensors)
+
+    def alone(self) -> list[_Piece]:
+        """Each tensor as its own piece (when the vectorised pass fails: each then names its own error)."""
+        return [_Piece(t.key, self.path, self.fmt, t, int(b), int(e), True)
+                for t, b, e in zip(self.tensors, self.begins.tolist(), self.ends.tolist())]
+
+
+_Work = Union[_Piece, _SmallRun]
+
 
 # Loaders whose ``iter_chunks`` reads a tensor with ``data_offsets`` verbatim from those bytes of the file
 # (keras_h5._stream: contiguous, uncompressed HDF5 datasets): mapped here like safetensors, not copied through
@@ -184,39 +222,89 @@ def piece_bytes(total: int, workers: int) -> int:
     return max(BLOCK_BYTES, size // BLOCK_BYTES * BLOCK_BYTES)
 
 
-def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1, total: int | None = None) -> list[_Piece]:
-    """Split every tensor with a supported dtype into work pieces, largest first. ``total``: the tensor bytes the
-    split size is planned for (default: these files'; a split fleet audit gives its whole release's)."""
-    pieces: list[_Piece] = []
-    sizes: dict[Path, int] = {}
-    paths: dict[str, Path] = {}
+def _pieces(root: Path, files: Sequence[LoadedFile], workers: int = 1, total: int | None = None) -> list[_Work]:
+    """Split every tensor with a supported dtype into work pieces, largest first: big contiguous tensors into
+    byte ranges, small ones into runs per file and dtype (``_SmallRun``). ``total``: the tensor bytes the split
+    size is planned for (default: these files'; a split fleet audit gives its whole release's)."""
     if total is None:
         total = sum(t.nbytes or 0 for loaded in files for t in loaded.tensors)
-    split = piece_bytes(total, workers)
+    plan = _Planner(root, piece_bytes(total, workers))
     for loaded in files:
-        if loaded.status != FileStatus.OK:
-            continue
-        streams_itself = loaded.format not in OFFSETS_ARE_RAW and _streams_itself(loaded.format)
-        for tensor in loaded.tensors:
-            if not has_statistics(tensor.dtype):
-                continue
-            path = paths.get(tensor.file) or paths.setdefault(tensor.file, root / tensor.file)
-            if tensor.data_offsets is None or streams_itself or _quantized(tensor.dtype):
-                size = tensor.nbytes or 0
-                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, 0, size, mapped=False))
-                continue
-            begin, end = tensor.data_offsets
-            if not 0 <= begin <= end <= _file_size(path, sizes):
-                log.warning("%s: tensor %r lies outside the file; no statistics", tensor.file, tensor.name)
-                continue
-            if batchable(tensor.dtype, tensor.byte_order, end - begin, tensor.parameter_count):
-                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, begin, end, True, small=True))
-                continue
-            starts = range(begin, end, split) if end > begin else [begin]
-            for start in starts:
-                pieces.append(_Piece(tensor.key, path, loaded.format, tensor, start, min(start + split, end), True))
+        if loaded.status == FileStatus.OK:
+            plan.add_file(loaded)
+    pieces = plan.pieces + plan.small_runs()
     pieces.sort(key=lambda piece: piece.nbytes, reverse=True)
     return pieces
+
+
+class _Planner:
+    """Builds the pieces of ``_pieces``; per tensor only a few dictionary look-ups (dtype facts are cached)."""
+
+    def __init__(self, root: Path, split: int) -> None:
+        self.root, self.split = root, split
+        self.pieces: list[_Work] = []
+        self.small: dict[tuple[Path, str, str], list[tuple[int, int, TensorInfo]]] = {}
+        self.sizes: dict[Path, int] = {}
+        self.paths: dict[str, Path] = {}
+        self.small_max = min(stats_small.SMALL_MAX_BYTES, BLOCK_BYTES)
+
+    def add_file(self, loaded: LoadedFile) -> None:
+        streams_itself = loaded.format not in OFFSETS_ARE_RAW and _streams_itself(loaded.format)
+        fmt = loaded.format
+        for tensor in loaded.tensors:
+            kind = _dtype_kind(tensor.dtype)
+            if kind is None:
+                continue
+            path = self.paths.get(tensor.file) or self.paths.setdefault(tensor.file, self.root / tensor.file)
+            offsets = tensor.data_offsets
+            if offsets is None or streams_itself or kind.quantized:
+                self.pieces.append(_Piece(tensor.key, path, fmt, tensor, 0, tensor.nbytes or 0, mapped=False))
+                continue
+            begin, end = offsets
+            if not 0 <= begin <= end <= _file_size(path, self.sizes):
+                log.warning("%s: tensor %r lies outside the file; no statistics", tensor.file, tensor.name)
+                continue
+            if (kind.small and kind.itemsize <= end - begin <= self.small_max and tensor.byte_order != "big"
+                    and tensor.parameter_count <= HISTOGRAM_EXACT_LIMIT):   # = stats_small.batchable, inlined
+                self.small.setdefault((path, fmt, tensor.dtype), []).append((begin, end, tensor))
+                continue
+            for start in (range(begin, end, self.split) if end > begin else [begin]):
+                self.pieces.append(_Piece(tensor.key, path, fmt, tensor, start, min(start + self.split, end), True))
+
+    def small_runs(self) -> list[_Work]:
+        """The small tensors of each (file, format, dtype) in file order, cut into runs of about RUN_BYTES."""
+        runs: list[_Work] = []
+        for (path, fmt, dtype), members in self.small.items():
+            members.sort(key=lambda member: member[0])
+            begins = np.fromiter((m[0] for m in members), np.int64, len(members))
+            ends = np.fromiter((m[1] for m in members), np.int64, len(members))
+            weights = np.cumsum(ends - begins + TENSOR_COST_BYTES)
+            first = 0
+            while first < len(members):
+                last = max(first + 1, int(np.searchsorted(weights, weights[first - 1] + RUN_BYTES if first else
+                                                          RUN_BYTES, "right")))
+                tensors = tuple(m[2] for m in members[first:last])
+                runs.append(_SmallRun(path, fmt, dtype, tensors, begins[first:last], ends[first:last],
+                                      int(ends[first:last].sum() - begins[first:last].sum())))
+                first = last
+        return runs
+
+
+@dataclass(frozen=True)
+class _DtypeKind:
+    quantized: bool   # dequantized by its loader's chunks (GGUF): never read from the map
+    small: bool       # stats_small can decode it (``batchable``)
+    itemsize: int
+
+
+@functools.lru_cache(maxsize=None)
+def _dtype_kind(dtype: str) -> _DtypeKind | None:
+    """What planning needs to know about a dtype (None: no statistics for it)."""
+    if not has_statistics(dtype):
+        return None
+    if _quantized(dtype):
+        return _DtypeKind(True, False, 1)
+    return _DtypeKind(False, stats_small._element_decoder(dtype) is not None, _spec_of(dtype).itemsize)
 
 
 def _run_piece(piece: _Piece, chunk_bytes: int, maps: _FileMaps) -> tuple[_Partial, tuple[float, float] | None]:
@@ -261,54 +349,50 @@ def _stream_whole(chunks: Iterable[memoryview], spec: _DtypeSpec, big_endian: bo
     return _run_blocks(plan, itertools.chain((first,), blocks), 0), plan
 
 
-_Outcome = tuple[int, "_Partial | None", "tuple[float, float] | None", "str | None"]
+# (piece number, result, histogram range, error). A piece's result is a _Partial (None with an error); a small
+# run's is its SmallColumns, or when the vectorised pass failed, one (_Partial | None, range, error) per tensor.
+_Outcome = tuple[int, "_Partial | SmallColumns | list | None", "tuple[float, float] | None", "str | None"]
 
 
-def _run_batch(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int) -> list[_Outcome]:
+def _run_batch(batch: Sequence[tuple[int, _Work]], chunk_bytes: int) -> list[_Outcome]:
     """Run pieces in a worker; a piece that fails reports its error instead of stopping the batch.
 
-    Small tensors are reduced together per (file, dtype), the file mapped once; if that fails, each of them
-    runs alone (so one bad tensor names its own error). Every file is opened and mapped once per batch."""
+    A small run is reduced together (its file mapped once); if that fails, each of its tensors runs alone (so
+    one bad tensor names its own error). Every file is opened and mapped once per batch."""
     maps = _FileMaps()
     try:
-        return _run_pieces(batch, chunk_bytes, maps)
+        return [_run_work(number, piece, chunk_bytes, maps) for number, piece in batch]
     finally:
         maps.close()
 
 
-def _run_pieces(batch: Sequence[tuple[int, _Piece]], chunk_bytes: int, maps: _FileMaps) -> list[_Outcome]:
-    outcomes: list[_Outcome] = []
-    groups: dict[tuple[Path, str], list[tuple[int, _Piece]]] = {}
-    for number, piece in batch:
-        if piece.small:
-            groups.setdefault((piece.path, piece.tensor.dtype), []).append((number, piece))
-    alone = [item for item in batch if not item[1].small]
-    for (path, dtype), members in groups.items():
+def _run_work(number: int, piece: _Work, chunk_bytes: int, maps: _FileMaps) -> _Outcome:
+    if isinstance(piece, _SmallRun):
         try:
-            found = small_stats(maps.get(path), path, dtype, [SmallTensor(n, p.begin, p.end) for n, p in members])
+            return number, small_columns(maps.get(piece.path), piece.dtype, piece.begins, piece.ends), None, None
         except Exception as exc:  # noqa: BLE001
-            log.debug("%s: small tensors one by one (%s)", path, exc)
-            alone.extend(members)
-        else:
-            outcomes.extend((number, part, histogram_range, None) for number, part, histogram_range in found)
-    for number, piece in alone:
-        try:
-            part, histogram_range = _run_piece(piece, chunk_bytes, maps)
-        except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
-            outcomes.append((number, None, None, f"{type(exc).__name__}: {exc}"))
-        else:
-            outcomes.append((number, part, histogram_range, None))
-    return outcomes
+            log.debug("%s: small tensors one by one (%s)", piece.path, exc)
+            return number, [_run_alone(one, chunk_bytes, maps) for one in piece.alone()], None, None
+    return (number, *_run_alone(piece, chunk_bytes, maps))
 
 
-def _batches(pieces: Sequence[_Piece], workers: int = 1) -> list[list[tuple[int, _Piece]]]:
+def _run_alone(piece: _Piece, chunk_bytes: int, maps: _FileMaps
+               ) -> tuple["_Partial | None", "tuple[float, float] | None", "str | None"]:
+    try:
+        part, histogram_range = _run_piece(piece, chunk_bytes, maps)
+    except Exception as exc:  # noqa: BLE001 - one unreadable tensor must not stop the audit
+        return None, None, f"{type(exc).__name__}: {exc}"
+    return part, histogram_range, None
+
+
+def _batches(pieces: Sequence[_Work], workers: int = 1) -> list[list[tuple[int, _Work]]]:
     """Group pieces into work units by bytes (a tensor also counts as TENSOR_COST_BYTES): about four units per
     worker, between 1 MiB and PIECE_BYTES, so both cores get work from a few MB on and tiny tensors do not
     drown in task overhead."""
-    weight = [piece.nbytes + TENSOR_COST_BYTES for piece in pieces]
+    weight = [piece.weight for piece in pieces]
     target = min(PIECE_BYTES, max(1 << 20, sum(weight) // max(4 * workers, 1)))
-    batches: list[list[tuple[int, _Piece]]] = []
-    current: list[tuple[int, _Piece]] = []
+    batches: list[list[tuple[int, _Work]]] = []
+    current: list[tuple[int, _Work]] = []
     size = 0
     big = 0
     for number, piece in enumerate(pieces):
@@ -325,7 +409,7 @@ def _batches(pieces: Sequence[_Piece], workers: int = 1) -> list[list[tuple[int,
     return batches
 
 
-_shared_pieces: Sequence[_Piece] = ()   # the pass's pieces, inherited by forked workers (never pickled)
+_shared_pieces: Sequence[_Work] = ()   # the pass's pieces, inherited by forked workers (never pickled)
 
 
 def _run_numbers(numbers: Sequence[int], chunk_bytes: int) -> list[_Outcome]:

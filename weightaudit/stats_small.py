@@ -1,9 +1,13 @@
-"""Statistics of many small tensors at once: one vectorised pass over their concatenated values.
+"""Statistics of many small tensors at once: one vectorised pass over their values, results as columns.
 
 The block kernel (``stats_kernels``) costs ~20 numpy calls per block whatever its size, so a release of
-20,000 tiny tensors paid ~100+ µs each. Here, the small contiguous tensors of one file and dtype are read from
-one memory map, concatenated (up to ``GROUP_BYTES`` at a time), decoded in natural order and reduced per
-tensor with ``ufunc.reduceat`` over segment starts: a few dozen numpy calls per group instead of per tensor.
+20,000 tiny tensors paid ~100+ µs each. Here the small contiguous tensors of one file and dtype are read from
+one memory map (a run of tensors that follow each other in the file is one slice, not a copy per tensor),
+decoded in natural order in groups of up to ``GROUP_BYTES`` and reduced per tensor with ``ufunc.reduceat``
+over segment starts: a few dozen numpy calls per group instead of per tensor. Per-tensor values (a segment's
+mean, histogram offset ...) are broadcast over a 2-D view when a group's tensors have one length (the common
+case) instead of being repeated element by element. Results come back as columns (``SmallColumns``, numpy
+arrays: cheap to send from a worker), never as one Python object per tensor until the report needs one.
 
 Results are those of the block kernel: counts, min/max, max |x| and its first position, zeros, NaN/±Inf, fp16
 overflow, histogram bins (same float width and rounding as ``_add_histogram``) and the fingerprint signature
@@ -16,15 +20,14 @@ from __future__ import annotations
 import functools
 import mmap
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import numpy as np
 
 from weightaudit.stats_decode import (BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_EXACT_LIMIT, _SPECS, _Native,
                                       _Table)
-from weightaudit.stats_kernels import SAMPLE_BYTES, _Partial
+from weightaudit.stats_kernels import SAMPLE_BYTES
 
 SMALL_MAX_BYTES = 64 * 1024      # tensors up to this size (and one block, exact histogram) take this path
 GROUP_BYTES = 256 * 1024      # bytes concatenated and reduced together (float64 temporaries stay in L2)
@@ -59,127 +62,188 @@ def _element_decoder(dtype: str) -> Callable[[np.ndarray], np.ndarray] | None:
 
 def batchable(dtype: str, byte_order: str, nbytes: int, count: int) -> bool:
     """True when a mapped tensor may be reduced together with others of its file and dtype."""
-    return (0 < nbytes <= min(SMALL_MAX_BYTES, BLOCK_BYTES) and count <= HISTOGRAM_EXACT_LIMIT
-            and byte_order != "big" and _element_decoder(dtype) is not None)
+    return (_element_decoder(dtype) is not None and byte_order != "big" and count <= HISTOGRAM_EXACT_LIMIT
+            and _SPECS[dtype].itemsize <= nbytes <= min(SMALL_MAX_BYTES, BLOCK_BYTES))
 
 
-@dataclass(frozen=True)
-class SmallTensor:
-    """One small tensor to reduce: its byte range in the file."""
+@dataclass
+class SmallColumns:
+    """Per-tensor results of small tensors, row i for the i-th tensor asked for (see ``small_columns``).
 
-    number: int     # the caller's identifier (returned with the result)
-    begin: int
-    end: int
+    ``low``/``high`` are the finite min/max (+inf/-inf when a tensor has no finite value, as ``_Partial``),
+    ``max_abs``/``max_abs_index`` -1 then; ``hist_low``/``hist_high`` the histogram range (rows with finite
+    values); ``sample`` the crc32 of each tensor's first ``SAMPLE_BYTES``; ``failed`` row -> why it failed
+    (its other values are meaningless)."""
+
+    count: np.ndarray
+    finite: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    zeros: np.ndarray
+    nan: np.ndarray
+    pos_inf: np.ndarray
+    neg_inf: np.ndarray
+    fp16_overflow: np.ndarray
+    max_abs: np.ndarray
+    max_abs_index: np.ndarray
+    histogram: np.ndarray      # (rows, HISTOGRAM_BINS) int64
+    hist_low: np.ndarray
+    hist_high: np.ndarray
+    sample: np.ndarray         # uint32
+    failed: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def concat(cls, parts: Sequence["SmallColumns"]) -> "SmallColumns":
+        if len(parts) == 1:
+            return parts[0]
+        arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls) if f.name != "failed"}
+        failed, offset = {}, 0
+        for part in parts:
+            failed.update({offset + row: error for row, error in part.failed.items()})
+            offset += len(part.count)
+        return cls(**arrays, failed=failed)
 
 
-Result = tuple[int, _Partial, "tuple[float, float] | None"]
-
-
-def small_stats(mapped: mmap.mmap, path: Path, dtype: str, tensors: Sequence[SmallTensor]) -> list[Result]:
-    """Partials (and histogram ranges) of small tensors of one dtype in one mapped file (``path`` names it)."""
-    ordered = sorted(tensors, key=lambda t: t.begin)
-    results: list[Result] = []
-    whole = np.frombuffer(mapped, np.uint8)
-    group: list[SmallTensor] = []
-    size = 0
-    for tensor in ordered:
-        if tensor.end > whole.size:
-            raise OSError(f"{path}: tensor bytes end at {tensor.end} but the file has {whole.size}")
-        if group and size + tensor.end - tensor.begin > GROUP_BYTES:
-            results.extend(_finish_group(mapped, whole, dtype, group))
-            group, size = [], 0
-        group.append(tensor)
-        size += tensor.end - tensor.begin
-    if group:
-        results.extend(_finish_group(mapped, whole, dtype, group))
-    return results
-
-
-def _finish_group(mapped: mmap.mmap, whole: np.ndarray, dtype: str, group: Sequence[SmallTensor]) -> list[Result]:
-    found = _group_stats(whole, dtype, group)
+def small_columns(mapped: mmap.mmap, dtype: str, begins: np.ndarray, ends: np.ndarray) -> SmallColumns:
+    """Statistics of the small tensors ``[begins[i], ends[i])`` (sorted by ``begins``) of one dtype in one mapped
+    file; a tensor whose bytes lie past the end of the map is a failed row, the others are still computed."""
     from weightaudit.stats_schedule import release_pages   # (import cycle: the schedule imports this module)
 
-    release_pages(mapped, group[0].begin, group[-1].end)   # resident memory stays flat over many small tensors
-    return found
+    whole = np.frombuffer(mapped, np.uint8)
+    outside = ends > whole.size
+    if outside.any():
+        return _with_failed_rows(mapped, dtype, begins, ends, outside, whole.size)
+    if begins.size == 0:
+        return _empty_columns(np.zeros(0, np.int64), np.zeros(0, np.uint32))
+    itemsize = _SPECS[dtype].itemsize
+    sizes = ends - begins
+    limits = np.cumsum(sizes)
+    parts, first = [], 0
+    while first < begins.size:   # groups of about GROUP_BYTES (at least one tensor)
+        last = max(first + 1, int(np.searchsorted(limits, limits[first] - sizes[first] + GROUP_BYTES, "right")))
+        parts.append(_group_columns(whole, mapped, dtype, itemsize, begins[first:last], ends[first:last]))
+        release_pages(mapped, int(begins[first]), int(ends[last - 1]))   # resident memory stays flat
+        first = last
+    return SmallColumns.concat(parts)
 
 
-def _group_stats(whole: np.ndarray, dtype: str, group: Sequence[SmallTensor]) -> list[Result]:
+def _with_failed_rows(mapped: mmap.mmap, dtype: str, begins: np.ndarray, ends: np.ndarray, outside: np.ndarray,
+                      size: int) -> SmallColumns:
+    """The rows inside the file computed, the rows past its end (``outside``) failed."""
+    inside = np.flatnonzero(~outside)
+    done = small_columns(mapped, dtype, begins[inside], ends[inside])
+    out = SmallColumns(**{f.name: _spread(getattr(done, f.name), inside, begins.size)
+                          for f in fields(SmallColumns) if f.name != "failed"})
+    out.failed = {row: f"OSError: tensor bytes end at {int(ends[row])} but the file has {size}"
+                  for row in np.flatnonzero(outside).tolist()}
+    return out
+
+
+def _spread(column: np.ndarray, rows: np.ndarray, total: int) -> np.ndarray:
+    out = np.zeros((total,) + column.shape[1:], column.dtype)
+    out[rows] = column
+    return out
+
+
+def _group_columns(whole: np.ndarray, mapped: mmap.mmap, dtype: str, itemsize: int, begins: np.ndarray,
+                   ends: np.ndarray) -> SmallColumns:
     spec = _SPECS[dtype]
-    itemsize = spec.itemsize
-    spans = [(t.begin, t.begin + (t.end - t.begin) // itemsize * itemsize) for t in group]
-    raw = np.concatenate([whole[b:e] for b, e in spans])
-    samples = [zlib.crc32(whole[b:min(e, b + SAMPLE_BYTES)]) for b, e in spans]
+    counts = (ends - begins) // itemsize
+    stops = begins + counts * itemsize                 # a trailing partial element is ignored
+    breaks = np.flatnonzero(begins[1:] != stops[:-1]) + 1
+    if breaks.size == 0:                               # tensors that follow each other: one slice, no copy
+        raw = whole[int(begins[0]):int(stops[-1])]
+    else:
+        edges = [0, *breaks.tolist(), begins.size]
+        raw = np.concatenate([whole[int(begins[a]):int(stops[b - 1])] for a, b in zip(edges, edges[1:])])
+    view = memoryview(mapped)
+    try:
+        sample_ends = np.minimum(stops, begins + SAMPLE_BYTES).tolist()
+        samples = np.fromiter((zlib.crc32(view[b:e]) for b, e in zip(begins.tolist(), sample_ends)),
+                              np.uint32, begins.size)
+    finally:
+        view.release()
     values = _element_decoder(dtype)(raw)  # type: ignore[misc]
-    counts = np.fromiter(((e - b) // itemsize for b, e in spans), np.int64, len(spans))
-    starts = np.zeros(len(spans), np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    seg = _Segments(values, counts, starts, spec.is_float, spec.can_overflow_fp16)
-    return [(t.number, part, hist_range) for t, (part, hist_range) in zip(group, seg.partials(samples))]
+    return _Segments(values, counts, spec.is_float, spec.can_overflow_fp16).columns(samples)
 
 
 class _Segments:
-    """Per-segment reductions of one decoded array (segment i = values[starts[i] : starts[i] + counts[i]])."""
+    """Per-segment reductions of one decoded array (segment i = the next ``counts[i]`` values).
 
-    def __init__(self, values: np.ndarray, counts: np.ndarray, starts: np.ndarray, is_float: bool,
-                 fp16: bool) -> None:
-        self.values, self.counts, self.starts = values, counts, starts
-        finite = np.isfinite(values) if is_float else None
-        self.all_finite = finite is None or bool(finite.all())
-        self.finite = finite
-        self.fp16 = fp16
-        self.segment_of = np.repeat(np.arange(starts.size, dtype=np.intp), counts)   # element -> its tensor
+    ``grid`` is the values as (segments, length) when every segment has one length, else the flat array;
+    ``_each`` spreads one value per segment over that shape (a broadcast column, or a repeat per element)."""
 
-    def _sum(self, flags: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(flags.astype(np.int64), self.starts)
+    def __init__(self, values: np.ndarray, counts: np.ndarray, is_float: bool, fp16: bool) -> None:
+        self.values, self.counts = values, counts
+        self.starts = np.zeros(counts.size, np.int64)
+        np.cumsum(counts[:-1], out=self.starts[1:])
+        self.uniform = counts.size > 0 and bool((counts == counts[0]).all()) and counts[0] > 0
+        self.grid = values.reshape(counts.size, int(counts[0])) if self.uniform else values
+        self.segment_of = None if self.uniform else np.repeat(np.arange(counts.size, dtype=np.intp), counts)
+        self.is_float, self.fp16 = is_float, fp16
 
-    def _per_element(self, per_segment: np.ndarray) -> np.ndarray:
-        return per_segment.take(self.segment_of)
+    def _each(self, per_segment: np.ndarray) -> np.ndarray:
+        return per_segment[:, None] if self.uniform else per_segment.take(self.segment_of)
 
-    def partials(self, samples: list[int]) -> list[tuple[_Partial, tuple[float, float] | None]]:
-        v, starts = self.values, self.starts
-        n_seg = starts.size
-        if self.all_finite:
-            finite_n = self.counts
-            nan = pos_inf = neg_inf = np.zeros(n_seg, np.int64)
-            low_src, high_src, sum_src = v, v, v
+    def _reduce(self, ufunc: np.ufunc, array: np.ndarray, dtype=None) -> np.ndarray:
+        return ufunc.reduceat(array.reshape(-1), self.starts, dtype=dtype)
+
+    def _count(self, flags: np.ndarray) -> np.ndarray:
+        return self._reduce(np.add, flags, np.int64)
+
+    def columns(self, samples: np.ndarray) -> SmallColumns:
+        n_seg = self.counts.size
+        if n_seg == 0 or self.values.size == 0:
+            return _empty_columns(self.counts, samples)
+        low = self._reduce(np.minimum, self.values)    # NaN and ±Inf show in the extremes: the common case is
+        high = self._reduce(np.maximum, self.values)   # proven finite here without a pass of its own
+        finite_mask = None
+        if self.is_float and not (np.isfinite(low).all() and np.isfinite(high).all()):
+            finite_mask = np.isfinite(self.grid)
+        zero = np.zeros(n_seg, np.int64)
+        if finite_mask is None:
+            finite_n, nan, pos_inf, neg_inf, sum_src = self.counts, zero, zero, zero, self.grid
         else:
-            finite = self.finite
-            finite_n = self._sum(finite)
-            nan = self._sum(np.isnan(v))
-            pos_inf = self._sum(v == np.inf)
-            neg_inf = self._sum(v == -np.inf)
-            low_src = np.where(finite, v, np.inf)
-            high_src = np.where(finite, v, -np.inf)
-            sum_src = np.where(finite, v, 0)
-        low = np.minimum.reduceat(low_src, starts).astype(np.float64)
-        high = np.maximum.reduceat(high_src, starts).astype(np.float64)
-        wide = sum_src.astype(np.float64)
-        safe_n = np.maximum(finite_n, 1)
-        mean = np.add.reduceat(wide, starts) / safe_n
-        centred = wide - self._per_element(mean)
-        if not self.all_finite:
-            centred[~self.finite] = 0.0
-        m2 = np.add.reduceat(centred * centred, starts)
-        zeros = self._sum(v == 0)
+            finite_n, sum_src = self._count(finite_mask), np.where(finite_mask, self.grid, 0)
+            nan, pos_inf = self._count(np.isnan(self.grid)), self._count(self.grid == np.inf)
+            neg_inf = self._count(self.grid == -np.inf)
+            low = self._reduce(np.minimum, np.where(finite_mask, self.grid, np.inf))
+            high = self._reduce(np.maximum, np.where(finite_mask, self.grid, -np.inf))
+        low, high = low.astype(np.float64), high.astype(np.float64)
+        mean, m2 = self._moments(sum_src, finite_n, finite_mask)
         magnitude = np.maximum(-low, high)
-        overflow = self._sum(np.abs(wide) > FP16_MAX) if self.fp16 else np.zeros(n_seg, np.int64)
-        where_max = self._max_abs_positions(wide, magnitude)
-        histograms, ranges = self._histograms(low, high, finite_n)
+        overflow = zero
+        if self.fp16 and (magnitude > FP16_MAX).any():   # finite values only: ``sum_src`` has 0 for the others
+            overflow = self._count(np.abs(sum_src) > FP16_MAX)
+        where_max = self._max_abs_positions(magnitude, finite_mask)
+        histogram, hist_low, hist_high = self._histograms(low, high, finite_n, finite_mask)
         none = finite_n == 0
         mean[none] = m2[none] = 0.0
         magnitude[none] = -1.0
         where_max[none] = -1
-        columns = zip(self.counts.tolist(), finite_n.tolist(), mean.tolist(), m2.tolist(), low.tolist(),
-                      high.tolist(), zeros.tolist(), nan.tolist(), pos_inf.tolist(), neg_inf.tolist(),
-                      overflow.tolist(), magnitude.tolist(), where_max.tolist(), histograms, samples)
-        return [(_Partial(*row[:13], histogram=row[13], samples=[row[14]]), hist_range)
-                for row, hist_range in zip(columns, ranges)]
+        return SmallColumns(self.counts, finite_n, mean, m2, low, high, self._count(self.grid == 0), nan, pos_inf,
+                            neg_inf, overflow, magnitude, where_max, histogram, hist_low, hist_high, samples)
 
-    def _max_abs_positions(self, wide: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    def _moments(self, sum_src: np.ndarray, finite_n: np.ndarray, finite_mask: np.ndarray | None):
+        """Mean and M2 per segment in float64, two passes (the second centred on the segment's mean)."""
+        wide = sum_src.astype(np.float64)
+        mean = self._reduce(np.add, wide) / np.maximum(finite_n, 1)
+        centred = np.subtract(wide, self._each(mean), out=wide)
+        if finite_mask is not None:
+            centred[~finite_mask] = 0.0
+        np.multiply(centred, centred, out=centred)
+        return mean, self._reduce(np.add, centred)
+
+    def _max_abs_positions(self, magnitude: np.ndarray, finite_mask: np.ndarray | None) -> np.ndarray:
         """First index inside each segment where |x| equals the segment's largest finite magnitude."""
-        hits = np.abs(wide) == self._per_element(magnitude)
-        if not self.all_finite:
-            hits &= self.finite
+        size = np.abs(self.grid)
+        if self.uniform and finite_mask is None:
+            return np.argmax(size, axis=1).astype(np.int64)   # the first largest |x| of each row
+        hits = np.equal(size, self._each(magnitude.astype(size.dtype)), out=np.empty(size.shape, bool))
+        if finite_mask is not None:
+            hits &= finite_mask
         positions = np.flatnonzero(hits)
         segment_of = np.searchsorted(self.starts, positions, side="right") - 1
         found, first = np.unique(segment_of, return_index=True)
@@ -187,23 +251,30 @@ class _Segments:
         where[found] = positions[first] - self.starts[found]
         return where
 
-    def _histograms(self, low: np.ndarray, high: np.ndarray, finite_n: np.ndarray):
+    def _histograms(self, low: np.ndarray, high: np.ndarray, finite_n: np.ndarray, finite_mask: np.ndarray | None):
         """16 bins per segment over its finite min..max (widened by 0.5 when constant), as ``_add_histogram``."""
-        v = self.values
+        grid = self.grid
         n_seg = self.starts.size
         has = finite_n > 0
         lo = np.where(low == high, low - 0.5, low)
         hi = np.where(low == high, high + 0.5, high)
-        ranges = [(float(lo[i]), float(hi[i])) if has[i] else None for i in range(n_seg)]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             scale = np.where(has, HISTOGRAM_BINS / np.where(has, hi - lo, 1.0), 0.0)
-        positions = v - self._per_element(lo.astype(v.dtype))
-        positions *= self._per_element(scale.astype(v.dtype))
-        if not self.all_finite:
-            positions[~self.finite] = 0
+        positions = np.subtract(grid, self._each(lo.astype(grid.dtype)), dtype=grid.dtype)
+        positions *= self._each(scale.astype(grid.dtype))
+        if finite_mask is not None:
+            positions[~finite_mask] = 0
         np.clip(positions, 0, HISTOGRAM_BINS - 1, out=positions)
-        bins = positions.astype(np.intp) + self._per_element(np.arange(n_seg, dtype=np.intp) * HISTOGRAM_BINS)
-        weights = None if self.all_finite else self.finite.astype(np.float64)
-        counts = np.bincount(bins, weights, minlength=n_seg * HISTOGRAM_BINS).astype(np.int64)
-        table = counts.reshape(n_seg, HISTOGRAM_BINS)
-        return list(table), ranges
+        bins = positions.astype(np.intp)
+        bins += self._each(np.arange(n_seg, dtype=np.intp) * HISTOGRAM_BINS)
+        weights = None if finite_mask is None else finite_mask.reshape(-1).astype(np.float64)
+        counts = np.bincount(bins.reshape(-1), weights, minlength=n_seg * HISTOGRAM_BINS).astype(np.int64)
+        return counts.reshape(n_seg, HISTOGRAM_BINS), lo, hi
+
+
+def _empty_columns(counts: np.ndarray, samples: np.ndarray) -> SmallColumns:
+    n = counts.size
+    ints, floats = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    return SmallColumns(counts.astype(np.int64), ints, floats, floats.copy(), np.full(n, np.inf), np.full(n, -np.inf),
+                        ints, ints, ints, ints, ints, np.full(n, -1.0), np.full(n, -1, np.int64),
+                        np.zeros((n, HISTOGRAM_BINS), np.int64), floats, floats, samples.astype(np.uint32))
