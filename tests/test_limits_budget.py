@@ -387,3 +387,24 @@ def test_compressed_hidden_pickle_inflated_whole_is_judged(tmp_path: Path) -> No
     code, report = _audit(tmp_path, folder, "hidden_pickle_bytes: 64")
     assert [(p, s) for p, s, _ in _hits(report, "WA132")] == [("config.json", "high")]
     assert "limits.hidden_pickle_bytes = 64" in _hits(report, "WA132")[0][2]
+
+
+def test_compressed_pickle_in_a_pickle_constant_cut_at_the_inflation_cap_is_pickle_limit(tmp_path: Path) -> None:
+    """The same attack inside a pickle's string constant (WA411's search): the cut pickle was dropped, exit 0."""
+    import base64
+    import pickle
+    import zlib
+
+    blob = base64.b64encode(zlib.compress(_padded_payload(200_000), 9)).decode()
+    target = tmp_path / "model.pkl"
+    target.write_bytes(pickle.dumps({"blob": blob}, protocol=2))     # a dict of a string: built here, never loaded
+    code, report = _audit(tmp_path, target)
+    hits = _hits(report, "WA405")
+    assert [(p, s) for p, s, _ in hits] == [("model.pkl", "high")] and "inflates past" in hits[0][2]
+    assert _verified(report) == {"model.pkl": False} and code == 1
+    small = base64.b64encode(zlib.compress(_padded_payload(100), 9)).decode()
+    target.write_bytes(pickle.dumps({"blob": small}, protocol=2))
+    code, report = _audit(tmp_path, target)
+    nested = [(f["rule_id"], f["message"]) for f in report["findings"] if f["rule_id"] in ("WA405", "WA411")]
+    assert [r for r, _ in nested] == ["WA411"] and "os.system" in nested[0][1]
+    assert _verified(report) == {"model.pkl": True}

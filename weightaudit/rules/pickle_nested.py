@@ -33,6 +33,7 @@ class Hidden(NamedTuple):
 
     call: str | None
     depth: int
+    cut: bool = False     # stopped because inflation was cut (1 MiB, 16x), not at the opcode limit
 
 
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
@@ -46,7 +47,12 @@ def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int
         if found is None:
             continue
         levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
-        if found.call is None:
+        if found.call is None and found.cut:
+            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a compressed pickle{levels} that inflates "
+                                                         f"past the {MAX_NESTED_BYTES:,} bytes (at most {INFLATE_RATIO}x "
+                                                         "its compressed size) scanned: not fully checked",
+                                                   where=where(pos, "constant")))
+        elif found.call is None:
             findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} of more than "
                                                          f"limits.nested_pickle_opcodes = {max_opcodes:,} opcodes: "
                                                          "not fully checked", where=where(pos, "constant")))
@@ -61,7 +67,8 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
     """The first call a pickle hidden in this constant would make and how deep it sits (a call of None: a hidden
     pickle hit the opcode limit and nothing bad was seen), or None."""
     limited: Hidden | None = None
-    for payload in _decoded_candidates(value, data):
+    cut: list[bytes] = []
+    for payload in _decoded_candidates(value, data, cut):
         inner, _ = scan_stream(payload, limits=Limits(max_opcodes=max_opcodes))
         bad = [render(c) for r in inner for c in r.calls if not judge.is_allowed(c.func)]
         bad += [u.ref.qualname for r in inner for u in r.globals
@@ -70,6 +77,8 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
             return Hidden(bad[0], depth)
         if limited is None and any(a.kind == "limit" for r in inner for a in r.anomalies):
             limited = Hidden(None, depth)
+        if limited is None and any(payload is c for c in cut) and not (inner and inner[0].ok):
+            limited = Hidden(None, depth, cut=True)
         if depth < MAX_NESTED_DEPTH:
             for r in inner:
                 for _, deeper in r.byte_strings[:1_000]:
