@@ -1,120 +1,165 @@
-"""Kernel options side by side (issue 15): our fused-numpy block kernel vs a one-pass compiled C loop.
+"""Statistics kernel options side by side (issue 15): numpy kernel, the C kernel's variants, numba.
 
-    python -m benchmarks.bench_kernels [--mib 256]
+    python -m benchmarks.bench_kernels [--mib 512] [--repeat 3] [--no-numba]
 
-Each figure is one core, in this process, over the page-cached files ``python -m benchmarks`` generates
-(``benchmarks/out/suite/<mib>MiB/kernel_<dtype>.safetensors``), beside the same-run limit (memmap XOR-reduce
-as uint64 in 4 MiB chunks). The C loop computes count, min, max, sum, sum of squares (float64), zeros and
-NaN/Inf in one branchless pass per element (F32, BF16, F16 via bit manipulation; vectorisable with
-reassociation), compiled here with ``gcc -O3
--march=native`` into a temporary shared library (ctypes): what a compiled extension could give at best, without
-histogram/position/fingerprint. Not shipped: it only informs the choice (see RESULTS.md).
+Per dtype (F32, BF16, F16; the suite's ``kernel_<dtype>.safetensors``, generated if missing and put in the
+page cache as the suite does), each in a fresh process, best of ``--repeat``:
+
+- the limit (the suite's: memmap + XOR-reduce as uint64 in 4 MiB chunks, faults included);
+- ``compute_stats(workers=1)`` with ``WEIGHTAUDIT_KERNEL`` = numpy and each C variant usable here, wall and
+  CPU time (CPU time is what a busy machine distorts least);
+
+then, in this process, the in-cache cost of one 256 KiB block per kernel (the kernel alone, no page faults),
+and ``numba`` (if importable; not a dependency) running a *subset* of the work (code extremes, sum, sum of
+squares for F32, the C kernel's fast loop) with ``cache=True``: its import, compile and cache-load times and
+its in-cache speed. The load average is printed beside every row.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+PY = sys.executable
+MIB = 1 << 20
+BLOCK = 256 * 1024
 
-C_SOURCE = r"""
-#include <stdint.h>
-#include <string.h>
-#include <math.h>
-typedef struct { double mn, mx, s1, s2; int64_t zeros, nonfinite; } acc_t;
-static inline float f16(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-    if (e == 0x1f) bits = sign | 0x7f800000 | (m << 13);
-    else if (e == 0) { float f = (float)m * (1.0f / 16777216.0f); return sign ? -f : f; }
-    else bits = sign | ((e + 112) << 23) | (m << 13);
-    float f; memcpy(&f, &bits, 4); return f;
-}
-#define BODY(DECODE) \
-    float mn = INFINITY, mx = -INFINITY; double s1 = 0, s2 = 0; int64_t z = 0, nf = 0; \
-    for (int64_t i = 0; i < n; i++) { float x = DECODE; uint32_t b; memcpy(&b, &x, 4); \
-        int fin = (b & 0x7f800000u) != 0x7f800000u; float y = fin ? x : 0.0f; \
-        mn = fin && x < mn ? x : mn; mx = fin && x > mx ? x : mx; s1 += y; s2 += (double)y * y; \
-        z += (y == 0.0f) & fin; nf += !fin; } \
-    a->mn = mn; a->mx = mx; a->s1 = s1; a->s2 = s2; a->zeros = z; a->nonfinite = nf;
-void k_f32(const float *p, int64_t n, acc_t *a) { BODY(p[i]) }
-void k_bf16(const uint16_t *p, int64_t n, acc_t *a) { BODY(({ uint32_t b = (uint32_t)p[i] << 16; float f; memcpy(&f, &b, 4); f; })) }
-void k_f16(const uint16_t *p, int64_t n, acc_t *a) { BODY(f16(p[i])) }
+PASS = r"""
+import json, sys, time
+from pathlib import Path
+from weightaudit.formats.safetensors import LOADER
+from weightaudit.formats.base import LoadOptions
+from weightaudit.stats import compute_stats, kernel_name
+path = Path(sys.argv[1])
+loaded = LOADER.load(path, path.name, LoadOptions())
+cpu, start = time.process_time(), time.perf_counter()
+compute_stats(path.parent, [loaded], workers=1)
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+nbytes = sum(t.nbytes or 0 for t in loaded.tensors)
+print(json.dumps({"seconds": seconds, "cpu": cpu, "bytes": nbytes, "kernel": kernel_name()}))
+"""
+
+NUMBA = r"""
+import json, sys, time
+start = time.perf_counter()
+import numba, numpy as np
+imported = time.perf_counter() - start
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def fold_f32(codes):
+    umin = np.uint32(0xFFFFFFFF); umax = np.uint32(0); smin = np.int32(2**31 - 1); smax = np.int32(-2**31)
+    signed = codes.view(np.int32); values = codes.view(np.float32)
+    s1 = 0.0; s2 = 0.0
+    for begin in range(0, codes.size, 512):
+        a1 = np.float32(0); a2 = np.float32(0)
+        for i in range(begin, min(begin + 512, codes.size)):
+            c = codes[i]; s = signed[i]; x = values[i]
+            umin = min(umin, c); umax = max(umax, c); smin = min(smin, s); smax = max(smax, s)
+            a1 += x; a2 += x * x
+        s1 += a1; s2 += a2
+    return umin, umax, smin, smax, s1, s2
+
+codes = np.random.default_rng(0).normal(0, 0.02, 65536).astype(np.float32).view(np.uint32)
+start = time.perf_counter(); fold_f32(codes); first = time.perf_counter() - start
+best = 1e9
+for _ in range(5):
+    cpu = time.process_time()
+    for _ in range(500):
+        fold_f32(codes)
+    best = min(best, (time.process_time() - cpu) / 500)
+print(json.dumps({"import": imported, "first": first, "block_us": best * 1e6, "version": numba.__version__}))
 """
 
 
-class Acc(ctypes.Structure):
-    _fields_ = [("mn", ctypes.c_double), ("mx", ctypes.c_double), ("s1", ctypes.c_double), ("s2", ctypes.c_double),
-                ("zeros", ctypes.c_int64), ("nonfinite", ctypes.c_int64)]
+def child(program: str, *args: object, env: dict | None = None, script: Path | None = None) -> dict:
+    """Run ``program`` in a fresh interpreter (from ``script`` when given: numba caches only functions in files)."""
+    if script is not None:
+        script.write_text(program)
+    argv = [PY, str(script)] if script is not None else [PY, "-c", program]
+    out = subprocess.run([*argv, *map(str, args)], check=True, capture_output=True, text=True,
+                         cwd=HERE.parent, env={**os.environ, **(env or {})}).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def compile_c() -> ctypes.CDLL:
-    folder = Path(tempfile.mkdtemp(prefix="wa-kernel-"))
-    (folder / "k.c").write_text(C_SOURCE)
-    subprocess.run(["gcc", "-O3", "-march=native", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros", "-shared", "-fPIC",
-                    "-o", str(folder / "k.so"), str(folder / "k.c")], check=True)
-    return ctypes.CDLL(str(folder / "k.so"))
+def best(program: str, repeat: int, *args: object, env: dict | None = None) -> dict:
+    return min((child(program, *args, env=env) for _ in range(repeat)), key=lambda r: r["seconds"])
 
 
-def limit(path: Path) -> float:
-    start = time.perf_counter()
-    m = np.memmap(path, dtype=np.uint8, mode="r")
-    words = m[: m.size // 8 * 8].view(np.uint64)
-    acc = np.uint64(0)
-    for i in range(0, words.size, 1 << 19):
-        acc ^= np.bitwise_xor.reduce(words[i:i + (1 << 19)])
-    return m.size / (time.perf_counter() - start) / 1e9
+def variants() -> list[str]:
+    try:
+        from weightaudit import _kernel
+    except ImportError:
+        return []
+    return [f"c-{name}" for name in _kernel.variants()]
 
 
-def c_pass(lib: ctypes.CDLL, path: Path, dtype: str) -> float:
-    func = {"F32": lib.k_f32, "BF16": lib.k_bf16, "F16": lib.k_f16}[dtype]
-    start = time.perf_counter()
-    m = np.memmap(path, dtype=np.uint8, mode="r")
-    header = 8 + int.from_bytes(m[:8].tobytes(), "little")
-    data = m[header:]
-    itemsize = 4 if dtype == "F32" else 2
-    acc = Acc()
-    step = 4 << 20
-    for i in range(0, data.size, step):
-        block = np.ascontiguousarray(data[i:i + step])
-        func(block.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(block.size // itemsize), ctypes.byref(acc))
-    return data.size / (time.perf_counter() - start) / 1e9
+def in_cache_block_us(kernel: str, dtype: str) -> float:
+    """CPU µs of one 256 KiB block already in cache, folded by ``kernel`` (best of 5 x 200)."""
+    import numpy as np
 
+    from weightaudit.stats_decode import _SPECS
+    from weightaudit.stats_kernels import _plan, _run_blocks, select_kernel
 
-def numpy_pass(path: Path) -> float:
-    from weightaudit.formats.base import LoadOptions
-    from weightaudit.formats.safetensors import LOADER
-    from weightaudit.stats import compute_stats
-
-    loaded = LOADER.load(path, path.name, LoadOptions())
-    start = time.perf_counter()
-    compute_stats(path.parent, [loaded], workers=1)
-    return sum(t.nbytes or 0 for t in loaded.tensors) / (time.perf_counter() - start) / 1e9
+    values = np.random.default_rng(0).normal(0, 0.02, BLOCK // 4 * 4).astype(np.float32)
+    raw = {"F32": values.tobytes(), "BF16": (values.view(np.uint32) >> 16).astype("<u2").tobytes(),
+           "F16": values.astype("<f2").tobytes()}[dtype][:BLOCK]
+    blocks = [memoryview(raw)] * 200
+    select_kernel(kernel)
+    plan = _plan(_SPECS[dtype], 10**9, False, blocks[0])
+    fastest = float("inf")
+    for _ in range(5):
+        cpu = time.process_time()
+        _run_blocks(plan, blocks, BLOCK)   # a block the histogram does not sample, as 15 in 16 are
+        fastest = min(fastest, (time.process_time() - cpu) / len(blocks))
+    return fastest * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-numba", action="store_true")
     args = parser.parse_args()
+    from benchmarks import suite_children
+    from benchmarks import suite_files
+    from benchmarks.__main__ import warm
+
     root = HERE / "out" / "suite" / f"{args.mib}MiB"
-    lib = compile_c()
-    print("| dtype | limit GB/s | numpy kernel GB/s (× limit) | C one-pass GB/s (× limit) | load |\n|---|---|---|---|---|")
+    root.mkdir(parents=True, exist_ok=True)
+    kernels = ["numpy", *variants()]
+    print(f"kernels: {', '.join(kernels)}; load {os.getloadavg()[0]:.1f}")
+    print("| dtype | limit GB/s | kernel | wall GB/s (× limit) | CPU GB/s | in-cache µs / 256 KiB | load |")
+    print("|---|---|---|---|---|---|---|")
     for dtype in ("F32", "BF16", "F16"):
-        path = root / f"kernel_{dtype}.safetensors"
-        if not path.exists():
-            print(f"| {dtype} | run `python -m benchmarks --mib {args.mib}` first | | | |")
-            continue
-        lim = limit(path)
-        ours = numpy_pass(path)
-        c = c_pass(lib, path, dtype)
-        print(f"| {dtype} | {lim:.2f} | {ours:.2f} ({ours / lim:.2f}) | {c:.2f} ({c / lim:.2f}) | {os.getloadavg()[0]:.1f} |")
+        path = suite_files.dtype_file(root, dtype, args.mib * MIB)
+        warm(path)
+        limit = best(suite_children.LIMIT, args.repeat, path)
+        limit_gbs = limit["bytes"] / limit["seconds"] / 1e9
+        for kernel in kernels:
+            r = best(PASS, args.repeat, path, env={"WEIGHTAUDIT_KERNEL": kernel})
+            gbs = r["bytes"] / r["seconds"] / 1e9
+            print(f"| {dtype} | {limit_gbs:.2f} | {r['kernel']} | {gbs:.2f} ({gbs / limit_gbs:.2f}) | "
+                  f"{r['bytes'] / r['cpu'] / 1e9:.2f} | {in_cache_block_us(kernel, dtype):.1f} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
+    if not args.no_numba:
+        with tempfile.TemporaryDirectory(prefix="wa-numba-") as cache:
+            try:
+                script = Path(cache) / "numba_fold.py"
+                cold = child(NUMBA, env={"NUMBA_CACHE_DIR": cache}, script=script)
+                warm_run = child(NUMBA, env={"NUMBA_CACHE_DIR": cache}, script=script)
+            except subprocess.CalledProcessError:
+                print("numba: not importable here (not a dependency); skipped")
+                return
+        print(f"numba {cold['version']} (F32 subset: code extremes + sums only): import {warm_run['import']:.2f} s, "
+              f"compile {cold['first']:.2f} s, cache load {warm_run['first']:.2f} s, in-cache "
+              f"{warm_run['block_us']:.1f} µs / 256 KiB; load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

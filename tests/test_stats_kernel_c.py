@@ -228,3 +228,18 @@ def test_crc_samples_are_zlib_crc32() -> None:
     part, _ = _fold("c", "U8", memoryview(raw), len(raw), 0)
     assert part.samples == [zlib.crc32(raw[i:i + 256]) for i in range(0, len(raw), BLOCK_BYTES)]
     assert struct.calcsize("<I") == 4
+
+
+def test_json_tool_block_names_the_kernel_only_with_statistics(runner, tmp_path) -> None:
+    import json
+    import shutil
+
+    from tests.conftest import FIXTURES, invoke
+
+    shutil.copytree(FIXTURES / "tiny-bert", tmp_path / "tiny-bert")
+    for kernel in ("numpy", f"c-{VARIANTS[0]}"):
+        select_kernel(kernel)
+        with_stats = json.loads(invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--stats", "--format", "json").stdout)
+        assert with_stats["tool"]["statistics_kernel"] == kernel
+    without = json.loads(invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--format", "json").stdout)
+    assert "statistics_kernel" not in without["tool"]   # the JSON goldens (no statistics) do not depend on it

@@ -294,11 +294,22 @@ def torch_load_sentence(verdict: Mapping[str, Any]) -> str:
     return f"{safe}; {unsafe}"
 
 
+def tool_block(report: Report) -> dict[str, Any]:
+    """Name and version; with statistics, which kernel computed them ("c-avx512", "c-avx2", "numpy" ...: it
+    depends on the machine, so it appears only when statistics ran and the JSON goldens, run without, stay put)."""
+    tool: dict[str, Any] = {"name": "weightaudit", "version": __version__}
+    if report.stats:
+        from weightaudit.stats_kernels import kernel_name   # numpy is loaded already when there are statistics
+
+        tool["statistics_kernel"] = kernel_name()
+    return tool
+
+
 def to_dict(report: Report) -> dict[str, Any]:
     """The JSON report. Keys per DESIGN.md; additions are backwards compatible."""
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "weightaudit", "version": __version__},
+        "tool": tool_block(report),
         "command": report.command,
         "target": report.target,
         "summary": summary(report),
