@@ -330,6 +330,21 @@ def test_unparsable_template_leaves_its_file_unverified(tmp_path: Path) -> None:
     assert [(p, s) for p, s, _ in _hits(report, "WA463")] == [("tokenizer_config.json", "medium")]
     assert _verified(report) == {"model.safetensors": True, "tokenizer_config.json": False}
     assert code == 3 and report["summary"]["verdict"] == "incomplete"
+    side = next(f for f in report["files"] if f["path"] == "tokenizer_config.json")
+    assert (side["format"], side["status"]) == ("side-file", "error") and "not fully checked" in side["reason"]
+    _valid(report)
+
+
+def _valid(report: dict) -> None:
+    """The report with a side file listed among the files still validates against the published schema."""
+    import json
+    from importlib import resources
+
+    import pytest
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(resources.files("weightaudit").joinpath("schemas/report.v1.schema.json").read_text())
+    jsonschema.validate(report, schema)
 
 
 def test_unparsable_template_with_a_dangerous_pattern_still_fails(tmp_path: Path) -> None:
@@ -408,3 +423,15 @@ def test_compressed_pickle_in_a_pickle_constant_cut_at_the_inflation_cap_is_pick
     nested = [(f["rule_id"], f["message"]) for f in report["findings"] if f["rule_id"] in ("WA405", "WA411")]
     assert [r for r, _ in nested] == ["WA411"] and "os.system" in nested[0][1]
     assert _verified(report) == {"model.pkl": True}
+
+
+def test_every_savedmodel_walk_cap_comes_from_a_policy_limit() -> None:
+    """No GraphLimits field is a constant the user cannot move: each maps to a limit, with that limit's default."""
+    from dataclasses import fields, replace
+
+    from weightaudit.formats.savedmodel_graph import POLICY_LIMITS, GraphLimits
+
+    assert sorted(POLICY_LIMITS) == sorted(f.name for f in fields(GraphLimits))
+    assert all(getattr(GraphLimits(), cap) == getattr(DEFAULT_LIMITS, name) for cap, name in POLICY_LIMITS.items())
+    user = replace(DEFAULT_LIMITS, **{name: 7 for name in POLICY_LIMITS.values()})
+    assert set(vars(GraphLimits.from_options(user)).values()) == {7}
