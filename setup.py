@@ -14,7 +14,7 @@ UNIX_FLAGS = ["-O3", "-fno-strict-aliasing", "-Wno-psabi", "-Wno-missing-field-i
 setup(ext_modules=[Extension(
     "weightaudit._kernel",
     sources=["weightaudit/_kernel.c"],
-    depends=["weightaudit/_kernel_simd.h", "weightaudit/_kernel_x86.h"],
+    depends=["weightaudit/_kernel_core.h", "weightaudit/_kernel_simd.h", "weightaudit/_kernel_x86.h"],
     extra_compile_args=[] if sys.platform == "win32" else UNIX_FLAGS,
     optional=True,
 )])
