@@ -1,7 +1,23 @@
 """The per-block statistics kernel and its mergeable partial result (see ``weightaudit.stats``).
 
 One block of whole elements is folded into a ``_Partial``; partials of consecutive runs merge exactly
-(Chan et al. for mean/M2). The fingerprint signature is gathered here too."""
+(Chan et al. for mean/M2). The fingerprint signature is gathered here too.
+
+Two kernels fold the blocks, chosen at import (``kernel_name()``, the JSON ``tool.statistics_kernel``):
+
+- **C** (``weightaudit/_kernel.c``, built by setup.py as an *optional* extension): one pass per block over the
+  raw codes (the same integer extremes, float32 lane sums flushed to float64, the same shift guard and Chan
+  merge), the rare passes (zeros, fp16 overflow, re-centring, max-|x| search, sampled histogram) only where
+  needed, GIL released. Its AVX-512 / AVX2 loops are picked at run time on the running CPU (never
+  ``-march=native``). F32 BF16 F16 F8_E5M2 F8_E4M3 F64 and the integers, little-endian (or 1-byte); results
+  equal this module's numpy kernel (tests/test_stats_kernel_c.py): counts, min/max, max |x| and its position,
+  histogram and fingerprint exactly, mean/std within float tolerance. Measured in-cache per 256 KiB block:
+  ~7 / 10 / 13 us (F32 / BF16 / F16) against ~37 / 73 / 121 us for numpy, whose ~6 passes cannot be fused.
+- **numpy** (below): always there (no compiler needed), and for big-endian and table-decoded fp8 tensors.
+  ``WEIGHTAUDIT_KERNEL=numpy`` forces it; ``c-avx512`` / ``c-avx2`` / ``c-generic`` force a C variant (the
+  baseline ``c-generic`` loop is slower than numpy for BF16/F16, so it is never picked by itself).
+  After editing the C sources of an editable install, rebuild: ``python setup.py build_ext --inplace``.
+"""
 
 from __future__ import annotations
 
