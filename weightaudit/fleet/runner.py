@@ -130,4 +130,5 @@ def _run(releases: list[Release], config: BatchConfig, writer: Writer, run_id: i
         codes[outcome.index] = outcome.exit_code if outcome.status == "ok" else int(ExitCode.INCOMPLETE)
         bar.advance(plan.key.total_bytes, outcome.status == "ok")
 
-    make_engine(config.engine, config.engine_config).run(Work(tasks, on_outcome, config.split_above_bytes))
+    sizes = {i: plans[i].key.total_bytes for i in todo}
+    make_engine(config.engine, config.engine_config).run(Work(tasks, on_outcome, config.split_above_bytes, sizes))

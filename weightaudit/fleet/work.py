@@ -6,7 +6,7 @@ the writer process; each release's outcome reaches ``on_outcome`` exactly once."
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from weightaudit.fleet.split import SplitJob, plan_split
 from weightaudit.fleet.task import Outcome, Task
@@ -14,10 +14,13 @@ from weightaudit.fleet.task import Outcome, Task
 
 class Work:
     def __init__(self, tasks: Iterable[Task], on_outcome: Callable[[Outcome], None],
-                 split_above_bytes: int | None = None) -> None:
+                 split_above_bytes: int | None = None, sizes: Mapping[int, int] | None = None) -> None:
+        """``sizes``: each release's bytes on disk by task index, when known (smaller releases are never split,
+        so only the large ones are discovered here to be planned)."""
         self._pending: Iterator[Task] = iter(tasks)
         self._on_outcome = on_outcome
         self._split_above = split_above_bytes
+        self._sizes = sizes or {}
         self._ready: deque[Any] = deque()
         self._jobs: dict[int, SplitJob] = {}      # release index -> its split job, until its outcome is out
         self._exhausted = False
@@ -36,13 +39,19 @@ class Work:
             if task is None:
                 self._exhausted = True
                 break
-            job = plan_split(task, self._split_above)
+            job = self._plan(task)
             if job is None:
                 return task
             self._jobs[task.index] = job
             self._ready.extend(job.start())
             return self._ready.popleft()
         return None
+
+    def _plan(self, task: Task) -> SplitJob | None:
+        size = self._sizes.get(task.index)
+        if self._split_above is None or (size is not None and size <= self._split_above):
+            return None
+        return plan_split(task, self._split_above)
 
     def deliver(self, unit: Any, result: Any) -> None:
         """A unit's result: a release's Outcome, a stage's result, or the failed Outcome the engine made for it."""
