@@ -121,12 +121,17 @@ def as_int_tuple(value: Any) -> tuple[int, ...] | None:
     if isinstance(value, Call) and isinstance(value.func, Global) and value.func.qualname == "torch.Size" \
             and isinstance(value.args, tuple) and value.args:
         value = value.args[0]
-    if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return tuple(value)
-    return None
+    if not isinstance(value, (tuple, list)):
+        return None
+    for item in value:
+        if type(item) is not int and not (isinstance(item, int) and not isinstance(item, bool)):
+            return None
+    return tuple(value)
 
 
 def _key_text(key: Any) -> str:
+    if type(key) is str:
+        return key
     if isinstance(key, (str, int, float, bool)) or key is None:
         return str(key)
     return render(key, depth=1, width=60)
@@ -142,6 +147,15 @@ def _join(prefix: str, key: str, serial: int = 0) -> str:
     if len(prefix) + len(key) < MAX_NAME:
         return f"{prefix}.{key}" if prefix else key
     return f"{prefix[:MAX_NAME // 2]}...{key[:64]}#{serial}"
+
+
+def _named_children(pairs: Any, optimizer: bool) -> list[tuple[str | None, Any, bool]]:
+    """(key text, value, optimizer state?) of a mapping's items; each key rendered once."""
+    out: list[tuple[str | None, Any, bool]] = []
+    for key, value in pairs:
+        text = _key_text(key)
+        out.append((text, value, optimizer or "optim" in text.lower()))
+    return out
 
 
 def _is_optimizer_dict(value: dict) -> bool:
@@ -186,7 +200,7 @@ class TensorCollector:
     def _children(self, value: Any, optimizer: bool) -> list[tuple[str | None, Any, bool]]:
         if isinstance(value, dict):
             opt = optimizer or _is_optimizer_dict(value)
-            return [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in value.items()]
+            return _named_children(value.items(), opt)
         if isinstance(value, (list, tuple)):
             return [(str(i), v, optimizer) for i, v in enumerate(value)]
         if isinstance(value, Call):
@@ -197,7 +211,7 @@ class TensorCollector:
             pairs = dict((k, v) for k, v in setitems if _hashable(k))
             children: list[tuple[str | None, Any, bool]] = []
             opt = optimizer or _is_optimizer_dict(pairs)
-            children += [(_key_text(k), v, opt or "optim" in _key_text(k).lower()) for k, v in setitems]
+            children += _named_children(setitems, opt)
             children += [(str(i), v, optimizer) for i, v in enumerate(value.appends)]
             for state in value.state:
                 parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
@@ -354,8 +368,16 @@ def contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def is_contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    expected = contiguous_strides(size)
-    return all(d <= 1 or s == e for d, s, e in zip(size, stride, expected))
+    """C order: every dimension longer than 1 has the stride of the dimensions after it (one pass, no lists)."""
+    if len(size) != len(stride):
+        expected = contiguous_strides(size)
+        return all(d <= 1 or s == e for d, s, e in zip(size, stride, expected))
+    acc = 1
+    for dim, step in zip(reversed(size), reversed(stride)):
+        if dim > 1 and step != acc:
+            return False
+        acc *= max(dim, 1)
+    return True
 
 
 def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: str,
@@ -367,42 +389,46 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
         users.setdefault(spec.storage.record, []).append(spec.name)
     checked_records: set[str] = set()
     infos = []
+    sizes: dict[str, int] = {}          # itemsize per dtype, asked once
+    little = byte_order == "little"
     for spec in specs:
-        storage = spec.storage
-        size_item = itemsize(spec.dtype)
+        storage, dtype, shape, stride = spec.storage, spec.dtype, spec.size, spec.stride
+        size_item = sizes.get(dtype) or sizes.setdefault(dtype, itemsize(dtype))
+        storage_item = sizes.get(storage.dtype) or sizes.setdefault(storage.dtype, itemsize(storage.dtype))
         if storage.record not in checked_records:
             checked_records.add(storage.record)
-            declared = storage.numel * itemsize(storage.dtype)
+            declared = storage.numel * storage_item
             if storage.available is not None and storage.available != declared and storage.view_offset == 0:
                 findings.append(R.STORAGE_SIZE.finding(
                     rel, f"storage {storage.key} declares {storage.numel} elements ({declared} bytes) but its record "
                          f"holds {storage.available} bytes", where=storage.record))
-        extent = _extent(spec.size, spec.stride)
+        extent = _extent(shape, stride)
         begin = (spec.offset + storage.view_offset) * size_item
-        nbytes = element_count(spec.size) * size_item
+        nbytes = element_count(shape) * size_item
         limit = storage.available if storage.available is not None else 0
-        in_bounds = spec.offset >= 0 and all(s >= 0 for s in spec.stride) and \
+        in_bounds = spec.offset >= 0 and (not stride or min(stride) >= 0) and \
             (nbytes == 0 or begin + (extent + 1) * size_item <= min(limit, (storage.view_offset + storage.numel)
-                                                                     * itemsize(storage.dtype)))
+                                                                     * storage_item))
         shared = storage.record if len(users[storage.record]) > 1 else None
         offsets = None
         if not in_bounds:
             verified = False
             TENSOR_LAYOUTS[(path_key, spec.name)] = None
             findings.append(R.TENSOR_OUT_OF_BOUNDS.finding(
-                rel, f"offset {spec.offset}, size {list(spec.size)}, stride {list(spec.stride)} reach byte "
+                rel, f"offset {spec.offset}, size {list(shape)}, stride {list(stride)} reach byte "
                      f"{begin + (extent + 1) * size_item} of a {limit}-byte storage", tensor=spec.name,
                 where=storage.record))
-        elif _repeat_bomb(spec, (extent + 1) * size_item, nbytes, rel, findings):
+        elif nbytes >= REPEAT_NOTABLE_BYTES and _repeat_bomb(spec, (extent + 1) * size_item, nbytes, rel, findings):
             verified = False          # not streamed: its statistics would read the same bytes billions of times
             TENSOR_LAYOUTS[(path_key, spec.name)] = None
         else:
-            TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, spec.size,
-                                                     tuple(s * size_item for s in spec.stride), size_item, nbytes)
-            if storage.data_offset is not None and is_contiguous(spec.size, spec.stride) and byte_order == "little":
+            TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, shape,
+                                                                 tuple([s * size_item for s in stride]), size_item,
+                                                                 nbytes)
+            if storage.data_offset is not None and little and is_contiguous(shape, stride):
                 offsets = (storage.data_offset + begin, storage.data_offset + begin + nbytes)
-        infos.append(TensorInfo(name=spec.name, dtype=spec.dtype, shape=spec.size, file=rel, data_offsets=offsets,
-                                role=spec.role, storage=shared, strides=spec.stride, byte_order=byte_order))
+        infos.append(TensorInfo(name=spec.name, dtype=dtype, shape=shape, file=rel, data_offsets=offsets,
+                                role=spec.role, storage=shared, strides=stride, byte_order=byte_order))
     shared_groups = {k: v for k, v in users.items() if len(v) > 1}
     return infos, shared_groups, verified
 
@@ -425,9 +451,13 @@ def _repeat_bomb(spec: TensorSpec, span: int, nbytes: int, rel: str, findings: l
 
 
 def _extent(size: tuple[int, ...], stride: tuple[int, ...]) -> int:
-    if any(d == 0 for d in size):
+    """Elements between the first and the last one a view reaches; -1 when it has none."""
+    if 0 in size:
         return -1
-    return sum((d - 1) * s for d, s in zip(size, stride))
+    total = 0
+    for dim, step in zip(size, stride):
+        total += (dim - 1) * step
+    return total
 
 
 # ==============================================================================================================
