@@ -60,7 +60,8 @@ def _split_above(text: str | None) -> int | None:
 @click.option("--scheduler", metavar="ADDRESS",
               help="--engine dask: an existing scheduler (tcp://host:8786) instead of a local cluster.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), default=None, metavar="SECONDS",
-              help="Per-release wall-clock limit; a release past it is recorded as failed (timeout).")
+              help="Wall-clock limit per task (a release, or one stage of a split one), from when it starts "
+                   "running; a release past it is recorded as failed (timeout).")
 @click.option("--max-memory", "max_memory", metavar="SIZE",
               help="Per-release memory limit (512M, 4G): beyond it the release is recorded as out-of-memory.")
 @click.option("--split-above", "split_above", default=None, show_default="4G", metavar="SIZE",
