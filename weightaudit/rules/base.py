@@ -7,6 +7,7 @@ registry is the one source for ``weightaudit rules``, SARIF ``rules[]`` and poli
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -28,6 +29,14 @@ class AuditContext:
     def tensors(self) -> Iterable[TensorInfo]:
         for loaded in self.files:
             yield from loaded.tensors
+
+    @functools.cached_property
+    def tensors_with_stats(self) -> tuple[tuple[LoadedFile, TensorInfo, TensorStats], ...]:
+        """Every tensor that has statistics, with the file that holds it, files in path order. Built once per
+        context: the numeric rules each walked 20,000 tensors and their stats look-ups again."""
+        stats = self.stats
+        return tuple((loaded, tensor, found) for loaded in sorted(self.files, key=lambda f: f.path)
+                     for tensor in loaded.tensors if (found := stats.get((tensor.file, tensor.name))) is not None)
 
 
 CheckFn = Callable[[AuditContext, Mapping[str, Any]], Iterable[Finding]]

@@ -14,7 +14,7 @@ import fnmatch
 import math
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from weightaudit.model import Finding, LoadedFile, Role, Severity, TensorInfo, TensorStats
 from weightaudit.rules import register
@@ -28,13 +28,9 @@ EMBEDDING_NAME = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|embed_in|t
 HEAD_NAME = re.compile(r"(^|\.)(lm_head|embed_out|output)\.weight$")
 
 
-def _with_stats(ctx: AuditContext) -> Iterator[tuple[LoadedFile, TensorInfo, TensorStats]]:
-    """Every tensor that has statistics, with the file that holds it, in a stable order."""
-    for loaded in sorted(ctx.files, key=lambda f: f.path):
-        for tensor in loaded.tensors:
-            stats = ctx.stats.get(tensor.key)
-            if stats is not None:
-                yield loaded, tensor, stats
+def _with_stats(ctx: AuditContext) -> Iterable[tuple[LoadedFile, TensorInfo, TensorStats]]:
+    """Every tensor that has statistics, with the file that holds it, in a stable order (built once per context)."""
+    return ctx.tensors_with_stats
 
 
 def _matches_any(name: str, patterns: Iterable[str]) -> bool:
@@ -100,10 +96,11 @@ INF = register(Rule(
 # ------------------------------------------------------------------------------------------------ zero / constant
 
 def _zero_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    minimum, ignored = int(cfg.get("min_elements", 2)), cfg.get("ignore_names", ())
     for loaded, tensor, stats in _with_stats(ctx):
-        if stats.count < int(cfg.get("min_elements", 2)) or _matches_any(tensor.name, cfg.get("ignore_names", ())):
-            continue
-        if stats.zeros == stats.count and not _is_norm(tensor):
+        if stats.zeros != stats.count or stats.count < minimum or _matches_any(tensor.name, ignored):
+            continue   # (cheapest test first: name patterns only for the all-zero tensors)
+        if not _is_norm(tensor):
             if _is_bias(tensor):  # biases start at zero: an unused head (e.g. a pooler) keeps them; less alarming
                 yield ALL_ZERO.finding(loaded.path, f"all {stats.count:,} values of bias {tensor.name} are zero "
                                        "(its usual initial value: probably never trained)", tensor=tensor.name,
@@ -114,10 +111,11 @@ def _zero_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
 
 
 def _constant_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    minimum, ignored = int(cfg.get("min_elements", 16)), cfg.get("ignore_names", ())
     for loaded, tensor, stats in _with_stats(ctx):
-        if stats.count < int(cfg.get("min_elements", 16)) or _matches_any(tensor.name, cfg.get("ignore_names", ())):
-            continue
         if stats.min is None or stats.min != stats.max or stats.min == 0 or stats.nan or stats.inf:
+            continue   # (cheapest test first: name patterns only for the constant tensors)
+        if stats.count < minimum or _matches_any(tensor.name, ignored):
             continue
         if _is_norm(tensor) and stats.min == 1.0:
             continue  # an all-ones norm weight is reported by WA308 (untrained)
@@ -233,17 +231,21 @@ def _one_per_copy(members: list[tuple[LoadedFile, TensorInfo]], same_tensor) -> 
 
 def _duplicate_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     groups: dict[tuple[str, str], list[tuple[LoadedFile, TensorInfo]]] = defaultdict(list)
+    minimum = int(cfg.get("min_elements", 1024))
     for loaded, tensor, stats in _with_stats(ctx):
-        if stats.count < int(cfg.get("min_elements", 1024)):
+        if stats.count < minimum:
             continue
         if tensor.role is Role.OPTIMIZER:
             continue  # optimizer moments of parameters with equal gradients are alike by design; WA206 covers them
         if stats.min is not None and stats.min == stats.max:
             continue  # constant tensors are alike by value; WA303/WA304/WA308 speak about them
         groups[(tensor.dtype, stats.fingerprint)].append((loaded, tensor))
+    candidates = [members for members in groups.values() if len(members) > 1]
+    if not candidates:
+        return   # (ties and copies are only read when some bytes repeat)
     ties = _declared_ties(ctx)
     same_tensor = _copy_identity(ctx)
-    for members in groups.values():
+    for members in candidates:
         members = _one_per_copy(members, same_tensor)   # one tensor held by several copies counts once
         if len(members) < 2:
             continue
@@ -275,8 +277,9 @@ DUPLICATE = register(Rule(
 def _outlier_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     sigma = float(cfg.get("sigma", 100.0))
     scored: list[tuple[float, LoadedFile, TensorInfo, TensorStats]] = []
+    minimum = int(cfg.get("min_elements", 4096))
     for loaded, tensor, stats in _with_stats(ctx):
-        if stats.count < int(cfg.get("min_elements", 4096)) or not stats.std or stats.mean is None:
+        if stats.count < minimum or not stats.std or stats.mean is None:
             continue
         distance = max(abs(stats.max - stats.mean), abs(stats.mean - stats.min))  # type: ignore[operator]
         score = distance / stats.std
@@ -342,9 +345,12 @@ def _untrained_reason(tensor: TensorInfo, stats: TensorStats, cfg: Mapping[str, 
 def _untrained_check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     raw_range = (ctx.config or {}).get("initializer_range")
     init_range = float(raw_range) if isinstance(raw_range, (int, float)) and raw_range > 0 else None
+    minimum = int(cfg.get("min_elements", 65536))
     for loaded, tensor, stats in _with_stats(ctx):
         if tensor.dtype not in FLOAT_DTYPES:
             continue
+        if stats.count < minimum and not (stats.min == stats.max and stats.min in (0.0, 1.0)):
+            continue   # _untrained_reason says None to these: a norm needs all 0 or 1, a matrix min_elements
         reason = _untrained_reason(tensor, stats, cfg, init_range)
         if reason:
             yield UNTRAINED.finding(loaded.path, f"{tensor.name} looks untrained: {reason}", tensor=tensor.name)

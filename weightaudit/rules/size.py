@@ -174,8 +174,10 @@ F64 = register(Rule(
 def _float_mix(ctx: AuditContext, minimum: int) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for _, tensor in _parameters(ctx):
-        if tensor.dtype in FLOAT_DTYPES and tensor.parameter_count >= minimum:
-            counts[tensor.dtype] += tensor.parameter_count
+        if tensor.dtype in FLOAT_DTYPES:
+            count = tensor.parameter_count   # (a property: a product over the shape, read once)
+            if count >= minimum:
+                counts[tensor.dtype] += count
     return counts
 
 
