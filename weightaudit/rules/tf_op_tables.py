@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
 from weightaudit.model import Severity
 from weightaudit.safe_read import load_bundled_yaml
@@ -56,6 +55,8 @@ class OpTables:
 
 
 def _read(name: str) -> str:
+    from importlib import resources   # on first use: the tables load when a SavedModel graph is read
+
     return resources.files("weightaudit").joinpath(f"data/{name}").read_text(encoding="utf-8")
 
 
