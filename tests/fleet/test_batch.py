@@ -144,6 +144,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert batch(str(tmp_path / "missing"), "--db", str(tmp_path / "x.db")).exit_code == 2
     assert batch("--db", str(tmp_path / "x.db")).exit_code == 2
     assert batch(str(tmp_path), "--max-memory", "lots", "--db", str(tmp_path / "x.db")).exit_code == 2
+    assert batch(str(tmp_path), "--split-above", "lots", "--db", str(tmp_path / "x.db")).exit_code == 2
 
 
 def test_relative_sources_are_stored_as_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
