@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -435,3 +437,50 @@ def test_every_savedmodel_walk_cap_comes_from_a_policy_limit() -> None:
     assert all(getattr(GraphLimits(), cap) == getattr(DEFAULT_LIMITS, name) for cap, name in POLICY_LIMITS.items())
     user = replace(DEFAULT_LIMITS, **{name: 7 for name in POLICY_LIMITS.values()})
     assert set(vars(GraphLimits.from_options(user)).values()) == {7}
+
+
+# -- chat templates: the read, parse and walk caps are the user's limits too (WA463, file unverified) --------------
+
+LLAMA_LIKE = ("{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+
+
+@pytest.mark.parametrize("limits, named", [
+    ("template_json_bytes: 100", "limits.template_json_bytes = 100"),
+    ("template_parse_chars: 50", "limits.template_parse_chars = 50"),
+    ("template_walk_steps: 5", "limits.template_walk_steps = 5"),
+])
+def test_chat_template_past_a_policy_limit_is_unanalysed_and_incomplete(tmp_path: Path, limits: str,
+                                                                          named: str) -> None:
+    folder = _template_release(tmp_path, LLAMA_LIKE)
+    code, report = _audit(tmp_path, folder, limits)
+    hits = _hits(report, "WA463")
+    assert [(p, s) for p, s, _ in hits] == [("tokenizer_config.json", "medium")] and named in hits[0][2]
+    assert _verified(report)["tokenizer_config.json"] is False and code == 3
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA463") == [] and _verified(report) == {"model.safetensors": True} and code == 0
+
+
+def test_raw_template_file_over_the_policy_limit_is_unanalysed(tmp_path: Path) -> None:
+    folder = _release(tmp_path)
+    (folder / "chat_template.jinja").write_text(LLAMA_LIKE)
+    code, report = _audit(tmp_path, folder, "template_file_bytes: 64")
+    assert [(p, s) for p, s, _ in _hits(report, "WA463")] == [("chat_template.jinja", "medium")]
+    assert "limits.template_file_bytes = 64" in _hits(report, "WA463")[0][2] and code == 3
+    code, report = _audit(tmp_path, folder)
+    assert _hits(report, "WA463") == [] and code == 0
+
+
+def test_gguf_template_reads_the_users_parse_limit(tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import FIXTURES
+
+    sys.path.insert(0, str(FIXTURES))
+    import make_gguf_fixtures as mk
+
+    target = tmp_path / "model.gguf"
+    target.write_bytes(mk.gguf_file(mk.model_kvs(LLAMA_LIKE), mk.valid_tensors()))
+    code, report = _audit(tmp_path, target, "template_parse_chars: 50")
+    assert [(p, s) for p, s, _ in _hits(report, "WA463")] == [("model.gguf", "medium")]
+    assert "limits.template_parse_chars = 50" in _hits(report, "WA463")[0][2] and code == 3

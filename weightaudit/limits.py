@@ -76,6 +76,11 @@ class Limits:
     json_side_files: int = 2_000              # JSON side files of one release searched for hidden pickles (WA426)
     metadata_strings: int = 100_000           # strings of one safetensors __metadata__ / shard index searched (WA426)
     hidden_pickle_bytes: int = 1 << 20        # one hidden pickle decoded/inflated to be scanned (and <= 16x compressed)
+    template_json_bytes: int = 64 * 1024 * 1024   # one JSON side file searched for chat templates
+    template_yaml_bytes: int = 4 * 1024 * 1024    # one YAML side file searched for chat templates
+    template_file_bytes: int = 64 * 1024 * 1024   # one raw template file (chat_template.jinja, *.j2 ...)
+    template_parse_chars: int = 64 * 1024     # characters of one chat template given to Jinja2's parser
+    template_walk_steps: int = 100_000        # syntax-tree steps analysing one chat template
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

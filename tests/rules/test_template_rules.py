@@ -13,7 +13,6 @@ import pytest
 
 from weightaudit.chat_templates import Template, analyse
 from weightaudit.pipeline import RunOptions, run
-from weightaudit.templates import sources
 
 from tests.conftest import CORPUS, FIXTURES, invoke_json
 
@@ -218,12 +217,15 @@ def test_tokenizer_config_over_five_megabytes_is_read(runner, tmp_path: Path) ->
     assert code == 1 and _findings(report) == [("WA460", "critical")]
 
 
-def test_side_file_over_the_read_limit_is_a_finding(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(sources, "MAX_JSON_BYTES", 1000)
+def test_side_file_over_the_read_limit_is_a_finding(tmp_path: Path) -> None:
+    from weightaudit.limits import Limits
+    from weightaudit.policy import Policy
+
     release = _release(tmp_path, {"padding": "x" * 5000, "chat_template": "{{ messages[0].content }}"})
-    report = run([str(release)], RunOptions(command="audit", select=("WA46",)))
+    policy = Policy(limits=Limits(template_json_bytes=1000))      # the user's limit, not a module constant
+    report = run([str(release)], RunOptions(command="audit", select=("WA46",), policy=policy))
     (finding,) = report.findings
-    assert finding.rule_id == "WA463" and "over the 1,000-byte limit" in finding.message
+    assert finding.rule_id == "WA463" and "over limits.template_json_bytes = 1,000" in finding.message
 
 
 def test_invalid_json_with_a_template_is_checked_by_pattern(tmp_path: Path) -> None:

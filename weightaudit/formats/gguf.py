@@ -439,11 +439,11 @@ def _product(values: tuple[int, ...]) -> int:
 
 # ------------------------------------------------------------------------------------------ templates, facts
 
-def _template_findings(state: _Parse) -> Iterator[Finding]:
+def _template_findings(state: _Parse, limits: Limits) -> Iterator[Finding]:
     for kv in state.kvs:
         if is_template_key(kv.key) and isinstance(kv.value, str):
             template = Template(state.rel, kv.key, kv.value)
-            yield from template_findings(template, f"chat template in GGUF metadata {kv.key}")
+            yield from template_findings(template, f"chat template in GGUF metadata {kv.key}", limits)
 
 
 def _inventory(state: _Parse) -> tuple[TensorInfo, ...]:
@@ -474,7 +474,7 @@ def parse(path: Path, rel: str, options: LoadOptions | None = None) -> LoadedFil
                 except HeaderError as exc:
                     fatal = str(exc)
                     state.add(exc.rule, fatal, where=exc.where)
-    state.findings.extend(_template_findings(state))
+    state.findings.extend(_template_findings(state, (options or LoadOptions()).limits))
     cut_off = 0 if fatal else check_layout(state, size)
     return _loaded(state, size, fatal, cut_off)
 

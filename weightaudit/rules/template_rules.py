@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from weightaudit.chat_templates import Template, TemplateIssue, Unread, analyse, scan_sources
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
@@ -26,11 +27,11 @@ _WHY = ("Chat templates are Jinja2 programs in tokenizer_config.json (chat_templ
         "text and string literals are data.")
 
 
-def template_findings(template: Template, label: str) -> Iterator[Finding]:
+def template_findings(template: Template, label: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[Finding]:
     """One finding per kind of issue in ``template``: the first line's issue that reaches furthest (the longest
     chain, e.g. ``cycler.__init__.__globals__.os.popen(...)``), with the count of the others.
     ``label`` says where the template is (``chat template chat_template[tool_use]``)."""
-    issues = analyse(template)
+    issues = analyse(template, limits)
     for kind in dict.fromkeys(issue.kind for issue in issues):
         same = [issue for issue in issues if issue.kind == kind]
         shown = min(same, key=lambda issue: (issue.line or 0, -len(issue.snippet)))
@@ -46,11 +47,11 @@ def _message(label: str, issue: TemplateIssue, others: int) -> str:
 
 def _check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     root = Path(ctx.release.root)
-    for found in scan_sources(root, ctx.release.all_side_files()):
+    for found in scan_sources(root, ctx.release.all_side_files(), ctx.limits):
         if isinstance(found, Unread):
             yield UNANALYSED.finding(found.path, f"side file that may hold a chat template {found.reason}")
         else:
-            yield from template_findings(found, f"chat template {found.where}")
+            yield from template_findings(found, f"chat template {found.where}", ctx.limits)
 
 
 EXECUTION = register(Rule(
@@ -86,9 +87,11 @@ UNANALYSED = register(Rule(
     summary="A chat template could not be fully analysed (checked by pattern only, or not read).",
     severity=Severity.MEDIUM, cwe=1336, tags=("security", "chat-template"), unverifies=True,
     help="Jinja2's parser could not read the template (a syntax error, nesting deeper than the parser follows, "
-         "a template over the 64 KB parse limit, or a tokenizer_config.json that is not valid JSON), so it was "
-         "checked by fixed patterns only; or a side file that may hold a template was over the size limit for "
-         "reading (64 MB for JSON, 4 MB for YAML) or could not be read. A template that was not fully analysed is "
+         "a template over limits.template_parse_chars (64 KiB), or a tokenizer_config.json that is not valid "
+         "JSON), or its walk passed limits.template_walk_steps, so it was checked by fixed patterns only; or a side "
+         "file that may hold a template was over the size limit for reading (limits.template_json_bytes, 64 MiB; "
+         "template_yaml_bytes, 4 MiB; template_file_bytes, 64 MiB) or could not be read. Raise those limits in "
+         "YOUR policy if a legitimate template needs it. A template that was not fully analysed is "
          "not known to be safe: the file that holds it is reported as not verified, so the audit is incomplete "
          "(exit 3, never a pass); anything the patterns found dangerous is reported as WA460/WA461 and fails the "
          f"audit.\n\n{_WHY}\n\nWhat to do: fix or replace the template; or review it by hand. (Suppressing this "

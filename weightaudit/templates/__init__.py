@@ -8,14 +8,15 @@ checked by fixed patterns in linear time (fallback.py), and the finding says so.
 
 from __future__ import annotations
 
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.templates.issues import KINDS, OVERSIZED_TEMPLATE, Template, TemplateIssue
 
 __all__ = ["KINDS", "OVERSIZED_TEMPLATE", "Template", "TemplateIssue", "analyse"]
 
 
-def analyse(template: Template) -> list[TemplateIssue]:
+def analyse(template: Template, limits: Limits = DEFAULT_LIMITS) -> list[TemplateIssue]:
     """See ``templates.analyse.analyse``. Imported on first use: Jinja2 and the tree walker load only when a
     release has a template, not at every start-up."""
     from weightaudit.templates.analyse import analyse as analyse_tree
 
-    return analyse_tree(template)
+    return analyse_tree(template, limits)

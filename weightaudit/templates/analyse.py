@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.templates.expressions import Budget
 from weightaudit.templates.fallback import pattern_issues
 from weightaudit.templates.issues import KINDS, OVERSIZED_TEMPLATE, Template, TemplateIssue, short
@@ -13,10 +14,11 @@ ESCAPED_NAME_CHARS = ("\\x5f", "\\u005f", "\\u0000005f", "\\137", "\\n{low line}
                       "\\u0000002e", "\\056", "\\n{full stop}")
 
 
-def analyse(template: Template) -> list[TemplateIssue]:
-    """Every issue of a template, most severe first, then by line; empty for an ordinary chat template."""
+def analyse(template: Template, limits: Limits = DEFAULT_LIMITS) -> list[TemplateIssue]:
+    """Every issue of a template, most severe first, then by line; empty for an ordinary chat template. Parsing
+    and the walk are bounded by the user's ``limits.template_parse_chars`` / ``template_walk_steps``."""
     text = template.text
-    issues, unparsed, line = _tree_issues(template)
+    issues, unparsed, line = _tree_issues(template, limits)
     if unparsed is not None:
         issues = [TemplateIssue("unparsed", f"{unparsed}; checked by pattern only", short(text), line),
                   *pattern_issues(text)]
@@ -25,15 +27,15 @@ def analyse(template: Template) -> list[TemplateIssue]:
     return sorted(issues, key=lambda i: (KINDS.index(i.kind), i.line or 0))
 
 
-def _tree_issues(template: Template) -> tuple[list[TemplateIssue], str | None, int | None]:
+def _tree_issues(template: Template, limits: Limits) -> tuple[list[TemplateIssue], str | None, int | None]:
     """(issues, why the tree could not be used, line of the parse error)."""
     if template.unparsed is not None:
         return [], f"could not be parsed by Jinja2: {template.unparsed}", None
-    parsed = parse(template.text)
+    parsed = parse(template.text, limits.template_parse_chars)
     if parsed.tree is None:
         return [], f"could not be parsed by Jinja2: {parsed.error}", parsed.line
     try:
-        issues = walk(parsed.tree)
+        issues = walk(parsed.tree, limits.template_walk_steps)
     except Budget as exc:
         return [], f"was parsed by Jinja2 but is too complex to analyse ({exc})", None
     except RecursionError:

@@ -17,7 +17,7 @@ from weightaudit.templates.issues import TemplateIssue
 from weightaudit.templates.names import MODULE_ROOTS, judge_attribute, tables
 from weightaudit.templates.values import DATA, ConstDict, Val
 
-MAX_STEPS = 100_000        # nodes visited (published templates need < 5,000; loops twice or item by item)
+MAX_STEPS = 100_000        # default of limits.template_walk_steps: nodes visited (published templates need < 5,000)
 MAX_DEPTH = 300            # nesting of the walk itself
 HUGE_RANGE = 10_000_000    # range() sizes from here on are a denial of service when rendered
 ATTRIBUTE_FILTERS = {"map": "attribute", "selectattr": 0, "rejectattr": 0, "sort": "attribute", "groupby": 0,
@@ -52,7 +52,8 @@ class Budget(Exception):
 class ExpressionEvaluator:
     """Evaluates expressions against ``self.scope`` (name -> Val) and collects ``self.issues``."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_steps: int = MAX_STEPS) -> None:
+        self.max_steps = max_steps        # limits.template_walk_steps
         self.scope: dict[str, Val] = {}
         self.issues: list[TemplateIssue] = []
         self.steps = 0
@@ -69,8 +70,8 @@ class ExpressionEvaluator:
 
     def tick(self, cost: int = 1) -> None:
         self.steps += cost
-        if self.steps > MAX_STEPS:
-            raise Budget(f"the walk passed {MAX_STEPS:,} steps")
+        if self.steps > self.max_steps:
+            raise Budget(f"the walk passed limits.template_walk_steps = {self.max_steps:,} steps")
 
     def ev(self, node: nodes.Node | None) -> Val:
         if node is None:

@@ -6,7 +6,7 @@ transformers (``_compile_jinja_template``) builds an ``ImmutableSandboxedEnviron
 environment and call ``parse`` only: parsing builds a syntax tree and runs nothing. Templates are never
 rendered and never compiled to Python.
 
-Bounded: templates over ``MAX_PARSE_CHARS`` are not given to the parser (Jinja's lexer and parser run at about
+Bounded: templates over ``limits.template_parse_chars`` (default ``MAX_PARSE_CHARS``) are not given to the parser (Jinja's lexer and parser run at about
 0.5 MB/s, and the biggest published chat templates are under 20 KB); Jinja's recursive-descent parser raises
 RecursionError on deep nesting, which is caught here. Either way the caller checks the text by pattern only and
 says so.
@@ -51,10 +51,10 @@ class Parsed:
     line: int | None = None
 
 
-def parse(text: str) -> Parsed:
-    """Jinja2's syntax tree of ``text`` (never rendered)."""
-    if len(text) > MAX_PARSE_CHARS:
-        return Parsed(None, f"{len(text):,} characters, over the {MAX_PARSE_CHARS:,}-character limit for parsing")
+def parse(text: str, max_chars: int = MAX_PARSE_CHARS) -> Parsed:
+    """Jinja2's syntax tree of ``text`` (never rendered); none past ``max_chars`` (limits.template_parse_chars)."""
+    if len(text) > max_chars:
+        return Parsed(None, f"{len(text):,} characters, over limits.template_parse_chars = {max_chars:,} for parsing")
     try:
         return Parsed(environment().parse(text))
     except jinja2.TemplateSyntaxError as exc:

@@ -1,7 +1,8 @@
 """Where chat templates are in a release: JSON/YAML side files (``tokenizer_config.json`` ``chat_template``, as a
 string or a list of ``{name, template}``) and raw template files (``chat_template.jinja``, ``*.j2`` ...).
 
-Bounded and never silent: files up to the named limits are read whole (JSON parsed by the C parser, YAML by a
+Bounded and never silent: files up to the user's named limits (``limits.template_json_bytes``,
+``template_yaml_bytes``, ``template_file_bytes``) are read whole (JSON parsed by the C parser, YAML by a
 loader that refuses aliases); a bigger file that mentions "template" is reported as unread (``Unread``), found
 by a streamed search in fixed-size chunks. A file that mentions "chat_template" but does not parse is checked by
 pattern only. Only regular files are opened.
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
 from weightaudit.templates.issues import Template
 
-MAX_JSON_BYTES = 64 * 1024 * 1024    # tokenizer_config.json of real releases: up to a few MB (added tokens)
-MAX_YAML_BYTES = 4 * 1024 * 1024     # YAML is parsed in pure Python (about 1 MB/s)
-MAX_RAW_BYTES = 64 * 1024 * 1024
+# Read caps are the user's limits: template_json_bytes (tokenizer_config.json of real releases: up to a few MB of
+# added tokens), template_yaml_bytes (YAML is parsed in pure Python, about 1 MB/s), template_file_bytes.
 MAX_KEY_DEPTH = 8                    # templates are looked for this deep in a JSON/YAML document
 STREAM_CHUNK = 1024 * 1024
 RAW_TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".template", ".tmpl")
@@ -40,14 +41,14 @@ class Unread:
     reason: str
 
 
-def find_templates(root: Path, rel_paths: list[str]) -> Iterator[Template]:
+def find_templates(root: Path, rel_paths: list[str], limits: Limits = DEFAULT_LIMITS) -> Iterator[Template]:
     """The chat templates that could be read (see ``scan_sources`` for the unread files too)."""
-    for found in scan_sources(root, rel_paths):
+    for found in scan_sources(root, rel_paths, limits):
         if isinstance(found, Template):
             yield found
 
 
-def scan_sources(root: Path, rel_paths: list[str]) -> Iterator[Template | Unread]:
+def scan_sources(root: Path, rel_paths: list[str], limits: Limits = DEFAULT_LIMITS) -> Iterator[Template | Unread]:
     for rel in rel_paths:
         lower = rel.lower()
         if Path(lower).name in NOT_TEMPLATE_FILES or lower.endswith(NOT_TEMPLATE_SUFFIXES):
@@ -55,18 +56,18 @@ def scan_sources(root: Path, rel_paths: list[str]) -> Iterator[Template | Unread
         raw = lower.endswith(RAW_TEMPLATE_SUFFIXES) or Path(lower).name.startswith("chat_template")
         structured = lower.endswith(STRUCTURED_SUFFIXES)
         if raw or structured:
-            yield from _one_file(root / rel, rel, structured)
+            yield from _one_file(root / rel, rel, structured, limits)
 
 
-def _one_file(path: Path, rel: str, structured: bool) -> Iterator[Template | Unread]:
+def _one_file(path: Path, rel: str, structured: bool, limits: Limits) -> Iterator[Template | Unread]:
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             return
         limit = _limit(rel, structured)
-        if info.st_size > limit:
-            if _mentions_template(path):
-                yield Unread(rel, f"{info.st_size:,} bytes, over the {limit:,}-byte limit for reading chat "
+        if info.st_size > getattr(limits, limit):
+            if not structured or _mentions_template(path):     # a raw template file is a template throughout
+                yield Unread(rel, f"{info.st_size:,} bytes, over {describe(limit, limits)} for reading chat "
                                   "templates: its templates were not checked")
             return
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -79,10 +80,11 @@ def _one_file(path: Path, rel: str, structured: bool) -> Iterator[Template | Unr
         yield Template(rel, None, text)
 
 
-def _limit(rel: str, structured: bool) -> int:
+def _limit(rel: str, structured: bool) -> str:
+    """The name of the limit that caps reading this file."""
     if not structured:
-        return MAX_RAW_BYTES
-    return MAX_JSON_BYTES if rel.lower().endswith(".json") else MAX_YAML_BYTES
+        return "template_file_bytes"
+    return "template_json_bytes" if rel.lower().endswith(".json") else "template_yaml_bytes"
 
 
 def _mentions_template(path: Path) -> bool:

@@ -14,7 +14,7 @@ from jinja2 import nodes
 
 from weightaudit.templates import calls  # noqa: F401 - registers Call and Filter
 from weightaudit.templates import values as V
-from weightaudit.templates.expressions import Budget, ExpressionEvaluator
+from weightaudit.templates.expressions import MAX_STEPS, Budget, ExpressionEvaluator
 from weightaudit.templates.issues import TemplateIssue
 from weightaudit.templates.values import DATA, Val
 
@@ -23,8 +23,8 @@ MAX_UNROLL = 64           # loops over constants up to this length are walked it
 
 
 class Walker(ExpressionEvaluator):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, max_steps: int = MAX_STEPS) -> None:
+        super().__init__(max_steps)
         self.loop_depth = 0
         self.unrolling = False
 
@@ -228,9 +228,9 @@ STATEMENTS: dict[type, Callable[[Walker, Any], None]] = {
 }
 
 
-def walk(tree: nodes.Template) -> list[TemplateIssue]:
+def walk(tree: nodes.Template, max_steps: int = MAX_STEPS) -> list[TemplateIssue]:
     """Every issue the syntax tree shows. Raises Budget (or RecursionError) past the walk's limits."""
-    walker = Walker()
+    walker = Walker(max_steps)
     walker.macros = {macro.name for macro in tree.find_all(nodes.Macro)}
     walker.run(tree.body)
     return walker.issues
