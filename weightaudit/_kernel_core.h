@@ -115,7 +115,9 @@ typedef struct {
 #undef SUFFIX
 #undef VB
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* GCC only (clang has no `#pragma GCC target`): other compilers build the baseline loops, which are never
+   picked by themselves, so the numpy kernel runs there unless c-generic is asked for. */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define HAVE_X86 1
 #include <immintrin.h>
 #pragma GCC push_options
