@@ -6,15 +6,17 @@ not understand falls back to h5py (never a guess); and whole loads give the same
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from weightaudit.formats import hdf5_native, hdf5_read, hdf5_stream
+from tests.rules import keras_samples as ks
+from weightaudit.formats import hdf5_native, hdf5_read, hdf5_stream, keras_h5
 from weightaudit.formats.base import LoadOptions
-from weightaudit.formats.keras_h5 import HDF5_LOADER
+from weightaudit.formats.keras_h5 import HDF5_LOADER, KERAS_ZIP_LOADER
 
 DTYPES = ("<f4", ">f4", "<f8", ">f8", "<f2", "<i1", "<i2", ">i4", "<i8", "<u1", "<u2", ">u4", "<u8", "?", "<c8")
 
@@ -182,3 +184,43 @@ def test_mutated_files_never_disagree_with_h5py(tmp_path: Path, monkeypatch: pyt
         agreed += 1
         path.unlink()
     assert agreed == 150
+
+
+KERAS_TF = Path(__file__).resolve().parents[2] / "fixtures" / "keras_tf"
+KERAS_FILES = sorted(p.name for p in KERAS_TF.iterdir() if p.suffix in (".h5", ".keras"))
+
+
+def _load_any(path: Path, native: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    loader = KERAS_ZIP_LOADER if path.suffix == ".keras" else HDF5_LOADER
+    hdf5_stream.close_cached()
+    keras_h5._close_spools()
+    calls: list[bool] = []
+    original = hdf5_read._native_scan
+
+    def scan(handle: h5py.File, source: hdf5_read.Source | None) -> hdf5_read.Scan | None:
+        found = original(handle, source) if native else None
+        calls.append(found is not None)
+        return found
+    with monkeypatch.context() as patch:
+        patch.setattr(hdf5_read, "_native_scan", scan)
+        loaded = loader.load(path, path.name, LoadOptions())
+    assert calls == [native], "the native reader did not read the file" if native else calls
+    return loaded.tensors, loaded.findings, loaded.verified, loaded.facts
+
+
+@pytest.mark.parametrize("name", KERAS_FILES)
+def test_keras_files_written_by_keras_load_the_same_natively(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = KERAS_TF / name
+    assert _load_any(path, True, monkeypatch) == _load_any(path, False, monkeypatch)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+def test_keras_archives_are_read_natively_through_their_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               compression: int) -> None:
+    path = ks.write_keras(tmp_path / "model.keras", ks.benign_functional(), compression)
+    with zipfile.ZipFile(path) as archive:
+        stream, _base = keras_h5._open_weights(path, archive, 1 << 30)
+    with stream, h5py.File(stream, "r") as handle:
+        found = hdf5_native.scan_descriptor(*stream.source, handle.userblock_size)
+    assert found.datasets == ["layers/head/vars/0", "layers/head/vars/1"] and all(found.records.values())
+    assert _load_any(path, True, monkeypatch) == _load_any(path, False, monkeypatch)

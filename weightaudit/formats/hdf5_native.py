@@ -34,6 +34,7 @@ CONTIGUOUS, COMPACT = 1, 0          # h5py.h5d layout classes
 _UINT = {1: "B", 2: "H", 4: "I", 8: "Q"}
 # IEEE layouts h5py maps to numpy floats: size -> (exponent location, exponent size, mantissa size, bias)
 _IEEE = {2: (10, 5, 10, 15), 4: (23, 8, 23, 127), 8: (52, 11, 52, 1023)}
+_PREFIX, _MESSAGE = struct.Struct("<BBHII"), struct.Struct("<HHB")     # object header prefix, message header
 _IGNORED = frozenset({0x0000, 0x000A, 0x000D, 0x000E, 0x0012})   # NIL, group info, comment, modification times
 # external file list, filter pipeline, old fill value, attributes, attribute info: h5py opens that dataset
 _DATASET_ASIDE = frozenset({0x0004, 0x0007, 0x000B, 0x000C, 0x0015})
@@ -70,6 +71,8 @@ class _Reader:
         self.osize, self.lsize = offsets, lengths
         self.ofmt, self.lfmt = "<" + _UINT[offsets], "<" + _UINT[lengths]
         self.nodes: set[int] = set()       # B-tree and symbol nodes of the whole file: each belongs to one group
+        self.descriptions: dict[tuple, tuple | None] = {}      # see _description
+        self.fanout, self.leaf_fanout = 0, 0    # most children of a group B-tree node, entries of a symbol node
 
     def at(self, address: int, size: int) -> int:
         """Absolute position of ``size`` bytes at ``address``, refused when outside the file."""
@@ -93,7 +96,7 @@ class _Reader:
     def header(self, address: int) -> _Header:
         """A version 1 object header: its messages, continuation blocks followed (each block once)."""
         position = self.at(address, 16)
-        version, _, count, refcount, size = struct.unpack_from("<BBHII", self.data, position)
+        version, _, count, refcount, size = _PREFIX.unpack_from(self.data, position)
         if version != 1:
             raise Unsupported(f"object header version {version} at {address:#x}")
         first: dict[int, tuple[int, int]] = {}
@@ -109,7 +112,7 @@ class _Reader:
         """Index one block's messages (the first of each type) and queue its continuations; returns the count."""
         stop, found, data = position + size, 0, self.data
         while position + 8 <= stop:
-            mtype, msize, flags = struct.unpack_from("<HHB", data, position)
+            mtype, msize, flags = _MESSAGE.unpack_from(data, position)
             body = position + 8
             if msize % 8 or body + msize > stop:
                 raise Unsupported(f"object header message of {msize} bytes at {position:#x}")
@@ -143,31 +146,64 @@ def _symbol_table_links(reader: _Reader, body: int) -> Iterator[tuple[bytes, int
     """(name, object header address) of an old-style group, in its B-tree's order (``H5_ITER_INC``)."""
     btree, heap = reader.offset(body), reader.offset(body + reader.osize)
     _first_sight(reader, heap)
-    position = reader.signature(heap, b"HEAP") + 8
-    segment_size = reader.length(position)
-    segment = reader.at(reader.offset(position + 2 * reader.lsize), segment_size)
+    position = reader.signature(heap, b"HEAP")
+    if reader.data[position + 4] != 0:
+        raise Unsupported(f"local heap version {reader.data[position + 4]}")
+    segment_size, free_list = reader.length(position + 8), reader.length(position + 8 + reader.lsize)
+    segment = reader.at(reader.offset(position + 8 + 2 * reader.lsize), segment_size)
     names = bytes(reader.data[segment:segment + segment_size])     # copied once: every heap serves one group
-    for node in _group_nodes(reader, btree):
-        yield from _node_entries(reader, node, names)
+    _check_free_list(names, free_list, reader.lsize)
+    for node, low, high in _group_nodes(reader, btree, names):
+        yield from _node_entries(reader, node, names, low, high)
 
 
-def _group_nodes(reader: _Reader, root: int) -> Iterator[int]:
-    """Addresses of the symbol nodes under a v1 group B-tree, in key order; every node visited once."""
-    stack: list[tuple[int, int | None]] = [(root, None)]
+def _check_free_list(names: bytes, block: int, lsize: int) -> None:
+    """The local heap's free list as libhdf5 checks it when a group is iterated ("bad heap free list")."""
+    steps = 0
+    while block != 1:                                  # H5HL_FREE_NULL
+        steps += 1
+        if block + 2 * lsize > len(names) or steps > len(names) // (2 * lsize) + 1:
+            raise Unsupported("local heap free list outside the heap")
+        following = int.from_bytes(names[block:block + lsize], "little")
+        size = int.from_bytes(names[block + lsize:block + 2 * lsize], "little")
+        if following == 0 or block + size > len(names):
+            raise Unsupported("bad local heap free list")
+        block = following
+
+
+def _heap_name(names: bytes, offset: int) -> bytes:
+    end = names.find(b"\0", offset) if offset < len(names) else -1
+    if end < 0:
+        raise Unsupported(f"name at heap offset {offset} outside the heap")
+    return names[offset:end]
+
+
+def _group_nodes(reader: _Reader, root: int, names: bytes) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """(symbol node address, low, high) under a v1 group B-tree, in key order; every node visited once.
+
+    libhdf5 finds a name by binary search on the keys (names in the heap): the keys must increase and every child
+    hold only names in (its left key, its right key] for each of its ancestors, or names the iteration lists
+    could not be opened; such a tree is left to libhdf5."""
+    stack: list[tuple[int, int | None, bytes, bytes | None]] = [(root, None, b"", None)]
+    step = reader.osize + reader.lsize
     while stack:
-        address, level_expected = stack.pop()
+        address, level_expected, low, high = stack.pop()
         _first_sight(reader, address)
         position = reader.signature(address, b"TREE")
         kind, level, used = struct.unpack_from("<BBH", reader.data, position + 4)
-        if kind != 0 or (level_expected is not None and level != level_expected):
-            raise Unsupported(f"B-tree node {address:#x} of type {kind}, level {level}")
-        first_child = position + 8 + 2 * reader.osize + reader.lsize
-        reader.at(address, first_child - position + used * (reader.osize + reader.lsize))
-        children = [reader.offset(first_child + i * (reader.osize + reader.lsize)) for i in range(used)]
+        if kind != 0 or level != (level if level_expected is None else level_expected) or used > reader.fanout:
+            raise Unsupported(f"B-tree node {address:#x} of type {kind}, level {level}, {used} children")
+        keys_at = position + 8 + 2 * reader.osize
+        reader.at(address, keys_at - position + used * step + reader.lsize)
+        keys = [_heap_name(names, reader.length(keys_at + i * step)) for i in range(used + 1)]
+        if any(left >= right for left, right in zip(keys, keys[1:])):
+            raise Unsupported(f"B-tree node {address:#x} keys out of order")
+        bounds = [(max(low, keys[i]), keys[i + 1] if high is None else min(high, keys[i + 1])) for i in range(used)]
+        children = [reader.offset(keys_at + reader.lsize + i * step) for i in range(used)]
         if level == 0:
-            yield from children
+            yield from ((child, *bound) for child, bound in zip(children, bounds))
         else:
-            stack.extend((child, level - 1) for child in reversed(children))
+            stack.extend((child, level - 1, *bound) for child, bound in zip(reversed(children), reversed(bounds)))
 
 
 def _first_sight(reader: _Reader, address: int) -> None:
@@ -177,23 +213,29 @@ def _first_sight(reader: _Reader, address: int) -> None:
     reader.nodes.add(address)
 
 
-def _node_entries(reader: _Reader, node: int, names: bytes) -> Iterator[tuple[bytes, int]]:
+def _node_entries(reader: _Reader, node: int, names: bytes, low: bytes, high: bytes | None
+                  ) -> Iterator[tuple[bytes, int]]:
+    """The entries of a symbol node: names increasing within (low, high], each one a plain hard link."""
     _first_sight(reader, node)
     position = reader.signature(node, b"SNOD")
     version, _, count = struct.unpack_from("<BBH", reader.data, position + 4)
     entry_size = 2 * reader.osize + 24
-    if version != 1:
-        raise Unsupported(f"symbol node version {version}")
+    if version != 1 or count > reader.leaf_fanout:
+        raise Unsupported(f"symbol node version {version} with {count} entries")
     first = position + 8
     reader.at(node, 8 + count * entry_size)
+    previous = low
     for index in range(count):
         entry = first + index * entry_size
-        name_at, address = reader.offset(entry), reader.offset(entry + reader.osize)
+        name = _heap_name(names, reader.length(entry))
+        address = reader.offset(entry + reader.osize)
         cache = struct.unpack_from("<I", reader.data, entry + 2 * reader.osize)[0]
-        end = names.find(b"\0", name_at) if name_at < len(names) else -1
-        if cache > 1 or end < 0:
-            raise Unsupported(f"symbol table entry with cache type {cache} or no name")   # 2: a soft link
-        yield names[name_at:end], address
+        if cache > 1:
+            raise Unsupported(f"symbol table entry with cache type {cache}")   # 2: a soft link
+        if not name > previous or (high is not None and name > high) or b"/" in name or name == b".":
+            raise Unsupported(f"symbol table entry {name!r} out of order or not a plain name")
+        previous = name
+        yield name, address
 
 
 # ---------------------------------------------------------------- datasets
@@ -291,26 +333,44 @@ def _fill_value_ok(reader: _Reader, start: int, size: int, itemsize: int) -> boo
     return value in (0, itemsize) and size_at + 4 + value <= start + size
 
 
+def _description(reader: _Reader, header: _Header) -> tuple[np.dtype, tuple[int, ...], int] | None:
+    """(dtype, shape, declared bytes) from the datatype, dataspace and fill value messages, or None. A pure
+    function of those messages' bytes, so remembered by them: weight files repeat a few descriptions."""
+    datatype, dataspace, fill = header.first.get(0x0003), header.first.get(0x0001), header.first.get(0x0005)
+    if datatype is None or dataspace is None:
+        return None
+    data = reader.data
+    key = (bytes(data[datatype[0]:datatype[0] + datatype[1]]), bytes(data[dataspace[0]:dataspace[0] + dataspace[1]]),
+           bytes(data[fill[0]:fill[0] + fill[1]]) if fill is not None else None)
+    memo = reader.descriptions
+    if key in memo:
+        return memo[key]
+    if len(memo) > 4096:
+        memo.clear()
+    dtype, shape = _datatype(reader, *datatype), _dataspace(reader, *dataspace)
+    found = None
+    if dtype is not None and shape is not None and (fill is None or _fill_value_ok(reader, *fill, dtype.itemsize)):
+        count = 1
+        for dim in shape:
+            count *= dim
+        found = (dtype, shape, count * dtype.itemsize)
+    memo[key] = found
+    return found
+
+
 def dataset_record(reader: _Reader, header: _Header, base: int) -> Record | None:
     """The inventory record of a dataset object header, or None (open this dataset with h5py).
 
     Only datasets without attributes, filters, external files or the old fill value message are read here:
     h5py's open decodes all of those (and the ``dtype`` attribute check decodes every attribute)."""
-    if not _DATASET_ASIDE.isdisjoint(header.first):
+    layout = header.first.get(0x0008)
+    if layout is None or not _DATASET_ASIDE.isdisjoint(header.first):
         return None
-    datatype, dataspace, layout = header.first.get(0x0003), header.first.get(0x0001), header.first.get(0x0008)
-    if datatype is None or dataspace is None or layout is None:
+    description = _description(reader, header)
+    if description is None:
         return None
-    dtype, shape = _datatype(reader, *datatype), _dataspace(reader, *dataspace)
-    if dtype is None or shape is None:
-        return None
-    fill = header.first.get(0x0005)
-    if fill is not None and not _fill_value_ok(reader, *fill, dtype.itemsize):
-        return None
-    count = 1
-    for dim in shape:
-        count *= dim
-    where = _layout(reader, *layout, count * dtype.itemsize, base)
+    dtype, shape, declared = description
+    where = _layout(reader, *layout, declared, base)
     if where is None:
         return None
     return Record(dtype, shape, where[0], where[1], where[2])
@@ -327,6 +387,8 @@ def _superblock(data: memoryview, start: int) -> tuple[_Reader, int]:
     if version not in (0, 1) or offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
         raise Unsupported(f"superblock version {version}, offsets {offsets}, lengths {lengths}")
     reader = _Reader(data, start, len(data), offsets, lengths)
+    leaf_k, internal_k = struct.unpack_from("<HH", data, start + 16)
+    reader.fanout, reader.leaf_fanout = 2 * internal_k, 2 * leaf_k
     addresses = start + 24 + (4 if version == 1 else 0)
     base, end_of_file = reader.offset(addresses), reader.offset(addresses + 2 * offsets)
     if base != start or end_of_file == UNDEFINED or end_of_file > len(data):   # libhdf5 would move the base
