@@ -425,7 +425,8 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
             TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, shape,
                                                                  tuple([s * size_item for s in stride]), size_item,
                                                                  nbytes)
-            if storage.data_offset is not None and little and is_contiguous(shape, stride):
+            if storage.data_offset is not None and little and is_contiguous(shape, stride) \
+                    and (storage.entry is None or begin + nbytes <= storage.entry.compressed_size):
                 offsets = (storage.data_offset + begin, storage.data_offset + begin + nbytes)
         infos.append(TensorInfo(name=spec.name, dtype=dtype, shape=shape, file=rel, data_offsets=offsets,
                                 role=spec.role, storage=shared, strides=stride, byte_order=byte_order))
