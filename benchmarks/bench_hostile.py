@@ -6,7 +6,9 @@
 Cases (budgets from the issue):
 - ``st-100k-stats``: a safetensors file with 100,000 tensors, audited WITH statistics: < 10 s, < 500 MB;
 - ``st-1m``: a safetensors file with 1,000,000 tensors, header-only: < 30 s, < 2 GB;
-- ``gguf-1m``: a GGUF file with 1,000,000 tensors, header-only: < 30 s, < 2 GB.
+- ``gguf-1m``: a GGUF file with 1,000,000 tensors, header-only: < 30 s, < 2 GB;
+- ``torch-100k-stats``: a torch zip (``torch.save`` of a dict of 100,000 one-element tensors, 100,000 stored
+  members), audited WITH statistics: < 10 s, < 500 MB (needs torch to write the file once).
 
 Each case runs ``weightaudit audit`` in-process in a fresh subprocess (``run`` + JSON rendering, as the CLI does)
 and reports wall time and peak RSS (``ru_maxrss`` of the child). The files are generated under
@@ -34,7 +36,9 @@ CASES = {
     "st-100k-stats": ("safetensors", 100_000, True, 10.0, 500),
     "st-1m": ("safetensors", 1_000_000, False, 30.0, 2048),
     "gguf-1m": ("gguf", 1_000_000, False, 30.0, 2048),
+    "torch-100k-stats": ("torch", 100_000, True, 10.0, 500),
 }
+SUFFIXES = {"safetensors": ".safetensors", "gguf": ".gguf", "torch": ".pt"}
 
 
 def write_safetensors(path: Path, count: int, elements: int = 4) -> None:
@@ -92,12 +96,22 @@ def write_gguf(path: Path, count: int) -> None:
         handle.write(block * rest)
 
 
+def write_torch(path: Path, count: int) -> None:
+    """``torch.save`` of ``count`` one-element F32 tensors in a dict (one storage record each), as issue 10 built it."""
+    import torch
+
+    torch.save({f"layer{i}.weight": torch.ones(1) for i in range(count)}, path)
+
+
+WRITERS = {"safetensors": write_safetensors, "gguf": write_gguf, "torch": write_torch}
+
+
 def make(case: str) -> Path:
     fmt, count, _stats, _secs, _mb = CASES[case]
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / (f"{case}.safetensors" if fmt == "safetensors" else f"{case}.gguf")
+    path = OUT / f"{case}{SUFFIXES[fmt]}"
     if not path.exists():
-        (write_safetensors if fmt == "safetensors" else write_gguf)(path, count)
+        WRITERS[fmt](path, count)
     return path
 
 
