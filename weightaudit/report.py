@@ -58,8 +58,9 @@ class Report:
     def target(self) -> str:
         return self.release.target
 
-    @property
+    @cached_property
     def tensors(self) -> list[TensorInfo]:
+        """Every tensor by file then name (sorted once: the summary, the JSON and the text table all read it)."""
         return sorted((t for f in self.files for t in f.tensors), key=lambda t: (t.file, t.name))
 
     @property
@@ -185,16 +186,29 @@ def counted_tensors(report: Report) -> list[TensorInfo]:
     return [t for t in report.tensors if t.file not in skip]
 
 
+def _parameter_counts(tensors: list[TensorInfo]) -> tuple[int, dict[str, int], int]:
+    """Parameters in all, by dtype (sorted), and in optimizer state: one pass over the tensors."""
+    by_dtype: Counter[str] = Counter()
+    optimizer = 0
+    for tensor in tensors:
+        count = tensor.parameter_count
+        by_dtype[tensor.dtype] += count
+        if tensor.role is Role.OPTIMIZER:
+            optimizer += count
+    return sum(by_dtype.values()), dict(sorted(by_dtype.items())), optimizer
+
+
 def summary(report: Report) -> dict[str, Any]:
     tensors = counted_tensors(report)
     by_severity = Counter(f.severity.label for f in report.findings)
+    parameters, by_dtype, optimizer = _parameter_counts(tensors)
     out = {
         "files": len(report.files),
         "formats": sorted({f.format for f in report.files if f.status is FileStatus.OK}),
         "tensor_count": len(tensors),
-        "parameter_count": sum(t.parameter_count for t in tensors),
-        "parameter_count_by_dtype": parameter_count_by_dtype(tensors),
-        "optimizer_parameter_count": sum(t.parameter_count for t in tensors if t.role is Role.OPTIMIZER),
+        "parameter_count": parameters,
+        "parameter_count_by_dtype": by_dtype,
+        "optimizer_parameter_count": optimizer,
         "total_bytes": total_bytes(tensors),
         "findings_by_severity": {s.label: by_severity.get(s.label, 0) for s in reversed(Severity)},
         "suppressed_findings": len(report.suppressed),
@@ -218,21 +232,32 @@ def _finite(value: float | None) -> float | str | None:
 
 
 def stats_dict(stats: TensorStats) -> dict[str, Any]:
+    low, high, mean, std, max_abs = stats.min, stats.max, stats.mean, stats.std, stats.max_abs
+    try:   # one test for the usual case (a report of 100,000 tensors): every value finite
+        plain = math.isfinite(low + high + mean + std + max_abs)  # type: ignore[operator]
+    except (TypeError, OverflowError):   # None among them
+        plain = False
+    if not plain:
+        low, high, mean, std, max_abs = map(_finite, (low, high, mean, std, max_abs))
     return {
-        "count": stats.count, "min": _finite(stats.min), "max": _finite(stats.max), "mean": _finite(stats.mean),
-        "std": _finite(stats.std), "zeros": stats.zeros, "nan": stats.nan, "inf": stats.inf,
+        "count": stats.count, "min": low, "max": high, "mean": mean,
+        "std": std, "zeros": stats.zeros, "nan": stats.nan, "inf": stats.pos_inf + stats.neg_inf,
         "pos_inf": stats.pos_inf, "neg_inf": stats.neg_inf, "fp16_overflow": stats.fp16_overflow,
-        "max_abs": _finite(stats.max_abs), "max_abs_index": stats.max_abs_index,
+        "max_abs": max_abs, "max_abs_index": stats.max_abs_index,
         "fingerprint": stats.fingerprint, "histogram": list(stats.histogram),
     }
 
 
+_ROLE_VALUES = {role: role.value for role in Role}   # (an enum's .value is a descriptor call: 20,000 of them show)
+
+
 def tensor_dict(tensor: TensorInfo, stats: TensorStats | None) -> dict[str, Any]:
+    offsets = tensor.data_offsets
     out: dict[str, Any] = {
         "name": tensor.name, "file": tensor.file, "dtype": tensor.dtype, "shape": list(tensor.shape),
         "parameter_count": tensor.parameter_count,
-        "data_offsets": list(tensor.data_offsets) if tensor.data_offsets else None,
-        "role": tensor.role.value,
+        "data_offsets": list(offsets) if offsets else None,
+        "role": _ROLE_VALUES[tensor.role],
     }
     if tensor.storage is not None:
         out["storage"] = tensor.storage
@@ -241,6 +266,11 @@ def tensor_dict(tensor: TensorInfo, stats: TensorStats | None) -> dict[str, Any]
     if stats is not None:
         out["stats"] = stats_dict(stats)
     return out
+
+
+def _tensor_dicts(report: Report) -> list[dict[str, Any]]:
+    stats = report.stats
+    return [tensor_dict(t, stats.get((t.file, t.name))) for t in report.tensors]
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
@@ -314,7 +344,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "target": report.target,
         "summary": summary(report),
         "files": [file_dict(f) for f in report.files],
-        "tensors": [tensor_dict(t, report.stats.get(t.key)) for t in report.tensors],
+        "tensors": _tensor_dicts(report),
         "findings": [finding_dict(f) for f in report.findings],
         "suppressed": [finding_dict(f) for f in report.suppressed],
         "side_files": {k: list(v) for k, v in report.release.side_files.items()},

@@ -1,0 +1,29 @@
+"""The JSON form of a tensor's statistics: strict JSON whatever the values (NaN/Inf as strings, None as null)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from weightaudit.model import TensorStats
+from weightaudit.report import stats_dict
+
+BASE = dict(count=4, min=-1.5, max=2.0, mean=0.25, std=1.0, zeros=0, nan=0, pos_inf=1, neg_inf=2, fp16_overflow=0,
+            max_abs=2.0, max_abs_index=3, fingerprint="wa1:00", histogram=(1, 2), histogram_range=(-1.5, 2.0))
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, {"min": -1.5, "max": 2.0, "mean": 0.25, "std": 1.0, "max_abs": 2.0}),
+    ({"std": math.inf, "mean": math.nan}, {"std": "inf", "mean": "nan", "min": -1.5}),
+    ({"min": None, "max": None, "mean": None, "std": None, "max_abs": None, "max_abs_index": None},
+     {"min": None, "std": None, "max_abs": None}),
+    ({"min": -1e308, "max": 1e308, "max_abs": 1e308, "std": 1e308}, {"min": -1e308, "std": 1e308}),   # sum overflows
+    ({"min": -math.inf}, {"min": "-inf", "max": 2.0}),
+])
+def test_stats_values_are_strict_json(changes: dict, expected: dict) -> None:
+    found = stats_dict(TensorStats(**{**BASE, **changes}))
+    assert {key: found[key] for key in expected} == expected
+    assert found["inf"] == 3 and found["histogram"] == [1, 2]
+    json.dumps(found, allow_nan=False)
