@@ -359,8 +359,13 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
             rel, f"{len(naming.scan.datasets):,} datasets: only the first {max_datasets:,} were inventoried "
             f"(limits.tensors_per_file = {max_datasets:,})"))
         inventory.verified = False
+    records = naming.scan.records
     for path in naming.scan.datasets[:max_datasets]:
-        record = naming.scan.records.get(path)
+        record = records.get(path)
+        if record is not None and record.stored:     # read natively, its bytes all stored: nothing to check
+            inventory.datasets += 1
+            _add(inventory, naming, path, _native_tensor(record, rel, base))
+            continue
         try:
             data = _Dataset.native(path, record) if record is not None else _Dataset.open(handle, path, groups)
         except _DATASET_ERRORS as exc:      # one corrupt object header: report it, inventory the rest
@@ -373,9 +378,29 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
         if not _check_dataset(data, rel, inventory):
             inventory.verified = False
             continue
-        name, role = naming.names.get(path, (path, Role.PARAMETER))
-        if name in inventory.paths:
-            name = path
-        inventory.paths[name] = path
-        inventory.tensors.append(_tensor(data, name, rel, role, base))
+        _add(inventory, naming, path, lambda name, role: _tensor(data, name, rel, role, base))
     return inventory
+
+
+def _add(inventory: Inventory, naming: "Naming", path: str, make: Any) -> None:
+    """The dataset at ``path`` as a tensor, named by ``naming`` (its path when the name is taken)."""
+    name, role = naming.names.get(path, (path, Role.PARAMETER))
+    if name in inventory.paths:
+        name = path
+    inventory.paths[name] = path
+    inventory.tensors.append(make(name, role))
+
+
+_CODES: dict[np.dtype, tuple[str, str]] = {}
+
+
+def _native_tensor(record: Record, rel: str, base: int | None) -> Any:
+    """A tensor maker for a natively read numeric dataset whose bytes are all stored (as :func:`_tensor` makes)."""
+    if record.dtype not in _CODES:
+        _CODES[record.dtype] = (dtype_code(record.dtype), "big" if record.dtype.byteorder == ">" else "little")
+    code, order = _CODES[record.dtype]
+    offsets = None
+    if base is not None and record.offset is not None:
+        offsets = (base + record.offset, base + record.offset + record.stored)
+    return lambda name, role: TensorInfo(name=name, dtype=code, shape=record.shape, file=rel, data_offsets=offsets,
+                                         role=role, byte_order=order)
