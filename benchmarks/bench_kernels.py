@@ -1,6 +1,7 @@
 """Statistics kernel options side by side (issue 15): numpy kernel, the C kernel's variants, numba.
 
     python -m benchmarks.bench_kernels [--mib 512] [--repeat 3] [--no-numba]
+    python -m benchmarks.bench_kernels --mib 64 --callgrind     # instruction counts (valgrind, ~10 min)
 
 Per dtype (F32, BF16, F16; the suite's ``kernel_<dtype>.safetensors``, generated if missing and put in the
 page cache as the suite does), each in a fresh process, best of ``--repeat``:
@@ -78,6 +79,37 @@ print(json.dumps({"import": imported, "first": first, "block_us": best * 1e6, "v
 """
 
 
+PASSES = r"""
+import sys
+from pathlib import Path
+from weightaudit.formats.safetensors import LOADER
+from weightaudit.formats.base import LoadOptions
+from weightaudit.stats import compute_stats
+path = Path(sys.argv[1])
+loaded = LOADER.load(path, path.name, LoadOptions())
+for _ in range(int(sys.argv[2])):
+    compute_stats(path.parent, [loaded], workers=1)
+"""
+
+
+def callgrind(root: Path, kernels: list[str]) -> None:
+    """Instructions of one pass (user space): a 2-pass run minus a 1-pass run under callgrind, per kernel.
+    valgrind has no AVX-512: the C kernel runs its AVX2 variant there ("c" picks the best valgrind offers)."""
+    import re
+
+    for dtype in ("F32", "BF16", "F16"):
+        path = root / f"kernel_{dtype}.safetensors"
+        for kernel in kernels:
+            counts = []
+            for passes in (1, 2):
+                done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", PY, "-c",
+                                       PASSES, str(path), str(passes)], capture_output=True, text=True, cwd=HERE.parent,
+                                      env={**os.environ, "WEIGHTAUDIT_KERNEL": kernel})
+                counts.append(int(re.search(r"Collected : (\d+)", done.stderr).group(1)))
+            print(f"| {dtype} | {kernel} | {(counts[1] - counts[0]) / 1e6:.1f} M instructions / pass of "
+                  f"{path.stat().st_size / MIB:.0f} MiB |", flush=True)
+
+
 def child(program: str, *args: object, env: dict | None = None, script: Path | None = None) -> dict:
     """Run ``program`` in a fresh interpreter (from ``script`` when given: numba caches only functions in files)."""
     if script is not None:
@@ -126,6 +158,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-numba", action="store_true")
+    parser.add_argument("--callgrind", action="store_true", help="instruction counts instead (valgrind; slow)")
     args = parser.parse_args()
     from benchmarks import suite_children
     from benchmarks import suite_files
@@ -134,6 +167,11 @@ def main() -> None:
     root = HERE / "out" / "suite" / f"{args.mib}MiB"
     root.mkdir(parents=True, exist_ok=True)
     kernels = ["numpy", *variants()]
+    if args.callgrind:
+        for dtype in ("F32", "BF16", "F16"):
+            suite_files.dtype_file(root, dtype, args.mib * MIB)
+        callgrind(root, ["numpy", "c"])
+        return
     print(f"kernels: {', '.join(kernels)}; load {os.getloadavg()[0]:.1f}")
     print("| dtype | limit GB/s | kernel | wall GB/s (× limit) | CPU GB/s | in-cache µs / 256 KiB | load |")
     print("|---|---|---|---|---|---|---|")
