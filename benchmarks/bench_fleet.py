@@ -169,15 +169,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
+        if not args.only_split:
+            print("| tiny releases | releases | wall | ms per release | load |\n|---|---|---|---|---|")
+            print("\n".join(tiny(args, work)))
+            print("\n| large releases | releases | wall | throughput | load |\n|---|---|---|---|---|")
+            print("\n".join(large(args, work)) + "\n")
         print("| split releases | releases x shards | wall (best) | CPU (best) | throughput | load |\n"
               "|---|---|---|---|---|---|")
         print("\n".join(split(args, work)))
-        if args.only_split:
-            return
-        print("| tiny releases | releases | wall | ms per release | load |\n|---|---|---|---|---|")
-        print("\n".join(tiny(args, work)))
-        print("\n| large releases | releases | wall | throughput | load |\n|---|---|---|---|---|")
-        print("\n".join(large(args, work)))
 
 
 if __name__ == "__main__":
