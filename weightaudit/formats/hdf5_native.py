@@ -222,7 +222,7 @@ def _node_entries(reader: _Reader, node: int, names: bytes, low: bytes, high: by
     _first_sight(reader, node)
     position = reader.signature(node, b"SNOD")
     version, _, count = struct.unpack_from("<BBH", reader.data, position + 4)
-    entry_size = 2 * reader.osize + 24
+    entry_size = reader.lsize + reader.osize + 24       # name offset (a length), header address, cache, scratch
     if version != 1 or count > reader.leaf_fanout:
         raise Unsupported(f"symbol node version {version} with {count} entries")
     first = position + 8
@@ -231,8 +231,8 @@ def _node_entries(reader: _Reader, node: int, names: bytes, low: bytes, high: by
     for index in range(count):
         entry = first + index * entry_size
         name = _heap_name(names, reader.length(entry))
-        address = reader.offset(entry + reader.osize)
-        cache = struct.unpack_from("<I", reader.data, entry + 2 * reader.osize)[0]
+        address = reader.offset(entry + reader.lsize)
+        cache = struct.unpack_from("<I", reader.data, entry + reader.lsize + reader.osize)[0]
         if cache > 1:
             raise Unsupported(f"symbol table entry with cache type {cache}")   # 2: a soft link
         if not name > previous or (high is not None and name > high) or b"/" in name or name == b".":
@@ -387,7 +387,7 @@ def _superblock(data: memoryview, start: int) -> tuple[_Reader, int]:
     if bytes(data[start:start + 8]) != HDF5_SIGNATURE or len(data) < start + 24:
         raise Unsupported("no superblock")
     version, offsets, lengths = data[start + 8], data[start + 13], data[start + 14]
-    if version not in (0, 1) or offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
+    if version not in (0, 1) or offsets != 8 or lengths != 8:     # the sizes libhdf5 writes (and tests cover)
         raise Unsupported(f"superblock version {version}, offsets {offsets}, lengths {lengths}")
     reader = _Reader(data, start, len(data), offsets, lengths)
     leaf_k, internal_k = struct.unpack_from("<HH", data, start + 16)
@@ -397,7 +397,7 @@ def _superblock(data: memoryview, start: int) -> tuple[_Reader, int]:
     if base != start or end_of_file == UNDEFINED or end_of_file > len(data):   # libhdf5 would move the base
         raise Unsupported(f"base address {base:#x} for a superblock at {start:#x}, end of file {end_of_file:#x}")
     reader.end = end_of_file              # stored as an absolute position (the user block included)
-    return reader, reader.offset(addresses + 4 * offsets + offsets)
+    return reader, reader.offset(addresses + 4 * offsets + lengths)     # root entry: name offset, header address
 
 
 @dataclass
