@@ -34,10 +34,11 @@ from weightaudit.formats.hdf5_userblock import HDF5_SIGNATURE
 UNDEFINED = (1 << 64) - 1
 MAX_RANK = 32
 CONTIGUOUS, COMPACT = 1, 0          # h5py.h5d layout classes
-_UINT = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_UINT = frozenset({1, 2, 4, 8})    # integer sizes numpy has
 # IEEE layouts h5py maps to numpy floats: size -> (exponent location, exponent size, mantissa size, bias)
 _IEEE = {2: (10, 5, 10, 15), 4: (23, 8, 23, 127), 8: (52, 11, 52, 1023)}
 _PREFIX, _MESSAGE = struct.Struct("<BBHII"), struct.Struct("<HHB")     # object header prefix, message header
+_U64, _ENTRY = struct.Struct("<Q"), struct.Struct("<QQI")        # symbol table entry: name offset, header, cache
 _IGNORED = frozenset({0x0000, 0x000A, 0x000D, 0x000E, 0x0012})   # NIL, group info, comment, modification times
 # external file list, filter pipeline, old fill value, attributes, attribute info: h5py opens that dataset
 _DATASET_ASIDE = frozenset({0x0004, 0x0007, 0x000B, 0x000C, 0x0015})
@@ -72,7 +73,6 @@ class _Reader:
     def __init__(self, data: memoryview, base: int, end: int, offsets: int, lengths: int) -> None:
         self.data, self.base, self.end = data, base, end
         self.osize, self.lsize = offsets, lengths
-        self.ofmt, self.lfmt = "<" + _UINT[offsets], "<" + _UINT[lengths]
         self.nodes: set[int] = set()       # B-tree and symbol nodes of the whole file: each belongs to one group
         self.descriptions: dict[tuple, tuple | None] = {}      # see _description
         self.fanout, self.leaf_fanout = 0, 0    # most children of a group B-tree node, entries of a symbol node
@@ -84,11 +84,10 @@ class _Reader:
         return self.base + address
 
     def offset(self, position: int) -> int:
-        value = struct.unpack_from(self.ofmt, self.data, position)[0]
-        return UNDEFINED if value == (1 << (8 * self.osize)) - 1 else value
+        return _U64.unpack_from(self.data, position)[0]      # 8-byte offsets only: all ones is UNDEFINED
 
     def length(self, position: int) -> int:
-        return struct.unpack_from(self.lfmt, self.data, position)[0]
+        return _U64.unpack_from(self.data, position)[0]
 
     def signature(self, address: int, magic: bytes) -> int:
         position = self.at(address, len(magic))
@@ -229,10 +228,8 @@ def _node_entries(reader: _Reader, node: int, names: bytes, low: bytes, high: by
     reader.at(node, 8 + count * entry_size)
     previous = low
     for index in range(count):
-        entry = first + index * entry_size
-        name = _heap_name(names, reader.length(entry))
-        address = reader.offset(entry + reader.lsize)
-        cache = struct.unpack_from("<I", reader.data, entry + reader.lsize + reader.osize)[0]
+        name_at, address, cache = _ENTRY.unpack_from(reader.data, first + index * entry_size)
+        name = _heap_name(names, name_at)
         if cache > 1:
             raise Unsupported(f"symbol table entry with cache type {cache}")   # 2: a soft link
         if not name > previous or (high is not None and name > high) or b"/" in name or name == b".":
@@ -287,8 +284,8 @@ def _dataspace(reader: _Reader, start: int, size: int) -> tuple[int, ...] | None
         return None
     if rank > MAX_RANK or flags & ~0x01 or dims_at + (2 if flags else 1) * rank * reader.lsize > start + size:
         return None
-    shape = struct.unpack_from(f"<{rank}{reader.lfmt[1]}", reader.data, dims_at)
-    if flags and struct.unpack_from(f"<{rank}{reader.lfmt[1]}", reader.data, dims_at + rank * reader.lsize) != shape:
+    shape = struct.unpack_from(f"<{rank}Q", reader.data, dims_at)
+    if flags and struct.unpack_from(f"<{rank}Q", reader.data, dims_at + rank * reader.lsize) != shape:
         return None
     return shape
 
