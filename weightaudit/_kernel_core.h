@@ -31,6 +31,10 @@ static const kind_t KINDS[K_COUNT] = {
     [K_U64] = {"U64", 8, 0, 0, 0, 1, 1, 0},
 };
 
+#if PY_BIG_ENDIAN   /* codes are read in place as little-endian integers: fail the (optional) build instead */
+#error "the C statistics kernel reads little-endian codes in place; big-endian hosts use the numpy kernel"
+#endif
+
 #define FP16_MAX 65504.0
 #define FLOAT32_SAFE_MAGNITUDE 1e15   /* above this, sums in float64 only (float32 squares could overflow) */
 
