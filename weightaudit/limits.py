@@ -15,8 +15,9 @@ limits:
 
 Loaders get the limits in ``LoadOptions.limits``; release-level rules (which read the whole release: hidden
 pickles in side files, chat templates) get them in ``AuditContext.limits``. A limit a release-level rule hits is
-WA132 on the side file, which the pipeline then lists as an unverified file. Every field is listed, with its
-default, in README "Reliability" (a test checks the table against this class).
+WA132 on the side file, which the pipeline then lists as an unverified file; the ``template_*`` limits make a
+chat template ``WA463 chat-template-unanalysed`` (medium), its file unverified likewise. Every field is listed,
+with its default, in README "Reliability" (a test checks the table against this class).
 """
 
 from __future__ import annotations
