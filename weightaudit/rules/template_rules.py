@@ -9,13 +9,15 @@ is unverified (exit 3), while whatever the patterns found dangerous is WA460/WA4
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from weightaudit.chat_templates import Template, TemplateIssue, Unread, analyse, scan_sources
 from weightaudit.limits import DEFAULT_LIMITS, Limits
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
+
+if TYPE_CHECKING:   # the template scanner loads when there is a file to scan or a template to judge
+    from weightaudit.chat_templates import Template, TemplateIssue
 
 _WHY = ("Chat templates are Jinja2 programs in tokenizer_config.json (chat_template), chat_template.jinja, GGUF "
         "metadata (tokenizer.chat_template) and the like. transformers renders them in Jinja's sandbox, but other "
@@ -31,6 +33,8 @@ def template_findings(template: Template, label: str, limits: Limits = DEFAULT_L
     """One finding per kind of issue in ``template``: the first line's issue that reaches furthest (the longest
     chain, e.g. ``cycler.__init__.__globals__.os.popen(...)``), with the count of the others.
     ``label`` says where the template is (``chat template chat_template[tool_use]``)."""
+    from weightaudit.chat_templates import analyse
+
     issues = analyse(template, limits)
     for kind in dict.fromkeys(issue.kind for issue in issues):
         same = [issue for issue in issues if issue.kind == kind]
@@ -46,8 +50,13 @@ def _message(label: str, issue: TemplateIssue, others: int) -> str:
 
 
 def _check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
+    side_files = ctx.release.all_side_files()
+    if not side_files:
+        return   # a lone weight file: no side file can hold a template
+    from weightaudit.chat_templates import Unread, scan_sources
+
     root = Path(ctx.release.root)
-    for found in scan_sources(root, ctx.release.all_side_files(), ctx.limits):
+    for found in scan_sources(root, side_files, ctx.limits):
         if isinstance(found, Unread):
             yield UNANALYSED.finding(found.path, f"side file that may hold a chat template {found.reason}")
         else:

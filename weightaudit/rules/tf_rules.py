@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 from weightaudit.model import Finding, LoadedFile, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
-from weightaudit.rules.tf_op_tables import op_tables
 
-if TYPE_CHECKING:   # the graph reader loads with the SavedModel loader, not at every start-up
+if TYPE_CHECKING:   # the graph reader and the op tables load with a SavedModel graph, not at every start-up
     from weightaudit.formats.savedmodel_graph import OpSite
 
 SHOWN_SITES = 3
@@ -70,6 +69,8 @@ def _places(sites: list[OpSite]) -> tuple[str, str]:
 def _category_findings(ctx: AuditContext, rule: Rule) -> Iterator[Finding]:
     if not _has_graph(ctx):
         return
+    from weightaudit.rules.tf_op_tables import op_tables
+
     tables = op_tables()
     for loaded in ctx.files:
         grouped = _by_op(s for s in _sites(loaded) if getattr(tables.category.get(s.op), "rule", None) == rule.id)
@@ -119,6 +120,8 @@ def check_checkpoint_ops(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[
     rule = _rule("WA442")
     if not _has_graph(ctx):
         return
+    from weightaudit.rules.tf_op_tables import op_tables
+
     tables = op_tables()
     for loaded in ctx.files:
         for site in _sites(loaded):
@@ -141,6 +144,8 @@ def check_file_attributes(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable
     rule = _rule("WA446")
     if not _has_graph(ctx):
         return
+    from weightaudit.rules.tf_op_tables import op_tables
+
     tables = op_tables()
     for loaded in ctx.files:
         for site in loaded.facts.get("tf_attr_values", ()) or ():
@@ -156,6 +161,8 @@ def check_file_attributes(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable
 def _off_list(loaded: LoadedFile, known: bool) -> Iterator[tuple[str, list[OpSite]]]:
     if not loaded.facts.get("ops"):
         return
+    from weightaudit.rules.tf_op_tables import op_tables
+
     tables = op_tables()
     functions = set(loaded.facts.get("functions", ()) or ())
     for op, sites in _by_op(_sites(loaded)).items():
