@@ -240,3 +240,20 @@ def test_json_tool_block_names_the_kernel_only_with_statistics(runner, tmp_path)
         assert with_stats["tool"]["statistics_kernel"] == kernel
     without = json.loads(invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--format", "json").stdout)
     assert "statistics_kernel" not in without["tool"]   # the JSON goldens (no statistics) do not depend on it
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=300, deadline=None, derandomize=True)
+@hypothesis.given(dtype=st.sampled_from(DTYPES), raw=st.binary(max_size=3000), sampled=st.booleans(),
+                  unaligned=st.booleans(), pattern=st.sampled_from([b"", b"\x00", b"\x80", b"\x7f\xff", b"\x3c\x00"]))
+def test_any_bytes_match_numpy(dtype: str, raw: bytes, sampled: bool, unaligned: bool, pattern: bytes) -> None:
+    """Arbitrary bytes (a repeated pattern stretches runs of ±0 / NaN / equal values across vectors)."""
+    raw = raw + pattern * (len(raw) % 97)
+    itemsize = _SPECS[dtype].itemsize
+    count = HISTOGRAM_EXACT_LIMIT + 1 if sampled else None   # sampled: every 16th value of block 0
+    assert_same(dtype, raw, count=count, unaligned=unaligned)
+    if sampled:
+        assert_same(dtype, raw, count=count, first_element=16 * BLOCK_BYTES // itemsize)

@@ -266,8 +266,10 @@ def _finite_extremes(values: np.ndarray) -> tuple[float, float] | None:
 def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview) -> tuple[float, float] | None:
     """The histogram's range: the finite min..max of the tensor's first block (widened when constant)."""
     found = None
+    # Whole elements only: a truncated tensor's partial last element made the integer decoders raise.
+    first_block = first_block[:len(first_block) - len(first_block) % spec.itemsize]
     if spec.codes is not None and (not big_endian or spec.itemsize == 1):  # finite block: 4 reductions
-        found = spec.codes.extremes(first_block[:len(first_block) - len(first_block) % spec.itemsize])
+        found = spec.codes.extremes(first_block)
     if found is not None:
         extremes: tuple[float, float] | None = found[:2]
     else:
