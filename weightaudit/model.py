@@ -6,7 +6,6 @@ Nothing here does I/O. Loaders build these records, rules read them, renderers p
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -121,6 +120,8 @@ class Finding:
     @property
     def fingerprint(self) -> str:
         """Stable identity for baselines: rule + relative path + tensor name (never offsets or values)."""
+        import hashlib   # OpenSSL is initialised when a report has findings, not at every start-up
+
         raw = "\x00".join((self.rule_id, self.path, self.tensor or ""))
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 

@@ -10,7 +10,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import traceback
 
 import click
 
@@ -47,6 +46,12 @@ def _debug() -> bool:
     return os.environ.get("WEIGHTAUDIT_DEBUG") == "1"
 
 
+def _print_traceback() -> None:
+    import traceback   # only with WEIGHTAUDIT_DEBUG=1, after an error
+
+    traceback.print_exc()
+
+
 class WeightauditGroup(click.Group):
     """Loads commands lazily (fast --help) and maps exceptions onto the exit-code contract."""
 
@@ -77,12 +82,12 @@ class WeightauditGroup(click.Group):
             ctx.exit(130)
         except WeightauditError as exc:
             if _debug():
-                traceback.print_exc()
+                _print_traceback()
             click.echo(f"weightaudit: error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
         except Exception as exc:  # noqa: BLE001 - the contract: one line and exit 3, never a traceback
             if _debug():
-                traceback.print_exc()
+                _print_traceback()
             click.echo(f"weightaudit: internal error: {type(exc).__name__}: {exc} "
                        "(set WEIGHTAUDIT_DEBUG=1 for details)", err=True)
             ctx.exit(int(ExitCode.INCOMPLETE))
@@ -115,6 +120,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last resort: still honour the contract
         if _debug():
-            traceback.print_exc()
+            _print_traceback()
         sys.stderr.write(f"weightaudit: internal error: {type(exc).__name__}: {exc}\n")
         sys.exit(int(ExitCode.INCOMPLETE))

@@ -13,9 +13,6 @@ the object and its config path (``config.layers[3].config.activation``). Bytecod
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,6 +88,10 @@ class Verdict:
 
 
 def _bytecode_summary(blob: Any) -> str:
+    import base64
+    import binascii
+    import hashlib
+
     text = blob if isinstance(blob, str) else ""
     try:
         raw = base64.b64decode(text, validate=False)
