@@ -54,12 +54,26 @@ class AttributeTooLarge(ValueError):
     """An attribute over ``limits.hdf5_attribute_bytes``: not read (WA132 where a config was expected)."""
 
 
+class AttributeRefused(ValueError):
+    """An attribute of a type Keras never writes, not read: libhdf5 decodes some malformed types (a variable-length
+    type that is neither a string nor a valid sequence) and then crashes the process reading their values."""
+
+
+# strings (fixed or variable length) and plain numbers: what Keras stores in attributes, and what h5py reads safely
+_ATTRIBUTE_TYPES = (h5py.h5t.TypeStringID, h5py.h5t.TypeIntegerID, h5py.h5t.TypeFloatID)
+
+
 def read_attr(group: h5py.Group, name: str, max_bytes: int | None = None) -> Any:
-    """An attribute's value, refused (AttributeTooLarge) past ``max_bytes`` (``limits.hdf5_attribute_bytes``).
+    """An attribute's value, refused (AttributeTooLarge) past ``max_bytes`` (``limits.hdf5_attribute_bytes``), or
+    when it is not a string or number (AttributeRefused: the file is unreadable, WA171).
 
     Variable-length strings store only references in the attribute, so their declared count is checked too.
     """
     attr_id = h5py.h5a.open(group.id, name.encode("utf-8"))
+    kind = attr_id.get_type()
+    if not isinstance(kind, _ATTRIBUTE_TYPES):
+        raise AttributeRefused(f"attribute {name!r} of {group.name} has an HDF5 type of class {kind.get_class()} "
+                               f"({type(kind).__name__}), not a string or number: its value is not read")
     try:
         stored = attr_id.get_storage_size()
     except RuntimeError:  # HDF5 reports 0 bytes as an error (e.g. empty or scalar variable-length strings)
@@ -292,7 +306,7 @@ class _Dataset(NamedTuple):
         dsid = h5py.h5d.open(groups.get(handle, parent), leaf.encode("utf-8", "surrogateescape"))
         keras_dtype = None
         if h5py.h5a.exists(dsid, b"dtype"):
-            keras_dtype = text(h5py.Dataset(dsid).attrs["dtype"])
+            keras_dtype = text(read_attr(h5py.Dataset(dsid), "dtype"))
         offset = dsid.get_offset()
         if offset is not None:   # contiguous and allocated in this file: no filters, no external storage
             layout, filters, external = h5py.h5d.CONTIGUOUS, (), False

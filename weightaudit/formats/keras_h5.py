@@ -139,9 +139,9 @@ def _config_facts(config: Any, rel: str, findings: list[Finding], limits: Limits
 def _legacy_facts(handle: h5py.File, rel: str, findings: list[Finding], limits: Limits) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for key in ("keras_version", "backend"):
-        source = handle.attrs if key in handle.attrs else handle.get("model_weights", handle).attrs
-        if key in source:
-            facts[key] = text(source[key])
+        owner = handle if key in handle.attrs else handle.get("model_weights", handle)
+        if key in owner.attrs:
+            facts[key] = text(hdf5_read.read_attr(owner, key))
     config = _refusable(lambda: json_attr(handle, "model_config", limits), "model_config", rel, findings, facts)
     if config is not None:
         facts["keras_config"] = config

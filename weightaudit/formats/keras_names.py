@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import h5py
 
 from weightaudit.formats import hdf5_read
-from weightaudit.formats.hdf5_read import Scan, attr_list, text
+from weightaudit.formats.hdf5_read import Scan, attr_list, read_attr, text
 from weightaudit.model import Finding, Role
 from weightaudit.rules import get_rule
 
@@ -99,7 +99,8 @@ class _Keras3Names:
         key = f"{group_path}/vars" if group_path else "vars"
         if key not in self.cache:
             holder = self.handle.get(key) if key in self.scan.groups else None
-            self.cache[key] = text(holder.attrs["name"]) if holder is not None and "name" in holder.attrs else token
+            found = holder is not None and "name" in holder.attrs
+            self.cache[key] = text(read_attr(holder, "name")) if found else token
         return self.cache[key]
 
     def display(self, object_path: str) -> tuple[str, str, Role]:
