@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from weightaudit import formats
+from weightaudit.collector import fewer_collections
 from weightaudit.copies import find_copies, without_echoes
 from weightaudit.discover import discover
 from weightaudit.formats.base import LoadOptions
@@ -49,13 +50,14 @@ class RunOptions:
 
 
 def run(paths: Sequence[str], options: RunOptions) -> Report:
-    release, load_options = open_release(paths, options)
-    loaded = load_files(release.weight_files, load_options)
-    loaded, release = absorb_external_data(loaded, release)   # an .onnx.data file is its model's bytes
-    stats: Mapping[tuple[str, str], TensorStats] = {}
-    if options.stats:
-        stats = _compute_stats(Path(release.root), loaded, options)
-    return finish_run(release, loaded, stats, load_options, options)
+    with fewer_collections():   # a record per tensor: the default GC thresholds cost ~30% of a 20,000-tensor audit
+        release, load_options = open_release(paths, options)
+        loaded = load_files(release.weight_files, load_options)
+        loaded, release = absorb_external_data(loaded, release)   # an .onnx.data file is its model's bytes
+        stats: Mapping[tuple[str, str], TensorStats] = {}
+        if options.stats:
+            stats = _compute_stats(Path(release.root), loaded, options)
+        return finish_run(release, loaded, stats, load_options, options)
 
 
 def open_release(paths: Sequence[str], options: RunOptions) -> tuple[Release, LoadOptions]:

@@ -7,7 +7,9 @@ unknown fields). Facts: ``metadata`` (the ``__metadata__`` map), ``header_bytes`
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -211,6 +213,57 @@ def _check_alignment(entries: list[_Entry], data_start: int, state: _Parse) -> N
                       f"not a multiple of its {item}-byte element size", tensor=entry.name)
 
 
+def _well_formed(header: dict[str, Any], rel: str, data_start: int, data_size: int) -> tuple[TensorInfo, ...] | None:
+    """The tensors of a header that the checks below would find nothing wrong with, in name order, read in one
+    pass (a few µs per entry: 1,000,000-tensor headers); None as soon as any entry, size, alignment or the tiling
+    of the data section is off, and the caller then runs every check (which names the problem)."""
+    names = sorted(header)
+    tensors = []
+    spans = []
+    bits_of, known, int_only = DTYPE_BITS, SAFETENSORS_DTYPES, _INT_ONLY
+    for name in names:
+        spec = header[name]
+        if type(spec) is not dict or len(spec) != 3:
+            return None
+        dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+        if type(dtype) is not str or dtype not in known or type(shape) is not list or type(offsets) is not list:
+            return None
+        if len(offsets) != 2 or (shape and (set(map(type, shape)) != int_only or min(shape) < 0)):
+            return None
+        begin, end = offsets
+        bits = bits_of[dtype]
+        if (type(begin) is not int or type(end) is not int or not 0 <= begin <= end
+                or (math.prod(shape) if shape else 1) * bits != 8 * (end - begin)
+                or (bits > 8 and (data_start + begin) % (bits // 8))):
+            return None
+        spans.append((begin, end))
+        tensors.append(_tensor_info(name, dtype, tuple(shape), rel, (data_start + begin, data_start + end)))
+    spans.sort()
+    flat = [offset for span in spans for offset in span]   # tiles [0, data_size): each end is the next begin
+    if flat and (flat[0] != 0 or flat[-1] != data_size or flat[1:-1:2] != flat[2::2]):
+        return None
+    if not flat and data_size:
+        return None
+    return tuple(tensors)
+
+
+_TENSOR_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TensorInfo) if f.default is not dataclasses.MISSING}
+assert all(f.name in ("name", "dtype", "shape", "file", "data_offsets") or f.default is not dataclasses.MISSING
+           for f in dataclasses.fields(TensorInfo)), "a TensorInfo field without a default: see _tensor_info"
+
+
+def _tensor_info(name: str, dtype: str, shape: tuple[int, ...], rel: str, offsets: tuple[int, int],
+                 _new=object.__new__) -> TensorInfo:
+    """``TensorInfo(name, dtype, shape, rel, offsets)`` built by filling the instance dict: the generated
+    ``__init__`` of a frozen dataclass pays an ``object.__setattr__`` per field, 3x this over 10^5..10^6 tensors."""
+    tensor = _new(TensorInfo)
+    fields = tensor.__dict__
+    fields.update(_TENSOR_DEFAULTS)
+    fields["name"], fields["dtype"], fields["shape"], fields["file"], fields["data_offsets"] = \
+        name, dtype, shape, rel, offsets
+    return tensor
+
+
 def parse(path: Path, rel: str, limits: Limits = DEFAULT_LIMITS) -> LoadedFile:
     """Parse one safetensors file's header into a LoadedFile (never raises on bad content)."""
     state = _Parse(rel)
@@ -228,17 +281,17 @@ def parse(path: Path, rel: str, limits: Limits = DEFAULT_LIMITS) -> LoadedFile:
         return LoadedFile(rel, LOADER.name, size, findings=(R.LIMIT_REACHED.finding(rel, message),),
                           status=FileStatus.ERROR, reason=message, verified=False)
     metadata = _check_metadata(header.pop("__metadata__", None), state)
-    located = [e for name, spec in header.items() if (e := _parse_entry(name, spec, state)) is not None]
-    entries = [e for e in located if e.usable]
     data_start = 8 + n
-    _check_layout(located, size - data_start, state)
-    _check_alignment(entries, data_start, state)
-    tensors = tuple(
-        TensorInfo(name=e.name, dtype=e.dtype, shape=e.shape, file=rel,
-                   data_offsets=(data_start + e.begin, data_start + e.end))
-        for e in sorted(entries, key=lambda e: e.name)
-    )
-    unreadable = len(header) - len(entries)
+    tensors = _well_formed(header, rel, data_start, size - data_start)
+    unreadable = 0
+    if tensors is None:   # something is off: every entry through the checks that name it
+        located = [e for name, spec in header.items() if (e := _parse_entry(name, spec, state)) is not None]
+        entries = [e for e in located if e.usable]
+        _check_layout(located, size - data_start, state)
+        _check_alignment(entries, data_start, state)
+        tensors = tuple(_tensor_info(e.name, e.dtype, e.shape, rel, (data_start + e.begin, data_start + e.end))
+                        for e in sorted(entries, key=lambda e: e.name))
+        unreadable = len(header) - len(entries)
     return LoadedFile(
         rel, LOADER.name, size, tensors=tensors, findings=tuple(state.findings),
         facts={"metadata": metadata, "header_bytes": n, "data_start": data_start},

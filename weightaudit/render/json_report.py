@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Sequence
 
 from weightaudit import __version__
+from weightaudit.collector import fewer_collections
 from weightaudit.report import SCHEMA_VERSION, Report, combined_verdict, to_dict
 
 if TYPE_CHECKING:
@@ -26,13 +27,15 @@ def _dumps(document: dict) -> str:
 
 
 def render(report: Report, options: "RenderOptions") -> str:
-    return _dumps(to_dict(report))
+    with fewer_collections():   # a dict per tensor and its stats (see weightaudit.collector)
+        return _dumps(to_dict(report))
 
 
 def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
     """Several releases: ``{"reports": [...]}`` with the combined verdict beside them."""
-    return _dumps({
-        "schema_version": SCHEMA_VERSION, "tool": {"name": "weightaudit", "version": __version__},
-        "command": reports[0].command, "target": " ".join(r.target for r in reports),
-        "verdict": combined_verdict(reports).value, "reports": [to_dict(r) for r in reports],
-    })
+    with fewer_collections():
+        return _dumps({
+            "schema_version": SCHEMA_VERSION, "tool": {"name": "weightaudit", "version": __version__},
+            "command": reports[0].command, "target": " ".join(r.target for r in reports),
+            "verdict": combined_verdict(reports).value, "reports": [to_dict(r) for r in reports],
+        })
