@@ -224,3 +224,18 @@ def test_keras_archives_are_read_natively_through_their_window(tmp_path: Path, m
         found = hdf5_native.scan_descriptor(*stream.source, handle.userblock_size)
     assert found.datasets == ["layers/head/vars/0", "layers/head/vars/1"] and all(found.records.values())
     assert _load_any(path, True, monkeypatch) == _load_any(path, False, monkeypatch)
+
+
+def test_metadata_read_past_the_budget_is_left_to_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structures that overlap (headers, heaps or names shared by many objects) would make the walk read the same
+    bytes again and again: past ~4x the file's size of metadata reads the native reader gives up."""
+    path = _build(tmp_path / "mixed.h5", "earliest", 4)
+    original = hdf5_native._Reader.__init__
+
+    def tight(self: hdf5_native._Reader, *args: object) -> None:
+        original(self, *args)
+        self.budget = 4096
+    monkeypatch.setattr(hdf5_native._Reader, "__init__", tight)
+    with pytest.raises(hdf5_native.Unsupported, match="structures overlap"):
+        _native(path)
+    assert _load(path, True, monkeypatch) == _load(path, False, monkeypatch)

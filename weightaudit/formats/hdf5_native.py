@@ -76,6 +76,13 @@ class _Reader:
         self.nodes: set[int] = set()       # B-tree and symbol nodes of the whole file: each belongs to one group
         self.descriptions: dict[tuple, tuple | None] = {}      # see _description
         self.fanout, self.leaf_fanout = 0, 0    # most children of a group B-tree node, entries of a symbol node
+        self.budget = 4 * len(data) + (1 << 20)   # metadata bytes read: overlapping structures cannot multiply work
+
+    def spend(self, size: int) -> None:
+        """Count ``size`` metadata bytes read; a well-formed file reads each byte about once."""
+        self.budget -= size
+        if self.budget < 0:
+            raise Unsupported("structures overlap: more metadata read than the file holds")
 
     def at(self, address: int, size: int) -> int:
         """Absolute position of ``size`` bytes at ``address``, refused when outside the file."""
@@ -105,7 +112,10 @@ class _Reader:
         blocks, seen, found = [(address + 16, size)], {address}, 0
         while blocks:
             start, size = blocks.pop(0)
+            self.spend(size)
             found += self._messages(self.at(start, size), size, first, blocks, seen)
+            if found > count:
+                break
         if found != count:
             raise Unsupported(f"object header at {address:#x} declares {count} messages, holds {found}")
         return _Header(refcount, first)
@@ -153,6 +163,7 @@ def _symbol_table_links(reader: _Reader, body: int) -> Iterator[tuple[bytes, int
         raise Unsupported(f"local heap version {reader.data[position + 4]}")
     segment_size, free_list = reader.length(position + 8), reader.length(position + 8 + reader.lsize)
     segment = reader.at(reader.offset(position + 8 + 2 * reader.lsize), segment_size)
+    reader.spend(segment_size)
     names = bytes(reader.data[segment:segment + segment_size])     # copied once: every heap serves one group
     _check_free_list(names, free_list, reader.lsize)
     for node, low, high in _group_nodes(reader, btree, names):
@@ -173,10 +184,11 @@ def _check_free_list(names: bytes, block: int, lsize: int) -> None:
         block = following
 
 
-def _heap_name(names: bytes, offset: int) -> bytes:
+def _heap_name(reader: _Reader, names: bytes, offset: int) -> bytes:
     end = names.find(b"\0", offset) if offset < len(names) else -1
     if end < 0:
         raise Unsupported(f"name at heap offset {offset} outside the heap")
+    reader.spend(end + 1 - offset)
     return names[offset:end]
 
 
@@ -197,7 +209,8 @@ def _group_nodes(reader: _Reader, root: int, names: bytes) -> Iterator[tuple[int
             raise Unsupported(f"B-tree node {address:#x} of type {kind}, level {level}, {used} children")
         keys_at = position + 8 + 2 * reader.osize
         reader.at(address, keys_at - position + used * step + reader.lsize)
-        keys = [_heap_name(names, reader.length(keys_at + i * step)) for i in range(used + 1)]
+        reader.spend(used * step)
+        keys = [_heap_name(reader, names, reader.length(keys_at + i * step)) for i in range(used + 1)]
         if any(left >= right for left, right in zip(keys, keys[1:])):
             raise Unsupported(f"B-tree node {address:#x} keys out of order")
         bounds = [(max(low, keys[i]), keys[i + 1] if high is None else min(high, keys[i + 1])) for i in range(used)]
@@ -226,10 +239,11 @@ def _node_entries(reader: _Reader, node: int, names: bytes, low: bytes, high: by
         raise Unsupported(f"symbol node version {version} with {count} entries")
     first = position + 8
     reader.at(node, 8 + count * entry_size)
+    reader.spend(count * entry_size)
     previous = low
     for index in range(count):
         name_at, address, cache = _ENTRY.unpack_from(reader.data, first + index * entry_size)
-        name = _heap_name(names, name_at)
+        name = _heap_name(reader, names, name_at)
         if cache > 1:
             raise Unsupported(f"symbol table entry with cache type {cache}")   # 2: a soft link
         if not name > previous or (high is not None and name > high) or b"/" in name or name == b".":
