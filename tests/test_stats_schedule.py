@@ -53,3 +53,28 @@ def test_an_unreadable_small_tensor_fails_alone(tmp_path: Path) -> None:
     (tmp_path / "m.safetensors").write_bytes((tmp_path / "m.safetensors").read_bytes()[:-16])   # cut b's bytes
     result = S.compute_stats(tmp_path, [loaded], workers=1)
     assert ("m.safetensors", "a") in result and ("m.safetensors", "b") not in result
+
+
+def test_small_tensors_of_any_loader_with_raw_offsets_are_batched(tmp_path: Path, monkeypatch) -> None:
+    """Whatever the loader: tensors whose data_offsets are raw bytes (OFFSETS_ARE_RAW, or a loader that does not
+    stream by itself) join the small-tensor runs; a loader that streams by itself keeps streaming until it is
+    listed in OFFSETS_ARE_RAW (the one-line change a loader makes once its offsets are raw)."""
+    from weightaudit.model import LoadedFile, TensorInfo
+
+    rng = np.random.default_rng(3)
+    values = [rng.standard_normal(64).astype(np.float32) for _ in range(50)]
+    (tmp_path / "raw.bin").write_bytes(b"".join(v.tobytes() for v in values))
+    tensors = tuple(TensorInfo(f"t{i}", "F32", (64,), "raw.bin", (256 * i, 256 * (i + 1))) for i in range(50))
+
+    def planned(fmt: str):
+        pieces = schedule._pieces(tmp_path, [LoadedFile("raw.bin", fmt, 50 * 256, tensors=tensors)], workers=1)
+        return sum(len(p.tensors) for p in pieces if p.small), [p for p in pieces if not p.small]
+
+    assert planned("hdf5")[0] == 50                  # listed in OFFSETS_ARE_RAW
+    assert planned("no-such-loader")[0] == 50        # unknown: offsets are raw by contract
+    streamed = planned("pytorch-legacy")
+    assert streamed[0] == 0 and all(not p.mapped for p in streamed[1])   # streams through its iter_chunks
+    monkeypatch.setattr(schedule, "OFFSETS_ARE_RAW", schedule.OFFSETS_ARE_RAW | {"pytorch-legacy"})
+    assert planned("pytorch-legacy")[0] == 50
+    result = S.compute_stats(tmp_path, [LoadedFile("raw.bin", "pytorch-legacy", 50 * 256, tensors=tensors)], workers=1)
+    assert result[("raw.bin", "t7")].min == float(values[7].min()) and result[("raw.bin", "t7")].count == 64
