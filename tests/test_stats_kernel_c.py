@@ -59,7 +59,8 @@ def assert_same(dtype: str, raw: bytes | memoryview, count: int | None = None, f
         view = memoryview(bytes(raw))
     n = len(view) // _SPECS[dtype].itemsize
     count = n if count is None else count
-    ref, _ = _fold("numpy", dtype, view, count, first_element)
+    with np.errstate(over="ignore", invalid="ignore"):   # random codes overflow the numpy kernel's float32 sums
+        ref, _ = _fold("numpy", dtype, view, count, first_element)
     for variant in VARIANTS:
         got, _ = _fold(f"c-{variant}", dtype, view, count, first_element)
         _compare(dtype, ref, got, variant)
