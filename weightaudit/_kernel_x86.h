@@ -10,6 +10,11 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUFFIX)
 #define FLUSH_X86 32
+/* Software prefetch this far ahead of the loads: +30% CPU throughput over page-cached files here (1/2/4/8/16 KiB
+   ahead: +19/+26/+31/+32/+31% for F32, same shape for BF16/F16; bench in RESULTS.md). A prefetch never faults,
+   so reading ahead past the block is harmless. */
+#define PREFETCH_AHEAD 4096
+#define PREFETCH(q) _mm_prefetch((const char *)(q) + PREFETCH_AHEAD, _MM_HINT_T0)
 
 #if X86_BITS == 512
 #define VI __m512i
@@ -84,6 +89,7 @@
 /* One loop per dtype: the widening (WIDEN sets x and y from the codes c) is the only difference. */
 #define LOOP16(WIDEN) \
     for (; i + per <= n; i += per) { \
+        PREFETCH(p + 2 * i); \
         VI c = LOADI(p + 2 * i); \
         umin = MINU16(umin, c); umax = MAXU16(umax, c); smin = MINS16(smin, c); smax = MAXS16(smax, c); \
         VF x, y; WIDEN; \
@@ -105,6 +111,8 @@ static void FN(fast_x86_)(int kind, const uint8_t *p, size_t n, fast_t *out)
     int flush = 0;
     if (kind == K_F32) {   /* two vectors per iteration: two independent add chains, as the 16-bit loops */
         for (; i + 2 * per <= n; i += 2 * per) {
+            PREFETCH(p + 4 * i);
+            if (VBYTES == 64) PREFETCH(p + 4 * i + 64);
             VI c = LOADI(p + 4 * i), e = LOADI(p + 4 * i + VBYTES);
             umin = MINU32(umin, c); umax = MAXU32(umax, c); smin = MINS32(smin, c); smax = MAXS32(smax, c);
             umin = MINU32(umin, e); umax = MAXU32(umax, e); smin = MINS32(smin, e); smax = MAXS32(smax, e);
@@ -184,6 +192,8 @@ static const simd_t FN(variant_) = {FN(fast_x86_), FN(sums_), FN(count_zeros_), 
 #undef FLUSH_SUMS
 #undef LOOP16
 #undef FLUSH_X86
+#undef PREFETCH_AHEAD
+#undef PREFETCH
 #undef FN
 #undef CAT
 #undef CAT_
