@@ -1,7 +1,9 @@
 """Keras ``.keras`` archives and HDF5 files (legacy Keras ``.h5``, ``.weights.h5``, plain HDF5) via h5py.
 
 Nothing is deserialized: configs are parsed as JSON (walked by weightaudit/formats/keras_config.py and judged by
-weightaudit/rules/keras_rules.py); Lambda bytecode stays a string. HDF5 reading lives in hdf5_read.py (scan, inventory), keras_names.py (Keras names) and hdf5_stream.py.
+weightaudit/rules/keras_rules.py); Lambda bytecode stays a string. HDF5 reading lives in hdf5_read.py (scan,
+inventory; hdf5_native.py reads the common structures from the bytes), keras_names.py (Keras names) and
+hdf5_stream.py.
 
 Two loaders:
 
