@@ -416,12 +416,15 @@ class ValueOps(MachineCore):
         if isinstance(target, (Global, DynamicGlobal, ExtRef)):
             self.anomaly("global-mutation", f"{self.op_name} modifies an imported object {render(target)} "
                                             "(overwrites module or class attributes)")
-        if isinstance(target, Call):
+        if isinstance(target, Call):             # its lists start as empty tuples (see Call)
             if items is not None:
+                target.appends = target.appends if type(target.appends) is list else []
                 target.appends.extend(items)
             if pairs is not None:
+                target.setitems = target.setitems if type(target.setitems) is list else []
                 target.setitems.extend(pairs)
             if self.op_name == "BUILD":
+                target.state = target.state if type(target.state) is list else []
                 target.state.append(state)
 
     # ---- memo ----

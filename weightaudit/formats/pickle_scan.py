@@ -8,7 +8,9 @@ so loaders never raise on bad input. :class:`PickleFamilyLoader` gives every suc
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 
 import struct
 from dataclasses import dataclass, field
@@ -106,7 +108,8 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
         return LoadedFile(rel, fmt, size, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
                           verified=False)
     try:
-        body(scan, view, options, str(path.resolve()))
+        with _no_cyclic_gc():
+            body(scan, view, options, str(path.resolve()))
     except FileLimit as exc:
         scan.findings.append(get_rule("WA132").finding(rel, str(exc)))
         scan.error = str(exc)
@@ -117,6 +120,20 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
     finally:
         close_map(owner, view)
     return scan.finish(fmt, path)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while one file is read: a pickle builds millions of small objects that
+    all stay alive until the load ends, and the collector kept re-walking them (1.1 of 6.7 s CPU loading 100,000
+    torch tensors). Reference counting still frees everything; the collector resumes as it was afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def report_trailing_data(scan: FileScan, results: list[PickleResult], stopped: int, total: int, where: str) -> None:
@@ -141,12 +158,12 @@ class PickleFamilyLoader:
     name = "pickle"
 
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
+        if tensor.data_offsets is not None:  # the raw bytes in the file (stored torch records, .npy, .npz members)
+            return iter_contiguous_chunks(Path(path), tensor.data_offsets[0], tensor.data_offsets[1], chunk_bytes)
         key = (_resolved(str(path)), tensor.name)
         if key not in TENSOR_LAYOUTS:
             self.load(Path(path), tensor.file, LoadOptions())     # type: ignore[attr-defined]
         layout = TENSOR_LAYOUTS.get(key)
         if layout is not None:
             return iter_layout_chunks(Path(path), layout, chunk_bytes)
-        if tensor.data_offsets is not None:  # plain contiguous bytes (.npy arrays, uncompressed .npz members)
-            return iter_contiguous_chunks(Path(path), tensor.data_offsets[0], tensor.data_offsets[1], chunk_bytes)
         raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")

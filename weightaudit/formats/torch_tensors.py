@@ -421,13 +421,15 @@ def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: 
         elif nbytes >= REPEAT_NOTABLE_BYTES and _repeat_bomb(spec, (extent + 1) * size_item, nbytes, rel, findings):
             verified = False          # not streamed: its statistics would read the same bytes billions of times
             TENSOR_LAYOUTS[(path_key, spec.name)] = None
+        elif storage.data_offset is not None and little and is_contiguous(shape, stride) \
+                and (storage.entry is None or begin + nbytes <= storage.entry.compressed_size):
+            # the tensor's raw bytes lie in the file: data_offsets say where, no layout is kept (100,000
+            # layouts were 30 MB; PickleFamilyLoader.iter_chunks reads data_offsets first)
+            offsets = (storage.data_offset + begin, storage.data_offset + begin + nbytes)
         else:
             TENSOR_LAYOUTS[(path_key, spec.name)] = TensorLayout(storage, begin, shape,
                                                                  tuple([s * size_item for s in stride]), size_item,
                                                                  nbytes)
-            if storage.data_offset is not None and little and is_contiguous(shape, stride) \
-                    and (storage.entry is None or begin + nbytes <= storage.entry.compressed_size):
-                offsets = (storage.data_offset + begin, storage.data_offset + begin + nbytes)
         infos.append(TensorInfo(name=spec.name, dtype=dtype, shape=shape, file=rel, data_offsets=offsets,
                                 role=spec.role, storage=shared, strides=stride, byte_order=byte_order))
     shared_groups = {k: v for k, v in users.items() if len(v) > 1}
