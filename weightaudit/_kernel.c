@@ -365,7 +365,36 @@ static PyObject *mod_dtypes(PyObject *self, PyObject *unused)
     return names;
 }
 
+/* extremes(dtype, raw) -> (min, max) of a block of a fast dtype without Inf/NaN codes (the numpy kernel's
+   4-reduction fast path, the same values), else None: the caller's numpy path handles the rest. */
+static PyObject *mod_extremes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *dtype;
+    if (nargs != 2 || (dtype = PyUnicode_AsUTF8(args[0])) == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "extremes(dtype, raw)");
+        return NULL;
+    }
+    int kind = -1;
+    for (int i = 0; i < K_COUNT; i++)
+        if (strcmp(KINDS[i].name, dtype) == 0) kind = i;
+    if (kind < 0 || !KINDS[kind].fast) Py_RETURN_NONE;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
+    size_t n = (size_t)view.len / (size_t)KINDS[kind].itemsize;
+    block_t b;
+    int ok = 0;
+    if (n) {
+        Py_BEGIN_ALLOW_THREADS
+        ok = fast_block(current->simd, kind, view.buf, n, &b);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&view);
+    if (!ok) Py_RETURN_NONE;
+    return Py_BuildValue("dd", b.low, b.high);
+}
+
 static PyMethodDef module_methods[] = {
+    {"extremes", (PyCFunction)(void (*)(void))mod_extremes, METH_FASTCALL, "(min, max) of a clean block, else None."},
     {"variants", mod_variants, METH_NOARGS, "SIMD variants usable on this CPU, best first."},
     {"select", mod_select, METH_O, "Use this variant for the folds created from now on."},
     {"selected", mod_selected, METH_NOARGS, "The variant new folds use."},

@@ -263,12 +263,16 @@ def _finite_extremes(values: np.ndarray) -> tuple[float, float] | None:
     return float(finite.min()), float(finite.max())
 
 
-def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview) -> tuple[float, float] | None:
-    """The histogram's range: the finite min..max of the tensor's first block (widened when constant)."""
+def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview,
+                     c_dtype: str | None = None) -> tuple[float, float] | None:
+    """The histogram's range: the finite min..max of the tensor's first block (widened when constant).
+    ``c_dtype``: the C kernel reads a clean block's extremes (same values, ~4x less time per tensor)."""
     found = None
     # Whole elements only: a truncated tensor's partial last element made the integer decoders raise.
     first_block = first_block[:len(first_block) - len(first_block) % spec.itemsize]
-    if spec.codes is not None and (not big_endian or spec.itemsize == 1):  # finite block: 4 reductions
+    if c_dtype is not None:
+        found = _C.extremes(c_dtype, first_block)  # type: ignore[union-attr]
+    if found is None and spec.codes is not None and (not big_endian or spec.itemsize == 1):  # finite: 4 reductions
         found = spec.codes.extremes(first_block)
     if found is not None:
         extremes: tuple[float, float] | None = found[:2]
@@ -414,13 +418,13 @@ def _add_histogram(plan: _TensorPlan, values: np.ndarray, first_index: int, part
 
 
 def _plan(spec: _DtypeSpec, count: int, big_endian: bool, first_block: memoryview | None) -> _TensorPlan:
-    histogram_range = None
-    if first_block is not None and len(first_block) >= spec.itemsize:
-        histogram_range = _histogram_range(spec, big_endian, first_block)
-    stride = 1 if count <= HISTOGRAM_EXACT_LIMIT else HISTOGRAM_STRIDE
     in_place = not big_endian or spec.itemsize == 1    # both kernels read little-endian codes in place
     codes = spec.codes if in_place else None
     c_dtype = _C_DTYPES.get(id(spec)) if in_place and _C is not None else None
+    histogram_range = None
+    if first_block is not None and len(first_block) >= spec.itemsize:
+        histogram_range = _histogram_range(spec, big_endian, first_block, c_dtype)
+    stride = 1 if count <= HISTOGRAM_EXACT_LIMIT else HISTOGRAM_STRIDE
     return _TensorPlan(spec, big_endian, stride, histogram_range, codes, c_dtype)
 
 
