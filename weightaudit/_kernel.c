@@ -11,7 +11,8 @@
      .block(raw, first_index) -> next index   fold one block of a tensor (a trailing partial element ignored)
      .result() -> (count, finite, mean, m2, min, max, zeros, nan, pos_inf, neg_inf, fp16_overflow, max_abs,
                    max_abs_index, histogram tuple, samples list)
-   variants() -> names usable on this CPU, best first; select(name); selected() -> name. */
+   extremes(dtype, raw) -> (min, max) of a block without Inf/NaN codes, else None (histogram ranges)
+   variants() -> names usable on this CPU, best first; select(name); selected() -> name; dtypes(). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
