@@ -194,10 +194,15 @@ def test_shape_bomb(tmp_path: Path) -> None:
     assert "WA168" in {f.rule_id for f in loaded.findings} and not loaded.verified and not loaded.tensors
 
 
-def test_filter_plugin_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hdf5_read, "dataset_filters", lambda plist: (32004,))   # an LZ4 plugin, say
-    loaded = _load(KERAS_TF / "plain.h5")
-    assert "WA436" in {f.rule_id for f in loaded.findings} and not loaded.verified
+@pytest.mark.parametrize("native", [True, False], ids=["native", "h5py"])
+def test_filter_plugin_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    path = tmp_path / "plugin.h5"
+    with h5py.File(path, "w") as handle:    # an LZ4 plugin, say: declared, never written through
+        handle.create_dataset("lz4", shape=(8,), dtype="f4", chunks=(4,), compression=32004, allow_unknown_filter=True)
+    if not native:
+        monkeypatch.setattr(hdf5_read, "_native_scan", lambda handle, source: None)
+    loaded = _load(path)
+    assert [f.rule_id for f in loaded.findings] == ["WA436"] and not loaded.verified and not loaded.tensors
 
 
 @pytest.mark.parametrize("content", [b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, b"", b"garbage"])

@@ -11,14 +11,14 @@ import numpy as np
 
 UNDEFINED = (1 << 64) - 1
 MAX_RANK = 32
-CONTIGUOUS, COMPACT = 1, 0          # h5py.h5d layout classes
+COMPACT, CONTIGUOUS, CHUNKED = 0, 1, 2          # h5py.h5d layout classes
 _PREFIX, _MESSAGE = struct.Struct("<BBHII"), struct.Struct("<HHB")     # object header prefix, message header
 _U64 = struct.Struct("<Q")
 _IGNORED = frozenset({0x0000, 0x000A, 0x000D, 0x000E, 0x0012})   # NIL, group info, comment, modification times
-# external file list, filter pipeline, old fill value, attributes, attribute info: h5py opens that dataset
-_DATASET_ASIDE = frozenset({0x0004, 0x0007, 0x000B, 0x000C, 0x0015})
-_SINGLE = frozenset({0x0001, 0x0003, 0x0005, 0x0008, 0x0011})   # read here: a second copy would be ambiguous
-_KNOWN = _IGNORED | _DATASET_ASIDE | {0x0001, 0x0002, 0x0003, 0x0005, 0x0006, 0x0008, 0x0010, 0x0011}
+# external file list, old fill value, attributes, attribute info: h5py opens that dataset
+_DATASET_ASIDE = frozenset({0x0004, 0x0007, 0x000C, 0x0015})
+_SINGLE = frozenset({0x0001, 0x0003, 0x0005, 0x0008, 0x000B, 0x0011})   # read here: a second copy is ambiguous
+_KNOWN = _IGNORED | _DATASET_ASIDE | {0x0001, 0x0002, 0x0003, 0x0005, 0x0006, 0x0008, 0x000B, 0x0010, 0x0011}
 
 class Unsupported(ValueError):
     """The file uses HDF5 structure this reader does not handle: read it with h5py."""
@@ -32,6 +32,7 @@ class Record(NamedTuple):
     layout: int
     stored: int
     offset: int | None
+    filters: tuple[int, ...] = ()
 
 
 class _Header(NamedTuple):
@@ -50,6 +51,7 @@ class _Reader:
         self.nodes: set[int] = set()       # B-tree and symbol nodes of the whole file: each belongs to one group
         self.descriptions: dict[tuple, tuple | None] = {}      # see _description
         self.fanout, self.leaf_fanout = 0, 0    # most children of a group B-tree node, entries of a symbol node
+        self.chunk_fanout = 0                  # most children of a chunk B-tree node
         self.budget = 4 * len(data) + (1 << 20)   # metadata bytes read: overlapping structures cannot multiply work
 
     def spend(self, size: int) -> None:

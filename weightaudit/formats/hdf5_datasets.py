@@ -10,8 +10,11 @@ import struct
 import numpy as np
 
 from weightaudit.formats.hdf5_bytes import (
-    _DATASET_ASIDE, COMPACT, CONTIGUOUS, MAX_RANK, UNDEFINED, Record, _Header, _Reader,
+    _DATASET_ASIDE, CHUNKED, COMPACT, CONTIGUOUS, MAX_RANK, UNDEFINED, Record, Unsupported, _first_sight, _Header,
+    _Reader,
 )
+
+MAX_FILTERS = 32                   # H5Z_MAX_NFILTERS
 
 _UINT = frozenset({1, 2, 4, 8})    # integer sizes numpy has
 # IEEE layouts h5py maps to numpy floats: size -> (exponent location, exponent size, mantissa size, bias)
@@ -67,8 +70,9 @@ def _dataspace(reader: _Reader, start: int, size: int) -> tuple[int, ...] | None
     return shape
 
 
-def _layout(reader: _Reader, start: int, size: int, declared: int, base: int) -> tuple[int, int, int | None] | None:
-    """(layout class, stored bytes, absolute offset) of a compact or contiguous version 3 layout."""
+def _layout(reader: _Reader, start: int, size: int, shape: tuple[int, ...], itemsize: int, declared: int,
+            base: int) -> tuple[int, int, int | None] | None:
+    """(layout class, stored bytes, absolute offset) of a compact, contiguous or chunked version 3 layout."""
     if size < 4:
         return None
     version, kind = struct.unpack_from("<BB", reader.data, start)
@@ -77,6 +81,8 @@ def _layout(reader: _Reader, start: int, size: int, declared: int, base: int) ->
     if kind == COMPACT:
         stored = struct.unpack_from("<H", reader.data, start + 2)[0]
         return (COMPACT, stored, None) if stored == declared and 4 + stored <= size else None
+    if kind == CHUNKED:
+        return _chunked(reader, start, size, shape, itemsize)
     if kind != CONTIGUOUS or 2 + reader.osize + reader.lsize > size:
         return None
     address, stored = reader.offset(start + 2), reader.length(start + 2 + reader.osize)
@@ -138,8 +144,9 @@ def _description(reader: _Reader, header: _Header) -> tuple[np.dtype, tuple[int,
 def dataset_record(reader: _Reader, header: _Header, base: int) -> Record | None:
     """The inventory record of a dataset object header, or None (open this dataset with h5py).
 
-    Only datasets without attributes, filters, external files or the old fill value message are read here:
-    h5py's open decodes all of those (and the ``dtype`` attribute check decodes every attribute)."""
+    Only datasets without attributes, external files or the old fill value message are read here: h5py's open
+    decodes all of those (and the ``dtype`` attribute check decodes every attribute); a filter pipeline only on a
+    chunked layout."""
     layout = header.first.get(0x0008)
     if layout is None or not _DATASET_ASIDE.isdisjoint(header.first):
         return None
@@ -147,7 +154,82 @@ def dataset_record(reader: _Reader, header: _Header, base: int) -> Record | None
     if description is None:
         return None
     dtype, shape, declared = description
-    where = _layout(reader, *layout, declared, base)
+    where = _layout(reader, *layout, shape, dtype.itemsize, declared, base)
     if where is None:
         return None
-    return Record(dtype, shape, where[0], where[1], where[2])
+    pipeline = header.first.get(0x000B)
+    filters = _filters(reader, *pipeline) if pipeline is not None else ()
+    if filters is None or (filters and where[0] != CHUNKED):
+        return None
+    return Record(dtype, shape, where[0], where[1], where[2], filters)
+
+
+def _chunked(reader: _Reader, start: int, size: int, shape: tuple[int, ...], itemsize: int
+             ) -> tuple[int, int, None] | None:
+    """(CHUNKED, bytes of the allocated chunks, None): chunk dimensions within the shape, one more for the element
+    size; the chunk B-tree (version 1) summed as H5Dget_storage_size sums it."""
+    rank = reader.data[start + 2] if size >= 3 else 0
+    if rank != len(shape) + 1 or 3 + reader.osize + 4 * rank > size:
+        return None
+    address = reader.offset(start + 3)
+    dims = struct.unpack_from(f"<{rank}I", reader.data, start + 3 + reader.osize)
+    chunk = 1
+    for dim in dims:
+        chunk *= dim
+    if dims[-1] != itemsize or 0 in dims or chunk >= 1 << 32 or any(c > d for c, d in zip(dims, shape)):
+        return None
+    return CHUNKED, 0 if address == UNDEFINED else _chunk_bytes(reader, address, rank), None
+
+
+def _chunk_bytes(reader: _Reader, root: int, rank: int) -> int:
+    """Bytes of every chunk under a chunk B-tree: the sizes in the keys of its leaf nodes (each node once)."""
+    key_size = 8 + 8 * rank                        # chunk size, filter mask, offsets (the element one included)
+    step = key_size + reader.osize
+    total = 0
+    stack: list[tuple[int, int | None]] = [(root, None)]
+    while stack:
+        address, expected = stack.pop()
+        _first_sight(reader, address)
+        position = reader.signature(address, b"TREE")
+        kind, level, used = struct.unpack_from("<BBH", reader.data, position + 4)
+        if kind != 1 or level != (level if expected is None else expected) or used > reader.chunk_fanout:
+            raise Unsupported(f"chunk B-tree node {address:#x} of type {kind}, level {level}, {used} entries")
+        keys_at = position + 8 + 2 * reader.osize
+        reader.at(address, keys_at - position + used * step + key_size)
+        reader.spend(used * step)
+        for index in range(used):
+            at = keys_at + index * step
+            if level == 0:
+                total += struct.unpack_from("<I", reader.data, at)[0]
+            else:
+                stack.append((reader.offset(at + key_size), level - 1))
+    return total
+
+
+def _filters(reader: _Reader, start: int, size: int) -> tuple[int, ...] | None:
+    """Filter ids of a filter pipeline message (version 1 or 2), in order; None when it does not parse."""
+    stop, data = start + size, reader.data
+    if size < 2:
+        return None
+    version, count = data[start], data[start + 1]
+    if version not in (1, 2) or count > MAX_FILTERS:
+        return None
+    position, ids = start + (8 if version == 1 else 2), []
+    for _ in range(count):
+        if position + 8 > stop:
+            return None
+        if version == 1:
+            ident, name_size, _flags, values = struct.unpack_from("<HHHH", data, position)
+            if name_size % 8:
+                return None
+            position += 8 + name_size + 4 * (values + values % 2)
+        else:
+            ident = struct.unpack_from("<H", data, position)[0]
+            name_size = struct.unpack_from("<H", data, position + 2)[0] if ident >= 256 else 0
+            position += 2 + (2 if ident >= 256 else 0)
+            _flags, values = struct.unpack_from("<HH", data, position)
+            position += 4 + name_size + 4 * values
+        if position > stop:
+            return None
+        ids.append(ident)
+    return tuple(ids)

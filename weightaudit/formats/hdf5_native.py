@@ -18,6 +18,7 @@ one dataset through h5py, exactly as the h5py path would, and hdf5_read asks lib
 datasets and of every group (what ``H5Ovisit`` would have read of them). Differential tests use h5py as the oracle
 (tests/formats/test_hdf5_native.py, including single-byte mutations of a file).
 """
+
 from __future__ import annotations
 
 import mmap
@@ -135,7 +136,8 @@ def _superblock(data: memoryview, start: int) -> tuple[_Reader, int]:
         raise Unsupported(f"superblock version {version}, offsets {offsets}, lengths {lengths}")
     reader = _Reader(data, start, len(data), offsets, lengths)
     leaf_k, internal_k = struct.unpack_from("<HH", data, start + 16)
-    reader.fanout, reader.leaf_fanout = 2 * internal_k, 2 * leaf_k
+    chunk_k = struct.unpack_from("<H", data, start + 24)[0] if version == 1 else 32   # v0: libhdf5's default
+    reader.fanout, reader.leaf_fanout, reader.chunk_fanout = 2 * internal_k, 2 * leaf_k, 2 * chunk_k
     addresses = start + 24 + (4 if version == 1 else 0)
     base, end_of_file = reader.offset(addresses), reader.offset(addresses + 2 * offsets)
     if base != start or end_of_file == UNDEFINED or end_of_file > len(data):   # libhdf5 would move the base

@@ -180,8 +180,8 @@ def _native_scan(handle: h5py.File, source: Source | None) -> Scan | None:
 
 def _libhdf5_agrees(handle: h5py.File, found: hdf5_native.NativeScan) -> bool:
     """H5Ovisit also reads each group's heap and B-tree and each chunked dataset's index (object info with
-    metadata sizes); asking libhdf5 for exactly those objects (few in weight files) keeps its verdict on them."""
-    aside = [path for path, record in found.records.items() if record is None]
+    metadata sizes); asking libhdf5 for exactly those objects (and the datasets left to h5py) keeps its verdict."""
+    aside = [path for path, record in found.records.items() if record is None or record.layout == h5py.h5d.CHUNKED]
     try:
         h5py.h5o.get_info(handle.id)
         for path in [*found.groups, *aside]:
@@ -320,7 +320,8 @@ class _Dataset(NamedTuple):
 
     @classmethod
     def native(cls, path: str, record: Record) -> "_Dataset":
-        return cls(path, record.dtype, record.shape, record.layout, (), False, record.stored, record.offset, None)
+        return cls(path, record.dtype, record.shape, record.layout, record.filters, False, record.stored, record.offset,
+                   None)
 
     @property
     def declared(self) -> int:
@@ -378,7 +379,7 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
     records = naming.scan.records
     for path in naming.scan.datasets[:max_datasets]:
         record = records.get(path)
-        if record is not None and record.stored:     # read natively, its bytes all stored: nothing to check
+        if record is not None and record.stored and record.layout != h5py.h5d.CHUNKED:   # all its bytes stored
             inventory.datasets += 1
             _add(inventory, naming, path, _native_tensor(record, rel, base))
             continue
