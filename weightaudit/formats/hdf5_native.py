@@ -4,18 +4,18 @@ default; libhdf5 (through h5py) stays the reader of everything else.
 h5py costs ~25 us per object to visit and ~80 us per dataset to open, and libhdf5 caches every object header it
 saw (100,000 datasets: ~9 s and ~500 MB). This reader walks the same structures itself, once, over a read-only map:
 superblock v0/v1, version 1 object headers (with continuation blocks), groups stored as a symbol table (v1 B-tree
-of group nodes + local heap), and per dataset its datatype, dataspace, fill value and layout (version 3: compact
-or contiguous). It visits objects in ``H5Ovisit``'s order (pre-order, names increasing as the B-tree holds them, an
+of group nodes + local heap), and per dataset its datatype, dataspace, fill value, filter pipeline and layout
+(version 3: compact, contiguous, or chunked with its chunk B-tree summed; hdf5_datasets.py). It visits objects in ``H5Ovisit``'s order (pre-order, names increasing as the B-tree holds them, an
 object with several hard links once).
 
 It never guesses. Anything it does not fully understand in the STRUCTURE (another superblock or object header
 version, a shared, flagged or unknown message, a group stored as link messages, a soft/external link, a named
 datatype, an address outside the file, a node reached twice, B-tree keys that libhdf5's binary search would not
 find a name by, a bad local heap free list) raises :class:`Unsupported`, and the caller reads the whole file with
-h5py as before. A dataset whose DESCRIPTION is unusual (chunked, filtered, external, attributes, a non-IEEE or
+h5py as before. A dataset whose DESCRIPTION is unusual (external, attributes, unlimited dimensions, a non-IEEE or
 non-numeric type, a size that does not match its shape) gets no record here (``None``): the inventory opens that
 one dataset through h5py, exactly as the h5py path would, and hdf5_read asks libhdf5 for the object info of those
-datasets and of every group (what ``H5Ovisit`` would have read of them). Differential tests use h5py as the oracle
+datasets, of chunked ones and of every group (what ``H5Ovisit`` would have read of them). Differential tests use h5py as the oracle
 (tests/formats/test_hdf5_native.py, including single-byte mutations of a file).
 """
 
