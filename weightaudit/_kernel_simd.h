@@ -33,14 +33,26 @@ typedef int8_t FN(vi8_) __attribute__((vector_size(VB / 4)));
 #define VMAX(a, b) VSEL((a) > (b), a, b)
 
 /* Codes (zero-extended to 32 bits) -> float32 values; exact for every finite code (see stats_decode). */
+/* small_float (see _kernel_core.h) lane by lane: no float32 subnormal is ever formed. */
+static inline __attribute__((always_inline)) vf FN(small_)(vu w, int bits, int mantissa_bits, int bias)
+{
+    vu top = w << (32 - bits), sign = top & 0x80000000u;
+    vu magnitude = (top & 0x7FFFFFFFu) >> ((32 - bits) - (23 - mantissa_bits));
+    vf normal = (vf)(magnitude + ((uint32_t)(127 - bias) << 23));
+    vf implicit = (vf)((vu){0} + ((uint32_t)(128 - bias) << 23));
+    vf subnormal = (vf)(magnitude | ((uint32_t)(128 - bias) << 23)) - implicit;
+    vf value = VSEL((vi)((magnitude >> 23) == 0), subnormal, normal);
+    return (vf)((vu)value | sign);
+}
+
 static inline __attribute__((always_inline)) vf FN(decode_)(int kind, vu w)
 {
     switch (kind) {
     case K_F32: return (vf)w;
     case K_BF16: return (vf)(w << 16);
-    case K_F16: return (vf)((vu)((vi)(w << 16) >> 3) & 0x8FFFFFFFu) * 0x1p112f;
-    case K_E5M2: return (vf)((vu)((vi)(w << 24) >> 3) & 0x8FFFFFFFu) * 0x1p112f;
-    default: return (vf)((vu)((vi)(w << 24) >> 4) & 0x87FFFFFFu) * 0x1p120f;   /* K_E4M3 */
+    case K_F16: return FN(small_)(w, 16, 10, 15);
+    case K_E5M2: return FN(small_)(w, 8, 2, 15);
+    default: return FN(small_)(w, 8, 3, 7);   /* K_E4M3 */
     }
 }
 

@@ -9,11 +9,13 @@ Two kernels fold the blocks, chosen at import (``kernel_name()``, the JSON ``too
   raw codes (the same integer extremes, float32 lane sums flushed to float64, the same shift guard and Chan
   merge), the rare passes (zeros, fp16 overflow, re-centring, max-|x| search, sampled histogram) only where
   needed, GIL released. Its AVX-512 / AVX2 loops are picked at run time on the running CPU (never
-  ``-march=native``). F32 BF16 F16 F8_E5M2 F8_E4M3 F64 and the integers, little-endian (or 1-byte); results
-  equal this module's numpy kernel (tests/test_stats_kernel_c.py): counts, min/max, max |x| and its position,
+  ``-march=native``). ``C_DTYPES`` (F32 BF16 F16 F8_E5M2 F8_E4M3), little-endian (or 1-byte); results equal
+  this module's numpy kernel (tests/test_stats_kernel_c.py): counts, min/max, max |x| and its position,
   histogram and fingerprint exactly, mean/std within float tolerance. Measured in-cache per 256 KiB block:
-  ~7 / 10 / 13 us (F32 / BF16 / F16) against ~37 / 73 / 121 us for numpy, whose ~6 passes cannot be fused.
-- **numpy** (below): always there (no compiler needed), and for big-endian and table-decoded fp8 tensors.
+  ~7 / 10 / 13 / 270 us (F32 / BF16 / F16 / F8) against ~37 / 73 / 121 / 870 us for numpy, whose ~6 passes
+  cannot be fused. It folds F64 and the integers too (tested equal) but element by element, slower than numpy.
+- **numpy** (below): always there (no compiler needed), and for big-endian, table-decoded fp8, F64 and integer
+  tensors.
   ``WEIGHTAUDIT_KERNEL=numpy`` forces it; ``c-avx512`` / ``c-avx2`` / ``c-generic`` force a C variant (the
   baseline ``c-generic`` loop is slower than numpy for BF16/F16, so it is never picked by itself).
   After editing the C sources of an editable install, rebuild: ``python setup.py build_ext --inplace``.
@@ -85,6 +87,9 @@ def _fingerprint(signature: bytes, full_digest: bytes = b"") -> str:
 KERNEL_ENV = "WEIGHTAUDIT_KERNEL"   # "numpy", "c", "c-avx512", "c-avx2", "c-generic"; unset/"auto": best available
 _C = None                           # the weightaudit._kernel module when the C kernel is in use
 _C_DTYPES: dict[int, str] = {}      # id(_DtypeSpec) -> dtype code the C kernel folds
+# The dtypes the C kernel takes by default: its vectorised ones. It folds the integers and F64 too (tested equal),
+# but element by element, and there numpy was faster (CPU us per 256 KiB block: I8 977 vs 170, F64 253 vs 37).
+C_DTYPES = ("F32", "BF16", "F16", "F8_E5M2", "F8_E4M3")
 
 
 def _compiled_kernel():  # noqa: ANN202 - an extension module, or None
@@ -112,7 +117,7 @@ def select_kernel(choice: str = "auto") -> str:
             wanted = variants[0]
         compiled.select(wanted)
         _C_DTYPES.clear()
-        _C_DTYPES.update({id(_SPECS[name]): name for name in compiled.dtypes() if name in _SPECS})
+        _C_DTYPES.update({id(_SPECS[name]): name for name in compiled.dtypes() if name in C_DTYPES})
     elif choice not in ("numpy", "auto", ""):
         log.warning("%s=%s: the C kernel is not built here; using numpy", KERNEL_ENV, choice)
     _C = compiled
