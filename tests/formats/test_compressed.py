@@ -120,6 +120,45 @@ def test_compressed_torch_checkpoint_is_scanned(tmp_path: Path) -> None:
     assert streamed == torch.ones(3).numpy().tobytes()
 
 
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "xz"])
+def test_tensors_of_a_compressed_checkpoint_are_inflated_once(tmp_path: Path, codec: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streaming every tensor inflates the file once per process, not once per tensor (which was quadratic)."""
+    torch = pytest.importorskip("torch")
+    from weightaudit.formats import compressed
+
+    tensors = {f"layer{i}.weight": torch.arange(i, i + 40, dtype=torch.float32) for i in range(30)}
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    pack = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[codec]
+    path = tmp_path / "model.pt.z"
+    path.write_bytes(pack(buffer.getvalue()))
+    fmt, loaded = load(path)
+    assert fmt == "compressed-pickle" and loaded.verified and len(loaded.tensors) == 30
+    loader = sniff(read_probe(path))
+    passes = []
+    real = compressed._iter_inflated
+    monkeypatch.setattr(compressed, "_iter_inflated", lambda *a: passes.append(1) or real(*a))
+    for tensor in reversed(loaded.tensors):          # backwards: later ranges first, then earlier ones
+        streamed = b"".join(bytes(c) for c in loader.iter_chunks(path, tensor, 7))
+        assert streamed == tensors[tensor.name].numpy().tobytes(), tensor.name
+    assert len(passes) == 1
+
+
+def test_a_rewritten_compressed_file_is_inflated_again(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.pt.gz"
+    loader = None
+    for value in (1.0, 2.0):
+        buffer = io.BytesIO()
+        torch.save({"w": torch.full((5,), value)}, buffer)
+        path.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+        _, loaded = load(path)
+        loader = loader or sniff(read_probe(path))
+        streamed = b"".join(bytes(c) for c in loader.iter_chunks(path, loaded.tensors[0]))
+        assert streamed == torch.full((5,), value).numpy().tobytes()
+
+
 def test_payload_before_corrupt_data_is_still_found(tmp_path: Path) -> None:
     """pickle.load(gzip.open(...)) runs the payload before it reaches the corruption: scan what inflated."""
     stream = gzip.compress(PAYLOAD + b"\x00" * 2_000_000)

@@ -7,8 +7,10 @@ the lz4 package: WA158, not verified). The stream is inflated step by step with 
 (``max_length`` bounds every step) into a temporary file, never past ``limits.bytes_inflated`` (the user's
 policy; default 4 GiB): hitting the bound is WA156 and the file is not verified, and the
 inflated prefix is still scanned. The inflated bytes are then read by the body of the loader their magic names
-(:func:`inner_body`). Tensors keep inflated-stream offsets; :meth:`CompressedLoader.iter_chunks` re-inflates
-to stream them (flat memory, one pass per tensor).
+(:func:`inner_body`). Tensors keep inflated-stream offsets; :meth:`CompressedLoader.iter_chunks` streams them
+from a per-file spool (:class:`_Spool`): the stream is inflated once per process into an anonymous temporary file,
+only as far as the tensors asked for reach, and every tensor is read from there (re-inflating from the start for
+each tensor was quadratic in the tensor count).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import bz2
 import lzma
 import mmap
+import os
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -269,21 +273,77 @@ class CompressedLoader:
             raise ValueError(f"{tensor.file}: tensor {tensor.name!r} has no readable byte range")
         name, begin, end = INFLATED_RANGES[key]
         codec = next(c for c in CODECS if c.name == name)
-        return _iter_range(Path(path), codec, begin, end)
+        return _spool_for(Path(path), codec).iter_range(begin, end, chunk_bytes)
 
 
-def _iter_range(path: Path, codec: Codec, begin: int, end: int) -> Iterator[memoryview]:
-    position = 0
-    with open(path, "rb") as handle:
-        for out in _iter_inflated(handle.read, codec):
-            lo, hi = max(begin - position, 0), min(end - position, len(out))
-            if lo < hi:
-                yield memoryview(out)[lo:hi]
-            position += len(out)
-            if position >= end:
-                return
-    if position < end:
-        raise FileProblem(f"{path.name}: inflated stream ends before byte {end}")
+class _Spool:
+    """One compressed file inflated into an anonymous temporary file, as far as reads have asked so far; the
+    decompressor is kept, so a later range further on continues where the last stopped. Reads use ``pread`` (no
+    shared file offset). A process owns its spools: forked statistics workers make their own."""
+
+    def __init__(self, path: Path, codec: Codec, identity: tuple[int, int, int]) -> None:
+        self.path, self.codec, self.identity, self.pid = path, codec, identity, os.getpid()
+        self.source = open(path, "rb")
+        self.spool = tempfile.TemporaryFile(prefix="weightaudit-")
+        self.inflated = _iter_inflated(self.source.read, codec)
+        self.length = 0
+        self.ended = False
+        self.lock = threading.Lock()     # statistics threads (where fork is missing) may share it
+
+    def _extend(self, end: int) -> None:
+        with self.lock:
+            self._inflate_to(end)
+
+    def _inflate_to(self, end: int) -> None:
+        while self.length < end and not self.ended:
+            out = next(self.inflated, None)
+            if out is None:
+                self.ended = True
+                self.source.close()
+                break
+            self.spool.write(out)
+            self.length += len(out)
+        self.spool.flush()
+        if self.length < end:
+            raise FileProblem(f"{self.path.name}: inflated stream ends before byte {end}")
+
+    def iter_range(self, begin: int, end: int, chunk_bytes: int) -> Iterator[memoryview]:
+        self._extend(end)
+        fd = self.spool.fileno()
+        step = max(chunk_bytes, 1)
+        for offset in range(begin, end, step):
+            data = os.pread(fd, min(step, end - offset), offset)
+            if not data:
+                raise FileProblem(f"{self.path.name}: spooled stream ends before byte {end}")
+            yield memoryview(data)
+
+    def close(self) -> None:
+        self.source.close()
+        self.spool.close()
+
+
+_SPOOLS: dict[str, _Spool] = {}
+MAX_SPOOLS = 2                     # files whose inflated streams are kept at once (each a temporary file)
+
+
+def _spool_for(path: Path, codec: Codec) -> _Spool:
+    """This process's spool of ``path`` (made anew when the file changed, or after a fork)."""
+    key = str(path.resolve())
+    stat = path.stat()
+    identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+    found = _SPOOLS.get(key)
+    if found is not None and found.identity == identity and found.pid == os.getpid() and found.codec is codec:
+        return found
+    if found is not None:
+        _SPOOLS.pop(key)
+        if found.pid == os.getpid():
+            found.close()
+    while len(_SPOOLS) >= MAX_SPOOLS:
+        oldest = _SPOOLS.pop(next(iter(_SPOOLS)))
+        if oldest.pid == os.getpid():
+            oldest.close()
+    _SPOOLS[key] = made = _Spool(path, codec, identity)
+    return made
 
 
 def _inflated_head(head: bytes, codec: Codec, size: int = 4096) -> bytes:
