@@ -179,6 +179,15 @@ def test_specials_in_a_sampled_block(dtype: str) -> None:
     assert_same(dtype, bytes(raw), count=HISTOGRAM_EXACT_LIMIT + 1)
 
 
+def test_subnormal_only_tensor() -> None:
+    """A first block spanning ~1e-39: 16 / (hi - lo) overflowed float32 and the numpy kernel's bins went NaN
+    (bincount raised, the tensor lost its statistics); such a range is now widened like a constant one's."""
+    values = (np.random.default_rng(9).normal(0, 1, 70_000) * 1e-39).astype(np.float32)
+    got = assert_same("F32", values.tobytes())
+    assert sum(np.asarray(got.histogram).tolist()) > 0
+    assert tensor_stats([values.tobytes()], "F32").histogram_range == pytest.approx((-0.5, 0.5), abs=1e-30)
+
+
 @pytest.mark.parametrize("dtype", FAST)
 def test_all_zero_all_nan_and_constant_blocks(dtype: str) -> None:
     itemsize = _SPECS[dtype].itemsize

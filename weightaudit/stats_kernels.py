@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # Fingerprint: a cheap signature during the pass, confirmed by a full hash when two signatures collide.
 # ---------------------------------------------------------------------------------------------------------
 
+HISTOGRAM_MIN_SPREAD = 1e-30    # narrower first-block ranges are widened as a constant block's (by 0.5 each way)
 SAMPLE_BYTES = 256                # bytes of each block that go into the signature verbatim (as crc32)
 _HASH_TABLE = np.random.default_rng(0x5741_3130).integers(0, 2**64, BLOCK_BYTES // 8, dtype=np.uint64, endpoint=False)
 _HASH_TABLE |= np.uint64(1)
@@ -291,7 +292,7 @@ def _histogram_range(spec: _DtypeSpec, big_endian: bool, first_block: memoryview
     if extremes is None:
         return None
     lo, hi = extremes
-    if lo == hi:
+    if hi - lo < HISTOGRAM_MIN_SPREAD:   # constant, or so narrow (subnormals) that 16 / (hi - lo) overflows float32
         lo, hi = lo - 0.5, hi + 0.5
         if lo == hi:   # |value| >= 2**53: the 0.5 vanished (the bin width divided by zero)
             lo, hi = lo - abs(lo) * 2.0**-20, hi + abs(hi) * 2.0**-20
