@@ -370,7 +370,10 @@ def _run_batch(batch: Sequence[tuple[int, _Work]], chunk_bytes: int) -> list[_Ou
 def _run_work(number: int, piece: _Work, chunk_bytes: int, maps: _FileMaps) -> _Outcome:
     if isinstance(piece, _SmallRun):
         try:
-            return number, small_columns(maps.get(piece.path), piece.dtype, piece.begins, piece.ends), None, None
+            columns = small_columns(maps.get(piece.path), piece.dtype, piece.begins, piece.ends)
+            if _in_worker:   # the signatures' float formatting is half the per-tensor work: share it too
+                columns.with_signatures(_spec_of(piece.dtype).itemsize)
+            return number, columns, None, None
         except Exception as exc:  # noqa: BLE001
             log.debug("%s: small tensors one by one (%s)", piece.path, exc)
             return number, [_run_alone(one, chunk_bytes, maps) for one in piece.alone()], None, None
@@ -413,9 +416,14 @@ def _batches(pieces: Sequence[_Work], workers: int = 1) -> list[list[tuple[int, 
 _shared_pieces: Sequence[_Work] = ()   # the pass's pieces, inherited by forked workers (never pickled)
 
 
+_in_worker = False   # True in a pool worker (set by ``_run_numbers``)
+
+
 def _run_numbers(numbers: Sequence[int], chunk_bytes: int) -> list[_Outcome]:
     """``_run_batch`` on pieces named by their numbers in ``_shared_pieces`` (set before the pool forks):
     pickling 20,000 pieces with their TensorInfo to the workers cost more than the statistics themselves."""
+    global _in_worker
+    _in_worker = True
     return _run_batch([(number, _shared_pieces[number]) for number in numbers], chunk_bytes)
 
 
