@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from weightaudit import __version__
 from weightaudit.errors import ExitCode
@@ -268,9 +268,10 @@ def tensor_dict(tensor: TensorInfo, stats: TensorStats | None) -> dict[str, Any]
     return out
 
 
-def _tensor_dicts(report: Report) -> list[dict[str, Any]]:
+def iter_tensor_dicts(report: Report) -> Iterator[dict[str, Any]]:
+    """The report's "tensors" entries one at a time (the JSON renderer writes them without holding them all)."""
     stats = report.stats
-    return [tensor_dict(t, stats.get((t.file, t.name))) for t in report.tensors]
+    return (tensor_dict(t, stats.get((t.file, t.name))) for t in report.tensors)
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
@@ -335,8 +336,9 @@ def tool_block(report: Report) -> dict[str, Any]:
     return tool
 
 
-def to_dict(report: Report) -> dict[str, Any]:
-    """The JSON report. Keys per DESIGN.md; additions are backwards compatible."""
+def to_dict(report: Report, *, tensors: bool = True) -> dict[str, Any]:
+    """The JSON report. Keys per DESIGN.md; additions are backwards compatible. ``tensors=False`` leaves the
+    "tensors" entry None (in its place) for a writer that streams them from ``iter_tensor_dicts``."""
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": tool_block(report),
@@ -344,7 +346,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "target": report.target,
         "summary": summary(report),
         "files": [file_dict(f) for f in report.files],
-        "tensors": _tensor_dicts(report),
+        "tensors": list(iter_tensor_dicts(report)) if tensors else None,
         "findings": [finding_dict(f) for f in report.findings],
         "suppressed": [finding_dict(f) for f in report.suppressed],
         "side_files": {k: list(v) for k, v in report.release.side_files.items()},

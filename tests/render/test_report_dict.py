@@ -27,3 +27,26 @@ def test_stats_values_are_strict_json(changes: dict, expected: dict) -> None:
     assert {key: found[key] for key in expected} == expected
     assert found["inf"] == 3 and found["histogram"] == [1, 2]
     json.dumps(found, allow_nan=False)
+
+
+def test_streamed_compact_json_has_the_bytes_of_one_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large reports are written tensor chunk by tensor chunk; the text is what json.dumps of the whole dict gives."""
+    from tests.conftest import FIXTURES
+    from weightaudit import api
+    from weightaudit.render import json_report
+    from weightaudit.report import to_dict
+
+    reports = [api.audit([str(FIXTURES / name)], fail_on="high") for name in ("tiny-bert", "defects")]
+    monkeypatch.setattr(json_report, "INDENT_MAX_TENSORS", 0)
+    monkeypatch.setattr(json_report, "TENSORS_PER_CHUNK", 2)
+    for report in reports:
+        assert len(report.tensors) > 2
+        expected = json.dumps(to_dict(report), ensure_ascii=False, allow_nan=False)
+        assert json_report.render(report, None) == expected
+    from weightaudit import __version__
+    from weightaudit.report import SCHEMA_VERSION, combined_verdict
+
+    document = {"schema_version": SCHEMA_VERSION, "tool": {"name": "weightaudit", "version": __version__},
+                "command": "audit", "target": " ".join(r.target for r in reports),
+                "verdict": combined_verdict(reports).value, "reports": [to_dict(r) for r in reports]}
+    assert json_report.render_many(reports, None) == json.dumps(document, ensure_ascii=False, allow_nan=False)
