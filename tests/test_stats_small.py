@@ -138,3 +138,15 @@ def test_small_tensors_are_hashed_together_as_each_alone(tmp_path: Path) -> None
     found = S._small_digests(mapped, [((str(i), ""), b, e) for i, (b, e) in enumerate(spans)])
     for i, (b, e) in enumerate(spans):
         assert found[(str(i), "")] == S._full_digest((memoryview(data[b:e]),)), (b, e)
+
+
+@pytest.mark.parametrize("name, values", [
+    ("subnormals", np.array([1e-45, 2e-45, 3e-45, 0.0], np.float32)),
+    ("huge constant", np.full(8, 1e20, np.float32)),
+    ("huge int constant", np.full(8, 2**60, np.int64)),
+    ("narrow", np.array([1.0, 1.0 + 2**-23, 1.0], np.float32)),
+])
+def test_histogram_ranges_widen_as_the_block_kernel_does(tmp_path: Path, monkeypatch, name: str, values) -> None:
+    together, alone = _both(tmp_path, {"t": values, "u": values[::-1].copy()}, monkeypatch)
+    for key, mine in together.items():
+        assert (mine.histogram_range, mine.histogram) == (alone[key].histogram_range, alone[key].histogram), name

@@ -27,7 +27,7 @@ import numpy as np
 
 from weightaudit.stats_decode import (BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_EXACT_LIMIT, _SPECS, _Native,
                                       _Table)
-from weightaudit.stats_kernels import SAMPLE_BYTES
+from weightaudit.stats_kernels import HISTOGRAM_MIN_SPREAD, SAMPLE_BYTES
 
 # _Partial.signature's bytes, repr(facts) + the crc32 samples, for the ints and floats of a small tensor's row
 # (one sample): formatting bytes directly is 25% cheaper than repr of a tuple, and float repr is most of it.
@@ -270,13 +270,17 @@ class _Segments:
         return where
 
     def _histograms(self, low: np.ndarray, high: np.ndarray, finite_n: np.ndarray, finite_mask: np.ndarray | None):
-        """16 bins per segment over its finite min..max (widened by 0.5 when constant), as ``_add_histogram``."""
+        """16 bins per segment over its finite min..max (widened as ``_histogram_range`` widens), as ``_add_histogram``."""
         grid = self.grid
         n_seg = self.starts.size
         has = finite_n > 0
-        lo = np.where(low == high, low - 0.5, low)
-        hi = np.where(low == high, high + 0.5, high)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # (rows without finite values: ±inf)
+            narrow = high - low < HISTOGRAM_MIN_SPREAD       # as ``_histogram_range``: constant, or subnormals
+            lo = np.where(narrow, low - 0.5, low)
+            hi = np.where(narrow, high + 0.5, high)
+            vanished = lo == hi                              # |value| >= 2**53: the 0.5 was lost
+            lo = np.where(vanished, lo - np.abs(lo) * 2.0**-20, lo)
+            hi = np.where(vanished, hi + np.abs(hi) * 2.0**-20, hi)
             scale = np.where(has, HISTOGRAM_BINS / np.where(has, hi - lo, 1.0), 0.0)
         positions = np.subtract(grid, self._each(lo.astype(grid.dtype)), dtype=grid.dtype)
         positions *= self._each(scale.astype(grid.dtype))
