@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) vf FN(decode_)(int kind, vu w)
         out->umin = lo_u; out->umax = hi_u; out->smin = lo_s; out->smax = hi_s; out->s1 = s1; out->s2 = s2; \
     } while (0)
 
-static void FN(fast_)(int kind, const uint8_t *p, size_t n, fast_t *out)
+__attribute__((unused)) static void FN(fast_)(int kind, const uint8_t *p, size_t n, fast_t *out)
 {
     switch (kind) {
     case K_F32: FAST_LOOP(vu, vi, uint32_t, int32_t, K_F32); break;

@@ -46,6 +46,16 @@
 #define CVTPH_LO(c) _mm512_cvtph_ps(_mm512_castsi512_si256(c))
 #define CVTPH_HI(c) _mm512_cvtph_ps(_mm512_extracti64x4_epi64(c, 1))
 #define STOREI(q, v) _mm512_storeu_si512((void *)(q), v)
+#define SET8(x) _mm512_set1_epi8((char)(x))
+#define MINU8 _mm512_min_epu8
+#define MAXU8 _mm512_max_epu8
+#define MINS8 _mm512_min_epi8
+#define MAXS8 _mm512_max_epi8
+#define WIDEN8_LO(c) _mm512_cvtepu8_epi16(_mm512_castsi512_si256(c))
+#define WIDEN8_HI(c) _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(c, 1))
+#define SLLI16 _mm512_slli_epi16
+#define ANDI _mm512_and_si512
+#define ORI _mm512_or_si512
 #define STORED(q, v) _mm512_storeu_pd(q, v)
 #else
 #define VI __m256i
@@ -77,6 +87,16 @@
 #define CVTPH_LO(c) _mm256_cvtph_ps(_mm256_castsi256_si128(c))
 #define CVTPH_HI(c) _mm256_cvtph_ps(_mm256_extracti128_si256(c, 1))
 #define STOREI(q, v) _mm256_storeu_si256((__m256i *)(q), v)
+#define SET8(x) _mm256_set1_epi8((char)(x))
+#define MINU8 _mm256_min_epu8
+#define MAXU8 _mm256_max_epu8
+#define MINS8 _mm256_min_epi8
+#define MAXS8 _mm256_max_epi8
+#define WIDEN8_LO(c) _mm256_cvtepu8_epi16(_mm256_castsi256_si128(c))
+#define WIDEN8_HI(c) _mm256_cvtepu8_epi16(_mm256_extracti128_si256(c, 1))
+#define SLLI16 _mm256_slli_epi16
+#define ANDI _mm256_and_si256
+#define ORI _mm256_or_si256
 #define STORED(q, v) _mm256_storeu_pd(q, v)
 #endif
 
@@ -99,12 +119,13 @@
 
 static void FN(fast_x86_)(int kind, const uint8_t *p, size_t n, fast_t *out)
 {
-    if (kind != K_F32 && kind != K_BF16 && kind != K_F16) { FN(fast_)(kind, p, n, out); return; }
     const int itemsize = KINDS[kind].itemsize;
     const size_t per = VBYTES / itemsize;
     VI umin = SET32(-1), umax = ZEROI(), smin, smax, zero = ZEROI();
-    if (itemsize == 2) { smin = SET16(0x7FFF); smax = SET16(0x8000); }
+    if (itemsize == 1) { smin = SET8(0x7F); smax = SET8(0x80); }
+    else if (itemsize == 2) { smin = SET16(0x7FFF); smax = SET16(0x8000); }
     else { smin = SET32(0x7FFFFFFF); smax = SET32(0x80000000u); }
+    double scale = 1.0;   /* the vector sums are of value * 2**-8 for E4M3 (see below) */
     VF a1 = ZEROF(), b1 = ZEROF(), a2 = ZEROF(), b2 = ZEROF();
     VD d1 = ZEROD(), d2 = ZEROD();
     size_t i = 0;
@@ -122,8 +143,30 @@ static void FN(fast_x86_)(int kind, const uint8_t *p, size_t n, fast_t *out)
         }
     } else if (kind == K_BF16) {
         LOOP16(x = CASTF(UNPACKLO16(zero, c)); y = CASTF(UNPACKHI16(zero, c)))
-    } else {
+    } else if (kind == K_F16) {
         LOOP16(x = CVTPH_LO(c); y = CVTPH_HI(c))
+    } else {   /* F8: E5M2 is the top byte of an F16; E4M3's bits placed as an F16 are its value * 2**-8 (subnormals
+                  included), so the hardware F16 conversion decodes both exactly and the sums are scaled after */
+        const int e4m3 = kind == K_E4M3;
+        const VI low7 = SET16(0x7F), sign = SET16(0x80);
+        for (; i + per <= n; i += per) {
+            PREFETCH(p + i);
+            VI c = LOADI(p + i);
+            umin = MINU8(umin, c); umax = MAXU8(umax, c); smin = MINS8(smin, c); smax = MAXS8(smax, c);
+            VI h0 = WIDEN8_LO(c), h1 = WIDEN8_HI(c);
+            if (e4m3) {
+                h0 = ORI(SLLI16(ANDI(h0, low7), 7), SLLI16(ANDI(h0, sign), 8));
+                h1 = ORI(SLLI16(ANDI(h1, low7), 7), SLLI16(ANDI(h1, sign), 8));
+            } else {
+                h0 = SLLI16(h0, 8);
+                h1 = SLLI16(h1, 8);
+            }
+            VF x0 = CVTPH_LO(h0), x1 = CVTPH_HI(h0), x2 = CVTPH_LO(h1), x3 = CVTPH_HI(h1);
+            a1 = ADDF(a1, x0); b1 = ADDF(b1, x1); a2 = FMAF(x0, x0, a2); b2 = FMAF(x1, x1, b2);
+            a1 = ADDF(a1, x2); b1 = ADDF(b1, x3); a2 = FMAF(x2, x2, a2); b2 = FMAF(x3, x3, b2);
+            if (++flush == FLUSH_X86 / 2) { flush = 0; FLUSH_SUMS(); }   /* still FLUSH_X86 terms a lane */
+        }
+        scale = e4m3 ? 256.0 : 1.0;
     }
     FLUSH_SUMS();
     double sums[2][VBYTES / 8];
@@ -131,6 +174,8 @@ static void FN(fast_x86_)(int kind, const uint8_t *p, size_t n, fast_t *out)
     STORED(sums[1], d2);
     double s1 = 0, s2 = 0;
     for (int j = 0; j < VBYTES / 8; j++) { s1 += sums[0][j]; s2 += sums[1][j]; }
+    s1 *= scale;
+    s2 *= scale * scale;
     uint8_t lanes[4][VBYTES];
     STOREI(lanes[0], umin); STOREI(lanes[1], umax); STOREI(lanes[2], smin); STOREI(lanes[3], smax);
     uint64_t lo_u = UINT64_MAX, hi_u = 0;
@@ -189,6 +234,16 @@ static const simd_t FN(variant_) = {FN(fast_x86_), FN(sums_), FN(count_zeros_), 
 #undef CVTPH_HI
 #undef STOREI
 #undef STORED
+#undef ORI
+#undef ANDI
+#undef SLLI16
+#undef WIDEN8_HI
+#undef WIDEN8_LO
+#undef MAXS8
+#undef MINS8
+#undef MAXU8
+#undef MINU8
+#undef SET8
 #undef FLUSH_SUMS
 #undef LOOP16
 #undef FLUSH_X86

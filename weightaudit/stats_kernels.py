@@ -12,8 +12,8 @@ Two kernels fold the blocks, chosen at import (``kernel_name()``, the JSON ``too
   ``-march=native``). ``C_DTYPES`` (F32 BF16 F16 F8_E5M2 F8_E4M3), little-endian (or 1-byte); results equal
   this module's numpy kernel (tests/test_stats_kernel_c.py): counts, min/max, max |x| and its position,
   histogram and fingerprint exactly, mean/std within float tolerance. Measured in-cache per 256 KiB block:
-  ~7 / 10 / 13 / 270 us (F32 / BF16 / F16 / F8) against ~37 / 73 / 121 / 870 us for numpy, whose ~6 passes
-  cannot be fused. It folds F64 and the integers too (tested equal) but element by element, slower than numpy.
+  ~7 / 10 / 13 / 55-60 us (F32 / BF16 / F16 / F8) against ~37 / 73 / 121 / 550-870 us for numpy, whose ~6
+  passes cannot be fused. It folds F64 and the integers too (tested equal) but element by element, slower than numpy.
 - **numpy** (below): always there (no compiler needed), and for big-endian, table-decoded fp8, F64 and integer
   tensors.
   ``WEIGHTAUDIT_KERNEL=numpy`` forces it; ``c-avx512`` / ``c-avx2`` / ``c-generic`` force a C variant (the
