@@ -1,10 +1,10 @@
-/* Hand-written AVX2 / AVX-512 fast loops for F32, BF16 and F16 (the dtypes of nearly every release).
+/* Hand-written AVX2 / AVX-512 fast loops for F32, BF16, F16, F8_E5M2 and F8_E4M3.
 
    Included after _kernel_simd.h inside the same `#pragma GCC target`, with SUFFIX and X86_BITS (256 or 512).
-   Same results as FN(fast_ext_) (which the other dtypes keep): the four integer extremes of the codes with
-   native min/max instructions, BF16 widened by interleaving with zeros, F16 by the hardware conversion (exact
-   for every finite code, subnormals included), float32 lane sums flushed to float64 every FLUSH_X86 vectors.
-   The order of lanes does not matter to any of these. */
+   Same results as _kernel_simd.h's FN(fast_) (the baseline variant's loop): the four integer extremes of the
+   codes with native min/max instructions, BF16 widened by interleaving with zeros, F16 and F8 by the hardware
+   F16 conversion (exact for every finite code, subnormals included), float32 lane sums flushed to float64
+   every FLUSH_X86 terms a lane. The order of lanes does not matter to any of these. */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
