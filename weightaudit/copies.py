@@ -208,6 +208,8 @@ def _member(unit: _Unit, primary: bool, strip: str) -> CopyMember:
 
 def find_copies(files: Sequence[LoadedFile], release: Release) -> tuple[CopyGroup, ...]:
     """Groups of two or more units holding the same model in different containers (header data only)."""
+    if sum(1 for f in files if f.format in FAMILIES and f.tensors) < 2:
+        return ()   # one weight file cannot hold two copies (and its units' name sets cost ~1 µs per tensor)
     units = sorted(_units(files, release), key=lambda u: (FAMILY_RANK[u.family], u.folder, u.files[0].path))
     groups: list[tuple[_Unit, list[tuple[_Unit, str, str]]]] = []
     budget = [MAX_FUZZY_CHECKS]
