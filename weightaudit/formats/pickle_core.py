@@ -202,16 +202,18 @@ class MachineCore:
                     opcodes[name] = opcodes.get(name, 0) + count
 
     def _dispatch(self, counts: list[int]) -> None:
-        """The main loop. The five commonest opcodes of torch pickles (memo puts and gets, small ints, marks: 60%
-        of a state dict's opcodes) run inline when their common case applies; anything unusual (truncation, a
-        frame end, an empty memo slot, a limit) goes to the table's handler, which raises exactly as before. A
-        subclass whose table replaces one of these handlers (joblib's) runs the table for every opcode."""
+        """The main loop. The commonest opcodes of torch pickles (memo puts and gets, small ints, marks, small
+        tuples, constants: 80% of a state dict's opcodes) run inline when their common case applies; anything
+        unusual (truncation, a frame end, an empty memo slot, a missing mark, a limit) goes to the table's handler,
+        which raises exactly as before. A subclass whose table replaces one of these handlers (joblib's) runs the
+        table for every opcode."""
         reader, data, table, budget = self.reader, self.data, self.DISPATCH, self.budget
-        stack, marks, memo = self.stack, self.marks, self.memo
+        stack, marks, memo, depths = self.stack, self.marks, self.memo, self.tuple_depth
         max_stack, max_memo, max_marks = self.max_stack, self.limits.max_memo, self.limits.max_marks
         standard = self.STANDARD_DISPATCH
-        inline = bool(standard) and all(table[c] is standard[c] for c in INLINE_CODES)
-        u32 = _U32.unpack_from
+        inline = bool(standard) and all(table[c] is standard[c] for c in INLINE_KIND_OF)
+        kinds = _INLINE_KINDS if inline else _NO_INLINE
+        make_tuple, u32 = self.make_tuple, _U32.unpack_from
         size = len(data)
         while True:
             pos = reader.pos
@@ -223,8 +225,9 @@ class MachineCore:
                 raise PickleError("pickle data was truncated (no STOP)" if pos > self.result.start
                                   else "ran out of input", pos)
             code = data[pos]
-            if inline:
-                if code == 0x72:                                  # LONG_BINPUT
+            kind = kinds[code]
+            if kind:
+                if kind == 1:                                     # LONG_BINPUT
                     end = pos + 5
                     if end <= size and not (pos + 1 < reader.frame_end < end) \
                             and len(stack) > (marks[-1] if marks else 0):
@@ -234,7 +237,7 @@ class MachineCore:
                             reader.pos = end
                             counts[code] += 1
                             continue
-                elif code == 0x68:                                # BINGET
+                elif kind == 2:                                   # BINGET
                     if pos + 1 < size and len(stack) < max_stack:
                         key = data[pos + 1]
                         if key in memo:
@@ -242,13 +245,45 @@ class MachineCore:
                             reader.pos = pos + 2
                             counts[code] += 1
                             continue
-                elif code == 0x4b:                                # BININT1
+                elif kind == 3:                                   # BININT1
                     if pos + 1 < size and len(stack) < max_stack:
                         stack.append(data[pos + 1])
                         reader.pos = pos + 2
                         counts[code] += 1
                         continue
-                elif code == 0x71:                                # BINPUT
+                elif kind == 4:                                   # MARK
+                    if len(marks) < max_marks:
+                        marks.append(len(stack))
+                        reader.pos = pos + 1
+                        counts[code] += 1
+                        continue
+                elif kind == 5:                                   # TUPLE1 of a value that is not a tuple
+                    if len(stack) > (marks[-1] if marks else 0) and type(stack[-1]) is not tuple:
+                        made = (stack[-1],)
+                        if depths:
+                            depths.pop(id(made), None)            # as make_tuple: a stale entry of a reused id
+                        stack[-1] = made
+                        reader.pos = pos + 1
+                        counts[code] += 1
+                        continue
+                elif kind == 6:                                   # TUPLE
+                    if marks:
+                        mark = marks.pop()
+                        made = make_tuple(stack[mark:])
+                        del stack[mark:]
+                        if len(stack) >= max_stack:
+                            raise self.stack_full()
+                        stack.append(made)
+                        reader.pos = pos + 1
+                        counts[code] += 1
+                        continue
+                elif kind == 7:                                   # NONE, NEWTRUE, NEWFALSE, EMPTY_TUPLE
+                    if len(stack) < max_stack:
+                        stack.append(_CONSTANTS[code])
+                        reader.pos = pos + 1
+                        counts[code] += 1
+                        continue
+                elif kind == 8:                                   # BINPUT
                     if pos + 1 < size and len(stack) > (marks[-1] if marks else 0):
                         key = data[pos + 1]
                         if len(memo) < max_memo or key in memo:
@@ -256,12 +291,6 @@ class MachineCore:
                             reader.pos = pos + 2
                             counts[code] += 1
                             continue
-                elif code == 0x28:                                # MARK
-                    if len(marks) < max_marks:
-                        marks.append(len(stack))
-                        reader.pos = pos + 1
-                        counts[code] += 1
-                        continue
             entry = table[code]
             if entry is None:
                 raise PickleError(f"invalid load key {bytes([code])!r}", pos)
@@ -271,9 +300,13 @@ class MachineCore:
             entry[1](self)
 
 
-# Opcodes :meth:`MachineCore._dispatch` runs inline (LONG_BINPUT, BINGET, BININT1, BINPUT, MARK), when the
-# machine's table holds the standard handlers for all of them.
-INLINE_CODES = (0x72, 0x68, 0x4b, 0x71, 0x28)
+# Opcodes :meth:`MachineCore._dispatch` runs inline, by kind, when the machine's table holds the standard
+# handlers for all of them: LONG_BINPUT, BINGET, BININT1, MARK, TUPLE1, TUPLE, the constants, BINPUT.
+INLINE_KIND_OF = {0x72: 1, 0x68: 2, 0x4b: 3, 0x28: 4, 0x85: 5, 0x74: 6, 0x4e: 7, 0x88: 7, 0x89: 7, 0x29: 7, 0x71: 8}
+_INLINE_KINDS = [INLINE_KIND_OF.get(code, 0) for code in range(256)]
+_NO_INLINE = [0] * 256
+_CONSTANTS: list[Any] = [None] * 256
+_CONSTANTS[0x88], _CONSTANTS[0x89], _CONSTANTS[0x29] = True, False, ()
 _U32 = struct.Struct("<I")
 
 
