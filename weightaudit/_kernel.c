@@ -9,6 +9,7 @@
    Fold(dtype, histogram_stride, histogram_lo, histogram_hi, has_histogram, block_bytes, histogram_every,
         sample_bytes)
      .block(raw, first_index) -> next index   fold one block of a tensor (a trailing partial element ignored)
+     .blocks(iterable, first_index) -> next index   .block for each block the iterable yields
      .result() -> (count, finite, mean, m2, min, max, zeros, nan, pos_inf, neg_inf, fp16_overflow, max_abs,
                    max_abs_index, histogram tuple, samples list)
    extremes(dtype, raw) -> (min, max) of a block without Inf/NaN codes, else None (histogram ranges)
@@ -261,13 +262,11 @@ static int Fold_init(Fold *f, PyObject *args, PyObject *kwargs)
     return f->samples ? 0 : -1;
 }
 
-static PyObject *Fold_block(Fold *f, PyObject *const *args, Py_ssize_t nargs)
+/* Fold one block (any buffer); returns the index after it, or -1 with an exception set. */
+static long long fold_one(Fold *f, PyObject *raw, long long first_index)
 {
-    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "block(raw, first_index)"); return NULL; }
-    long long first_index = PyLong_AsLongLong(args[1]);
-    if (first_index == -1 && PyErr_Occurred()) return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE) < 0) return -1;
     size_t itemsize = (size_t)KINDS[f->kind].itemsize, usable = (size_t)view.len - (size_t)view.len % itemsize;
     const uint8_t *p = view.buf;
     uint32_t crc;
@@ -277,9 +276,42 @@ static PyObject *Fold_block(Fold *f, PyObject *const *args, Py_ssize_t nargs)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyObject *sample = PyLong_FromUnsignedLong(crc);
-    if (sample == NULL || PyList_Append(f->samples, sample) < 0) { Py_XDECREF(sample); return NULL; }
+    if (sample == NULL || PyList_Append(f->samples, sample) < 0) { Py_XDECREF(sample); return -1; }
     Py_DECREF(sample);
-    return PyLong_FromLongLong(first_index + (long long)(usable / itemsize));
+    return first_index + (long long)(usable / itemsize);
+}
+
+static PyObject *Fold_block(Fold *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "block(raw, first_index)"); return NULL; }
+    long long first_index = PyLong_AsLongLong(args[1]);
+    if (first_index < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "first_index < 0");
+        return NULL;
+    }
+    long long next = fold_one(f, args[0], first_index);
+    return next < 0 ? NULL : PyLong_FromLongLong(next);
+}
+
+/* Every block an iterable yields, in order (no Python loop between blocks); returns the next index. */
+static PyObject *Fold_blocks(Fold *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "blocks(iterable, first_index)"); return NULL; }
+    long long index = PyLong_AsLongLong(args[1]);
+    if (index < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "first_index < 0");
+        return NULL;
+    }
+    PyObject *iterator = PyObject_GetIter(args[0]), *raw;
+    if (iterator == NULL) return NULL;
+    while ((raw = PyIter_Next(iterator)) != NULL) {
+        index = fold_one(f, raw, index);
+        Py_DECREF(raw);
+        if (index < 0) break;
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(index);
 }
 
 static PyObject *Fold_result(Fold *f, PyObject *unused)
@@ -305,6 +337,7 @@ static void Fold_dealloc(Fold *f)
 
 static PyMethodDef Fold_methods[] = {
     {"block", (PyCFunction)(void (*)(void))Fold_block, METH_FASTCALL, "Fold one block; returns the next index."},
+    {"blocks", (PyCFunction)(void (*)(void))Fold_blocks, METH_FASTCALL, "Fold every block of an iterable."},
     {"result", (PyCFunction)Fold_result, METH_NOARGS, "The partial result as a tuple (see the module doc)."},
     {NULL},
 };

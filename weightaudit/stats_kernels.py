@@ -453,9 +453,6 @@ def _run_blocks_c(plan: _TensorPlan, blocks: Iterable[memoryview], first_element
     lo, hi = plan.histogram_range or (0.0, 0.0)
     fold = _C.Fold(plan.c_dtype, plan.histogram_stride, lo, hi, plan.histogram_range is not None,  # type: ignore[union-attr]
                    BLOCK_BYTES, HISTOGRAM_BLOCK_EVERY, SAMPLE_BYTES)
-    block = fold.block
-    index = first_element
-    for raw in blocks:
-        index = block(raw, index)
+    fold.blocks(blocks, first_element)
     row = fold.result()
     return _Partial(*row[:13], histogram=np.array(row[13], np.int64), samples=row[14])
