@@ -82,6 +82,8 @@ class Limits:
     template_file_bytes: int = 64 * 1024 * 1024   # one raw template file (chat_template.jinja, *.j2 ...)
     template_parse_chars: int = 64 * 1024     # characters of one chat template given to Jinja2's parser
     template_walk_steps: int = 100_000        # syntax-tree steps analysing one chat template
+    secret_scan_bytes: int = 16 * 1024 * 1024   # one text side file searched for credentials (WA601/WA602)
+    secret_scan_files: int = 2_000            # text side files of one release searched for credentials
     # Reports
     findings_per_rule_per_file: int = 100     # then the rest of that rule in that file become one summary finding
 

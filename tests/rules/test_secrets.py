@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+from weightaudit.limits import DEFAULT_LIMITS
 from weightaudit.pipeline import RunOptions, run
+from weightaudit.policy import Policy
 
 FAKE_HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 FAKE_AWS = "AKIA" + "ABCDEFGHIJKLMNOP"
@@ -50,3 +53,36 @@ def test_many_assignments_get_their_own_lines() -> None:
     text = "".join(f"API_KEY=value{i:08d}\n" for i in range(40_000))
     lines = [int(f.where.split()[-1]) for f in _scan_text("settings.env", text)]
     assert lines == list(range(1, 40_001))
+
+
+def _policy(**limits: int) -> Policy:
+    return Policy(limits=replace(DEFAULT_LIMITS, **limits))
+
+
+def test_a_text_file_over_the_scan_limit_is_reported_not_skipped(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "notes.txt").write_text("padding\n" * 200 + f"HF_TOKEN={FAKE_HF}\n")
+    (release / "small.txt").write_text(f"token {FAKE_HF}\n")
+    options = RunOptions(command="audit", select=("WA6",), policy=_policy(secret_scan_bytes=1000))
+    report = run([str(release)], options)
+    found = sorted((f.rule_id, f.path, f.severity.label) for f in report.findings)
+    assert found == [("WA601", "small.txt", "high"), ("WA603", "notes.txt", "low")]
+    assert "limits.secret_scan_bytes = 1,000" in next(f.message for f in report.findings if f.rule_id == "WA603")
+    assert all(entry.status != "error" for entry in report.files)   # a hygiene search does not unverify
+
+
+def test_text_files_past_the_file_limit_are_one_low_finding(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    release.mkdir()
+    for i in range(5):
+        (release / f"note{i}.txt").write_text(f"token {FAKE_HF}\n")
+    options = RunOptions(command="audit", select=("WA6",), policy=_policy(secret_scan_files=3))
+    found = sorted((f.rule_id, f.path) for f in run([str(release)], options).findings)
+    assert found == [("WA601", "note0.txt"), ("WA601", "note1.txt"), ("WA601", "note2.txt"), ("WA603", "note3.txt")]
+
+
+def test_default_limits_search_a_multi_megabyte_config(tmp_path: Path) -> None:
+    """Before, files over 1 MB were skipped without a word; 5 MB is now searched under the 16 MiB default."""
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad": "x" * 5_000_000, "api_key": FAKE_HF}))
+    assert _findings(tmp_path) == [("WA601", "tokenizer_config.json")]

@@ -1,7 +1,9 @@
 """WA601–WA602: credentials left in a release's text files (configs, cards, scripts) — found before publishing.
 
 A release is published once and mirrored forever; an API key in its config.json is leaked the moment it is
-pushed. Only side files are read (never weights), each capped at 1 MB, tokenizer vocabularies skipped.
+pushed. Only side files are read (never weights), tokenizer vocabularies skipped. What is too big or too many
+to search (``limits.secret_scan_bytes`` / ``secret_scan_files``) is WA603 (low): never skipped without a word,
+but a hygiene search that could not finish does not make the release unverified (nothing was loaded from it).
 WA6xx is a new range, "release hygiene", next to DESIGN.md's five.
 """
 
@@ -11,12 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from weightaudit.limits import Limits, describe
 from weightaudit.model import Finding, Severity
 from weightaudit.rules import register
 from weightaudit.rules.base import AuditContext, Rule
 
-MAX_FILE_BYTES = 1_000_000
-MAX_FILES = 2_000
 TEXT_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".env", ".txt", ".md", ".py", ".sh", ".ipynb")
 SKIP_NAMES = re.compile(r"^(tokenizer\.json|vocab\..*|merges\.txt|.*\.index\.json|spiece\..*|sentencepiece\..*)$",
                         re.I)
@@ -40,15 +41,19 @@ PLACEHOLDER = re.compile(r"^(<.*>|\$\{?.*\}?|x{4,}|\*{4,}|your[_-].*|changeme|no
 
 def _candidates(ctx: AuditContext) -> list[str]:
     rels = ctx.release.all_side_files()
-    keep = [r for r in rels if r.lower().endswith(TEXT_SUFFIXES) and not SKIP_NAMES.match(r.rsplit("/", 1)[-1])]
-    return keep[:MAX_FILES]
+    return [r for r in rels if r.lower().endswith(TEXT_SUFFIXES) and not SKIP_NAMES.match(r.rsplit("/", 1)[-1])]
 
 
-def _read(root: Path, rel: str) -> str | None:
+def _read(root: Path, rel: str, limits: Limits) -> str | Finding | None:
+    """The file's text; a WA603 finding when it is over the limit; None when it is not a readable regular file."""
     path = root / rel
     try:
-        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        if not path.is_file():
             return None
+        size = path.stat().st_size
+        if size > limits.secret_scan_bytes:
+            return NOT_SEARCHED.finding(rel, f"not searched for credentials: {size:,} bytes, over "
+                                             f"{describe('secret_scan_bytes', limits)}")
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
@@ -60,11 +65,17 @@ def _mask(value: str) -> str:
 
 def _check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
     root = Path(ctx.release.root)
-    for rel in _candidates(ctx):
-        text = _read(root, rel)
-        if text is None:
-            continue
-        yield from _scan_text(rel, text)
+    candidates = _candidates(ctx)
+    allowed = ctx.limits.secret_scan_files
+    for rel in candidates[:allowed]:
+        text = _read(root, rel, ctx.limits)
+        if isinstance(text, Finding):
+            yield text
+        elif text is not None:
+            yield from _scan_text(rel, text)
+    if len(candidates) > allowed:
+        yield NOT_SEARCHED.finding(candidates[allowed], f"{len(candidates) - allowed:,} text files from this one on "
+                                   f"not searched for credentials ({describe('secret_scan_files', ctx.limits)})")
 
 
 def _scan_text(rel: str, text: str) -> Iterable[Finding]:
@@ -92,7 +103,8 @@ KNOWN_CREDENTIAL = register(Rule(
     help="A string in a config, card or script has the format of a live credential (Hugging Face, OpenAI-style "
          "or GitHub token, AWS access key, Slack token, a private key block). Publishing the release publishes "
          "it; mirrors keep it after you delete it.\n\nWhat to do: remove it, revoke it at its provider, and read "
-         "secrets from the environment instead. Weights are never scanned, only text side files (≤ 1 MB).",
+         "secrets from the environment instead. Weights are never scanned, only text side files (up to "
+         "limits.secret_scan_bytes each, 16 MiB by default).",
 ))
 SECRET_VALUE = register(Rule(
     id="WA602", name="secret-like-value", summary="A key named like a secret (api_key, password ...) has a value.",
@@ -100,4 +112,13 @@ SECRET_VALUE = register(Rule(
     help="A setting named api_key, access_token, secret_key, password or the like holds a literal value that is "
          "not a placeholder (<...>, ${...}, your_..., xxxx). It may be a real secret about to be published.\n\n"
          "What to do: check it; use an environment variable or a placeholder in released files.",
+))
+NOT_SEARCHED = register(Rule(
+    id="WA603", name="secrets-not-searched", summary="A text file was too big, or one too many, to search for credentials.",
+    severity=Severity.LOW, tags=("hygiene", "secrets", "limits"), check=None,
+    help="The credential search (WA601/WA602) reads each text side file up to limits.secret_scan_bytes and at most "
+         "limits.secret_scan_files files per release. This file was over one of them, so a credential in it would "
+         "not have been reported. It is a hygiene check: nothing is loaded from these files, so the release is not "
+         "marked unverified.\n\nWhat to do: look at the file yourself, or raise the limit in your policy "
+         "(`limits: {secret_scan_bytes: ...}`).",
 ))
