@@ -5,7 +5,8 @@
 Generates (once) the suite's 20,000 x 4 KiB F32 safetensors file (``suite_files.many_tensors``; with
 ``--count 100000`` the 100,000-tensor file of the same shape), then in ONE fresh process, after every import is
 warm (rules registered, numpy, stats and renderers imported), runs ``api.audit`` + JSON rendering ``--repeat``
-times and prints the CPU time (``time.process_time`` plus the reaped statistics workers' ``os.times``) of each stage, best of N, with the 1-minute load average. Stages are timed by wrapping the
+times and prints the CPU time (``time.process_time`` plus the reaped statistics workers' ``os.times``) of each
+stage, best of N, with the 1-minute load average. Stages are timed by wrapping the
 pipeline's own functions (load_file, _compute_stats, _run_rules) and the JSON renderer (report dicts and encoding):
 the remainder of ``run`` (findings, policy, copies, sorting) is "other".
 """

@@ -217,7 +217,8 @@ def _add_part(parts: dict, failed: dict, piece: _Piece, part: _Partial | None,
         parts.setdefault(piece.key, []).append((piece.begin, part, histogram_range, piece.tensor.dtype))
 
 
-def _small_rows(run: _SmallRun, columns: SmallColumns, failed: dict) -> Iterator[tuple[tuple[str, str], tuple[tuple, bytes]]]:
+def _small_rows(run: _SmallRun, columns: SmallColumns, failed: dict
+                ) -> Iterator[tuple[tuple[str, str], tuple[tuple, bytes]]]:
     """(key, (values, signature)) of every tensor of a small run, from its columns: the values ``_Partial.result``
     and the signature ``_Partial.signature`` give for the same numbers, built column-wise."""
     c = columns
@@ -253,7 +254,8 @@ def _new_stats(values: tuple, fingerprint: str, _new=object.__new__, _names=_NOT
     return stats
 
 
-def _confirmed_fingerprints(signatures: Mapping[tuple[str, str], bytes], pieces: Sequence[_Work]) -> dict[tuple[str, str], str]:
+def _confirmed_fingerprints(signatures: Mapping[tuple[str, str], bytes], pieces: Sequence[_Work]
+                            ) -> dict[tuple[str, str], str]:
     """Fingerprint from the signature; where signatures collide, a full hash of the bytes decides.
 
     So within one result, equal fingerprints mean byte-identical tensors (up to a 2**-64 hash collision).

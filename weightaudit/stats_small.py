@@ -270,7 +270,8 @@ class _Segments:
         return where
 
     def _histograms(self, low: np.ndarray, high: np.ndarray, finite_n: np.ndarray, finite_mask: np.ndarray | None):
-        """16 bins per segment over its finite min..max (widened as ``_histogram_range`` widens), as ``_add_histogram``."""
+        """16 bins per segment over its finite min..max (widened as ``_histogram_range`` widens), as
+        ``_add_histogram`` counts them."""
         grid = self.grid
         n_seg = self.starts.size
         has = finite_n > 0
