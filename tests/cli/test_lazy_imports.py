@@ -18,7 +18,8 @@ HEAVY = ("numpy", "h5py", "jinja2", "license_expression", "dask", "yaml", "tomll
          "weightaudit.rules.pickle_allowlist", "weightaudit.formats.torch_pickle", "weightaudit.formats.keras_h5",
          "weightaudit.formats.onnx", "weightaudit.formats.savedmodel", "weightaudit.formats.savedmodel_graph",
          "weightaudit.openness.scorecard", "weightaudit.openness.licenses", "weightaudit.openness.knowledge",
-         "weightaudit.templates.parse", "weightaudit.stats")
+         "weightaudit.templates.parse", "weightaudit.stats", "weightaudit.rules.keras_rules",
+         "weightaudit.formats.keras_config")
 COMMANDS = ("weightaudit.api", "weightaudit.pipeline", "weightaudit.rules", "weightaudit.report", "rich")
 
 _CHILD = """

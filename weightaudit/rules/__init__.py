@@ -30,7 +30,7 @@ _RULE_MODULES = (
     "weightaudit.rules.gguf_rules",
     "weightaudit.rules.onnx_rules",
     "weightaudit.rules.keras_tf_rules",
-    "weightaudit.rules.keras_rules",
+    "weightaudit.rules.keras_rule_defs",         # metadata; the checks import keras_rules on a Keras config
     "weightaudit.rules.tf_rules",
     "weightaudit.rules.openness",
     "weightaudit.rules.secrets",

@@ -9,6 +9,9 @@ names Keras exports (``weightaudit/data/keras_allowlist.json``, generated from t
 fixtures/make_keras_allowlist.py), bare legacy class names against Keras 2's, functions of ``module: "builtins"``
 against Keras' BUILTIN_MODULES. Anything else is high; what runs code or loads files is critical. Findings name
 the object and its config path (``config.layers[3].config.activation``). Bytecode is hashed, never unmarshalled.
+
+The rules themselves (ids, help, severities) are declared in :mod:`~weightaudit.rules.keras_rule_defs`, whose checks
+import this module when a file carries a Keras config.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from weightaudit.formats.keras_config import (
     MAX_DEPTH, MAX_NODES, ConfigObject, ConfigValue, names_safe_mode_switch, show_path, walk_config,
 )
 from weightaudit.model import Finding, LoadedFile, Severity
-from weightaudit.rules import get_rule, register
-from weightaudit.rules.base import AuditContext, Rule
+from weightaudit.rules import get_rule
+from weightaudit.rules.base import AuditContext
+from weightaudit.rules.keras_rule_defs import ALLOWABLE
+from weightaudit.rules.keras_rule_defs import RULES as _RULES
 
 KERAS_ROOTS = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
 DATA_FORMS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"})
@@ -347,71 +352,10 @@ def _all_findings(ctx: AuditContext) -> list[tuple[Finding, frozenset[str]]]:
     return _CACHE[1]
 
 
-ALLOWABLE = ("WA431", "WA434", "WA437")   # rules whose objects a user's policy may allow by name (never critical)
-
-
-def _check_for(rule_id: str):
+def rule_findings(rule_id: str, ctx: AuditContext, cfg: Mapping[str, Any]) -> list[Finding]:
+    """One rule's findings for the release (its check, in keras_rule_defs, calls here when a file carries a Keras
+    config)."""
     also = ("WA132",) if rule_id == "WA437" else ()     # walk limits are reported with the unknown-object check
-
-    def check(ctx: AuditContext, cfg: Mapping[str, Any]) -> Iterable[Finding]:
-        allowed = {str(name) for name in cfg.get("allow", ()) or ()} if rule_id in ALLOWABLE else set()
-        return [f for f, names in _all_findings(ctx) if (f.rule_id == rule_id or f.rule_id in also)
-                and not (names & allowed and f.severity < Severity.CRITICAL)]
-    return check
-
-
-_TAGS = ("code-execution", "keras")
-_DEFS = (
-    ("WA430", "keras-lambda-layer", "A Keras model embeds Python code (Lambda layer or serialized lambda).",
-     Severity.CRITICAL,
-     "Lambda layers store a Python function: marshalled bytecode (critical) or a reference to a function by name "
-     "(high; critical through WA433 when that function is dangerous). Loading with safe_mode off, with older Keras "
-     "(CVE-2024-3660) or from legacy HDF5 (CVE-2025-9905) runs it. weightaudit reports the blob's size and hash "
-     "and never unmarshals it. Replace the Lambda with a registered custom layer you review, or ship weights only.",
-     94),
-    ("WA431", "keras-external-module", "A Keras config loads an object from a module outside Keras.", Severity.HIGH,
-     "Keras imports the 'module' named in a config entry to find its class or function. A module outside "
-     "keras/tf_keras means code outside Keras is imported at load time (CVE-2025-1550); os, subprocess, builtins "
-     "and similar are critical. Only load it if you have reviewed and trust that module.", 470),
-    ("WA432", "keras-tf-op-lambda", "A Keras config wraps a TensorFlow symbol by name (TFOpLambda).",
-     Severity.MEDIUM,
-     "TF-Keras 2 stores calls to tf.* functions as TFOpLambda / SlicingOpLambda layers that resolve the symbol by "
-     "name at load time. Top-level and math-namespace symbols (tf.reshape, tf.math.*, tf.nn.*...) are medium; "
-     "other namespaces are high; symbols that touch files, the network or Python (tf.io.*, tf.py_function, "
-     "tf.print, tf.raw_ops.*...) are critical.", 470),
-    ("WA433", "keras-dangerous-function", "A Keras config references a function that reads files, loads other "
-     "models or switches safe_mode off.", Severity.CRITICAL,
-     "Serialized function references such as keras.utils.get_file (CVE-2025-8747), keras.models.load_model or "
-     "keras.config.enable_unsafe_deserialization (CVE-2025-9906) run during deserialization or when the layer is "
-     "called: they download or read attacker-chosen files, load nested models with safe_mode off, or run code. "
-     "Keras >= 3.11 refuses its NON_MODELING_APIS; older versions do not. Do not load the model.", 502),
-    ("WA434", "keras-custom-object", "A Keras config needs a custom (registered) object.", Severity.HIGH,
-     "registered_name 'package>Name' means loading requires user code registered under that name; whatever code "
-     "provides it runs at load time and weightaudit cannot check it. Review the package before loading.", 829),
-    ("WA437", "keras-unknown-object", "A Keras config names an object that is not a Keras built-in.", Severity.HIGH,
-     "Every class and function a config names is checked against the names Keras 3 and tf-keras export for "
-     "modelling (layers, activations, initializers, regularizers, constraints, losses, metrics, optimizers, "
-     "schedules, ops) and the classes of their modelling packages (weightaudit/data/keras_allowlist.json, "
-     "generated by fixtures/make_keras_allowlist.py). Anything else needs code the config does not show "
-     "(custom objects, KerasHub classes, non-modelling Keras APIs).", 470),
-    ("WA438", "keras-path-in-config", "A Keras config value is a file path or URL.", Severity.HIGH,
-     "Absolute paths, '..', '~', drive letters and URLs (file://, http(s)://, gs://...) in a config are opened "
-     "by the layer that receives them: StringLookup/IntegerLookup/TextVectorization vocabularies are read with "
-     "tf.io.gfile (CVE-2025-12058: arbitrary file read, SSRF), TFSMLayer loads the SavedModel at the path. A "
-     "self-contained model does not point outside itself.", 73),
-    ("WA439", "keras-unsafe-builtin", "A Keras config uses a built-in that loads external models or runs code, "
-     "or switches safe_mode off.", Severity.CRITICAL,
-     "TFSMLayer loads an external SavedModel (CVE-2026-1462), TorchModuleWrapper unpickles a torch module, "
-     "JaxLayer/FlaxLayer call functions from the config; a 'safe_mode' argument or the names "
-     "enable_unsafe_deserialization / safe_mode_saving in a config turn Keras' protection off for what follows "
-     "(CVE-2025-9906). Do not load the model.", 94),
-)
-_RULES: dict[str, Rule] = {}
-_POLICY_HELP = (
-    "\n\nYour own custom objects, once reviewed, can be allowed by name in YOUR policy (never one inside the "
-    "release): `rules: {{{rule}: {{allow: [\"my_pkg>MyLayer\", \"my_pkg.layers.MyLayer\"]}}}}` (registered_name, "
-    "or module.class / module.function as the config writes them). Critical findings are never allowed.")
-for _id, _name, _summary, _severity, _help, _cwe in _DEFS:
-    _extra = _POLICY_HELP.format(rule=_id) if _id in ALLOWABLE else ""
-    _RULES[_id] = register(Rule(_id, _name, _summary, _severity, _help + _extra, cwe=_cwe, tags=_TAGS,
-                                thresholds={"allow": []} if _id in ALLOWABLE else {}, check=_check_for(_id)))
+    allowed = {str(name) for name in cfg.get("allow", ()) or ()} if rule_id in ALLOWABLE else set()
+    return [f for f, names in _all_findings(ctx) if (f.rule_id == rule_id or f.rule_id in also)
+            and not (names & allowed and f.severity < Severity.CRITICAL)]
