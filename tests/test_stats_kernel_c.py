@@ -273,3 +273,31 @@ def test_any_bytes_match_numpy(dtype: str, raw: bytes, sampled: bool, unaligned:
     assert_same(dtype, raw, count=count, unaligned=unaligned)
     if sampled:
         assert_same(dtype, raw, count=count, first_element=16 * BLOCK_BYTES // itemsize)
+
+
+def test_baseline_only_build_defaults_to_numpy(monkeypatch) -> None:
+    """Where only the baseline loops were built (no AVX2, or not GCC), auto picks numpy: that loop is slower."""
+
+    class BaselineOnly:
+        variants = staticmethod(lambda: ("generic",))
+        select = staticmethod(lambda name: None)
+        selected = staticmethod(lambda: "generic")
+        dtypes = staticmethod(_kernel.dtypes)
+
+    monkeypatch.setattr(stats_kernels, "_compiled_kernel", lambda: BaselineOnly)
+    assert select_kernel("auto") == "numpy"
+    assert select_kernel("c") == "c-generic"
+    monkeypatch.setattr(stats_kernels, "_compiled_kernel", lambda: None)   # not built at all
+    assert select_kernel("c-avx2") == "numpy"
+
+
+def test_fold_blocks_passes_the_iterators_error_on() -> None:
+    def blocks():
+        yield b"\x00\x00\x80\x3f" * 10
+        raise OSError("file ended before byte 80")
+
+    fold = _kernel.Fold("F32", 1, 0.0, 1.0, True, BLOCK_BYTES, 16, 256)
+    with pytest.raises(OSError, match="ended"):
+        fold.blocks(blocks(), 0)
+    with pytest.raises(ValueError):
+        fold.block(b"\x00" * 4, -1)
