@@ -1,4 +1,4 @@
-"""Streaming per-tensor statistics at memory speed, with numpy only.
+"""Streaming per-tensor statistics at memory speed: a compiled block kernel, or numpy where it is not built.
 
 One pass per tensor. Bytes are cut into fixed 256 KiB *blocks* (L2-sized — measured best here — at fixed
 offsets from the tensor's first byte, whatever chunks the source yields); each block is decoded once into a
@@ -47,7 +47,8 @@ Work runs in forked worker processes that inherit the planned pieces (threads wh
 threads ran slower than one here); below 4 MiB of big-tensor bytes, one process does everything.
 Layout: ``stats_decode`` (decoders per dtype), ``stats_kernels`` (block kernel, partial results),
 ``stats_small`` (many small tensors at once), ``stats_schedule`` (planning, byte sources, pool), this module
-(public API, merge, duplicate confirmation). ``kernel_name()`` says which kernel runs ("numpy": no compiler).
+(public API, merge, duplicate confirmation). ``kernel_name()`` says which kernel folds the blocks: "c-avx512" / "c-avx2" (``_kernel.c``, one fused pass, see
+``stats_kernels``) or "numpy" (no compiler, or ``WEIGHTAUDIT_KERNEL=numpy``); the description above is numpy's.
 ``np.dot`` is avoided: OpenBLAS threads it and those threads spin against the workers (2x the CPU time).
 """
 
