@@ -47,8 +47,9 @@ Work runs in forked worker processes that inherit the planned pieces (threads wh
 threads ran slower than one here); below 4 MiB of big-tensor bytes, one process does everything.
 Layout: ``stats_decode`` (decoders per dtype), ``stats_kernels`` (block kernel, partial results),
 ``stats_small`` (many small tensors at once), ``stats_schedule`` (planning, byte sources, pool), this module
-(public API, merge, duplicate confirmation). ``kernel_name()`` says which kernel folds the blocks: "c-avx512" / "c-avx2" (``_kernel.c``, one fused pass, see
-``stats_kernels``) or "numpy" (no compiler, or ``WEIGHTAUDIT_KERNEL=numpy``); the description above is numpy's.
+(public API, merge, duplicate confirmation). ``kernel_name()`` says which kernel folds the blocks: "c-avx512" /
+"c-avx2" (``_kernel.c``, one fused pass, see ``stats_kernels``) or "numpy" (no compiler, or
+``WEIGHTAUDIT_KERNEL=numpy``); the description above is numpy's.
 ``np.dot`` is avoided: OpenBLAS threads it and those threads spin against the workers (2x the CPU time).
 """
 
