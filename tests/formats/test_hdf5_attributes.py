@@ -90,3 +90,52 @@ def test_the_same_files_uncorrupted_are_read(tmp_path: Path, attack: str) -> Non
     assert done.returncode in (0, 1), (done.returncode, done.stderr[-2000:])
     report = json.loads(done.stdout)
     assert not [f for f in report["findings"] if f["rule_id"] == "WA171"] and report["summary"]["verified"]
+
+
+def _string_list_file(path: Path) -> Path:
+    """A legacy weights-only file whose layer_names are variable-length strings (in a global heap collection)."""
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = ["dense"]
+        layer = handle.create_group("dense")
+        layer.attrs["weight_names"] = ["dense/kernel:0"]
+        layer.create_dataset("dense/kernel:0", data=np.ones((2, 2), np.float32))
+    return path
+
+
+def _zero_free_space(path: Path) -> None:
+    """Set the size of the first global heap collection's free-space object to 0: libhdf5 then loops forever."""
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"GCOL")
+    cursor, end = start + 16, start + int.from_bytes(raw[start + 8:start + 16], "little")
+    while int.from_bytes(raw[cursor:cursor + 2], "little") != 0:          # objects 1, 2 ...: skip them
+        size = int.from_bytes(raw[cursor + 8:cursor + 16], "little")
+        cursor += 16 + (size + 7) // 8 * 8
+        assert cursor < end
+    raw[cursor + 8:cursor + 16] = bytes(8)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_global_heap_libhdf5_never_finishes_reading_is_refused(tmp_path: Path) -> None:
+    path = _string_list_file(tmp_path / "model.h5")
+    _zero_free_space(path)
+    done = subprocess.run([sys.executable, "-m", "weightaudit", "audit", str(path), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    report = json.loads(done.stdout)
+    assert [f["rule_id"] for f in report["findings"] if f["severity"] == "high"] == ["WA171"]
+    assert "global heap collection" in report["findings"][0]["message"] and not report["summary"]["verified"]
+
+
+def test_well_formed_global_heaps_are_walked_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightaudit.formats import hdf5_gheap
+    from weightaudit.formats.base import LoadOptions
+    from weightaudit.formats.keras_h5 import HDF5_LOADER
+
+    walked: list[int] = []
+    original = hdf5_gheap._walk_collection
+    monkeypatch.setattr(hdf5_gheap, "_walk_collection", lambda reader, address: walked.append(address) or
+                        original(reader, address))
+    path = _string_list_file(tmp_path / "model.h5")
+    loaded = HDF5_LOADER.load(path, path.name, LoadOptions())
+    assert loaded.verified and [t.name for t in loaded.tensors] == ["dense/kernel"]
+    assert len(walked) >= 2 and len(set(walked)) == 1   # layer_names and weight_names, one shared collection

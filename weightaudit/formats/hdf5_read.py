@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import h5py
 import numpy as np
 
-from weightaudit.formats import hdf5_native
+from weightaudit.formats import hdf5_gheap, hdf5_native
 from weightaudit.formats.hdf5_native import Record
 
 from weightaudit.limits import DEFAULT_LIMITS, Limits
@@ -76,6 +76,8 @@ def read_attr(group: h5py.Group, name: str, max_bytes: int | None = None) -> Any
     if not isinstance(kind, _ATTRIBUTE_TYPES):
         raise AttributeRefused(f"attribute {name!r} of {group.name} has an HDF5 type of class {kind.get_class()} "
                                f"({type(kind).__name__}), not a string or number: its value is not read")
+    if isinstance(kind, h5py.h5t.TypeStringID) and kind.is_variable_str():
+        _check_global_heap(group, name)
     try:
         stored = attr_id.get_storage_size()
     except RuntimeError:  # HDF5 reports 0 bytes as an error (e.g. empty or scalar variable-length strings)
@@ -86,6 +88,18 @@ def read_attr(group: h5py.Group, name: str, max_bytes: int | None = None) -> Any
         raise AttributeTooLarge(f"attribute {name!r} of {group.name} is {stored:,} bytes ({count:,} values): too large "
                                 f"to read (limits.hdf5_attribute_bytes = {max_bytes:,})")
     return group.attrs[name]
+
+
+def _check_global_heap(group: h5py.Group, name: str) -> None:
+    """A variable-length string's global heap collection checked first (hdf5_gheap.py): libhdf5 hangs on some."""
+    handle = group.file
+    if handle.driver != "sec2":
+        return
+    try:
+        hdf5_gheap.check_vlen_attribute(handle.id.get_vfd_handle(), handle.userblock_size,
+                                        h5py.h5o.get_info(group.id).addr, name)
+    except hdf5_gheap.HeapRefused as exc:
+        raise AttributeRefused(f"attribute {name!r} of {group.name}: {exc}; its value is not read") from None
 
 
 def attr_list(group: h5py.Group, name: str) -> list[str] | None:
