@@ -9,6 +9,7 @@ directory (names only, as sniffing does; full entries joined to local headers, a
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -46,13 +47,14 @@ def main() -> None:
         entries = best_of(3, lambda: read_zip_entries(view))
     finally:
         close_map(owner, view)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     loaded = PYTORCH_ZIP.load(args.path, args.path.name, LoadOptions())
-    load = time.perf_counter() - start
+    load, load_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"members: {loaded.facts.get('zip_members')}, tensors: {len(loaded.tensors)}, verified: {loaded.verified}")
     print(f"central directory names (sniff): {names:.2f} s; entries + local headers: {entries:.2f} s; "
-          f"PYTORCH_ZIP.load: {load:.1f} s; peak RSS {peak:.0f} MiB")
+          f"PYTORCH_ZIP.load: {load:.1f} s wall, {load_cpu:.1f} s CPU (load average {os.getloadavg()[0]:.1f}); "
+          f"peak RSS {peak:.0f} MiB")
 
 
 if __name__ == "__main__":
