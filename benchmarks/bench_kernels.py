@@ -200,7 +200,8 @@ def main() -> None:
         for kernel in kernels:
             r = best(PASS, args.repeat, path, env={"WEIGHTAUDIT_KERNEL": kernel})
             gbs, cpu_gbs = r["bytes"] / r["seconds"] / 1e9, r["bytes"] / r["cpu"] / 1e9
-            print(f"| {dtype} | {limit_gbs:.2f} ({limit_cpu:.2f}) | {r['kernel']} | {gbs:.2f} ({gbs / limit_gbs:.2f}) | "
+            print(f"| {dtype} | {limit_gbs:.2f} ({limit_cpu:.2f}) | {r['kernel']} | "
+                  f"{gbs:.2f} ({gbs / limit_gbs:.2f}) | "
                   f"{cpu_gbs:.2f} ({cpu_gbs / limit_cpu:.2f}) | {in_cache_block_us(kernel, dtype):.1f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
     if not args.no_numba:

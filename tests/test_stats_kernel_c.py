@@ -83,7 +83,8 @@ def _compare(dtype: str, ref: _Partial, got: _Partial, variant: str) -> None:
         scale = max(abs(ref.mean), math.sqrt(max(ref.m2, 0.0) / ref.finite), 1e-30)
         # random F64 codes overflow float64 squares in both kernels (NaN/Inf moments): nan_ok
         assert got.mean == pytest.approx(ref.mean, rel=1e-5, abs=1e-5 * scale, nan_ok=True), f"c-{variant}"
-        assert got.m2 == pytest.approx(ref.m2, rel=1e-4, abs=1e-9 * scale * scale * ref.finite, nan_ok=True), f"c-{variant}"
+        m2_tolerance = 1e-9 * scale * scale * ref.finite
+        assert got.m2 == pytest.approx(ref.m2, rel=1e-4, abs=m2_tolerance, nan_ok=True), f"c-{variant}"
 
 
 def _random_codes(dtype: str, n: int, seed: int) -> bytes:
@@ -114,7 +115,8 @@ def _clean(dtype: str, n: int, seed: int, loc: float = 0.0, scale: float = 1.0) 
         codes = rng.integers(0, limit + 1, n, dtype=np.uint8) | (rng.integers(0, 2, n, dtype=np.uint8) << 7)
         return codes.tobytes()
     info = np.iinfo(np.dtype(_SPECS[dtype].decoder.numpy_dtype))
-    return rng.integers(info.min, info.max, n, dtype=np.dtype(_SPECS[dtype].decoder.numpy_dtype), endpoint=True).tobytes()
+    stored = np.dtype(_SPECS[dtype].decoder.numpy_dtype)
+    return rng.integers(info.min, info.max, n, dtype=stored, endpoint=True).tobytes()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -252,7 +254,8 @@ def test_json_tool_block_names_the_kernel_only_with_statistics(runner, tmp_path)
     shutil.copytree(FIXTURES / "tiny-bert", tmp_path / "tiny-bert")
     for kernel in ("numpy", f"c-{VARIANTS[0]}"):
         select_kernel(kernel)
-        with_stats = json.loads(invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--stats", "--format", "json").stdout)
+        shown = invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--stats", "--format", "json").stdout
+        with_stats = json.loads(shown)
         assert with_stats["tool"]["statistics_kernel"] == kernel
     without = json.loads(invoke(runner, "inspect", str(tmp_path / "tiny-bert"), "--format", "json").stdout)
     assert "statistics_kernel" not in without["tool"]   # the JSON goldens (no statistics) do not depend on it

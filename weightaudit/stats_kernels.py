@@ -451,8 +451,9 @@ def _run_blocks(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: 
 def _run_blocks_c(plan: _TensorPlan, blocks: Iterable[memoryview], first_element: int) -> _Partial:
     """``_run_blocks`` by the C kernel: the same blocks, the same partial (mean/M2 within float tolerance)."""
     lo, hi = plan.histogram_range or (0.0, 0.0)
-    fold = _C.Fold(plan.c_dtype, plan.histogram_stride, lo, hi, plan.histogram_range is not None,  # type: ignore[union-attr]
-                   BLOCK_BYTES, HISTOGRAM_BLOCK_EVERY, SAMPLE_BYTES)
+    kernel = _C or _compiled_kernel()   # a plan with c_dtype was made while the C kernel was selected
+    fold = kernel.Fold(plan.c_dtype, plan.histogram_stride, lo, hi,  # type: ignore[union-attr]
+                       plan.histogram_range is not None, BLOCK_BYTES, HISTOGRAM_BLOCK_EVERY, SAMPLE_BYTES)
     fold.blocks(blocks, first_element)
     row = fold.result()
     return _Partial(*row[:13], histogram=np.array(row[13], np.int64), samples=row[14])
