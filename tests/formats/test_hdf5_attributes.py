@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -139,3 +140,20 @@ def test_well_formed_global_heaps_are_walked_and_read(tmp_path: Path, monkeypatc
     loaded = HDF5_LOADER.load(path, path.name, LoadOptions())
     assert loaded.verified and [t.name for t in loaded.tensors] == ["dense/kernel"]
     assert len(walked) >= 2 and len(set(walked)) == 1   # layer_names and weight_names, one shared collection
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+def test_the_same_heap_inside_a_keras_archive_is_refused(tmp_path: Path, compression: int) -> None:
+    inner = _keras3_store(tmp_path / "inner.h5")
+    _zero_free_space(inner)
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        archive.writestr("config.json", json.dumps(ks.benign_functional()))
+        archive.writestr("model.weights.h5", inner.read_bytes())
+    done = subprocess.run([sys.executable, "-m", "weightaudit", "audit", str(path), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    report = json.loads(done.stdout)
+    refused = [f for f in report["findings"] if f["rule_id"] == "WA169"]
+    assert refused and "global heap collection" in refused[0]["message"] and not report["summary"]["verified"]

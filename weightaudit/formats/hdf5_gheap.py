@@ -6,8 +6,7 @@ timeout can interrupt). Found by mutating a Keras-written ``.h5`` (one size byte
 before a variable-length string attribute is read, its object header is parsed from the bytes (hdf5_bytes.py), the
 attribute's stored references (length, collection address, object index) are taken from its raw data, and each
 collection is walked as libhdf5 walks it: one that would not end, or runs past itself, makes the attribute
-refused (hdf5_read.AttributeRefused, WA171). Only plain files are checked (a .keras window is not yet), and
-structures this module does not parse are left to libhdf5 as before.
+refused (hdf5_read.AttributeRefused, WA171). Structures this module does not parse are left to libhdf5 as before.
 """
 
 from __future__ import annotations
@@ -27,13 +26,15 @@ class HeapRefused(ValueError):
     """A variable-length string attribute whose global heap references cannot be proven safe to follow."""
 
 
-def check_vlen_attribute(fd: int, superblock_at: int, header: int, name: str) -> None:
+def check_vlen_attribute(source: tuple[int, int, int], superblock_at: int, header: int, name: str) -> None:
     """Raise HeapRefused when a global heap collection that attribute ``name`` of the object header at ``header``
     refers to is one libhdf5 would never finish reading (or would read past). A structure this module does not
-    parse (newer object headers, shared types ...) is left to libhdf5 as before: this is a guard, not a reader."""
+    parse (newer object headers, shared types ...) is left to libhdf5 as before: this is a guard, not a reader.
+    ``source`` is (descriptor, start, size) of the bytes h5py reads."""
+    fd, start, size = source
     try:
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
+            view = memoryview(mapped)[start:start + size]
             try:
                 _check(_reader(view, superblock_at), header, name.encode("utf-8"))
             finally:

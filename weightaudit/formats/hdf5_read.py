@@ -90,14 +90,32 @@ def read_attr(group: h5py.Group, name: str, max_bytes: int | None = None) -> Any
     return group.attrs[name]
 
 
+_WINDOWS: dict[int, Source] = {}      # open file id -> (descriptor, start, size) of a .keras window (keras_h5)
+
+
+def register_window(handle: h5py.File, source: Source | None) -> None:
+    """Tell the attribute guard where the bytes of a file opened through a window are (None: forget it)."""
+    if source is None:
+        _WINDOWS.pop(handle.id.id, None)
+    else:
+        _WINDOWS[handle.id.id] = source
+
+
+def _file_source(handle: h5py.File) -> Source | None:
+    if handle.driver == "sec2":
+        descriptor = handle.id.get_vfd_handle()
+        return descriptor, 0, os.fstat(descriptor).st_size
+    return _WINDOWS.get(handle.id.id)
+
+
 def _check_global_heap(group: h5py.Group, name: str) -> None:
     """A variable-length string's global heap collection checked first (hdf5_gheap.py): libhdf5 hangs on some."""
     handle = group.file
-    if handle.driver != "sec2":
+    source = _file_source(handle)
+    if source is None:
         return
     try:
-        hdf5_gheap.check_vlen_attribute(handle.id.get_vfd_handle(), handle.userblock_size,
-                                        h5py.h5o.get_info(group.id).addr, name)
+        hdf5_gheap.check_vlen_attribute(source, handle.userblock_size, h5py.h5o.get_info(group.id).addr, name)
     except hdf5_gheap.HeapRefused as exc:
         raise AttributeRefused(f"attribute {name!r} of {group.name}: {exc}; its value is not read") from None
 

@@ -356,7 +356,11 @@ class KerasZipLoader:
                     "weights were not read", where="model.weights.h5"))
             else:
                 with stream, h5py.File(stream, "r") as handle:
-                    inventory, facts = read_hdf5(handle, rel, base, limits, stream.source)
+                    hdf5_read.register_window(handle, stream.source)
+                    try:
+                        inventory, facts = read_hdf5(handle, rel, base, limits, stream.source)
+                    finally:
+                        hdf5_read.register_window(handle, None)
         inventory.findings.extend(refused)
         if config is not None:
             facts.update(_config_facts(config, rel, inventory.findings, limits))
