@@ -80,7 +80,7 @@ class CallOps(ValueOps):
 
     # ---- calls ----
     def _call(self, func: Any, args: Any, kwargs: Any = None) -> None:
-        if is_concrete(func):
+        if type(func) is not Global and is_concrete(func):
             raise PickleError(f"{self.op_name}: {type(func).__name__} object is not callable", self.op_pos)
         call = Call(func, args, kwargs, self.op_name, self.op_pos)
         self.result.calls.append(call)
@@ -109,7 +109,7 @@ class CallOps(ValueOps):
             raise self.underflow()
         args = stack.pop()
         func = stack.pop()
-        if is_concrete(args) and not isinstance(args, tuple):
+        if not isinstance(args, tuple) and is_concrete(args):
             raise PickleError("REDUCE: argument list must be a tuple", self.op_pos)
         self._call(func, args)
 

@@ -136,12 +136,13 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
         return Storage(key, dtype, numel, location, offset, entry.size, entry.name, entry)
 
     _inventory(scan, main, lookup, path_key, byte_order)
-    orphans = sorted(n for n in table if n.startswith(prefix + "data/") and n not in referenced)
+    data_prefix = prefix + "data/"
+    orphans = sorted(n for n in table if n.startswith(data_prefix) and n not in referenced)
     if orphans and not scan.facts["torchscript"]:
         scan.findings.append(R.ORPHAN_RECORD.finding(scan.rel, f"{len(orphans)} unreferenced records, e.g. {orphans[0]}",
                                                      where=orphans[0]))
-    compressed = [t.name for t in scan.tensors if (t.name, ) and TENSOR_LAYOUTS.get((path_key, t.name))
-                  and TENSOR_LAYOUTS[(path_key, t.name)].storage.data_offset is None]
+    compressed = [t.name for t in scan.tensors if t.data_offsets is None                 # raw ones are stored
+                  and (layout := TENSOR_LAYOUTS.get((path_key, t.name))) and layout.storage.data_offset is None]
     if compressed:
         scan.findings.append(R.COMPRESSED_RECORD.finding(scan.rel, f"{len(compressed)} tensors are in compressed records",
                                                          tensor=compressed[0]))
@@ -186,8 +187,8 @@ def _zip_member_checks(scan: FileScan, entries: list[ZipEntry], duplicates: list
         if entry.flags & 0x60:
             scan.findings.append(R.ZIP_FLAGS.finding(scan.rel, f"member {entry.name!r} has flags {entry.flags:#06x}",
                                                      where=entry.name))
-        parts = entry.name.replace("\\", "/").split("/")
-        if entry.name.startswith(("/", "\\")) or ".." in parts or (len(entry.name) > 1 and entry.name[1] == ":"):
+        dotted = ".." in entry.name and ".." in entry.name.replace("\\", "/").split("/")
+        if entry.name.startswith(("/", "\\")) or dotted or (len(entry.name) > 1 and entry.name[1] == ":"):
             scan.findings.append(R.PATH_TRAVERSAL.finding(scan.rel, f"member name {entry.name!r} leaves the archive",
                                                           where=entry.name))
 

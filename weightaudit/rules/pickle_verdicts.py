@@ -53,9 +53,11 @@ def _iter_globals(roots: tuple[Any, ...], walked: set[int]) -> list[Global]:
             walked.add(id(item))
             inner = depth + 1
             if isinstance(item, dict):
-                stack.extend((v, inner) for pair in list(item.items())[:budget] for v in pair)
+                stack.extend([(v, inner) for pair in list(item.items())[:budget] for v in pair])
+            elif isinstance(item, (tuple, list)):
+                stack.extend([(v, inner) for v in item[:budget]])
             else:
-                stack.extend((v, inner) for v in list(item)[:budget])
+                stack.extend([(v, inner) for v in list(item)[:budget]])
     return found
 
 
