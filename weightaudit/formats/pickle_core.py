@@ -214,6 +214,7 @@ class MachineCore:
         inline = bool(standard) and all(table[c] is standard[c] for c in INLINE_KIND_OF)
         kinds = _INLINE_KINDS if inline else _NO_INLINE
         make_tuple, u32 = self.make_tuple, _U32.unpack_from
+        file_mode, max_inline, byte_strings = reader.file_mode, self.limits.max_inline_bytes, self.result.byte_strings
         size = len(data)
         while True:
             pos = reader.pos
@@ -283,6 +284,22 @@ class MachineCore:
                         reader.pos = pos + 1
                         counts[code] += 1
                         continue
+                elif kind == 9:                                   # BINUNICODE, short and valid, inside its frame
+                    start = pos + 5
+                    if start <= size and not (pos + 1 < reader.frame_end < start) and len(stack) < max_stack:
+                        stop = start + u32(data, pos + 1)[0]
+                        if stop <= size and stop - start <= max_inline \
+                                and not (file_mode and start < reader.frame_end < stop):
+                            try:
+                                text = str(data[start:stop], "utf-8", "surrogatepass")
+                            except UnicodeDecodeError:
+                                text = None                       # the handler raises the error
+                            if text is not None:
+                                stack.append(text)
+                                byte_strings.append((pos, text))
+                                reader.pos = stop
+                                counts[code] += 1
+                                continue
                 elif kind == 8:                                   # BINPUT
                     if pos + 1 < size and len(stack) > (marks[-1] if marks else 0):
                         key = data[pos + 1]
@@ -301,8 +318,9 @@ class MachineCore:
 
 
 # Opcodes :meth:`MachineCore._dispatch` runs inline, by kind, when the machine's table holds the standard
-# handlers for all of them: LONG_BINPUT, BINGET, BININT1, MARK, TUPLE1, TUPLE, the constants, BINPUT.
-INLINE_KIND_OF = {0x72: 1, 0x68: 2, 0x4b: 3, 0x28: 4, 0x85: 5, 0x74: 6, 0x4e: 7, 0x88: 7, 0x89: 7, 0x29: 7, 0x71: 8}
+# handlers for all of them: LONG_BINPUT, BINGET, BININT1, MARK, TUPLE1, TUPLE, the constants, BINPUT, BINUNICODE.
+INLINE_KIND_OF = {0x72: 1, 0x68: 2, 0x4b: 3, 0x28: 4, 0x85: 5, 0x74: 6, 0x4e: 7, 0x88: 7, 0x89: 7, 0x29: 7, 0x71: 8,
+                  0x58: 9}
 _INLINE_KINDS = [INLINE_KIND_OF.get(code, 0) for code in range(256)]
 _NO_INLINE = [0] * 256
 _CONSTANTS: list[Any] = [None] * 256
