@@ -157,3 +157,22 @@ def test_the_same_heap_inside_a_keras_archive_is_refused(tmp_path: Path, compres
     report = json.loads(done.stdout)
     refused = [f for f in report["findings"] if f["rule_id"] == "WA169"]
     assert refused and "global heap collection" in refused[0]["message"] and not report["summary"]["verified"]
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["h5py path (a soft link)", "native path"])
+def test_names_that_are_not_utf8_are_reported_escaped(tmp_path: Path, link: bool) -> None:
+    """HDF5 link names are bytes: one that is not UTF-8 ended the audit with an internal error when the report
+    was written (a lone surrogate); it is shown with \\x escapes instead, for datasets and for links."""
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(b"w\xc9ight", data=np.ones(3, np.float32))
+        handle.create_dataset("w\\xc9ight", data=np.zeros(3, np.float32))       # the escaped spelling, taken
+        if link:
+            handle[b"l\xffnk"] = h5py.SoftLink("/nowhere")
+    done = subprocess.run([sys.executable, "-m", "weightaudit", "audit", str(path), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert "internal error" not in done.stderr and done.returncode == (1 if link else 0), done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    names = sorted(t["name"] for t in report["tensors"])
+    assert len(names) == 2 and len(set(names)) == 2 and "w\\xc9ight" in names
+    assert [f["where"] for f in report["findings"] if f["rule_id"] == "WA435"] == (["l\\xffnk"] if link else [])

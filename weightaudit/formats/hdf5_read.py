@@ -176,6 +176,12 @@ class Scan:
         return self._dataset_set
 
 
+def shown(text: str) -> str:
+    """A name or path for reports: HDF5 names are bytes; what is not UTF-8 (kept as lone surrogates so it can be
+    encoded back for h5py) is shown as ``\\xNN`` escapes, which every report format can write."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -365,17 +371,17 @@ def _check_dataset(data: _Dataset, rel: str, inventory: Inventory) -> bool:
     path = data.path
     if data.layout == h5py.h5d.VIRTUAL or data.external:
         kind = "a virtual dataset" if data.layout == h5py.h5d.VIRTUAL else "stored in external files"
-        inventory.findings.append(get_rule("WA435").finding(rel, f"dataset {path!r} is {kind}", where=path))
+        inventory.findings.append(get_rule("WA435").finding(rel, f"dataset {path!r} is {kind}", where=shown(path)))
         return False
     inventory.filters.update(data.filters)
     unknown = [f for f in data.filters if f not in SAFE_FILTERS]
     if unknown:
         inventory.findings.append(get_rule("WA436").finding(rel, f"dataset {path!r} needs HDF5 filter plugin(s) "
-                                                            f"{unknown}", where=path))
+                                                            f"{unknown}", where=shown(path)))
         return False
     if data.declared > BOMB_FLOOR_BYTES and data.declared > BOMB_RATIO * max(data.stored, 1):
         inventory.findings.append(get_rule("WA168").finding(rel, f"dataset {path!r} declares {data.declared} bytes "
-                                                            f"but stores {data.stored}", where=path))
+                                                            f"but stores {data.stored}", where=shown(path)))
         return False
     return True
 
@@ -396,11 +402,11 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
     else by HDF5 path."""
     inventory = Inventory(findings=list(naming.findings))
     for path, kind, target in naming.scan.links:
-        inventory.findings.append(get_rule("WA435").finding(rel, f"{kind} {path!r} -> {target!r}", where=path))
+        inventory.findings.append(get_rule("WA435").finding(rel, f"{kind} {path!r} -> {target!r}", where=shown(path)))
         inventory.verified = False
     for path, why in naming.scan.broken:
         inventory.findings.append(get_rule("WA171").finding(rel, f"object {path!r} cannot be read ({why})",
-                                                            where=path))
+                                                            where=shown(path)))
         inventory.verified = False
     groups = _GroupIds()
     if len(naming.scan.datasets) > max_datasets:
@@ -419,7 +425,7 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
             data = _Dataset.native(path, record) if record is not None else _Dataset.open(handle, path, groups)
         except _DATASET_ERRORS as exc:      # one corrupt object header: report it, inventory the rest
             inventory.findings.append(get_rule("WA171").finding(rel, f"dataset {path!r} cannot be read ({_why(exc)})",
-                                                                where=path))
+                                                                where=shown(path)))
             inventory.verified = False
             continue
         inventory.datasets += 1
@@ -434,8 +440,11 @@ def inventory_file(handle: h5py.File, rel: str, base: int | None, naming: "Namin
 def _add(inventory: Inventory, naming: "Naming", path: str, make: Any) -> None:
     """The dataset at ``path`` as a tensor, named by ``naming`` (its path when the name is taken)."""
     name, role = naming.names.get(path, (path, Role.PARAMETER))
+    name = shown(name)
     if name in inventory.paths:
-        name = path
+        name = shown(path)
+    if name in inventory.paths:           # two raw names with the same escaped spelling
+        name = f"{name}#{len(inventory.paths)}"
     inventory.paths[name] = path
     inventory.tensors.append(make(name, role))
 
