@@ -187,9 +187,9 @@ _Work = Union[_Piece, _SmallRun]
 
 # Loaders whose ``iter_chunks`` reads a tensor with ``data_offsets`` verbatim from those bytes of the file
 # (keras_h5._stream: contiguous, uncompressed HDF5 datasets): mapped here like safetensors, not copied through
-# 4 MiB preads. Measured 2.35x slower than safetensors for the same F32 bytes through iter_chunks. Torch zips and
-# legacy streams: only contiguous little-endian ranges inside stored records carry data_offsets (build_tensors).
-OFFSETS_ARE_RAW = frozenset({"hdf5", "keras-zip", "pytorch-zip", "torchscript", "pytorch-legacy"})
+# 4 MiB preads. Measured 2.35x slower than safetensors for the same F32 bytes through iter_chunks. Torch zips:
+# only contiguous little-endian ranges inside stored records carry data_offsets (torch_tensors.build_tensors).
+OFFSETS_ARE_RAW = frozenset({"hdf5", "keras-zip", "pytorch-zip", "torchscript"})
 
 
 def _streams_itself(fmt: str) -> bool:
