@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, Probe
 from weightaudit.formats.container_bodies import body_for
 from weightaudit.formats.mapped_file import FileProblem
-from weightaudit.formats.pickle_scan import FileScan, safe_load
+from weightaudit.formats.pickle_scan import FileScan, resolved_path, safe_load
 from weightaudit.limits import describe
 from weightaudit.model import LoadedFile, TensorInfo
 from weightaudit.rules.container_rules import COMPRESSED_PICKLE, INFLATION_LIMIT, UNSCANNED_ARCHIVE
@@ -266,7 +266,7 @@ class CompressedLoader:
         return safe_load(self.name, path, rel, options, load_body)
 
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
-        key = (str(Path(path).resolve()), tensor.name)
+        key = (resolved_path(str(path)), tensor.name)
         if key not in INFLATED_RANGES:
             self.load(Path(path), tensor.file, LoadOptions())
         if key not in INFLATED_RANGES:
@@ -328,7 +328,7 @@ MAX_SPOOLS = 2                     # files whose inflated streams are kept at on
 
 def _spool_for(path: Path, codec: Codec) -> _Spool:
     """This process's spool of ``path`` (made anew when the file changed, or after a fork)."""
-    key = str(path.resolve())
+    key = resolved_path(str(path))
     stat = path.stat()
     identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
     found = _SPOOLS.get(key)

@@ -26,7 +26,7 @@ from weightaudit.model import FileStatus, Finding, LoadedFile, Role, TensorInfo
 from weightaudit.rules import get_rule
 from weightaudit.rules import pickle_rules as R
 
-__all__ = ["FileScan", "limits_for", "safe_load", "report_trailing_data", "PickleFamilyLoader"]
+__all__ = ["FileScan", "limits_for", "safe_load", "report_trailing_data", "PickleFamilyLoader", "resolved_path"]
 
 
 @dataclass
@@ -146,7 +146,7 @@ def report_trailing_data(scan: FileScan, results: list[PickleResult], stopped: i
 
 
 @functools.lru_cache(maxsize=1024)
-def _resolved(path: str) -> str:
+def resolved_path(path: str) -> str:
     """The real path TENSOR_LAYOUTS is keyed by; resolving it once per file, not per tensor (100,000 realpath
     walks were 10% of a 100,000-tensor audit)."""
     return str(Path(path).resolve())
@@ -160,7 +160,7 @@ class PickleFamilyLoader:
     def iter_chunks(self, path: Path, tensor: TensorInfo, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
         if tensor.data_offsets is not None:  # the raw bytes in the file (stored torch records, .npy, .npz members)
             return iter_contiguous_chunks(Path(path), tensor.data_offsets[0], tensor.data_offsets[1], chunk_bytes)
-        key = (_resolved(str(path)), tensor.name)
+        key = (resolved_path(str(path)), tensor.name)
         if key not in TENSOR_LAYOUTS:
             self.load(Path(path), tensor.file, LoadOptions())     # type: ignore[attr-defined]
         layout = TENSOR_LAYOUTS.get(key)
