@@ -77,6 +77,7 @@ class VerdictCollector:
     policy_noted: set[str] = field(default_factory=set)
     walked: set[int] = field(default_factory=set)
     innermost_of: dict[int, Any] = field(default_factory=dict)   # call chains walked once (see judge_callable)
+    global_verdicts: dict[int, tuple[Global, Verdict]] = field(default_factory=dict)   # one judgement per reference
 
     def _note_policy(self, verdict: Verdict, pos: int, opcode: str) -> None:
         entry = verdict.entry
@@ -88,7 +89,14 @@ class VerdictCollector:
 
     # ---- calls
     def call(self, call: Call) -> None:
-        verdict = self.judge.judge_callable(call.func, self.innermost_of)
+        func = call.func
+        known = self.global_verdicts.get(id(func)) if type(func) is Global else None
+        if known is not None:
+            verdict = known[1]
+        else:
+            verdict = self.judge.judge_callable(func, self.innermost_of)
+            if type(func) is Global:                # the reference is kept with its verdict: its id stays its own
+                self.global_verdicts[id(func)] = (func, verdict)
         self._note_policy(verdict, call.pos, call.opcode)
         if verdict.level is Level.ALLOWED and (verdict.entry is None or not verdict.entry.arg_values):
             self._arguments(call, verdict)          # the common case: nothing to report about the call itself
@@ -133,10 +141,13 @@ class VerdictCollector:
                        f"{call.opcode}, which runs its constructor with chosen arguments", where=where))
 
     def _arguments(self, call: Call, verdict: Verdict) -> None:
+        found = _iter_globals((call.args, call.kwargs), self.walked)   # both live on the Call
+        if not found:
+            return
         reconstructor = isinstance(call.func, Global) and call.func.qualname in _RECONSTRUCTORS \
             and verdict.level is Level.ALLOWED
         seen: set[str] = set()
-        for ref in _iter_globals((call.args, call.kwargs), self.walked):   # both live on the Call
+        for ref in found:
             if ref.qualname in seen:
                 continue
             seen.add(ref.qualname)
