@@ -128,10 +128,11 @@ def _load_zip(scan: FileScan, view: memoryview, options: LoadOptions, path_key: 
     referenced: set[str] = set()
 
     def lookup(key: str, dtype: str, numel: int, location: str) -> Storage | str:
-        entry = table.get(f"{prefix}data/{key}")
-        referenced.add(f"{prefix}data/{key}")
+        record = f"{prefix}data/{key}"
+        entry = table.get(record)
+        referenced.add(record)
         if entry is None:
-            return f"storage record {prefix}data/{key} is missing"
+            return f"storage record {record} is missing"
         offset = entry.data_offset if entry.method == 0 else None
         return Storage(key, dtype, numel, location, offset, entry.size, entry.name, entry)
 
