@@ -161,8 +161,9 @@ def _merge(pieces: Sequence[_Work], outcomes: Iterable[_Outcome]) -> dict[tuple[
     return _finished(_joined(pieces, outcomes), pieces)
 
 
-# TensorStats' values in field order but ``fingerprint`` (confirmed last, across the release), and the signature.
-_Joined = dict[tuple[str, str], tuple[tuple, bytes]]
+# Each tensor's statistics, fingerprinted from its signature alone, and that signature: where signatures collide,
+# ``_finished`` hashes the bytes and gives the tensors that differ fingerprints with their hash folded in.
+_Joined = dict[tuple[str, str], tuple[TensorStats, bytes]]
 _NOT_FINGERPRINT = tuple(f.name for f in dataclasses.fields(TensorStats) if f.name != "fingerprint")
 
 
@@ -202,9 +203,8 @@ def _joined(pieces: Sequence[_Work], outcomes: Iterable[_Outcome]) -> _Joined:
         whole = found[0][1]
         for _, later, *_ in found[1:]:
             whole.merge(later)
-        nbytes = whole.count * _spec_of(found[0][3]).itemsize
-        result = whole.result("", found[0][2])
-        joined[key] = (tuple(getattr(result, name) for name in _NOT_FINGERPRINT), whole.signature(nbytes))
+        signature = whole.signature(whole.count * _spec_of(found[0][3]).itemsize)
+        joined[key] = (whole.result(_fingerprint(signature), found[0][2]), signature)
     for key, (tensor, error) in failed.items():
         log.warning("%s: statistics of tensor %r skipped: %s", tensor.file, tensor.name, error)
         joined.pop(key, None)
@@ -220,9 +220,9 @@ def _add_part(parts: dict, failed: dict, piece: _Piece, part: _Partial | None,
 
 
 def _small_rows(run: _SmallRun, columns: SmallColumns, failed: dict
-                ) -> Iterator[tuple[tuple[str, str], tuple[tuple, bytes]]]:
-    """(key, (values, signature)) of every tensor of a small run, from its columns: the values ``_Partial.result``
-    and the signature ``_Partial.signature`` give for the same numbers, built column-wise."""
+                ) -> Iterator[tuple[tuple[str, str], tuple[TensorStats, bytes]]]:
+    """(key, (stats, signature)) of every tensor of a small run, from its columns: what ``_Partial.result`` and
+    ``_Partial.signature`` give for the same numbers, built column-wise."""
     c = columns
     count, zeros, nan, pos_inf, neg_inf = (a.tolist() for a in (c.count, c.zeros, c.nan, c.pos_inf, c.neg_inf))
     max_abs_index = c.max_abs_index.tolist()
@@ -233,16 +233,34 @@ def _small_rows(run: _SmallRun, columns: SmallColumns, failed: dict
     for row in np.flatnonzero(c.finite == 0).tolist():   # no finite value: as ``_Partial.result`` says it
         values = rows[row]
         rows[row] = (values[0], None, None, None, None, *values[5:10], None, None, (), None)
-    signatures = c.signatures if c.signatures is not None else c.signature_list(_spec_of(run.dtype).itemsize)
+    if c.signatures is None:
+        c.with_signatures(_spec_of(run.dtype).itemsize)
     for row, error in c.failed.items():
         tensor = run.tensors[row]
         failed.setdefault(tensor.key, (tensor, error))
-    return ((tensor.key, (values, signature)) for tensor, values, signature in zip(run.tensors, rows, signatures))
+    return ((tensor.key, (_new_stats(values, fingerprint), signature))
+            for tensor, values, signature, fingerprint in zip(run.tensors, rows, c.signatures, c.fingerprints))
 
 
 def _finished(joined: _Joined, pieces: Sequence[_Work]) -> dict[tuple[str, str], TensorStats]:
-    fingerprints = _confirmed_fingerprints({key: item[1] for key, item in joined.items()}, pieces)
-    return {key: _new_stats(values, fingerprints[key]) for key, (values, _) in joined.items()}
+    """The statistics with confirmed fingerprints: where signatures collide, a full hash of the bytes decides.
+
+    So within one result, equal fingerprints mean byte-identical tensors (up to a 2**-64 hash collision).
+    """
+    results = {key: stats for key, (stats, _) in joined.items()}
+    if len({signature for _, signature in joined.values()}) == len(joined):
+        return results   # (the usual case, tested at C speed)
+    groups: dict[bytes, list[tuple[str, str]]] = {}
+    for key, (_, signature) in joined.items():
+        groups.setdefault(signature, []).append(key)
+    colliding = [keys for keys in groups.values() if len(keys) > 1]
+    digests = _digests([key for keys in colliding for key in keys], pieces)
+    for keys in colliding:
+        if len({digests[key] for key in keys}) > 1:   # same signature, different bytes
+            signature = joined[keys[0]][1]
+            for key in keys:
+                results[key] = dataclasses.replace(results[key], fingerprint=_fingerprint(signature, digests[key]))
+    return results
 
 
 def _new_stats(values: tuple, fingerprint: str, _new=object.__new__, _names=_NOT_FINGERPRINT) -> TensorStats:
@@ -254,28 +272,6 @@ def _new_stats(values: tuple, fingerprint: str, _new=object.__new__, _names=_NOT
     fields.update(zip(_names, values))
     fields["fingerprint"] = fingerprint
     return stats
-
-
-def _confirmed_fingerprints(signatures: Mapping[tuple[str, str], bytes], pieces: Sequence[_Work]
-                            ) -> dict[tuple[str, str], str]:
-    """Fingerprint from the signature; where signatures collide, a full hash of the bytes decides.
-
-    So within one result, equal fingerprints mean byte-identical tensors (up to a 2**-64 hash collision).
-    """
-    groups: dict[bytes, list[tuple[str, str]]] = {}
-    for key, signature in signatures.items():
-        groups.setdefault(signature, []).append(key)
-    fingerprints = {keys[0]: _fingerprint(signature) for signature, keys in groups.items() if len(keys) == 1}
-    colliding = [keys for keys in groups.values() if len(keys) > 1]
-    if not colliding:
-        return fingerprints
-    digests = _digests([key for keys in colliding for key in keys], pieces)
-    for keys in colliding:
-        signature = signatures[keys[0]]
-        same = len({digests[key] for key in keys}) == 1
-        for key in keys:
-            fingerprints[key] = _fingerprint(signature) if same else _fingerprint(signature, digests[key])
-    return fingerprints
 
 
 def _digests(keys: Sequence[tuple[str, str]], pieces: Sequence[_Work]) -> dict[tuple[str, str], bytes]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from weightaudit.stats_decode import (BLOCK_BYTES, FP16_MAX, HISTOGRAM_BINS, HISTOGRAM_EXACT_LIMIT, _SPECS, _Native,
                                       _Table)
-from weightaudit.stats_kernels import HISTOGRAM_MIN_SPREAD, SAMPLE_BYTES
+from weightaudit.stats_kernels import HISTOGRAM_MIN_SPREAD, SAMPLE_BYTES, _fingerprint
 
 # _Partial.signature's bytes, repr(facts) + the crc32 samples, for the ints and floats of a small tensor's row
 # (one sample): formatting bytes directly is 25% cheaper than repr of a tuple, and float repr is most of it.
@@ -96,7 +96,8 @@ class SmallColumns:
     hist_high: np.ndarray
     sample: np.ndarray         # uint32
     failed: dict[int, str] = field(default_factory=dict)
-    signatures: list[bytes] | None = None   # set by ``with_signatures`` (in the worker that computed the rows)
+    signatures: list[bytes] | None = None   # set by ``with_signatures`` (in the worker that computed the rows) ...
+    fingerprints: list[str] | None = None   # ... with each signature's own fingerprint (``_fingerprint``)
 
     def signature_list(self, itemsize: int) -> list[bytes]:
         """``_Partial.signature`` of every row (repr of the exact facts + the crc32 sample), built column-wise."""
@@ -109,6 +110,7 @@ class SmallColumns:
 
     def with_signatures(self, itemsize: int) -> "SmallColumns":
         self.signatures = self.signature_list(itemsize)
+        self.fingerprints = [_fingerprint(signature) for signature in self.signatures]
         return self
 
     @classmethod
@@ -116,7 +118,7 @@ class SmallColumns:
         if len(parts) == 1:
             return parts[0]
         arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)
-                  if f.name not in ("failed", "signatures")}
+                  if f.name not in ("failed", "signatures", "fingerprints")}
         failed, offset = {}, 0
         for part in parts:
             failed.update({offset + row: error for row, error in part.failed.items()})
@@ -153,7 +155,7 @@ def _with_failed_rows(mapped: mmap.mmap, dtype: str, begins: np.ndarray, ends: n
     inside = np.flatnonzero(~outside)
     done = small_columns(mapped, dtype, begins[inside], ends[inside])
     out = SmallColumns(**{f.name: _spread(getattr(done, f.name), inside, begins.size)
-                          for f in fields(SmallColumns) if f.name not in ("failed", "signatures")})
+                          for f in fields(SmallColumns) if f.name not in ("failed", "signatures", "fingerprints")})
     out.failed = {row: f"OSError: tensor bytes end at {int(ends[row])} but the file has {size}"
                   for row in np.flatnonzero(outside).tolist()}
     return out
