@@ -1,6 +1,7 @@
-"""Statistics of torch zip tensors: the raw-offset path (stored records mapped like safetensors, small tensors
-reduced together) gives exactly what the streamed path (``iter_chunks``) gives, and both agree with torch on a
-checkpoint the test writes. Only contiguous little-endian ranges of stored records may carry ``data_offsets``."""
+"""Statistics of torch tensors (zip and legacy containers): the raw-offset path (stored records mapped like
+safetensors, small tensors reduced together) gives what the streamed path (``iter_chunks``) gives, and both agree
+with torch on a checkpoint the test writes. Only contiguous little-endian ranges of stored records may carry
+``data_offsets``, and those bytes are the tensor's own."""
 
 from __future__ import annotations
 
