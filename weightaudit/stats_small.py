@@ -108,6 +108,13 @@ class SmallColumns:
                     [samples[i:i + 4] for i in range(0, len(samples), 4)])
         return [_SIGNATURE % fact for fact in facts]
 
+    def rows(self, index: np.ndarray) -> "SmallColumns":
+        """These columns with their rows taken in ``index`` order (before signatures are made)."""
+        return SmallColumns(**{f.name: getattr(self, f.name)[index] for f in fields(SmallColumns)
+                               if f.name not in ("failed", "signatures", "fingerprints")},
+                            failed={new: self.failed[old] for new, old in enumerate(index.tolist())
+                                    if old in self.failed} if self.failed else {})
+
     def with_signatures(self, itemsize: int) -> "SmallColumns":
         self.signatures = self.signature_list(itemsize)
         self.fingerprints = [_fingerprint(signature) for signature in self.signatures]
@@ -138,15 +145,23 @@ def small_columns(mapped: mmap.mmap, dtype: str, begins: np.ndarray, ends: np.nd
     if begins.size == 0:
         return _empty_columns(np.zeros(0, np.int64), np.zeros(0, np.uint32))
     itemsize = _SPECS[dtype].itemsize
+    counts = (ends - begins) // itemsize
+    order = None
+    if (counts[1:] != counts[:-1]).any():   # several lengths: reduce each length's tensors together (2-D grids)
+        order = np.argsort(counts, kind="stable")
+        begins, ends, counts = begins[order], ends[order], counts[order]
     sizes = ends - begins
     limits = np.cumsum(sizes)
+    length_ends = np.append(np.flatnonzero(counts[1:] != counts[:-1]) + 1, begins.size)
     parts, first = [], 0
-    while first < begins.size:   # groups of about GROUP_BYTES (at least one tensor)
+    while first < begins.size:   # groups of about GROUP_BYTES (at least one tensor) of one length
         last = max(first + 1, int(np.searchsorted(limits, limits[first] - sizes[first] + GROUP_BYTES, "right")))
+        last = min(last, int(length_ends[np.searchsorted(length_ends, first, "right")]))
         parts.append(_group_columns(whole, mapped, dtype, itemsize, begins[first:last], ends[first:last]))
         release_pages(mapped, int(begins[first]), int(ends[last - 1]))   # resident memory stays flat
         first = last
-    return SmallColumns.concat(parts)
+    found = SmallColumns.concat(parts)
+    return found if order is None else found.rows(np.argsort(order))
 
 
 def _with_failed_rows(mapped: mmap.mmap, dtype: str, begins: np.ndarray, ends: np.ndarray, outside: np.ndarray,
