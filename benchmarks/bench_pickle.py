@@ -66,8 +66,8 @@ def per_opcode(tmp: Path) -> str:
     best = min(_timed(lambda: run_pickle(data)) for _ in range(3))
     cpu = min(_cpu(lambda: run_pickle(data)) for _ in range(3))
     ops = sum(run_pickle(data).opcodes.values())
-    return (f"{ops:,} opcodes in {best:.2f} s: {best / ops * 1e6:.2f} µs per opcode; CPU {cpu / ops * 1e6:.2f} µs per "
-            "opcode (best of 3)")
+    return (f"{ops:,} opcodes in {best:.2f} s: {best / ops * 1e6:.2f} µs per opcode; "
+            f"CPU {cpu / ops * 1e6:.2f} µs per opcode (best of 3)")
 
 
 @case
