@@ -228,3 +228,21 @@ def test_prose_that_parses_as_protocol_0_is_not_a_pickle(tmp_path) -> None:
     payload.write_bytes(b"cos\nsystem\n(S'id'\ntR.\n" + b"Just some notes after the pickle.\n" * 10)
     loader = sniff(read_probe(payload))
     assert loader is not None and loader.name == "pickle"
+
+
+def test_a_load_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """Loads make the cyclic collector lazy while they run (pickle_scan._no_cyclic_gc), never beyond: after a
+    clean load and after one that fails part-way, thresholds and state are what they were."""
+    import gc
+
+    from weightaudit.formats.torch_pickle import PYTORCH_ZIP
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(good.read_bytes()[:200])
+    before = gc.get_threshold()
+    assert load(good)[1].status is FileStatus.OK
+    assert gc.get_threshold() == before and gc.isenabled()
+    assert PYTORCH_ZIP.load(broken, broken.name, LoadOptions()).status is FileStatus.ERROR
+    assert gc.get_threshold() == before and gc.isenabled()
