@@ -36,9 +36,8 @@ def test_streamed_compact_json_has_the_bytes_of_one_dump(monkeypatch: pytest.Mon
     from weightaudit.render import json_report
     from weightaudit.report import to_dict
 
-    reports = [api.audit([str(FIXTURES / name)], fail_on="high") for name in ("tiny-bert", "defects")]
+    reports = [api.audit([str(FIXTURES / name)], fail_on="high") for name in ("tiny-bert", "defects", "torch")]
     monkeypatch.setattr(json_report, "INDENT_MAX_TENSORS", 0)
-    monkeypatch.setattr(json_report, "TENSORS_PER_CHUNK", 2)
     for report in reports:
         assert len(report.tensors) > 2
         expected = json.dumps(to_dict(report), ensure_ascii=False, allow_nan=False)
@@ -50,3 +49,20 @@ def test_streamed_compact_json_has_the_bytes_of_one_dump(monkeypatch: pytest.Mon
                 "command": "audit", "target": " ".join(r.target for r in reports),
                 "verdict": combined_verdict(reports).value, "reports": [to_dict(r) for r in reports]}
     assert json_report.render_many(reports, None) == json.dumps(document, ensure_ascii=False, allow_nan=False)
+
+
+@pytest.mark.parametrize("changes", [{}, {"min": 1, "max": 2}, {"zeros": True}, {"std": math.nan}, {"min": None},
+                                     {"histogram": ()}, {"max_abs_index": None}])
+@pytest.mark.parametrize("tensor_changes", [{}, {"storage": "0"}, {"strides": (1,)}, {"shape": ()},
+                                            {"name": 'q"\\\u00e9\n'}, {"data_offsets": None}])
+def test_tensor_text_is_what_json_writes(changes: dict, tensor_changes: dict) -> None:
+    from weightaudit.model import TensorInfo
+    from weightaudit.render.json_tensors import tensor_texts
+    from weightaudit.report import tensor_dict
+
+    tensor = TensorInfo(**{"name": "w", "dtype": "F32", "shape": (4,), "file": "m.safetensors",
+                           "data_offsets": (8, 24), **tensor_changes})
+    stats = TensorStats(**{**BASE, **changes})
+    for found in (stats, None):
+        text, = tensor_texts([tensor], {tensor.key: found} if found else {})
+        assert text == json.dumps(tensor_dict(tensor, found), ensure_ascii=False, allow_nan=False)

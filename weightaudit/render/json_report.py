@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from weightaudit import __version__
 from weightaudit.collector import fewer_collections
-from weightaudit.report import SCHEMA_VERSION, Report, combined_verdict, iter_tensor_dicts, to_dict
+from weightaudit.render.json_tensors import tensor_texts
+from weightaudit.report import SCHEMA_VERSION, Report, combined_verdict, to_dict
 
 if TYPE_CHECKING:
     from weightaudit.render import RenderOptions
@@ -49,11 +49,10 @@ def render_many(reports: Sequence[Report], options: "RenderOptions") -> str:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)   # compact: the C encoder, ", " and ": "
-TENSORS_PER_CHUNK = 1_000
 
 
 def _compact(document: dict, report: Report | None = None) -> str:
-    """``json.dumps(document)`` (compact) with the report's tensors written in chunks of TENSORS_PER_CHUNK where
+    """``json.dumps(document)`` (compact) with the report's tensors written one by one (``json_tensors``) where
     the "tensors" entry is None: the same bytes, without a dict per tensor held for all 100,000 tensors at once,
     and joined once (each intermediate copy of a 57 MB report is 57 MB more peak memory)."""
     return "".join(_fragments(document, report))
@@ -65,14 +64,11 @@ def _fragments(document: dict, report: Report | None) -> Iterator[str]:
         yield f"{', ' if number else ''}{_ENCODER.encode(key)}: "
         if key == "tensors" and value is None and report is not None:
             yield "["
-            for number_chunk, chunk in enumerate(_chunks(iter_tensor_dicts(report))):
-                yield (", " if number_chunk else "") + _ENCODER.encode(chunk)[1:-1]
+            for number_tensor, text in enumerate(tensor_texts(report.tensors, report.stats)):
+                yield (", " if number_tensor else "") + text
             yield "]"
         else:
             yield _ENCODER.encode(value)
     yield "}"
 
 
-def _chunks(items: Iterator[dict]) -> Iterator[list[dict]]:
-    while chunk := list(itertools.islice(items, TENSORS_PER_CHUNK)):
-        yield chunk
