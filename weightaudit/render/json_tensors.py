@@ -25,20 +25,41 @@ _TENSOR = ('{"name": %s, "file": %s, "dtype": %s, "shape": [%s], "parameter_coun
            '"max_abs_index": %r, "fingerprint": %s, "histogram": [%s]}}')
 
 
+_HEADER_ONLY = ('{"name": %s, "file": %s, "dtype": %s, "shape": [%s], "parameter_count": %r, "data_offsets": [%r, %r], '
+                '"role": "%s"}')
+
+
 def tensor_texts(tensors: Iterable[TensorInfo], stats: Mapping[tuple[str, str], TensorStats]) -> Iterator[str]:
     """One JSON text per tensor, each what ``json.dumps(tensor_dict(t, stats))`` writes (compact)."""
     for tensor in tensors:
         found = stats.get((tensor.file, tensor.name))
-        text = _direct(tensor, found) if found is not None else None
+        text = _direct(tensor, found) if found is not None else _header_only(tensor)
         yield text if text is not None else _ENCODER.encode(tensor_dict(tensor, found))
+
+
+def _plain(tensor: TensorInfo) -> str | None:
+    """The tensor's role text when its header part takes the direct path (else None)."""
+    offsets = tensor.data_offsets
+    if not offsets or len(offsets) != 2 or tensor.storage is not None or tensor.strides is not None:
+        return None
+    return _ROLE_VALUES.get(tensor.role)
+
+
+def _header_only(tensor: TensorInfo) -> str | None:
+    """The text of a plain tensor without statistics (``--no-stats``)."""
+    role = _plain(tensor)
+    if role is None or set(map(type, (*tensor.data_offsets, *tensor.shape))) != _INT:  # type: ignore[misc]
+        return None
+    offsets = tensor.data_offsets
+    return _HEADER_ONLY % (_STRING(tensor.name), _STRING(tensor.file), _STRING(tensor.dtype),
+                           ", ".join(map(repr, tensor.shape)), tensor.parameter_count, offsets[0], offsets[1], role)
 
 
 def _direct(tensor: TensorInfo, stats: TensorStats) -> str | None:
     """The text of a plain tensor with plain statistics; None when any value needs the encoder's care."""
     offsets = tensor.data_offsets
-    role = _ROLE_VALUES.get(tensor.role)
-    if (not offsets or len(offsets) != 2 or role is None or tensor.storage is not None or tensor.strides is not None
-            or type(stats.fingerprint) is not str):
+    role = _plain(tensor)
+    if role is None or type(stats.fingerprint) is not str:
         return None
     floats = (stats.min, stats.max, stats.mean, stats.std, stats.max_abs)
     ints = (stats.count, stats.zeros, stats.nan, stats.pos_inf, stats.neg_inf, stats.fp16_overflow,
