@@ -72,9 +72,11 @@ def test_small_tensors_of_any_loader_with_raw_offsets_are_batched(tmp_path: Path
 
     assert planned("hdf5")[0] == 50                  # listed in OFFSETS_ARE_RAW
     assert planned("no-such-loader")[0] == 50        # unknown: offsets are raw by contract
-    streamed = planned("pytorch-legacy")
+    real = schedule._streams_itself                  # a loader with its own iter_chunks (any real one may list itself)
+    monkeypatch.setattr(schedule, "_streams_itself", lambda fmt: fmt == "self-streaming" or real(fmt))
+    streamed = planned("self-streaming")
     assert streamed[0] == 0 and all(not p.mapped for p in streamed[1])   # streams through its iter_chunks
-    monkeypatch.setattr(schedule, "OFFSETS_ARE_RAW", schedule.OFFSETS_ARE_RAW | {"pytorch-legacy"})
-    assert planned("pytorch-legacy")[0] == 50
-    result = S.compute_stats(tmp_path, [LoadedFile("raw.bin", "pytorch-legacy", 50 * 256, tensors=tensors)], workers=1)
+    monkeypatch.setattr(schedule, "OFFSETS_ARE_RAW", schedule.OFFSETS_ARE_RAW | {"self-streaming"})
+    assert planned("self-streaming")[0] == 50
+    result = S.compute_stats(tmp_path, [LoadedFile("raw.bin", "self-streaming", 50 * 256, tensors=tensors)], workers=1)
     assert result[("raw.bin", "t7")].min == float(values[7].min()) and result[("raw.bin", "t7")].count == 64
