@@ -252,22 +252,28 @@ class _Planner:
     def add_file(self, loaded: LoadedFile) -> None:
         streams_itself = loaded.format not in OFFSETS_ARE_RAW and _streams_itself(loaded.format)
         fmt = loaded.format
+        where: dict[tuple[str, str], tuple[Path, int, list]] = {}   # (file, dtype) -> path, size, its small list
         for tensor in loaded.tensors:
             kind = _dtype_kind(tensor.dtype)
             if kind is None:
                 continue
-            path = self.paths.get(tensor.file) or self.paths.setdefault(tensor.file, self.root / tensor.file)
+            found = where.get((tensor.file, tensor.dtype))
+            if found is None:
+                path = self.paths.get(tensor.file) or self.paths.setdefault(tensor.file, self.root / tensor.file)
+                found = where[(tensor.file, tensor.dtype)] = (
+                    path, _file_size(path, self.sizes), self.small.setdefault((path, fmt, tensor.dtype), []))
+            path, size, small = found
             offsets = tensor.data_offsets
             if offsets is None or streams_itself or kind.quantized:
                 self.pieces.append(_Piece(tensor.key, path, fmt, tensor, 0, tensor.nbytes or 0, mapped=False))
                 continue
             begin, end = offsets
-            if not 0 <= begin <= end <= _file_size(path, self.sizes):
+            if not 0 <= begin <= end <= size:
                 log.warning("%s: tensor %r lies outside the file; no statistics", tensor.file, tensor.name)
                 continue
             if (kind.small and kind.itemsize <= end - begin <= self.small_max and tensor.byte_order != "big"
                     and tensor.parameter_count <= HISTOGRAM_EXACT_LIMIT):   # = stats_small.batchable, inlined
-                self.small.setdefault((path, fmt, tensor.dtype), []).append((begin, end, tensor))
+                small.append((begin, end, tensor))
                 continue
             for start in (range(begin, end, self.split) if end > begin else [begin]):
                 self.pieces.append(_Piece(tensor.key, path, fmt, tensor, start, min(start + self.split, end), True))
@@ -276,6 +282,8 @@ class _Planner:
         """The small tensors of each (file, format, dtype) in file order, cut into runs of about RUN_BYTES."""
         runs: list[_Work] = []
         for (path, fmt, dtype), members in self.small.items():
+            if not members:
+                continue
             members.sort(key=lambda member: member[0])
             begins = np.fromiter((m[0] for m in members), np.int64, len(members))
             ends = np.fromiter((m[1] for m in members), np.int64, len(members))
