@@ -94,7 +94,8 @@ def finish_run(release: Release, loaded: tuple[LoadedFile, ...], stats: Mapping[
     raw = (list(release.findings) + side_file_findings(release, load_options.limits)
            + [f for lf in files for f in lf.findings]
            + rule_findings)
-    files = unverified_by_rules(files, rule_findings, Path(release.root))
+    own = [f for lf in files for f in lf.findings if f.path == lf.path]   # e.g. a GGUF's template: WA463
+    files = unverified_by_rules(files, own + rule_findings, Path(release.root))
     copies = find_copies(files, release)
     kept, suppressed, notes = apply_policy(without_echoes(raw, copies), options)
     notes = coverage_notes + notes
@@ -121,8 +122,9 @@ def _policy_field(options: RunOptions) -> dict[str, Any]:
 def unverified_by_rules(files: tuple[LoadedFile, ...], findings: Iterable[Finding], root: Path
                         ) -> tuple[LoadedFile, ...]:
     """Release-level rules cannot change the files they read, so a finding of a rule that ``unverifies`` (WA132:
-    a limit stopped the check) leaves its file unverified here: a weight file is marked so, a side file is listed
-    as an unverified file of its own (format ``side-file``). Never a pass for what was not fully checked."""
+    a limit stopped the check; WA463: a chat template not analysed) leaves its file unverified here: a weight file
+    is marked so, a side file is listed as an unverified file of its own (format ``side-file``). Never a pass for
+    what was not fully checked."""
     from weightaudit.rules import get_rule
 
     reasons: dict[str, str] = {}
