@@ -133,3 +133,19 @@ def _first_sight(reader: _Reader, address: int) -> None:
     if address in reader.nodes:
         raise Unsupported(f"B-tree or symbol node {address:#x} reached twice")
     reader.nodes.add(address)
+
+
+def btree_v1_node(reader: _Reader, address: int, kind: int, expected_level: int | None, max_entries: int,
+                  step: int, tail: int) -> tuple[int, int, int]:
+    """(level, entries, where the keys start) of a version-1 B-tree node of ``kind`` (0: group, 1: chunks), read
+    once per file and charged to the metadata budget; ``step`` is one key plus one child address, ``tail`` the
+    size of the last key. A node of another kind, an unexpected level or too many entries is left to libhdf5."""
+    _first_sight(reader, address)
+    position = reader.signature(address, b"TREE")
+    node_kind, level, used = struct.unpack_from("<BBH", reader.data, position + 4)
+    if node_kind != kind or level != (level if expected_level is None else expected_level) or used > max_entries:
+        raise Unsupported(f"B-tree node {address:#x} of type {node_kind}, level {level}, {used} entries")
+    keys_at = position + 8 + 2 * reader.osize
+    reader.at(address, keys_at - position + used * step + tail)
+    reader.spend(used * step)
+    return level, used, keys_at

@@ -10,8 +10,8 @@ import struct
 import numpy as np
 
 from weightaudit.formats.hdf5_bytes import (
-    _DATASET_ASIDE, CHUNKED, COMPACT, CONTIGUOUS, MAX_RANK, UNDEFINED, Record, Unsupported, _first_sight, _Header,
-    _Reader,
+    _DATASET_ASIDE, CHUNKED, COMPACT, CONTIGUOUS, MAX_RANK, UNDEFINED, Record, _Header,
+    _Reader, btree_v1_node,
 )
 
 MAX_FILTERS = 32                   # H5Z_MAX_NFILTERS
@@ -189,14 +189,7 @@ def _chunk_bytes(reader: _Reader, root: int, rank: int) -> int:
     stack: list[tuple[int, int | None]] = [(root, None)]
     while stack:
         address, expected = stack.pop()
-        _first_sight(reader, address)
-        position = reader.signature(address, b"TREE")
-        kind, level, used = struct.unpack_from("<BBH", reader.data, position + 4)
-        if kind != 1 or level != (level if expected is None else expected) or used > reader.chunk_fanout:
-            raise Unsupported(f"chunk B-tree node {address:#x} of type {kind}, level {level}, {used} entries")
-        keys_at = position + 8 + 2 * reader.osize
-        reader.at(address, keys_at - position + used * step + key_size)
-        reader.spend(used * step)
+        level, used, keys_at = btree_v1_node(reader, address, 1, expected, reader.chunk_fanout, step, key_size)
         for index in range(used):
             at = keys_at + index * step
             if level == 0:

@@ -26,7 +26,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from weightaudit.formats.hdf5_bytes import UNDEFINED, Record, Unsupported, _first_sight, _Header, _Reader
+from weightaudit.formats.hdf5_bytes import (UNDEFINED, Record, Unsupported, _first_sight, _Header, _Reader,
+                                             btree_v1_node)
 from weightaudit.formats.hdf5_datasets import dataset_record
 from weightaudit.formats.hdf5_userblock import HDF5_SIGNATURE
 
@@ -82,14 +83,7 @@ def _group_nodes(reader: _Reader, root: int, names: bytes) -> Iterator[tuple[int
     step = reader.osize + reader.lsize
     while stack:
         address, level_expected, low, high = stack.pop()
-        _first_sight(reader, address)
-        position = reader.signature(address, b"TREE")
-        kind, level, used = struct.unpack_from("<BBH", reader.data, position + 4)
-        if kind != 0 or level != (level if level_expected is None else level_expected) or used > reader.fanout:
-            raise Unsupported(f"B-tree node {address:#x} of type {kind}, level {level}, {used} children")
-        keys_at = position + 8 + 2 * reader.osize
-        reader.at(address, keys_at - position + used * step + reader.lsize)
-        reader.spend(used * step)
+        level, used, keys_at = btree_v1_node(reader, address, 0, level_expected, reader.fanout, step, reader.lsize)
         keys = [_heap_name(reader, names, reader.length(keys_at + i * step)) for i in range(used + 1)]
         if any(left >= right for left, right in zip(keys, keys[1:])):
             raise Unsupported(f"B-tree node {address:#x} keys out of order")
