@@ -85,3 +85,37 @@ def test_no_color_means_no_escape_codes_on_stdout_or_stderr(defects: Path) -> No
 def test_inspect_stats_shows_progress_like_audit(defects: Path) -> None:
     code, raw = run_in_terminal(["inspect", "--stats", "defects", "--no-color"], 80, {}, defects)
     assert code == 1 and b"computing statistics over" in raw
+
+
+def _width_seen(stdout_kind: str, columns: int, tmp_path: Path) -> int:
+    """text_width() in a child whose stderr is a pseudo-terminal of ``columns`` and whose stdout is a pipe or
+    a regular file (COLUMNS unset, as in a person's shell)."""
+    import subprocess
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    code = "from weightaudit.cli.common import text_width; print(text_width())"
+    try:
+        if stdout_kind == "pipe":
+            done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=follower, env=env,
+                                  check=True)
+            return int(done.stdout)
+        out = tmp_path / "report.txt"
+        with out.open("w") as handle:
+            subprocess.run([sys.executable, "-c", code], stdout=handle, stderr=follower, env=env, check=True)
+        return int(out.read_text())
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_piped_report_takes_the_width_of_the_terminal_it_is_read_in(tmp_path: Path) -> None:
+    """`weightaudit audit X | less`: stdout is a pipe, the person reads it in stderr's terminal."""
+    assert _width_seen("pipe", 133, tmp_path) == 133
+
+
+def test_report_redirected_to_a_file_keeps_the_fixed_width(tmp_path: Path) -> None:
+    from weightaudit.cli.common import DEFAULT_WIDTH
+
+    assert _width_seen("file", 133, tmp_path) == DEFAULT_WIDTH

@@ -4,6 +4,7 @@ writing the report atomically, stderr lines."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +52,28 @@ def _isatty(stream) -> bool:
 
 
 def text_width() -> int:
-    """COLUMNS when set, else the terminal's width, else DEFAULT_WIDTH."""
+    """COLUMNS when set, else the terminal's width, else DEFAULT_WIDTH.
+
+    The terminal is stdout's; when stdout is a pipe (``weightaudit audit X | less``) and stderr is a terminal,
+    the report is still read there, so stderr's width is used. Redirected to a file, the width stays
+    DEFAULT_WIDTH, the same on every machine."""
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
         return max(MIN_WIDTH, int(columns))
-    if _isatty(sys.stdout):
-        try:
-            return max(MIN_WIDTH, os.get_terminal_size(sys.stdout.fileno()).columns)
-        except (OSError, ValueError):
-            pass
+    for stream in (sys.stdout, sys.stderr) if _is_pipe(sys.stdout) else (sys.stdout,):
+        if _isatty(stream):
+            try:
+                return max(MIN_WIDTH, os.get_terminal_size(stream.fileno()).columns)
+            except (OSError, ValueError):
+                pass
     return DEFAULT_WIDTH
+
+
+def _is_pipe(stream) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):   # no descriptor (a test's captured stream)
+        return False
 
 
 def write_output(text: str, output: str | None) -> None:
