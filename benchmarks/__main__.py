@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -72,15 +73,24 @@ _WARM: set[Path] = set()
 
 
 def warm(path: Path) -> None:
-    """Put every file in the page cache the same way: drop its cached pages, then read it back in order."""
+    """Put every file in the page cache the same way, whatever its size: drop its cached pages, then fault it
+    back in through a map advised ``MADV_HUGEPAGE``, so the kernel caches it in 2 MiB folios where it can.
+    Read back with ``read()``, a big file ramps up to 2 MiB folios but a 10 MiB shard stays in 64 KiB ones
+    (32,800 faults for 2 GiB in 200 shards against ~1,700), and the limit itself was 1.9x slower on the shards:
+    a comparison of layouts would then measure the page cache, not the audit."""
     for p in ([path] if path.is_file() else sorted(path.rglob("*"))):
         if p.is_file() and p not in _WARM:
             fd = os.open(p, os.O_RDONLY)
             try:
                 os.fsync(fd)                    # written pages must be clean before they can be dropped
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                while os.read(fd, 16 << 20):
-                    pass
+                size = os.fstat(fd).st_size
+                if size:
+                    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+                        if hasattr(mmap, "MADV_HUGEPAGE"):
+                            mapped.madvise(mmap.MADV_HUGEPAGE)
+                        for offset in range(0, size, mmap.PAGESIZE):
+                            mapped[offset]
             finally:
                 os.close(fd)
             _WARM.add(p)
