@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import bz2
+import functools
 import lzma
+import re
 import zlib
 from typing import Any, Callable, NamedTuple
 
@@ -22,8 +24,7 @@ from weightaudit.rules.pickle_rule_defs import LIMIT_EXCEEDED, NESTED_PICKLE
 __all__ = ["MAX_NESTED_DEPTH", "NESTED_OPCODES", "nested_pickle_findings"]
 
 MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
-MAX_CONSTANTS = 10_000
-MAX_NESTED_BYTES = 1 << 20
+MAX_NESTED_BYTES = 1 << 20   # bytes of one constant decoded and scanned; a longer one is scanned by its head
 NESTED_OPCODES = 100_000   # default of limits.nested_pickle_opcodes: opcodes per hidden pickle
 INFLATE_RATIO = 16     # a compressed constant is inflated to at most 16x its size (a payload padded beyond is cut)
 
@@ -33,7 +34,7 @@ class Hidden(NamedTuple):
 
     call: str | None
     depth: int
-    cut: bool = False     # stopped because inflation was cut (1 MiB, 16x), not at the opcode limit
+    cut: bool = False     # stopped because inflation or a long constant was cut (1 MiB, 16x), not at the opcodes
 
 
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
@@ -42,15 +43,16 @@ def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int
     """WA411 per constant hiding a pickle that would call code; WA405 (the file unverified) when such a pickle
     runs past ``max_opcodes`` (``limits.nested_pickle_opcodes``) before anything bad was seen."""
     findings = []
-    for pos, value in result.byte_strings[:MAX_CONSTANTS]:
+    for pos, value in result.byte_strings:     # every constant: the first-character filter keeps this linear
         found = _nested_payload(value, data, 1, judge, max_opcodes)
         if found is None:
             continue
         levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
         if found.call is None and found.cut:
-            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a compressed pickle{levels} that inflates "
-                                                         f"past the {MAX_NESTED_BYTES:,} bytes (at most {INFLATE_RATIO}x "
-                                                         "its compressed size) scanned: not fully checked",
+            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} that inflates past "
+                                                         f"(or, stored plain, runs past) the {MAX_NESTED_BYTES:,} bytes "
+                                                         f"scanned (at most {INFLATE_RATIO}x its compressed size): not "
+                                                         "fully checked",
                                                    where=where(pos, "constant")))
         elif found.call is None:
             findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} of more than "
@@ -67,6 +69,8 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
     """The first call a pickle hidden in this constant would make and how deep it sits (a call of None: a hidden
     pickle hit the opcode limit and nothing bad was seen), or None."""
     limited: Hidden | None = None
+    if not _may_hide_pickle(value, data):
+        return None
     cut: list[bytes] = []
     for payload in _decoded_candidates(value, data, cut):
         inner, _ = scan_stream(payload, limits=Limits(max_opcodes=max_opcodes))
@@ -77,11 +81,11 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
             return Hidden(bad[0], depth)
         if limited is None and any(a.kind == "limit" for r in inner for a in r.anomalies):
             limited = Hidden(None, depth)
-        if limited is None and any(payload is c for c in cut) and not (inner and inner[0].ok):
+        if limited is None and any(payload is c for c in cut) and _ran_to_the_end(inner, payload):
             limited = Hidden(None, depth, cut=True)
         if depth < MAX_NESTED_DEPTH:
             for r in inner:
-                for _, deeper in r.byte_strings[:1_000]:
+                for _, deeper in r.byte_strings:
                     found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes)
                     if found is not None and found.call is not None:
                         return found
@@ -94,11 +98,13 @@ def _decoded_candidates(value: Any, data: bytes | memoryview, cut: list[bytes] |
     """Raw, hex and base64 decodings of a constant (each also inflated) that look like a protocol 2-5 pickle.
     An inflation stopped at its cap (``max_bytes``, 16x the compressed size) before the stream ended is also
     appended to ``cut`` (side-file searches report it: the rest of that pickle was not scanned)."""
+    truncated = False
     if isinstance(value, BytesRef):
-        if value.length > MAX_NESTED_BYTES:
-            return []
-        raw = bytes(data[value.offset:value.offset + value.length])
+        truncated = value.length > max_bytes       # scanned by its head: a pickle begins at the constant's start
+        raw = bytes(data[value.offset:value.offset + min(value.length, max_bytes)])
         value = raw.decode("utf-8", "replace") if value.kind == "str" else raw
+    elif len(value) > max_bytes:
+        truncated, value = True, value[:max_bytes]
     if isinstance(value, bytearray):
         value = bytes(value)
     candidates: list[bytes] = []
@@ -111,13 +117,83 @@ def _decoded_candidates(value: Any, data: bytes | memoryview, cut: list[bytes] |
     if isinstance(value, str) and len(value) >= 8:
         text = value.strip()
         candidates.append(text.encode("latin-1", "ignore"))
-        for decode in (bytes.fromhex, lambda s: base64.b64decode(s, validate=True)):
+        decoders = (_hex_head, _base64_head) if truncated else (bytes.fromhex, _base64)
+        for decode in decoders:
             try:
                 candidates.append(decode(text))
             except (ValueError, binascii.Error):
                 continue
     candidates += [inflated for c in candidates if (inflated := _inflated(c, cut, max_bytes)) is not None]
-    return [c for c in candidates if len(c) >= 4 and c[0] == 0x80 and 2 <= c[1] <= 5]
+    found = [c for c in candidates if len(c) >= 4 and c[0] == 0x80 and 2 <= c[1] <= 5]
+    if truncated and cut is not None:
+        cut.extend(found)
+    return found
+
+
+def _base64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _hex_head(text: str) -> bytes:
+    """The whole hex digit pairs at the head of a cut text (fromhex allows a space between pairs)."""
+    head = _HEX_HEAD.match(text)
+    return bytes.fromhex(head.group(0)) if head else b""
+
+
+def _base64_head(text: str) -> bytes:
+    """The whole base64 quads at the head of a cut text."""
+    head = _BASE64_HEAD.match(text)
+    return base64.b64decode(head.group(0)[: len(head.group(0)) // 4 * 4], validate=True) if head else b""
+
+
+_HEX_HEAD = re.compile(r"(?:[0-9A-Fa-f]{2} ?)+")
+_BASE64_HEAD = re.compile(r"[A-Za-z0-9+/]+")
+_FIRST_VISIBLE = re.compile(r"\S")
+
+
+def _ran_to_the_end(inner: list, payload: bytes) -> bool:
+    """The scan of a cut payload stopped only because the payload ended (a pickle longer than what was scanned),
+    not at an opcode no pickle has (bytes that merely start like one)."""
+    if not inner:
+        return False
+    first = inner[0]
+    return not first.ok and (first.error_pos is None or first.error_pos >= len(payload) - 64)
+
+
+def _may_hide_pickle(value: Any, data: bytes | memoryview) -> bool:
+    """Can this constant decode (raw, hex or base64, then maybe inflate) to a pickle? Only if its first byte, or
+    its first visible character, is the first of a pickle or of a compressed stream in one of those spellings:
+    one look per constant, so a pickle of a million tensor names costs a million looks, not a million decodes."""
+    if isinstance(value, BytesRef):
+        head = bytes(data[value.offset:value.offset + min(value.length, 4096)])
+        if value.length > len(head) and not head.strip():
+            return True       # a long run of white space first: decode it whole (stripping is what decoding does)
+        value = head.decode("utf-8", "replace") if value.kind == "str" else head
+    if isinstance(value, (bytes, bytearray)):
+        if value[:1] and value[0] in _first_bytes():
+            return True
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return False
+    first = _FIRST_VISIBLE.search(value)
+    return first is not None and first.group(0) in _first_chars()
+
+
+@functools.cache
+def _first_bytes() -> frozenset[int]:
+    """First bytes of a pickle (PROTO) and of every compressed stream _inflated opens."""
+    return frozenset({0x80} | {magic[0] for magic, _ in _COMPRESSORS})
+
+
+@functools.cache
+def _first_chars() -> frozenset[str]:
+    """First characters of those bytes written raw (latin-1), as hex (either case) and as base64."""
+    chars: set[str] = set()
+    for byte in _first_bytes():
+        chars.add(chr(byte))
+        chars.update(f"{byte:02x}"[0] + f"{byte:02X}"[0])
+        chars.add(base64.b64encode(bytes([byte])).decode()[0])
+    return frozenset(chars)
 
 
 def _inflated(blob: bytes, cut: list[bytes] | None = None, max_bytes: int = MAX_NESTED_BYTES) -> bytes | None:
