@@ -77,6 +77,7 @@ class Limits:
     json_side_files: int = 2_000              # JSON side files of one release searched for hidden pickles (WA426)
     metadata_strings: int = 100_000           # strings of one safetensors __metadata__ / shard index searched (WA426)
     hidden_pickle_bytes: int = 1 << 20        # one hidden pickle decoded/inflated to be scanned (and <= 16x compressed)
+    hidden_pickles_per_file: int = 10_000     # pickles found in one pickle's constants and scanned (WA411)
     template_json_bytes: int = 64 * 1024 * 1024   # one JSON side file searched for chat templates
     template_yaml_bytes: int = 4 * 1024 * 1024    # one YAML side file searched for chat templates
     template_file_bytes: int = 64 * 1024 * 1024   # one raw template file (chat_template.jinja, *.j2 ...)

@@ -57,3 +57,21 @@ def test_ordinary_constants_stay_silent(tmp_path: Path) -> None:
     obj["raw"] = bytes(range(256)) * 8192                        # 2 MiB starting with 0x00
     obj["raw_80"] = b"\x80" + bytes(1 << 21)                     # starts like a pickle, protocol 0: not one
     assert _findings(tmp_path, obj) == []
+
+
+def test_a_pickle_of_many_tiny_hidden_pickles_stops_at_the_users_limit(tmp_path: Path) -> None:
+    """Each hidden pickle costs a scan: past limits.hidden_pickles_per_file the rest are WA405 (unverified), so a
+    file of millions of them cannot buy minutes; under the limit they are all read."""
+    from dataclasses import replace
+
+    from weightaudit.limits import DEFAULT_LIMITS
+
+    tiny = [base64.b64encode(b"\x80\x02K" + bytes([i]) + b".").decode() for i in range(50)]   # harmless: an int
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps(tiny + [base64.b64encode(PAYLOAD).decode()], protocol=2))
+    options = LoadOptions(limits=replace(DEFAULT_LIMITS, hidden_pickles_per_file=20))
+    loaded = sniff(read_probe(path)).load(path, path.name, options)
+    found = [(f.rule_id, f.message) for f in loaded.findings if f.rule_id != "WA410"]
+    assert [rule for rule, _ in found] == ["WA405"] and "limits.hidden_pickles_per_file = 20" in found[0][1]
+    assert not loaded.verified
+    assert ("WA411", "medium") in _findings(tmp_path, tiny + [base64.b64encode(PAYLOAD).decode()])

@@ -45,11 +45,12 @@ class FileScan:
     torch_refusals: list[str] = field(default_factory=list)
     pickle_allow: tuple[Any, ...] = ()     # the user's policy pickle.allow entries (LoadOptions.pickle_allow)
     nested_opcodes: int = DEFAULT_LIMITS.nested_pickle_opcodes   # per pickle hidden in a constant (policy limits)
+    hidden_pickles: int = DEFAULT_LIMITS.hidden_pickles_per_file  # pickles hidden in constants, scanned per pickle
 
     def add_pickle(self, where: str, base: int, result: PickleResult, data: memoryview) -> None:
         self.results.append((where, base, result))
         found = R.pickle_findings(result, self.rel, where, base, data, allow=self.pickle_allow,
-                                  nested_opcodes=self.nested_opcodes)
+                                  nested_opcodes=self.nested_opcodes, hidden_pickles=self.hidden_pickles)
         self.findings.extend(found)
         if any(a.kind == "limit" for a in result.anomalies) or any(f.rule_id == "WA405" for f in found):
             self.verified = False
@@ -102,7 +103,8 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
         return LoadedFile(rel, fmt, 0, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
                           verified=False)
     scan = FileScan(rel, size, pickle_allow=tuple(getattr(options, "pickle_allow", ())),
-                    nested_opcodes=options.limits.nested_pickle_opcodes)
+                    nested_opcodes=options.limits.nested_pickle_opcodes,
+                    hidden_pickles=options.limits.hidden_pickles_per_file)
     try:
         owner, view = open_map(path)
     except OSError as exc:

@@ -25,6 +25,7 @@ __all__ = ["MAX_NESTED_DEPTH", "NESTED_OPCODES", "nested_pickle_findings"]
 
 MAX_NESTED_DEPTH = 4   # pickles inside pickles inside pickles...: multi-stage payloads, bounded
 MAX_NESTED_BYTES = 1 << 20   # bytes of one constant decoded and scanned; a longer one is scanned by its head
+MAX_HIDDEN_PICKLES = 10_000  # default of limits.hidden_pickles_per_file: hidden pickles scanned per pickle
 NESTED_OPCODES = 100_000   # default of limits.nested_pickle_opcodes: opcodes per hidden pickle
 INFLATE_RATIO = 16     # a compressed constant is inflated to at most 16x its size (a payload padded beyond is cut)
 
@@ -39,33 +40,40 @@ class Hidden(NamedTuple):
 
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
                            data: bytes | memoryview, judge: Classifier,
-                           max_opcodes: int = NESTED_OPCODES) -> list[Finding]:
+                           max_opcodes: int = NESTED_OPCODES, max_pickles: int = MAX_HIDDEN_PICKLES
+                           ) -> list[Finding]:
     """WA411 per constant hiding a pickle that would call code; WA405 (the file unverified) when such a pickle
     runs past ``max_opcodes`` (``limits.nested_pickle_opcodes``) before anything bad was seen."""
     findings = []
+    scans = [max_pickles, 0]  # [hidden pickles this pickle may still scan, 1 once one was left unscanned]
     for pos, value in result.byte_strings:     # every constant: the first-character filter keeps this linear
-        found = _nested_payload(value, data, 1, judge, max_opcodes)
-        if found is None:
-            continue
-        levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
-        if found.call is None and found.cut:
-            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} that inflates past "
-                                                         f"(or, stored plain, runs past) the {MAX_NESTED_BYTES:,} bytes "
-                                                         f"scanned (at most {INFLATE_RATIO}x its compressed size): not "
-                                                         "fully checked",
+        found = _nested_payload(value, data, 1, judge, max_opcodes, scans)
+        if found is not None:
+            findings.append(_hidden_finding(found, path, where(pos, "constant"), max_opcodes))
+        if scans[1]:
+            findings.append(LIMIT_EXCEEDED.finding(path, f"limits.hidden_pickles_per_file = {max_pickles:,} pickles "
+                                                         "hidden in constants were scanned; the rest were not "
+                                                         "searched: not fully checked",
                                                    where=where(pos, "constant")))
-        elif found.call is None:
-            findings.append(LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} of more than "
-                                                         f"limits.nested_pickle_opcodes = {max_opcodes:,} opcodes: "
-                                                         "not fully checked", where=where(pos, "constant")))
-        else:
-            findings.append(NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run "
-                                                        f"{found.call}", where=where(pos, "constant")))
+            break
     return findings
 
 
+def _hidden_finding(found: Hidden, path: str, where: str, max_opcodes: int) -> Finding:
+    levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
+    if found.call is None and found.cut:
+        return LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} that inflates past (or, stored plain, "
+                                            f"runs past) the {MAX_NESTED_BYTES:,} bytes scanned (at most "
+                                            f"{INFLATE_RATIO}x its compressed size): not fully checked", where=where)
+    if found.call is None:
+        return LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} of more than "
+                                            f"limits.nested_pickle_opcodes = {max_opcodes:,} opcodes: not fully "
+                                            "checked", where=where)
+    return NESTED_PICKLE.finding(path, f"a constant holds a pickle{levels} that would run {found.call}", where=where)
+
+
 def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Classifier,
-                    max_opcodes: int) -> Hidden | None:
+                    max_opcodes: int, scans: list[int]) -> Hidden | None:
     """The first call a pickle hidden in this constant would make and how deep it sits (a call of None: a hidden
     pickle hit the opcode limit and nothing bad was seen), or None."""
     limited: Hidden | None = None
@@ -73,6 +81,10 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
         return None
     cut: list[bytes] = []
     for payload in _decoded_candidates(value, data, cut):
+        if scans[0] <= 0:
+            scans[1] = 1
+            return limited
+        scans[0] -= 1
         inner, _ = scan_stream(payload, limits=Limits(max_opcodes=max_opcodes))
         bad = [render(c) for r in inner for c in r.calls if not judge.is_allowed(c.func)]
         bad += [u.ref.qualname for r in inner for u in r.globals
@@ -86,7 +98,7 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
         if depth < MAX_NESTED_DEPTH:
             for r in inner:
                 for _, deeper in r.byte_strings:
-                    found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes)
+                    found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes, scans)
                     if found is not None and found.call is not None:
                         return found
                     limited = limited or found

@@ -25,7 +25,8 @@ from weightaudit.model import Finding
 from weightaudit.rules.pickle_allowlist import AllowEntry, torch_weights_only_globals
 from weightaudit.rules.pickle_bombs import bomb_findings
 from weightaudit.rules.pickle_classify import Level, classifier_for
-from weightaudit.rules.pickle_nested import MAX_NESTED_DEPTH, NESTED_OPCODES, nested_pickle_findings
+from weightaudit.rules.pickle_nested import (MAX_HIDDEN_PICKLES, MAX_NESTED_DEPTH, NESTED_OPCODES,
+                                             nested_pickle_findings)
 from weightaudit.rules.pickle_rule_defs import *  # noqa: F401,F403 - the rule objects loaders use as R.<RULE>
 from weightaudit.rules.pickle_rule_defs import (
     DYNAMIC_GLOBAL, EXT_CODE, GLOBAL_MUTATION, LIMIT_EXCEEDED, OUT_OF_BAND, PARSER_DIFFERENTIAL,
@@ -59,7 +60,8 @@ def classify_global(module: str, name: str, allow: Iterable[AllowEntry] = ()) ->
 
 def pickle_findings(result: PickleResult, path: str, where_prefix: str, offset_base: int = 0,
                     data: bytes | memoryview | None = None, scan_nested: bool = True,
-                    allow: Iterable[AllowEntry] = (), nested_opcodes: int = NESTED_OPCODES) -> list[Finding]:
+                    allow: Iterable[AllowEntry] = (), nested_opcodes: int = NESTED_OPCODES,
+                    hidden_pickles: int = MAX_HIDDEN_PICKLES) -> list[Finding]:
     """Every WA4xx finding for one pickle.
 
     ``where_prefix`` names the member or pickle (``"archive/data.pkl"``); byte offsets are reported relative
@@ -84,7 +86,7 @@ def pickle_findings(result: PickleResult, path: str, where_prefix: str, offset_b
     allocations = {a.pos for a in result.anomalies if a.kind == "allocation"}
     findings.extend(bomb_findings(result.calls, path, where, allocations))
     if scan_nested and data is not None:
-        findings.extend(nested_pickle_findings(result, path, where, data, judge, nested_opcodes))
+        findings.extend(nested_pickle_findings(result, path, where, data, judge, nested_opcodes, hidden_pickles))
     return findings
 
 
