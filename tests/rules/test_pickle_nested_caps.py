@@ -75,3 +75,17 @@ def test_a_pickle_of_many_tiny_hidden_pickles_stops_at_the_users_limit(tmp_path:
     assert [rule for rule, _ in found] == ["WA405"] and "limits.hidden_pickles_per_file = 20" in found[0][1]
     assert not loaded.verified
     assert ("WA411", "medium") in _findings(tmp_path, tiny + [base64.b64encode(PAYLOAD).decode()])
+
+
+def test_pickles_nested_deeper_than_followed_are_not_fully_checked(tmp_path: Path) -> None:
+    """MAX_NESTED_DEPTH (4) pickles inside pickles are followed; a fifth level is WA405, never a silent pass."""
+    from weightaudit.rules.pickle_nested import MAX_NESTED_DEPTH
+
+    def nest(levels: int) -> object:
+        blob: bytes = PAYLOAD
+        for _ in range(levels - 1):
+            blob = pickle.dumps({"next": blob}, protocol=3)
+        return {"blob": blob}
+
+    assert ("WA411", "medium") in _findings(tmp_path, nest(MAX_NESTED_DEPTH))
+    assert _findings(tmp_path, nest(MAX_NESTED_DEPTH + 1)) == [("WA405", "high")]

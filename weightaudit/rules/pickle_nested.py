@@ -36,6 +36,7 @@ class Hidden(NamedTuple):
     call: str | None
     depth: int
     cut: bool = False     # stopped because inflation or a long constant was cut (1 MiB, 16x), not at the opcodes
+    too_deep: bool = False  # holds yet another pickle, deeper than MAX_NESTED_DEPTH: not followed
 
 
 def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int, str], str],
@@ -61,6 +62,9 @@ def nested_pickle_findings(result: PickleResult, path: str, where: Callable[[int
 
 def _hidden_finding(found: Hidden, path: str, where: str, max_opcodes: int) -> Finding:
     levels = "" if found.depth == 1 else f" ({found.depth} pickles deep)"
+    if found.call is None and found.too_deep:
+        return LIMIT_EXCEEDED.finding(path, f"a constant holds pickles nested more than {MAX_NESTED_DEPTH} deep; the "
+                                            "innermost was not followed: not fully checked", where=where)
     if found.call is None and found.cut:
         return LIMIT_EXCEEDED.finding(path, f"a constant holds a pickle{levels} that inflates past (or, stored plain, "
                                             f"runs past) the {MAX_NESTED_BYTES:,} bytes scanned (at most "
@@ -95,13 +99,16 @@ def _nested_payload(value: Any, data: bytes | memoryview, depth: int, judge: Cla
             limited = Hidden(None, depth)
         if limited is None and any(payload is c for c in cut) and _ran_to_the_end(inner, payload):
             limited = Hidden(None, depth, cut=True)
-        if depth < MAX_NESTED_DEPTH:
-            for r in inner:
-                for _, deeper in r.byte_strings:
-                    found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes, scans)
-                    if found is not None and found.call is not None:
-                        return found
-                    limited = limited or found
+        for r in inner:
+            for _, deeper in r.byte_strings:
+                if depth >= MAX_NESTED_DEPTH:
+                    if limited is None and _may_hide_pickle(deeper, payload) and _decoded_candidates(deeper, payload):
+                        limited = Hidden(None, depth, too_deep=True)
+                    continue
+                found = _nested_payload(deeper, payload, depth + 1, judge, max_opcodes, scans)
+                if found is not None and found.call is not None:
+                    return found
+                limited = limited or found
     return limited
 
 
