@@ -2,9 +2,10 @@
 
 A release is written by someone else, possibly an attacker; each limit below bounds the time or memory one
 input can cost. Hitting a limit is never silent and never an internal error: the reader stops, raises a
-``limit-reached`` finding (WA132, high) naming the limit and its value, and marks the file unverified (exit 3
-unless something fails the audit outright). Only the *user's* policy can change a limit (``limits:`` in
-``weightaudit.yaml`` / ``[tool.weightaudit.limits]`` / ``--policy FILE``), never a file inside the release.
+``limit-reached`` finding (WA132, high: the audit fails at the default ``--fail-on high``) naming the limit and
+its value, and marks the file unverified (exit 3 when nothing fails, e.g. with ``--fail-on critical``). Only the
+*user's* policy can change a limit (``limits:`` in ``weightaudit.yaml`` / ``[tool.weightaudit.limits]`` /
+``--policy FILE``), never a file inside the release.
 
 ```yaml
 version: 1
