@@ -32,6 +32,7 @@ from weightaudit import __version__
 from weightaudit.errors import ExitCode, UsageError
 from weightaudit.formats.base import LoadOptions
 from weightaudit.release_tensors import LoadedTarget, TensorSource, load_target
+from weightaudit.safe_read import open_regular
 
 __all__ = ["FileEntry", "TensorEntry", "Manifest", "VerifyReport", "Check", "build_manifest", "read_manifest",
            "verify_manifest", "file_sha256", "READ_CHUNK"]
@@ -99,8 +100,6 @@ class Manifest:
 
 def file_sha256(path: Path, chunk_bytes: int = READ_CHUNK) -> str:
     """sha256 of a regular file, read in fixed chunks through one reused buffer."""
-    from weightaudit.safe_read import open_regular
-
     hasher = hashlib.sha256()
     buffer = bytearray(chunk_bytes)
     view = memoryview(buffer)
@@ -193,7 +192,7 @@ def _manifest_of(target: LoadedTarget, skip: Path | None) -> Manifest:
 def read_manifest(path: Path) -> Manifest:
     """Parse a manifest written by ``hash`` (a usage error when it is not one)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:           # a FIFO or device is refused, never waited on
             data = handle.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise UsageError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES:,} bytes")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import yaml
 
 from weightaudit.errors import UsageError
-from weightaudit.safe_read import UnsafeDocument, load_yaml
+from weightaudit.safe_read import UnsafeDocument, load_yaml, open_regular
 from weightaudit.openness.components import MOF_COMPONENTS, component_by_name, suggest_name
 from weightaudit.openness.mof import GLOBAL_KEYS, MofRecord, record_from_mof
 
@@ -155,7 +155,7 @@ def load_declaration(path: Path | str) -> Declaration:
     """Read a MOF YAML declaration (capped at 1 MB). Raises UsageError naming the file and the problem."""
     shown = str(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:           # a FIFO or device is refused, never waited on
             data = handle.read(MAX_DECLARATION_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read declaration: {exc.strerror or exc}") from None

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 from weightaudit.errors import UsageError
 from weightaudit.openness.licenses import normalise_license
-from weightaudit.safe_read import UnsafeDocument, load_document
+from weightaudit.safe_read import UnsafeDocument, load_document, open_regular
 
 KINDS = ("training", "preprocessing", "evaluation", "inference", "tooling", "framework", "dataset", "paper", "model")
 COMPONENT_KINDS: Mapping[str, str] = {
@@ -211,7 +211,7 @@ def load_knowledge(extra: Path | str | None = None) -> Knowledge:
         return bundled
     shown = str(extra)
     try:
-        with open(extra, "rb") as handle:
+        with open_regular(extra) as handle:          # a FIFO or device is refused, never waited on
             data = handle.read(MAX_USER_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read knowledge file: {exc.strerror or exc}") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from weightaudit.limits import DEFAULT_LIMITS, Limits, describe
+from weightaudit.safe_read import open_regular, read_text
 from weightaudit.templates.issues import Template
 
 # Read caps are the user's limits: template_json_bytes (tokenizer_config.json of real releases: up to a few MB of
@@ -70,7 +71,7 @@ def _one_file(path: Path, rel: str, structured: bool, limits: Limits) -> Iterato
                 yield Unread(rel, f"{info.st_size:,} bytes, over {describe(limit, limits)} for reading chat "
                                   "templates: its templates were not checked")
             return
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text(path, getattr(limits, limit), truncate=True)   # regular files only, opened once
     except OSError as exc:
         yield Unread(rel, f"cannot be read ({exc.strerror or exc})")
         return
@@ -90,7 +91,7 @@ def _limit(rel: str, structured: bool) -> str:
 def _mentions_template(path: Path) -> bool:
     """Whether the file contains b"template", read in chunks (memory stays at one chunk)."""
     tail = b""
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(STREAM_CHUNK):
             if b"template" in (tail + chunk).lower():
                 return True
