@@ -7,11 +7,15 @@ in-process audit (measured with ``gc.callbacks``, load 8). ``fewer_collections``
 block and restores them after: 7 young collections, 0.06 s. Cycles are still collected (an unreachable cycle
 waits at most ``YOUNG`` allocations for a young collection, longer only once it has survived one), so memory
 stays bounded on hostile inputs, unlike ``gc.disable()``.
+
+``lazy_collections_while_loading`` is the loaders' variant (a pickle load builds millions of objects that all live
+until it ends): lazier still, and safe when loads overlap in threads (restored when the last one ends).
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -32,3 +36,30 @@ def fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextmanager
+def lazy_collections_while_loading() -> Iterator[None]:
+    """The cyclic garbage collector made lazy while one file is read: a pickle builds millions of small objects
+    that all stay alive until the load ends, and the default thresholds kept re-walking them (1.1 of 6.7 s CPU
+    loading 100,000 torch tensors). Young objects are still collected every 100,000 allocations, so cyclic
+    garbage a hostile pickle makes on purpose (a list appended to itself, then popped) is freed as it goes; the
+    thresholds are restored when the last load running in this process ends (threads may overlap). Measured: as
+    fast as switching the collector off."""
+    with _GC_LOCK:
+        if not _GC_SAVED:
+            _GC_SAVED.append(gc.get_threshold())
+            gc.set_threshold(*LOAD_GC_THRESHOLD)
+        _GC_SAVED.append(None)
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_SAVED.pop()
+            if len(_GC_SAVED) == 1:
+                gc.set_threshold(*_GC_SAVED.pop())
+
+
+LOAD_GC_THRESHOLD = (100_000, 50, 1000)
+_GC_LOCK = threading.Lock()
+_GC_SAVED: list[tuple[int, ...] | None] = []     # [thresholds before the first load, one None per load running]

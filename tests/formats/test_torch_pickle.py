@@ -231,7 +231,7 @@ def test_prose_that_parses_as_protocol_0_is_not_a_pickle(tmp_path) -> None:
 
 
 def test_a_load_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
-    """Loads make the cyclic collector lazy while they run (pickle_scan._no_cyclic_gc), never beyond: after a
+    """Loads make the cyclic collector lazy while they run (collector.lazy_collections_while_loading), never beyond: after a
     clean load and after one that fails part-way, thresholds and state are what they were."""
     import gc
 

@@ -8,16 +8,14 @@ so loaders never raise on bad input. :class:`PickleFamilyLoader` gives every suc
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-import threading
 
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from weightaudit.collector import lazy_collections_while_loading
 from weightaudit.formats.base import DEFAULT_CHUNK, LoadOptions, iter_contiguous_chunks
 from weightaudit.formats.mapped_file import FileLimit, FileProblem, close_map, open_map
 from weightaudit.formats.pickle_vm import Limits, PickleResult
@@ -111,7 +109,7 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
         return LoadedFile(rel, fmt, size, status=FileStatus.ERROR, reason=f"{rel}: cannot read ({exc.strerror})",
                           verified=False)
     try:
-        with _no_cyclic_gc():
+        with lazy_collections_while_loading():
             body(scan, view, options, str(path.resolve()))
     except FileLimit as exc:
         scan.findings.append(get_rule("WA132").finding(rel, str(exc)))
@@ -123,33 +121,6 @@ def safe_load(fmt: str, path: Path, rel: str, options: LoadOptions, body: Any) -
     finally:
         close_map(owner, view)
     return scan.finish(fmt, path)
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The cyclic garbage collector made lazy while one file is read: a pickle builds millions of small objects
-    that all stay alive until the load ends, and the default thresholds kept re-walking them (1.1 of 6.7 s CPU
-    loading 100,000 torch tensors). Young objects are still collected every 100,000 allocations, so cyclic
-    garbage a hostile pickle makes on purpose (a list appended to itself, then popped) is freed as it goes; the
-    thresholds are restored when the last load running in this process ends (threads may overlap). Measured: as
-    fast as switching the collector off."""
-    with _GC_LOCK:
-        if not _GC_SAVED:
-            _GC_SAVED.append(gc.get_threshold())
-            gc.set_threshold(*LOAD_GC_THRESHOLD)
-        _GC_SAVED.append(None)
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_SAVED.pop()
-            if len(_GC_SAVED) == 1:
-                gc.set_threshold(*_GC_SAVED.pop())
-
-
-LOAD_GC_THRESHOLD = (100_000, 50, 1000)
-_GC_LOCK = threading.Lock()
-_GC_SAVED: list[tuple[int, ...] | None] = []     # [thresholds before the first load, one None per load running]
 
 
 def report_trailing_data(scan: FileScan, results: list[PickleResult], stopped: int, total: int, where: str) -> None:
