@@ -6,20 +6,19 @@
   :class:`Storage`, through a ``lookup`` the loader provides (zip record or legacy storage list).
 - :func:`build_tensors` checks each :class:`TensorSpec` against its storage (WA145/WA146), makes the
   :class:`~weightaudit.model.TensorInfo` records and remembers each tensor's :class:`TensorLayout`, from which
-  :func:`iter_layout_chunks` streams strided, compressed or big-endian tensors.
+  :func:`iter_layout_chunks` streams strided, compressed or big-endian tensors (both in ``torch_layout``,
+  re-exported here).
 """
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from weightaudit.formats.base import iter_contiguous_chunks
-from weightaudit.formats.mapped_file import close_map, open_map
 from weightaudit.formats.pickle_values import BytesRef, Call, Global, PersistentId, render
-from weightaudit.formats.zipread import ZipEntry, iter_member_range, member_data
+from weightaudit.formats.torch_layout import (TENSOR_LAYOUTS, TensorLayout, contiguous_strides, is_contiguous,
+                                              iter_layout_chunks)
+from weightaudit.formats.zipread import ZipEntry
 from weightaudit.model import DTYPE_BITS, Finding, Role, Severity, TensorInfo, element_count
 from weightaudit.rules import pickle_rules as R
 
@@ -342,44 +341,6 @@ def storage_from_pid(pid: Any, lookup: Any) -> Storage | str:
 # ==============================================================================================================
 
 
-@dataclass(frozen=True)
-class TensorLayout:
-    """Where a tensor's bytes are, for iter_chunks."""
-
-    storage: Storage
-    byte_offset: int           # from the start of the storage record
-    size: tuple[int, ...]
-    stride_bytes: tuple[int, ...]
-    itemsize: int
-    nbytes: int
-
-
-# None: the tensor was read and is deliberately not streamed (out of bounds, repeated view), so iter_chunks does not
-# parse the file again for it
-TENSOR_LAYOUTS: dict[tuple[str, str], TensorLayout | None] = {}
-
-
-def contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for dim in reversed(size):
-        strides.append(acc)
-        acc *= max(dim, 1)
-    return tuple(reversed(strides))
-
-
-def is_contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    """C order: every dimension longer than 1 has the stride of the dimensions after it (one pass, no lists)."""
-    if len(size) != len(stride):
-        expected = contiguous_strides(size)
-        return all(d <= 1 or s == e for d, s, e in zip(size, stride, expected))
-    acc = 1
-    for dim, step in zip(reversed(size), reversed(stride)):
-        if dim > 1 and step != acc:
-            return False
-        acc *= max(dim, 1)
-    return True
-
-
 def build_tensors(specs: list[TensorSpec], path_key: str, rel: str, byte_order: str,
                   findings: list[Finding]) -> tuple[list[TensorInfo], dict[str, list[str]], bool]:
     """TensorInfo records plus shared-storage groups; appends WA145/WA146 findings. Returns verified flag."""
@@ -461,53 +422,3 @@ def _extent(size: tuple[int, ...], stride: tuple[int, ...]) -> int:
     for dim, step in zip(size, stride):
         total += (dim - 1) * step
     return total
-
-
-# ==============================================================================================================
-# Streaming a tensor's bytes from its layout
-# ==============================================================================================================
-
-
-def iter_layout_chunks(path: Path, layout: TensorLayout, chunk_bytes: int) -> Iterator[memoryview]:
-    """Stream a tensor's bytes in C order from its storage (strided views gathered chunk by chunk)."""
-    storage = layout.storage
-    if storage.data_offset is None:
-        yield from _iter_compressed(path, layout, chunk_bytes)
-        return
-    base = storage.data_offset + layout.byte_offset
-    if is_contiguous(layout.size, tuple(s // layout.itemsize for s in layout.stride_bytes)):
-        yield from iter_contiguous_chunks(path, base, base + layout.nbytes, chunk_bytes)
-        return
-    import numpy as np
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        span = np.frombuffer(mm, dtype=np.uint8)
-        view = np.lib.stride_tricks.as_strided(span[base:], shape=layout.size + (layout.itemsize,),
-                                               strides=layout.stride_bytes + (1,), writeable=False)
-        rows = view.reshape((-1,) + view.shape[-1:]) if view.ndim > 1 else view.reshape(1, -1)
-        per_chunk = max(1, chunk_bytes // layout.itemsize)
-        for start in range(0, rows.shape[0], per_chunk):
-            yield memoryview(np.ascontiguousarray(rows[start:start + per_chunk]).reshape(-1).tobytes())
-        del rows, view, span
-
-
-def _iter_compressed(path: Path, layout: TensorLayout, chunk_bytes: int) -> Iterator[memoryview]:
-    entry = layout.storage.entry
-    if entry is None:
-        raise ValueError(f"{path}: storage {layout.storage.key} has no readable bytes")
-    if is_contiguous(layout.size, tuple(s // layout.itemsize for s in layout.stride_bytes)):
-        # the common case streams with flat memory; a strided view needs the (bounded) record in memory
-        yield from iter_member_range(path, entry, layout.byte_offset, layout.byte_offset + layout.nbytes,
-                                     chunk_bytes)
-        return
-    owner, view = open_map(path)
-    try:
-        record = bytes(member_data(view, entry))
-    finally:
-        close_map(owner, view)
-    import numpy as np
-    span = np.frombuffer(record, dtype=np.uint8)
-    strided = np.lib.stride_tricks.as_strided(span[layout.byte_offset:], shape=layout.size + (layout.itemsize,),
-                                              strides=layout.stride_bytes + (1,), writeable=False)
-    data = np.ascontiguousarray(strided).reshape(-1).tobytes()
-    for start in range(0, len(data), chunk_bytes):
-        yield memoryview(data)[start:start + chunk_bytes]
