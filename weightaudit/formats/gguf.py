@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 from weightaudit.chat_templates import Template
 from weightaudit.formats.base import LoadOptions, Probe
+from weightaudit.formats.gguf_cursor import KEPT_STRING_CHARS, Cursor, HeaderError
 from weightaudit.formats.gguf_facts import facts, is_template_key
 from weightaudit.formats.gguf_layout import check_layout, pad, show
 from weightaudit.formats.gguf_types import (  # GGML_TYPES is also imported from here by tests and fixtures
@@ -62,7 +63,6 @@ GGML_MAX_NAME = 64                # names must be shorter than this (ggml's GGML
 MAX_KV_COUNT = 1_000_000         # defaults of limits.gguf_kv_pairs / limits.gguf_tensors (weightaudit/limits.py)
 MAX_TENSOR_COUNT = 1_000_000
 MAX_ARRAY_DEPTH = 4
-KEPT_STRING_CHARS = 4096          # non-template strings are kept up to this many characters
 ARRAY_SAMPLE = 8                  # elements kept from each array
 INT64_MAX = 2**63 - 1
 _U32, _U64, _TYPE_OFFSET = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<IQ")
@@ -70,15 +70,6 @@ _DIMS = tuple(struct.Struct(f"<{n}Q") for n in range(5))   # 0..GGML_MAX_DIMS di
 SIZE_MAX = 2**64 - 1
 MIN_KV_BYTES = 8 + 1 + 4 + 1      # key length, a 1-byte key, value type, a 1-byte value
 MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
-
-class HeaderError(Exception):
-    """The header cannot be read further; carries the rule it breaks."""
-
-    def __init__(self, rule: Any, message: str, where: str | None = None) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.where = where
-
 
 @dataclass(frozen=True)
 class GGUFArray:
@@ -128,63 +119,10 @@ class _Parse:
         self.findings.append(rule.finding(self.rel, message, tensor=tensor, where=where, severity=severity))
 
 
-class _Cursor:
-    """Bounded little-endian reads over the mapped file. ``limit`` caps how far the header may reach."""
-
-    def __init__(self, buf: Any, size: int, limit: int) -> None:
-        self.buf, self.size, self.limit, self.pos = buf, size, limit, 0
-
-    def remaining(self) -> int:
-        return self.size - self.pos
-
-    def fixed(self, fmt: str, width: int, what: str) -> Any:
-        if self.pos + width > self.size:
-            raise HeaderError(G.HEADER_TRUNCATED, f"file ends inside {what} (byte {self.pos:,} of {self.size:,})")
-        self._within_limit(width, what)
-        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += width
-        return value
-
-    def u32(self, what: str) -> int:
-        return self.fixed("<I", 4, what)
-
-    def u64(self, what: str) -> int:
-        return self.fixed("<Q", 8, what)
-
-    def declared(self, nbytes: int, what: str) -> None:
-        """Check that a declared length of ``nbytes`` fits in the file and the header limit."""
-        if nbytes > self.remaining():
-            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"{what} declares {nbytes:,} bytes at byte {self.pos:,} but "
-                              f"only {self.remaining():,} remain in the file")
-        self._within_limit(nbytes, what)
-
-    def _within_limit(self, nbytes: int, what: str) -> None:
-        if self.pos + nbytes > self.limit:
-            raise HeaderError(G.LENGTH_OUT_OF_BOUNDS, f"header reaches past the {self.limit:,}-byte limit while "
-                              f"reading {what}")
-
-    def raw_string(self, what: str) -> tuple[int, int]:
-        """(start, length) of a u64-length-prefixed string, skipped."""
-        length = self.u64(f"{what} length")
-        self.declared(length, what)
-        start = self.pos
-        self.pos += length
-        return start, length
-
-    def text(self, start: int, length: int, keep: int | None = KEPT_STRING_CHARS) -> str:
-        end = start + length if keep is None else start + min(length, keep * 4)
-        decoded = bytes(self.buf[start:end]).decode("utf-8", errors="replace")
-        return decoded if keep is None else decoded[:keep]
-
-    def skip(self, nbytes: int, what: str) -> None:
-        self.declared(nbytes, what)
-        self.pos += nbytes
-
-
 class _Parser:
     """Walks the header in ggml's order, recording findings on the shared ``_Parse``."""
 
-    def __init__(self, cursor: _Cursor, state: _Parse, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, cursor: Cursor, state: _Parse, limits: Limits = DEFAULT_LIMITS) -> None:
         self.cur, self.state, self.limits = cursor, state, limits
 
     def run(self) -> None:
@@ -470,7 +408,7 @@ def parse(path: Path, rel: str, options: LoadOptions | None = None) -> LoadedFil
         else:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 try:
-                    _Parser(_Cursor(mapped, size, limit), state, (options or LoadOptions()).limits).run()
+                    _Parser(Cursor(mapped, size, limit), state, (options or LoadOptions()).limits).run()
                 except HeaderError as exc:
                     fatal = str(exc)
                     state.add(exc.rule, fatal, where=exc.where)
