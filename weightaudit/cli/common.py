@@ -81,6 +81,9 @@ def write_output(text: str, output: str | None) -> None:
 
     A file is written whole or not at all: into a temporary file in the same folder, then renamed over
     ``output``; an error or a signal on the way removes the temporary file and leaves ``output`` untouched.
+    Through a symbolic link, the file it points to is the one replaced. A path that exists and is not a regular
+    file (``/dev/null``, a FIFO, ``/dev/stdout``) is written to directly: renaming over it would replace the
+    device or pipe with a file.
     """
     if not text.endswith("\n"):
         text += "\n"
@@ -88,9 +91,31 @@ def write_output(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    target = Path(output)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"cannot write output file {output}: {exc.strerror or exc}") from exc
+    if mode is not None and not stat.S_ISREG(mode):
+        _write_through(text, target, output)
+        return
+    _replace_whole(text, Path(os.path.realpath(target)) if mode is not None else target, output)
+
+
+def _write_through(text: str, target: Path, output: str) -> None:
+    try:
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write output file {output}: {exc.strerror or exc}") from exc
+
+
+def _replace_whole(text: str, target: Path, output: str) -> None:
+    """Write ``target`` atomically: a temporary file in its folder, renamed over it when complete."""
     import tempfile
 
-    target = Path(output)
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
     except OSError as exc:
